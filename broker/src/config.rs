@@ -1,0 +1,278 @@
+//! Configuration: strict YAML with defaults embedded in the binary.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the file, line,
+//! column and key path instead of a setting silently ignored. Durations are written
+//! the human way (`200ms`, `30s`). [`DEFAULT_CONFIG`] is the commented file that
+//! `tandem print-default-config` prints and that `tandem` serves when given no file;
+//! a unit test keeps it equal to [`Config::default`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The commented default configuration, embedded at build time.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML did not parse or did not match the schema.
+    #[error("{file}: {location}{path}: {message}")]
+    Parse {
+        /// The file (or `<embedded default>`).
+        file: PathBuf,
+        /// `line L, column C: ` when known.
+        location: String,
+        /// Key path of the offending value, e.g. `listeners.default.bind`.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The configuration parsed but is not usable.
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Key path of the offending value.
+        path: String,
+        /// What was wrong and what to do.
+        message: String,
+    },
+}
+
+/// The whole broker configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Named listeners (aMQTT's shape: a map of name to `type` and `bind`).
+    pub listeners: BTreeMap<String, ListenerConfig>,
+    /// MQTT limits and timers.
+    pub mqtt: MqttConfig,
+    /// `$SYS/broker/...` statistics.
+    pub sys: SysConfig,
+    /// How long a graceful shutdown may take before connections are dropped. Keep it
+    /// shorter than a Kubernetes pod's termination grace period.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut listeners = BTreeMap::new();
+        listeners.insert(
+            "default".to_owned(),
+            ListenerConfig {
+                kind: ListenerKind::Tcp,
+                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            },
+        );
+        Self {
+            listeners,
+            mqtt: MqttConfig::default(),
+            sys: SysConfig::default(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Transport.
+    #[serde(rename = "type")]
+    pub kind: ListenerKind,
+    /// Address and port to bind; port 0 picks a free one (tests use it).
+    pub bind: SocketAddr,
+}
+
+/// Listener transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Plain MQTT over TCP.
+    Tcp,
+}
+
+/// MQTT limits. Each bound has a decided behaviour at the bound, written beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Connections served at once; one more is answered CONNACK "server unavailable"
+    /// and closed at once.
+    pub max_connections: usize,
+    /// Largest packet accepted, fixed header included; a larger one closes the
+    /// connection before its body is buffered.
+    pub max_packet_size: usize,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement per client; further messages
+    /// wait in the client's queue.
+    pub max_inflight: u16,
+    /// Messages queued per session (online behind the inflight window, or offline for
+    /// a persistent session); a message beyond it is dropped for that session and counted.
+    pub max_queued_messages: usize,
+    /// How long a new connection may take to send CONNECT before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 100,
+            max_queued_messages: 1000,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `$SYS` statistics publishing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysConfig {
+    /// Publish `$SYS/broker/...` at all.
+    pub enable: bool,
+    /// Interval between updates (aMQTT's `sys_interval`).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates YAML text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let location = inner
+                .location()
+                .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+                .unwrap_or_default();
+            // serde_yaml_ng appends "at line L column C" itself; it is already in front.
+            let mut message = inner.to_string();
+            if let Some(cut) = message.find(" at line ") {
+                message.truncate(cut);
+            }
+            ConfigError::Parse {
+                file: file.to_owned(),
+                location,
+                path: if path == "." { String::new() } else { path },
+                message,
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn from_file(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, file)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        Self::from_yaml(DEFAULT_CONFIG, Path::new("<embedded default>"))
+            .expect("the embedded default config is valid (checked by a unit test)")
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |path: &str, message: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "at least one listener is needed"));
+        }
+        if self.mqtt.max_connections == 0 {
+            return Err(invalid("mqtt.max_connections", "must be at least 1"));
+        }
+        if self.mqtt.max_packet_size < 64
+            || self.mqtt.max_packet_size > crate::protocol::MAX_REMAINING_LENGTH + 5
+        {
+            return Err(invalid(
+                "mqtt.max_packet_size",
+                "must be between 64 and 268435460 bytes",
+            ));
+        }
+        if self.mqtt.max_inflight == 0 {
+            return Err(invalid("mqtt.max_inflight", "must be at least 1"));
+        }
+        if self.mqtt.max_queued_messages == 0 {
+            return Err(invalid("mqtt.max_queued_messages", "must be at least 1"));
+        }
+        if self.sys.enable && self.sys.interval < Duration::from_secs(1) {
+            return Err(invalid("sys.interval", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_default_impl() {
+        assert_eq!(Config::embedded_default(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_path() {
+        let text = "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:1883\n    bnid: x\n";
+        let err = Config::from_yaml(text, Path::new("t.yaml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("t.yaml: line 5, column 5: "), "{msg}");
+        assert!(msg.contains("listeners.default"), "{msg}");
+        assert!(msg.contains("unknown field `bnid`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let text = "mqtt:\n  max_inflight: lots\n";
+        let msg = Config::from_yaml(text, Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("mqtt.max_inflight"), "{msg}");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let c = Config::from_yaml("mqtt:\n  connect_timeout: 250ms\n", Path::new("t")).unwrap();
+        assert_eq!(c.mqtt.connect_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let msg = Config::from_yaml("mqtt:\n  max_inflight: 0\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "t: mqtt.max_inflight: must be at least 1");
+    }
+}

@@ -1,0 +1,92 @@
+//! The MQTT 3.1.1 wire form (protocol level 4), which MQTT 3.1 (level 3, "MQIsdp")
+//! shares byte for byte. One file per packet; the four acknowledgements, identical on
+//! the wire but for their type and flags, share [`ack`].
+
+pub mod ack;
+pub mod connack;
+pub mod connect;
+pub mod disconnect;
+pub mod ping;
+pub mod publish;
+pub mod suback;
+pub mod subscribe;
+pub mod unsuback;
+pub mod unsubscribe;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Error, FixedHeader, Packet, PacketType, ProtocolVersion};
+
+/// Decodes one packet body whose fixed header has been checked.
+pub fn decode(header: FixedHeader, body: Bytes) -> Result<Packet, Error> {
+    let kind = header.packet_type()?;
+    Ok(match kind {
+        PacketType::Connect => Packet::Connect(connect::read(header, body)?),
+        PacketType::ConnAck => Packet::ConnAck(connack::read(header, body)?),
+        PacketType::Publish => Packet::Publish(publish::read(header, body)?),
+        PacketType::PubAck => Packet::PubAck(ack::read_puback(header, body)?),
+        PacketType::PubRec => Packet::PubRec(ack::read_pubrec(header, body)?),
+        PacketType::PubRel => Packet::PubRel(ack::read_pubrel(header, body)?),
+        PacketType::PubComp => Packet::PubComp(ack::read_pubcomp(header, body)?),
+        PacketType::Subscribe => Packet::Subscribe(subscribe::read(header, body)?),
+        PacketType::SubAck => Packet::SubAck(suback::read(header, body)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(unsubscribe::read(header, body)?),
+        PacketType::UnsubAck => Packet::UnsubAck(unsuback::read(header, body)?),
+        PacketType::PingReq => {
+            ping::read(header, PacketType::PingReq)?;
+            Packet::PingReq
+        }
+        PacketType::PingResp => {
+            ping::read(header, PacketType::PingResp)?;
+            Packet::PingResp
+        }
+        PacketType::Disconnect => Packet::Disconnect(disconnect::read(header, body)?),
+        // AUTH does not exist before MQTT 5.
+        PacketType::Auth => return Err(Error::InvalidPacketType(15)),
+    })
+}
+
+/// Appends the wire form of `packet` to `buf`.
+pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
+    match packet {
+        Packet::Connect(p) => connect::write(p, version, buf),
+        Packet::ConnAck(p) => connack::write(p, buf),
+        Packet::Publish(p) => publish::write(p, buf),
+        Packet::PubAck(p) => ack::write(PacketType::PubAck, p.pkid, buf),
+        Packet::PubRec(p) => ack::write(PacketType::PubRec, p.pkid, buf),
+        Packet::PubRel(p) => ack::write(PacketType::PubRel, p.pkid, buf),
+        Packet::PubComp(p) => ack::write(PacketType::PubComp, p.pkid, buf),
+        Packet::Subscribe(p) => subscribe::write(p, buf),
+        Packet::SubAck(p) => suback::write(p, buf),
+        Packet::Unsubscribe(p) => unsubscribe::write(p, buf),
+        Packet::UnsubAck(p) => unsuback::write(p, buf),
+        Packet::PingReq => ping::write(PacketType::PingReq, buf),
+        Packet::PingResp => ping::write(PacketType::PingResp, buf),
+        Packet::Disconnect(_) => disconnect::write(buf),
+    }
+}
+
+/// Fails unless the fixed header's flags are exactly `expected`.
+pub(crate) fn expect_flags(
+    header: FixedHeader,
+    kind: PacketType,
+    expected: u8,
+) -> Result<(), Error> {
+    if header.flags() == expected {
+        Ok(())
+    } else {
+        Err(Error::InvalidFlags {
+            kind,
+            flags: header.flags(),
+        })
+    }
+}
+
+/// Reads a non-zero packet identifier.
+pub(crate) fn read_pkid(r: &mut super::Reader) -> Result<u16, Error> {
+    let pkid = r.u16("packet identifier")?;
+    if pkid == 0 {
+        return Err(r.malformed("packet identifier 0"));
+    }
+    Ok(pkid)
+}

@@ -1,0 +1,24 @@
+//! UNSUBACK.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::{Error, FixedHeader, PacketType, Reader, UnsubAck, write_fixed_header};
+
+/// Decodes an UNSUBACK body.
+pub fn read(header: FixedHeader, body: Bytes) -> Result<UnsubAck, Error> {
+    super::expect_flags(header, PacketType::UnsubAck, 0)?;
+    let mut r = Reader::new(body, PacketType::UnsubAck);
+    let pkid = super::read_pkid(&mut r)?;
+    r.finish()?;
+    Ok(UnsubAck {
+        pkid,
+        reasons: Vec::new(),
+        properties: None,
+    })
+}
+
+/// Encodes an UNSUBACK (3.1.1 has no per-filter reason codes).
+pub fn write(p: &UnsubAck, buf: &mut BytesMut) {
+    write_fixed_header(buf, 0xB0, 2);
+    buf.put_u16(p.pkid);
+}

@@ -1,0 +1,36 @@
+//! UNSUBSCRIBE.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::{
+    Error, FixedHeader, PacketType, Reader, Unsubscribe, write_bytes, write_fixed_header,
+};
+
+/// Decodes an UNSUBSCRIBE body.
+pub fn read(header: FixedHeader, body: Bytes) -> Result<Unsubscribe, Error> {
+    super::expect_flags(header, PacketType::Unsubscribe, 0x02)?;
+    let mut r = Reader::new(body, PacketType::Unsubscribe);
+    let pkid = super::read_pkid(&mut r)?;
+    let mut filters = Vec::new();
+    while r.remaining() > 0 {
+        filters.push(r.string("topic filter")?);
+    }
+    if filters.is_empty() {
+        return Err(r.malformed("no topic filter"));
+    }
+    Ok(Unsubscribe {
+        pkid,
+        filters,
+        properties: None,
+    })
+}
+
+/// Encodes an UNSUBSCRIBE.
+pub fn write(p: &Unsubscribe, buf: &mut BytesMut) {
+    let len = 2 + p.filters.iter().map(|f| 2 + f.len()).sum::<usize>();
+    write_fixed_header(buf, 0xA2, len);
+    buf.put_u16(p.pkid);
+    for f in &p.filters {
+        write_bytes(buf, f.as_bytes());
+    }
+}

@@ -1,0 +1,153 @@
+//! The router: who is subscribed to what, retained messages, and fan-out.
+//!
+//! The router is shared state behind two read-mostly locks, not a task: a publishing
+//! connection routes its own messages, so fan-out runs on the publisher's task with no
+//! hop through a channel, and publishers on different cores route in parallel under
+//! read locks. No lock is ever held across an `.await`: delivery is a non-blocking
+//! `try_send` into each subscriber's bounded [`Mailbox`](crate::session::Mailbox);
+//! a full mailbox drops the message for that subscriber and counts it.
+//!
+//! # Layout
+//! - [`topic`]: filter validation and matching rules.
+//! - [`tree`]: the subscription tree.
+//! - [`retained`]: the retained store.
+
+pub mod retained;
+pub mod topic;
+pub mod tree;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use parking_lot::RwLock;
+use smallvec::SmallVec;
+
+use crate::protocol::QoS;
+use crate::session::{Mailbox, SessionId};
+use crate::stats::Stats;
+use retained::RetainedStore;
+use tree::SubscriptionTree;
+
+/// An application message as routed: one allocation shared by every subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic name.
+    pub topic: ByteString,
+    /// Payload, shared with the frame it arrived in.
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// Whether it was published with the retain flag.
+    pub retain: bool,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// QoS of this delivery: min(published, granted).
+    pub qos: QoS,
+    /// Retain flag on the wire: set only for retained messages sent on subscribe.
+    pub retain: bool,
+}
+
+/// A session's subscription to one filter.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// Maximum QoS granted.
+    pub qos: QoS,
+    /// Where its messages go.
+    pub mailbox: Arc<Mailbox>,
+}
+
+/// Subscriptions, retained messages and fan-out.
+pub struct Router {
+    subscriptions: RwLock<SubscriptionTree>,
+    retained: RwLock<RetainedStore>,
+    stats: Arc<Stats>,
+}
+
+impl Router {
+    /// An empty router counting into `stats`.
+    pub fn new(stats: Arc<Stats>) -> Self {
+        Self {
+            subscriptions: RwLock::default(),
+            retained: RwLock::default(),
+            stats,
+        }
+    }
+
+    /// Subscribes (or re-subscribes with a new QoS). Returns whether it replaced one.
+    pub fn subscribe(&self, filter: &str, subscriber: Subscriber) -> bool {
+        self.subscriptions.write().insert(filter, subscriber)
+    }
+
+    /// Removes one subscription; returns whether it existed.
+    pub fn unsubscribe(&self, filter: &str, session: SessionId) -> bool {
+        self.subscriptions.write().remove(filter, session)
+    }
+
+    /// Removes every subscription of a session, given its filters.
+    pub fn unsubscribe_all<'a>(
+        &self,
+        filters: impl IntoIterator<Item = &'a ByteString>,
+        session: SessionId,
+    ) {
+        let mut tree = self.subscriptions.write();
+        for f in filters {
+            tree.remove(f, session);
+        }
+    }
+
+    /// Number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+
+    /// Number of retained topics.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Retained messages matching a filter, for a new subscription.
+    pub fn retained_for(&self, filter: &str) -> Vec<Arc<Message>> {
+        self.retained.read().matching(filter)
+    }
+
+    /// Routes a message: updates the retained store if it is retained, then offers it
+    /// to every matching session once, at the highest QoS any of its matching
+    /// subscriptions granted, capped by the message's QoS. Returns the number of
+    /// sessions it was queued for.
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        if message.retain {
+            self.retained.write().apply(&message);
+        }
+        let tree = self.subscriptions.read();
+        let mut matches: SmallVec<[&Subscriber; 16]> = SmallVec::new();
+        tree.for_each_match(&message.topic, &mut |s| matches.push(s));
+        if matches.len() > 1 {
+            // Overlapping subscriptions deliver once per session, at the highest QoS.
+            matches.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
+            matches.dedup_by_key(|s| s.session);
+        }
+        let mut queued = 0;
+        for sub in matches {
+            let qos = sub.qos.min(message.qos);
+            let delivery = Delivery {
+                message: message.clone(),
+                qos,
+                retain: false,
+            };
+            if sub.mailbox.offer(delivery) {
+                queued += 1;
+            } else {
+                self.stats.add_dropped(1);
+            }
+        }
+        queued
+    }
+}

@@ -1,0 +1,574 @@
+//! One client connection: a single task that reads, routes and writes.
+//!
+//! The task owns its socket halves, its read and write buffers and (while connected)
+//! its [`SessionState`]. Each turn of the loop waits for whichever comes first: bytes
+//! from the socket (every whole packet in the buffer is handled before the next read),
+//! messages from the session's queue (drained while the inflight window has room, up to
+//! a write-buffer's worth), the keepalive deadline, a takeover or shutdown. Whatever the
+//! turn encoded is written with one `write_all`, so a burst of deliveries costs one
+//! system call, not one per packet.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use super::Broker;
+use crate::protocol::{
+    self, ConnAck, Connect, ConnectReason, LastWill, Packet, PacketType, ProtocolVersion, QoS,
+    SubAck, SubscribeReason, UnsubAck, v4,
+};
+use crate::router::{Delivery, Message, Subscriber, topic};
+use crate::session::registry::Claim;
+use crate::session::{OutState, SessionState};
+
+/// Encoded bytes past which a turn stops draining the queue and writes.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Exit {
+    /// The client sent DISCONNECT: the will is discarded.
+    Disconnect,
+    /// The client closed the socket without DISCONNECT.
+    Closed,
+    /// Reading or writing the socket failed.
+    Io(std::io::Error),
+    /// The client broke the protocol or sent a malformed packet.
+    Protocol(protocol::Error),
+    /// Nothing was received for 1.5 times the keepalive.
+    KeepAlive,
+    /// Another connection claimed the client id.
+    Takeover,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl Exit {
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Exit::Disconnect)
+    }
+}
+
+/// Why CONNECT was not read.
+enum ConnectError {
+    Io(std::io::Error),
+    Closed,
+    Protocol(protocol::Error),
+}
+
+/// Reads bytes until a whole CONNECT is decoded.
+async fn read_connect(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Connect, ConnectError> {
+    loop {
+        match protocol::decode_connect(buf, max_packet_size) {
+            Ok(Some(connect)) => return Ok(connect),
+            Ok(None) => {}
+            Err(e) => return Err(ConnectError::Protocol(e)),
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ConnectError::Io(e)),
+        }
+    }
+}
+
+fn connack(reason: ConnectReason, session_present: bool) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        reason,
+        properties: None,
+    })
+}
+
+/// Writes one CONNACK refusal and closes.
+async fn refuse(wr: &mut OwnedWriteHalf, version: ProtocolVersion, reason: ConnectReason) {
+    let mut out = BytesMut::with_capacity(4);
+    protocol::encode(&connack(reason, false), version, &mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = wr.write_all(&out).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
+}
+
+/// A fresh client id for a clean client that sent none.
+fn generated_client_id() -> ByteString {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("tandem-{:016x}", h.finish()).into()
+}
+
+/// Answers a connection over the connection limit: reads its CONNECT (briefly), sends
+/// CONNACK "server unavailable" and closes, so the client learns at once instead of
+/// hanging.
+pub(crate) async fn refuse_over_limit(stream: TcpStream, max_packet_size: usize) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(256);
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        read_connect(&mut rd, &mut buf, max_packet_size),
+    )
+    .await;
+    if let Ok(Ok(connect)) = read {
+        refuse(&mut wr, connect.protocol, ConnectReason::ServerUnavailable).await;
+    }
+}
+
+/// Serves one accepted connection until it ends.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mqtt = &broker.config.mqtt;
+
+    let connect = match tokio::time::timeout(
+        mqtt.connect_timeout,
+        read_connect(&mut rd, &mut rbuf, mqtt.max_packet_size),
+    )
+    .await
+    {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(ConnectError::Protocol(protocol::Error::UnsupportedProtocolLevel(level)))) => {
+            broker.stats.protocol_error();
+            info!(%peer, level, "refusing unsupported protocol level");
+            refuse(
+                &mut wr,
+                ProtocolVersion::V3_1_1,
+                ConnectReason::UnsupportedProtocolVersion,
+            )
+            .await;
+            return;
+        }
+        Ok(Err(ConnectError::Protocol(err))) => {
+            broker.stats.protocol_error();
+            warn!(%peer, cause = %err, "closing connection: invalid CONNECT");
+            return;
+        }
+        Ok(Err(ConnectError::Io(err))) => {
+            debug!(%peer, cause = %err, "connection failed before CONNECT");
+            return;
+        }
+        Ok(Err(ConnectError::Closed)) => {
+            debug!(%peer, "connection closed before CONNECT");
+            return;
+        }
+        Err(_) => {
+            info!(%peer, timeout = ?mqtt.connect_timeout, "closing connection: no CONNECT in time");
+            return;
+        }
+    };
+
+    let version = connect.protocol;
+    let client_id = if connect.client_id.is_empty() {
+        // 3.1.1 lets the server assign an id to a clean session only (MQTT-3.1.3-8);
+        // 3.1 requires an id of 1 to 23 characters.
+        if !connect.clean_start || version == ProtocolVersion::V3_1 {
+            info!(%peer, "refusing empty client id for a persistent session");
+            refuse(&mut wr, version, ConnectReason::ClientIdentifierNotValid).await;
+            return;
+        }
+        generated_client_id()
+    } else {
+        connect.client_id.clone()
+    };
+
+    let span = tracing::info_span!("connection", client_id = %client_id, %peer);
+    let connected = Connected {
+        broker,
+        rd,
+        wr,
+        rbuf,
+        connect,
+        client_id,
+    };
+    connected.serve(shutdown).instrument(span).await;
+}
+
+/// A client whose CONNECT was read and whose id is settled.
+struct Connected {
+    broker: Arc<Broker>,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    rbuf: BytesMut,
+    connect: Connect,
+    client_id: ByteString,
+}
+
+impl Connected {
+    async fn serve(self, shutdown: CancellationToken) {
+        let Connected {
+            broker,
+            rd,
+            wr,
+            rbuf,
+            connect,
+            client_id,
+        } = self;
+        let mqtt = &broker.config.mqtt;
+        let version = connect.protocol;
+        let (claim, previous) = broker.registry.claim(&client_id).await;
+        let mut session_present = false;
+        let state = match previous {
+            Some(prev) if !connect.clean_start && prev.persistent => {
+                session_present = true;
+                prev
+            }
+            prev => {
+                if let Some(prev) = prev {
+                    broker.registry.discard(prev);
+                }
+                SessionState::new(
+                    client_id.clone(),
+                    !connect.clean_start,
+                    mqtt.max_queued_messages,
+                )
+            }
+        };
+        state.mailbox.set_online(true);
+
+        let mut conn = Connection {
+            max_packet_size: mqtt.max_packet_size,
+            max_inflight: mqtt.max_inflight as usize,
+            broker: broker.clone(),
+            rd,
+            wr,
+            rbuf,
+            wbuf: BytesMut::with_capacity(8 * 1024),
+            version,
+            state,
+            will: connect.will.clone(),
+            messages_in: 0,
+            bytes_in: 0,
+            messages_out: 0,
+        };
+        protocol::encode(
+            &connack(ConnectReason::Success, session_present),
+            version,
+            &mut conn.wbuf,
+        );
+        conn.resend_inflight();
+        broker.stats.client_connected();
+        debug!(
+            clean = connect.clean_start,
+            keep_alive = connect.keep_alive,
+            session_present,
+            "client connected"
+        );
+
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let exit = conn.run(keep_alive, &claim.stop, &shutdown).await;
+        conn.finish(exit, claim).await;
+    }
+}
+
+/// A connected client.
+struct Connection {
+    broker: Arc<Broker>,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    version: ProtocolVersion,
+    state: SessionState,
+    will: Option<LastWill>,
+    max_packet_size: usize,
+    max_inflight: usize,
+    /// Traffic not yet added to the shared counters.
+    messages_in: u64,
+    bytes_in: u64,
+    messages_out: u64,
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        keep_alive: Option<Duration>,
+        stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> Exit {
+        let idle_limit = keep_alive.unwrap_or(Duration::from_secs(3600));
+        let mut last_read = Instant::now();
+        let idle = tokio::time::sleep(idle_limit);
+        tokio::pin!(idle);
+        loop {
+            if !self.wbuf.is_empty() {
+                let bytes = self.wbuf.len() as u64;
+                tokio::select! {
+                    res = self.wr.write_all(&self.wbuf) => {
+                        if let Err(e) = res {
+                            return Exit::Io(e);
+                        }
+                    }
+                    _ = stop.cancelled() => return Exit::Takeover,
+                    _ = shutdown.cancelled() => return Exit::Shutdown,
+                }
+                self.wbuf.clear();
+                self.broker.stats.add_sent(self.messages_out, bytes);
+                self.messages_out = 0;
+            }
+            let window_open = self.state.inflight.len() < self.max_inflight;
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Exit::Takeover,
+                _ = shutdown.cancelled() => return Exit::Shutdown,
+                read = self.rd.read_buf(&mut self.rbuf) => match read {
+                    Ok(0) => return Exit::Closed,
+                    Ok(n) => {
+                        last_read = Instant::now();
+                        self.bytes_in += n as u64;
+                        if let Err(exit) = self.handle_input() {
+                            return exit;
+                        }
+                    }
+                    Err(e) => return Exit::Io(e),
+                },
+                Some(delivery) = self.state.queue.recv(), if window_open => {
+                    self.deliver(delivery);
+                    self.drain_queue();
+                }
+                _ = &mut idle => {
+                    if keep_alive.is_some() && last_read.elapsed() >= idle_limit {
+                        return Exit::KeepAlive;
+                    }
+                    idle.as_mut().reset(last_read + idle_limit);
+                }
+            }
+        }
+    }
+
+    /// Handles every whole packet buffered, then adds the traffic to the counters.
+    fn handle_input(&mut self) -> Result<(), Exit> {
+        let result = loop {
+            match protocol::decode(&mut self.rbuf, self.version, self.max_packet_size) {
+                Ok(Some(packet)) => {
+                    if let Err(exit) = self.handle(packet) {
+                        break Err(exit);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Exit::Protocol(e)),
+            }
+        };
+        self.broker
+            .stats
+            .add_received(self.messages_in, self.bytes_in);
+        self.messages_in = 0;
+        self.bytes_in = 0;
+        result
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(p) => {
+                self.messages_in += 1;
+                let route = match p.qos {
+                    QoS::AtMostOnce => true,
+                    QoS::AtLeastOnce => {
+                        v4::ack::write(PacketType::PubAck, p.pkid, &mut self.wbuf);
+                        true
+                    }
+                    QoS::ExactlyOnce => {
+                        v4::ack::write(PacketType::PubRec, p.pkid, &mut self.wbuf);
+                        // A redelivered PUBLISH whose PUBREL has not come is not routed again.
+                        self.state.incoming_qos2.insert(p.pkid)
+                    }
+                };
+                if route {
+                    self.broker.router.publish(Arc::new(Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                        qos: p.qos,
+                        retain: p.retain,
+                    }));
+                }
+            }
+            Packet::PubAck(a) => {
+                self.state.inflight.ack(a.pkid);
+            }
+            Packet::PubRec(a) => {
+                self.state.inflight.received(a.pkid);
+                v4::ack::write(PacketType::PubRel, a.pkid, &mut self.wbuf);
+            }
+            Packet::PubRel(a) => {
+                self.state.incoming_qos2.remove(&a.pkid);
+                v4::ack::write(PacketType::PubComp, a.pkid, &mut self.wbuf);
+            }
+            Packet::PubComp(a) => {
+                self.state.inflight.complete(a.pkid);
+            }
+            Packet::Subscribe(s) => {
+                let mut reasons = Vec::with_capacity(s.filters.len());
+                let mut granted = Vec::with_capacity(s.filters.len());
+                for f in s.filters {
+                    if !topic::valid_filter(&f.filter) {
+                        info!(filter = %f.filter, "refusing invalid topic filter");
+                        reasons.push(SubscribeReason::FILTER_INVALID);
+                        continue;
+                    }
+                    let qos = f.options.qos;
+                    self.broker.router.subscribe(
+                        &f.filter,
+                        Subscriber {
+                            session: self.state.id,
+                            qos,
+                            mailbox: self.state.mailbox.clone(),
+                        },
+                    );
+                    self.state.subscriptions.insert(f.filter.clone(), qos);
+                    reasons.push(SubscribeReason::Granted(qos));
+                    granted.push((f.filter, qos));
+                }
+                let ack = Packet::SubAck(SubAck {
+                    pkid: s.pkid,
+                    reasons,
+                    properties: None,
+                });
+                protocol::encode(&ack, self.version, &mut self.wbuf);
+                // Retained messages follow the SUBACK through the session's own queue,
+                // behind the inflight window like any other message.
+                for (filter, qos) in granted {
+                    for message in self.broker.router.retained_for(&filter) {
+                        let qos = qos.min(message.qos);
+                        if !self.state.mailbox.offer(Delivery {
+                            message,
+                            qos,
+                            retain: true,
+                        }) {
+                            self.broker.stats.add_dropped(1);
+                        }
+                    }
+                }
+            }
+            Packet::Unsubscribe(u) => {
+                for f in &u.filters {
+                    self.broker.router.unsubscribe(f, self.state.id);
+                    self.state.subscriptions.remove(f);
+                }
+                let ack = Packet::UnsubAck(UnsubAck {
+                    pkid: u.pkid,
+                    reasons: Vec::new(),
+                    properties: None,
+                });
+                protocol::encode(&ack, self.version, &mut self.wbuf);
+            }
+            Packet::PingReq => protocol::encode(&Packet::PingResp, self.version, &mut self.wbuf),
+            Packet::Disconnect(_) => return Err(Exit::Disconnect),
+            other @ (Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                return Err(Exit::Protocol(protocol::Error::Unexpected(
+                    other.packet_type(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one delivery, entering it into the inflight window if QoS > 0.
+    fn deliver(&mut self, delivery: Delivery) {
+        self.messages_out += 1;
+        let pkid = match delivery.qos {
+            QoS::AtMostOnce => 0,
+            _ => self.state.inflight.push(delivery.clone()),
+        };
+        let m = &delivery.message;
+        v4::publish::write_parts(
+            &m.topic,
+            &m.payload,
+            delivery.qos,
+            pkid,
+            false,
+            delivery.retain,
+            &mut self.wbuf,
+        );
+    }
+
+    /// Moves queued messages into the write buffer while the window and batch allow.
+    fn drain_queue(&mut self) {
+        while self.wbuf.len() < WRITE_BATCH && self.state.inflight.len() < self.max_inflight {
+            match self.state.queue.try_recv() {
+                Ok(delivery) => self.deliver(delivery),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// After a resumed session's CONNACK: resends what was in flight, in order, with DUP
+    /// for publishes and PUBREL for released QoS 2 messages (MQTT-4.4.0-1).
+    fn resend_inflight(&mut self) {
+        for out in self.state.inflight.iter() {
+            match out.state {
+                OutState::Published => {
+                    let m = &out.delivery.message;
+                    v4::publish::write_parts(
+                        &m.topic,
+                        &m.payload,
+                        out.delivery.qos,
+                        out.pkid,
+                        true,
+                        out.delivery.retain,
+                        &mut self.wbuf,
+                    );
+                }
+                OutState::Released => v4::ack::write(PacketType::PubRel, out.pkid, &mut self.wbuf),
+            }
+        }
+    }
+
+    /// Ends the connection: logs why, publishes the will unless DISCONNECT discarded it,
+    /// flushes what can be flushed, and hands the session back to the registry.
+    async fn finish(mut self, exit: Exit, claim: Claim) {
+        match &exit {
+            Exit::Protocol(err) => {
+                self.broker.stats.protocol_error();
+                warn!(cause = %err, "closing connection: protocol error");
+            }
+            Exit::KeepAlive => info!("closing connection: keepalive expired"),
+            Exit::Io(err) => debug!(cause = %err, "connection lost"),
+            Exit::Takeover => info!("closing connection: client id taken over"),
+            other => debug!(reason = ?other, "connection closed"),
+        }
+        if exit.publishes_will()
+            && let Some(will) = self.will.take()
+        {
+            debug!(topic = %will.topic, "publishing will");
+            self.broker.router.publish(Arc::new(Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+            }));
+        }
+        if !self.wbuf.is_empty() && matches!(exit, Exit::Disconnect | Exit::Shutdown) {
+            let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.write_all(&self.wbuf))
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.shutdown()).await;
+        self.broker.stats.client_disconnected();
+        self.broker.registry.release(claim, self.state);
+    }
+}

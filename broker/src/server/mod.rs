@@ -1,0 +1,190 @@
+//! Listeners, the accept loop and connection tasks.
+//!
+//! # Layout
+//! - this file: [`Server`] (bind, serve, drain) and the accept loop with its
+//!   connection limit.
+//! - [`connection`]: the per-connection task.
+
+pub(crate) mod connection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::router::Router;
+use crate::session::Registry;
+use crate::stats::Stats;
+
+/// Connections over the limit answered with a CONNACK refusal at once; past this many
+/// refusals in progress, further ones are closed without an answer.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// State shared by every connection.
+pub struct Broker {
+    /// The configuration served.
+    pub config: Config,
+    /// Subscriptions, retained messages, fan-out.
+    pub router: Arc<Router>,
+    /// Sessions by client id.
+    pub registry: Registry,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Broker {
+    /// A broker with empty state for `config`.
+    pub fn new(config: Config) -> Self {
+        let stats = Arc::new(Stats::default());
+        let router = Arc::new(Router::new(stats.clone()));
+        Self {
+            config,
+            registry: Registry::new(router.clone()),
+            router,
+            stats,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind its address.
+    #[error("listener `{listener}`: cannot bind {addr}: {source}")]
+    Bind {
+        /// Listener name from the config.
+        listener: String,
+        /// Address it tried.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A broker with its listeners bound, ready to serve.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Vec<(String, TcpListener)>,
+}
+
+impl Server {
+    /// Binds every configured listener.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let mut listeners = Vec::new();
+        for (name, l) in &config.listeners {
+            let listener = TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    listener: name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+            listeners.push((name.clone(), listener));
+        }
+        Ok(Self {
+            broker: Arc::new(Broker::new(config)),
+            listeners,
+        })
+    }
+
+    /// The shared broker state (for tests and embedding).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Bound addresses by listener name (port 0 in the config is resolved here).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(name, l)| l.local_addr().ok().map(|a| (name.clone(), a)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes the listeners, tells every
+    /// connection to close and waits for them up to the configured shutdown timeout.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(self.broker.config.mqtt.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+        for (name, listener) in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(listener = %name, %addr, "listening");
+            }
+            tracker.spawn(accept_loop(
+                listener,
+                self.broker.clone(),
+                limit.clone(),
+                refusals.clone(),
+                tracker.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if self.broker.config.sys.enable {
+            tracker.spawn(crate::sys::publish_loop(
+                self.broker.clone(),
+                shutdown.clone(),
+            ));
+        }
+        shutdown.cancelled().await;
+        tracker.close();
+        let timeout = self.broker.config.shutdown_timeout;
+        info!(?timeout, "shutting down: closing connections");
+        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+            warn!(
+                ?timeout,
+                "connections still open after the shutdown timeout; dropping them"
+            );
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    limit: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(err) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                warn!(cause = %err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let broker = broker.clone();
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    connection::serve(stream, peer, broker, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                broker.stats.connection_refused();
+                warn!(%peer, max = broker.config.mqtt.max_connections, "refusing connection: mqtt.max_connections reached");
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    let max = broker.config.mqtt.max_packet_size;
+                    tracker.spawn(async move {
+                        connection::refuse_over_limit(stream, max).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A session's mailbox: the bounded queue between the router and the session.
+//!
+//! The same queue holds messages while the client is online (waiting behind the inflight
+//! window or the socket) and while a persistent session is offline, so "max queued
+//! messages" is one bound with one behaviour: past it, the message is dropped for this
+//! session, counted, and logged at a falling rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytestring::ByteString;
+use tokio::sync::mpsc;
+
+use crate::protocol::QoS;
+use crate::router::Delivery;
+
+/// The sending side of a session's queue, shared by every subscription of the session.
+pub struct Mailbox {
+    tx: mpsc::Sender<Delivery>,
+    /// Whether a connection is draining the queue. QoS 0 messages are not queued for
+    /// an offline session (MQTT-3.1.2-5 lets a broker keep only QoS 1 and 2).
+    online: AtomicBool,
+    dropped: AtomicU64,
+    /// Names the session in drop logs.
+    client_id: ByteString,
+}
+
+impl Mailbox {
+    /// A mailbox of `capacity` messages for `client_id`'s session, and its receiving end.
+    pub fn new(client_id: ByteString, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let mailbox = Arc::new(Self {
+            tx,
+            online: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+            client_id,
+        });
+        (mailbox, rx)
+    }
+
+    /// Marks the session online (a connection drains it) or offline.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Release);
+    }
+
+    /// Messages dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Queues a delivery without waiting. Returns `false` if it was dropped because
+    /// the queue is full; a QoS 0 delivery to an offline session is skipped, which is
+    /// not a drop.
+    pub fn offer(&self, delivery: Delivery) -> bool {
+        if delivery.qos == QoS::AtMostOnce && !self.online.load(Ordering::Acquire) {
+            return true;
+        }
+        match self.tx.try_send(delivery) {
+            Ok(()) => true,
+            // A closed channel means the session ended between routing and delivery.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        client_id = %self.client_id,
+                        dropped = n,
+                        capacity = self.tx.max_capacity(),
+                        "session queue full; dropping messages (mqtt.max_queued_messages)"
+                    );
+                }
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Sessions: the state that outlives a connection, and who owns it.
+//!
+//! A [`SessionState`] has exactly one owner at a time: the connection serving it, or the
+//! [`Registry`] while a persistent session is offline. A takeover moves it from the old
+//! connection to the new one through the registry (see [`registry`]), so there is never
+//! a moment where two connections write the same session.
+//!
+//! # Layout
+//! - [`mailbox`]: the bounded queue from the router to the session.
+//! - [`inflight`]: outbound QoS 1/2 messages awaiting acknowledgement.
+//! - [`registry`]: sessions by client id, takeover and resumption.
+
+pub mod inflight;
+pub mod mailbox;
+pub mod registry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytestring::ByteString;
+use foldhash::{HashMap, HashSet};
+use tokio::sync::mpsc;
+
+use crate::protocol::QoS;
+use crate::router::Delivery;
+pub use inflight::{Inflight, OutState, Outgoing};
+pub use mailbox::Mailbox;
+pub use registry::Registry;
+
+/// A session's identity in the router: unique for the life of the process, so a new
+/// session under a reused client id never collides with the remains of an old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// The next unused identifier.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SessionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Everything MQTT keeps for a session between connections.
+pub struct SessionState {
+    /// Router identity.
+    pub id: SessionId,
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// Whether the session survives disconnection (3.1.1 clean session = 0).
+    pub persistent: bool,
+    /// Sending side of the session's queue, held by its subscriptions.
+    pub mailbox: Arc<Mailbox>,
+    /// Receiving side of the session's queue.
+    pub queue: mpsc::Receiver<Delivery>,
+    /// Filters and the QoS granted for each.
+    pub subscriptions: HashMap<ByteString, QoS>,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement.
+    pub inflight: Inflight,
+    /// Inbound QoS 2 packet identifiers received and not yet released (PUBREL), so a
+    /// redelivered PUBLISH is not routed twice.
+    pub incoming_qos2: HashSet<u16>,
+}
+
+impl SessionState {
+    /// A fresh session with a queue of `capacity` messages.
+    pub fn new(client_id: ByteString, persistent: bool, capacity: usize) -> Self {
+        let (mailbox, queue) = Mailbox::new(client_id.clone(), capacity);
+        Self {
+            id: SessionId::next(),
+            client_id,
+            persistent,
+            mailbox,
+            queue,
+            subscriptions: HashMap::default(),
+            inflight: Inflight::default(),
+            incoming_qos2: HashSet::default(),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Broker-wide counters, read by `$SYS` (and later by `/metrics`).
+//!
+//! Connections add their traffic in batches (once per socket read or write, not per
+//! packet), so these shared cache lines are touched far less often than messages flow.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Counters since start.
+#[derive(Debug)]
+pub struct Stats {
+    /// When the broker started.
+    pub started: Instant,
+    clients_connected: AtomicUsize,
+    clients_maximum: AtomicUsize,
+    connections_total: AtomicU64,
+    connections_refused: AtomicU64,
+    messages_received: AtomicU64,
+    messages_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    messages_dropped: AtomicU64,
+    protocol_errors: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            clients_connected: AtomicUsize::new(0),
+            clients_maximum: AtomicUsize::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            messages_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            messages_dropped: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(missing_docs)]
+pub struct Snapshot {
+    pub uptime_secs: u64,
+    pub clients_connected: usize,
+    pub clients_maximum: usize,
+    pub connections_total: u64,
+    pub connections_refused: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub messages_dropped: u64,
+    pub protocol_errors: u64,
+}
+
+impl Stats {
+    /// A client completed CONNECT.
+    pub fn client_connected(&self) {
+        let now = self.clients_connected.fetch_add(1, Relaxed) + 1;
+        self.clients_maximum.fetch_max(now, Relaxed);
+        self.connections_total.fetch_add(1, Relaxed);
+    }
+
+    /// A connected client went away.
+    pub fn client_disconnected(&self) {
+        self.clients_connected.fetch_sub(1, Relaxed);
+    }
+
+    /// A connection was refused at the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was closed for a protocol violation or malformed packet.
+    pub fn protocol_error(&self) {
+        self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Inbound traffic: `messages` PUBLISH packets in `bytes` bytes.
+    pub fn add_received(&self, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.messages_received.fetch_add(messages, Relaxed);
+        }
+        self.bytes_received.fetch_add(bytes, Relaxed);
+    }
+
+    /// Outbound traffic: `messages` PUBLISH packets in `bytes` bytes.
+    pub fn add_sent(&self, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.messages_sent.fetch_add(messages, Relaxed);
+        }
+        self.bytes_sent.fetch_add(bytes, Relaxed);
+    }
+
+    /// Messages dropped for a full session queue.
+    pub fn add_dropped(&self, n: u64) {
+        self.messages_dropped.fetch_add(n, Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            uptime_secs: self.started.elapsed().as_secs(),
+            clients_connected: self.clients_connected.load(Relaxed),
+            clients_maximum: self.clients_maximum.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            messages_received: self.messages_received.load(Relaxed),
+            messages_sent: self.messages_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            messages_dropped: self.messages_dropped.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+        }
+    }
+}
