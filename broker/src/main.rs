@@ -1,5 +1,6 @@
 //! `tandem`: the broker's command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,6 +60,7 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match &file {
         Some(file) => match Config::from_file(file) {

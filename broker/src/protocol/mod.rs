@@ -340,3 +340,6 @@ pub fn validate_topic_name(topic: &str, what: &'static str) -> Result<(), Error>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -437,6 +437,7 @@ impl Connection {
                         },
                     );
                     self.state.subscriptions.insert(f.filter.clone(), qos);
+                    debug!(filter = %f.filter, ?qos, "subscribed");
                     reasons.push(SubscribeReason::Granted(qos));
                     granted.push((f.filter, qos));
                 }
