@@ -1,0 +1,426 @@
+//! Serving a [`Plugin`]: where to listen ([`ListenAddr`]), binding ([`Listener`]), optional TLS
+//! ([`TlsConfig`]), the gRPC server with health, and graceful shutdown on SIGTERM/SIGINT.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use tandem_proto::v1::plugin_server::PluginServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::tls::tls_on_unix;
+use crate::{Error, Plugin, PluginService, TlsConfig};
+
+/// The environment variable read for the listen address when no `--listen` flag is given.
+pub const LISTEN_ENV: &str = "TANDEM_PLUGIN_LISTEN";
+
+/// The listen address used when neither `--listen` nor [`LISTEN_ENV`] is given.
+pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:50051";
+
+/// Where a plugin server listens.
+///
+/// Parsed from `tcp://IP:PORT` or `http://IP:PORT` (`localhost` stands for `127.0.0.1`) and
+/// `unix:///absolute/path.sock` (or `unix:relative.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address; port 0 picks a free port.
+    Tcp(SocketAddr),
+    /// A unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// The address from the command line (`--listen ADDR` or `--listen=ADDR`), else from
+    /// [`LISTEN_ENV`], else [`DEFAULT_LISTEN`]. Other arguments are left alone for the plugin's own
+    /// parsing.
+    pub fn from_args_or_env() -> Result<Self, Error> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        setting(&args, "--listen", LISTEN_ENV)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
+            .parse()
+    }
+}
+
+/// A setting from the command line (`flag VALUE` or `flag=VALUE`, the last one wins), else from
+/// the environment variable `env` when it is set and not empty.
+pub(crate) fn setting(args: &[String], flag: &str, env: &str) -> Option<String> {
+    flag_value(args, flag).or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+/// The value of the last `flag` on the command line, if any.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            found = args.next().cloned();
+        } else if let Some(value) = arg
+            .strip_prefix(flag)
+            .and_then(|rest| rest.strip_prefix('='))
+        {
+            found = Some(value.to_owned());
+        }
+    }
+    found
+}
+
+impl FromStr for ListenAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidListenAddr {
+            addr: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(path) = s
+            .strip_prefix("unix://")
+            .or_else(|| s.strip_prefix("unix:"))
+        {
+            if path.is_empty() {
+                return Err(invalid("the socket path is empty"));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        let authority = s
+            .strip_prefix("tcp://")
+            .or_else(|| s.strip_prefix("http://"))
+            .ok_or_else(|| invalid("unknown scheme"))?
+            .trim_end_matches('/');
+        let authority = match authority.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => authority.to_owned(),
+        };
+        authority.parse().map(ListenAddr::Tcp).map_err(|_| {
+            invalid("expected an IP address and a port, such as 127.0.0.1:50051 or [::]:50051")
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "tcp://{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+/// A bound listening socket, ready to serve. Bind first when you need the real address (port 0 in
+/// tests), optionally add TLS with [`with_tls`](Self::with_tls), then pass it to
+/// [`Plugin::serve_on`].
+#[derive(Debug)]
+pub struct Listener {
+    inner: Bound,
+    tls: Option<TlsConfig>,
+}
+
+#[derive(Debug)]
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds the address. For a unix socket, creates the parent directory if needed and removes a
+    /// stale socket file left by an earlier run (any other kind of file there is an error).
+    pub async fn bind(addr: &ListenAddr) -> Result<Self, Error> {
+        let bind_error = |source| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        let inner = match addr {
+            ListenAddr::Tcp(socket) => {
+                Bound::Tcp(TcpListener::bind(socket).await.map_err(bind_error)?)
+            }
+            ListenAddr::Unix(path) => {
+                prepare_socket_path(path)?;
+                Bound::Unix(UnixListener::bind(path).map_err(bind_error)?, path.clone())
+            }
+        };
+        Ok(Listener { inner, tls: None })
+    }
+
+    /// Serves TLS on this TCP listener (gRPC health included), so clients connect to
+    /// `https://host:port`; with a client CA in `tls`, only clients presenting a certificate it
+    /// signed get through the handshake (mTLS). A unix socket listener is an error (and its socket
+    /// file is removed): TLS applies only to TCP.
+    pub fn with_tls(self, tls: TlsConfig) -> Result<Self, Error> {
+        match self.inner {
+            Bound::Tcp(_) => Ok(Listener {
+                tls: Some(tls),
+                ..self
+            }),
+            Bound::Unix(listener, path) => {
+                drop(listener);
+                let _ = std::fs::remove_file(&path);
+                Err(tls_on_unix(&path))
+            }
+        }
+    }
+
+    /// The TLS this listener serves, if any.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> Result<ListenAddr, Error> {
+        match &self.inner {
+            Bound::Tcp(listener) => listener
+                .local_addr()
+                .map(ListenAddr::Tcp)
+                .map_err(|source| Error::Bind {
+                    addr: "tcp".into(),
+                    source,
+                }),
+            Bound::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+        }
+    }
+}
+
+fn prepare_socket_path(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let fail = |reason: String| Error::SocketPath {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // A socket file nobody listens on any more (the previous run was killed).
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))
+        }
+        Ok(_) => Err(fail("a file that is not a socket is in the way".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Resolves when SIGTERM (what Kubernetes and the broker's supervisor send) or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(cause = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                warn!(cause = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received; shutting down"),
+        () = term => info!("SIGTERM received; shutting down"),
+    }
+}
+
+impl Plugin {
+    /// Serves the plugin until SIGTERM or SIGINT: listens where `--listen` or
+    /// `TANDEM_PLUGIN_LISTEN` says (default `tcp://127.0.0.1:50051`), serves the plugin service and
+    /// gRPC health, then drains in-flight calls and exits. Installs a `tracing` subscriber
+    /// (`RUST_LOG`, default `info`) unless the program set one.
+    ///
+    /// Serves TLS when `--tls-cert FILE` and `--tls-key FILE` (or `TANDEM_PLUGIN_TLS_CERT` and
+    /// `TANDEM_PLUGIN_TLS_KEY`) are given, and requires client certificates signed by the CA of
+    /// `--tls-client-ca FILE` (`TANDEM_PLUGIN_TLS_CLIENT_CA`) when that is given too: see
+    /// [`TlsConfig::from_args_or_env`]. Incomplete TLS settings, unusable files, or TLS with a
+    /// unix socket are an error before anything is bound.
+    pub async fn serve(self) -> Result<(), Error> {
+        init_tracing();
+        let addr = ListenAddr::from_args_or_env()?;
+        let tls = TlsConfig::from_args_or_env()?;
+        if let (Some(_), ListenAddr::Unix(path)) = (&tls, &addr) {
+            return Err(tls_on_unix(path));
+        }
+        let mut listener = Listener::bind(&addr).await?;
+        if let Some(tls) = tls {
+            listener = listener.with_tls(tls)?;
+        }
+        self.serve_on(listener, shutdown_signal()).await
+    }
+
+    /// Like [`serve`](Self::serve), from a plain `fn main` (builds a multi-threaded tokio runtime).
+    pub fn run(self) -> Result<(), Error> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?
+            .block_on(self.serve())
+    }
+
+    /// Serves on a bound listener until `shutdown` resolves, then stops accepting, reports
+    /// NOT_SERVING on health, drains in-flight calls, and removes the unix socket file. Over TLS
+    /// when the listener has it ([`Listener::with_tls`]).
+    pub async fn serve_on(
+        self,
+        listener: Listener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let (mut server, tls) = match &listener.tls {
+            Some(tls) if tls.requires_client_cert() => (tls.apply(Server::builder())?, "mtls"),
+            Some(tls) => (tls.apply(Server::builder())?, "tls"),
+            None => (Server::builder(), "off"),
+        };
+        let name = self.name().to_owned();
+        let roles = self.roles();
+        let plugin = self.into_service();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<PluginServer<PluginService>>().await;
+
+        let (draining, drain_started) = oneshot::channel::<()>();
+        let closing = plugin.clone();
+        let shutdown = async move {
+            shutdown.await;
+            health
+                .set_not_serving::<PluginServer<PluginService>>()
+                .await;
+            closing.close_event_streams();
+            let _ = draining.send(());
+        };
+        // Bounds the drain: a call stuck in a handler must not keep the process alive past the
+        // pod's grace period.
+        let drain_deadline = async move {
+            match drain_started.await {
+                Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let router = server
+            .add_service(health_service)
+            .add_service(PluginServer::new(plugin));
+        let local = listener.local_addr()?;
+        info!(plugin = %name, listen = %local, tls, ?roles, "plugin serving");
+        let (served, socket_path) = match listener.inner {
+            Bound::Tcp(tcp) => {
+                let serve =
+                    router.serve_with_incoming_shutdown(TcpListenerStream::new(tcp), shutdown);
+                (bounded(serve, drain_deadline).await, None)
+            }
+            Bound::Unix(unix, path) => {
+                let serve =
+                    router.serve_with_incoming_shutdown(UnixListenerStream::new(unix), shutdown);
+                (bounded(serve, drain_deadline).await, Some(path))
+            }
+        };
+        if let Some(path) = socket_path
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            warn!(path = %path.display(), cause = %e, "cannot remove the socket file");
+        }
+        served?;
+        info!(plugin = %name, "plugin stopped");
+        Ok(())
+    }
+}
+
+/// How long a shutdown waits for in-flight calls before exiting anyway (under Kubernetes'
+/// default 30 s grace period).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server until it ends, or until the drain deadline passes.
+async fn bounded(
+    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
+    drain_deadline: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tokio::select! {
+        served = serve => served,
+        () = drain_deadline => {
+            warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Fails only when the program already installed a subscriber, which then wins.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            "tcp://127.0.0.1:50051".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:50051".parse().unwrap())
+        );
+        assert_eq!(
+            "http://[::]:7000/".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("[::]:7000".parse().unwrap())
+        );
+        assert_eq!(
+            "http://localhost:1".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:///run/tandem/auth.sock"
+                .parse::<ListenAddr>()
+                .unwrap(),
+            ListenAddr::Unix("/run/tandem/auth.sock".into())
+        );
+        for bad in [
+            "127.0.0.1:50051",
+            "tcp://example.com:1",
+            "unix://",
+            "grpc://x:1",
+            "tcp://1.2.3.4",
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<ListenAddr>(),
+                    Err(Error::InvalidListenAddr { .. })
+                ),
+                "{bad} should be refused"
+            );
+        }
+        let addr = ListenAddr::Unix("/tmp/p.sock".into());
+        assert_eq!(addr.to_string().parse::<ListenAddr>().unwrap(), addr);
+    }
+
+    #[test]
+    fn the_last_flag_wins_and_other_args_are_ignored() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let listen = |v: &[&str]| flag_value(&args(v), "--listen");
+        assert_eq!(listen(&["--verbose"]), None);
+        assert_eq!(
+            listen(&["--listen", "tcp://127.0.0.1:1", "-v"]).as_deref(),
+            Some("tcp://127.0.0.1:1")
+        );
+        assert_eq!(
+            listen(&["--listen=unix:///a.sock", "--listen", "tcp://127.0.0.1:2"]).as_deref(),
+            Some("tcp://127.0.0.1:2")
+        );
+        // A flag is matched whole: `--listener=x` is not `--listen`.
+        assert_eq!(listen(&["--listener=tcp://127.0.0.1:3"]), None);
+        let tls = args(&["--tls-cert=c.pem", "--tls-key", "k.pem", "--tls-client-ca"]);
+        assert_eq!(flag_value(&tls, "--tls-cert").as_deref(), Some("c.pem"));
+        assert_eq!(flag_value(&tls, "--tls-key").as_deref(), Some("k.pem"));
+        assert_eq!(
+            flag_value(&tls, "--tls-client-ca"),
+            None,
+            "no value follows"
+        );
+    }
+}

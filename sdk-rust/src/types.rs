@@ -1,0 +1,134 @@
+//! Domain types shared by the roles: verdicts, actions, the client, protocol details.
+//!
+//! These mirror the protobuf contract with Rust types (`Option` where the wire uses "empty means
+//! absent", [`Duration`](std::time::Duration) where it uses milliseconds or seconds). The
+//! conversions live in `convert.rs`.
+
+use std::collections::HashMap;
+
+/// Session attributes: the string map an allowing [`Authenticator`](crate::Authenticator)
+/// attaches to a client's session (aMQTT's `session.attributes`), sent back with every later
+/// topic check and event for that client.
+pub type Attributes = HashMap<String, String>;
+
+/// MQTT 5 user properties, in order (a key may appear several times). Empty for MQTT 3.1.1.
+pub type UserProperties = Vec<(String, String)>;
+
+/// A plugin's answer to a check.
+///
+/// How several plugins combine: any `Deny` denies; otherwise at least one `Allow` is needed; all
+/// `Abstain` denies. There is no "unspecified" verdict: on the wire it is an error, so a handler
+/// that cannot decide returns an error (the broker then applies the plugin's `on_error` policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Allow the connection or topic action (still overridden by another plugin's `Deny`).
+    Allow,
+    /// Deny it, whatever the other plugins answer.
+    Deny,
+    /// No opinion (aMQTT's `None`): the other plugins of the chain decide.
+    Abstain,
+}
+
+/// What a client wants to do with a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Publish a message to the topic.
+    Publish,
+    /// Subscribe to the topic filter (wildcards and `$share/GROUP/` included).
+    Subscribe,
+    /// Receive a message published to the topic (checked per subscriber).
+    Receive,
+}
+
+/// A role a plugin serves, as declared in `Describe`. The SDK declares a role exactly when a
+/// handler for it was registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Answers `Authenticate` (registered with [`Plugin::authenticate`](crate::Plugin::authenticate)).
+    Authenticate,
+    /// Answers `TopicFilter` (registered with [`Plugin::topic_filter`](crate::Plugin::topic_filter)).
+    TopicFilter,
+}
+
+/// The MQTT version a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProtocolVersion {
+    /// Not known or not applicable.
+    #[default]
+    Unknown,
+    /// MQTT 3.1 (protocol level 3).
+    V3_1,
+    /// MQTT 3.1.1 (protocol level 4).
+    V3_1_1,
+    /// MQTT 5.0 (protocol level 5).
+    V5,
+}
+
+/// Who a check or an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Client {
+    /// The MQTT client identifier.
+    pub client_id: String,
+    /// The username from CONNECT; `None` when the client gave none.
+    pub username: Option<String>,
+    /// The session attributes set by the allowing authentication plugins.
+    pub attributes: Attributes,
+}
+
+impl Client {
+    /// A client with this identifier, no username and no attributes.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Client {
+            client_id: client_id.into(),
+            ..Client::default()
+        }
+    }
+
+    /// Sets the username.
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Adds a session attribute.
+    pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A will message, as given in CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Will {
+    /// The will topic.
+    pub topic: String,
+    /// The will QoS (0, 1 or 2).
+    pub qos: u8,
+    /// The will retain flag.
+    pub retain: bool,
+    /// The will payload.
+    pub payload: Vec<u8>,
+    /// MQTT 5 will delay; zero publishes at once.
+    pub delay: std::time::Duration,
+    /// MQTT 5 will properties; `None` for MQTT 3.1.1.
+    pub properties: Option<crate::MessageProperties>,
+}
+
+/// What TLS established about a client connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsInfo {
+    /// The client's leaf certificate (DER); `None` when it presented none.
+    pub peer_certificate_der: Option<Vec<u8>>,
+    /// The certificate subject as an RFC 4514 string, for example `CN=device-17,O=Acme`.
+    pub peer_subject: Option<String>,
+    /// Subject alternative names of the client certificate, as text.
+    pub peer_sans: Vec<String>,
+    /// The SNI server name the client asked for.
+    pub server_name: Option<String>,
+    /// The negotiated TLS version, for example `TLSv1.3`.
+    pub tls_version: Option<String>,
+    /// The negotiated cipher suite (IANA name).
+    pub cipher_suite: Option<String>,
+    /// The agreed ALPN protocol.
+    pub alpn_protocol: Option<String>,
+}
