@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::plugins::config::{
+    AuthConfig, CacheConfig, OnError, PluginConfig, PluginTls, TopicCheckConfig,
+};
+
 /// The commented default configuration, embedded at build time.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
 
@@ -52,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// The whole broker configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Named listeners (aMQTT's shape: a map of name to `type` and `bind`).
@@ -65,6 +69,13 @@ pub struct Config {
     /// shorter than a Kubernetes pod's termination grace period.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Plugins by alias.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// The Authenticate chain. Absent: every client may connect.
+    pub auth: Option<AuthConfig>,
+    /// The TopicFilter chain. Absent or `enable: false`: every topic is allowed.
+    #[serde(rename = "topic-check")]
+    pub topic_check: Option<TopicCheckConfig>,
 }
 
 impl Default for Config {
@@ -82,6 +93,9 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             sys: SysConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
+            plugins: BTreeMap::new(),
+            auth: None,
+            topic_check: None,
         }
     }
 }
@@ -229,6 +243,57 @@ impl Config {
         if self.sys.enable && self.sys.interval < Duration::from_secs(1) {
             return Err(invalid("sys.interval", "must be at least 1s"));
         }
+        let chains = [
+            ("auth.plugins", self.auth.as_ref().map(|a| &a.plugins)),
+            (
+                "topic-check.plugins",
+                self.topic_check.as_ref().map(|t| &t.plugins),
+            ),
+        ];
+        for (path, aliases) in chains {
+            let Some(aliases) = aliases else { continue };
+            if aliases.is_empty() {
+                return Err(invalid(
+                    path,
+                    "names no plugin; remove the section to allow everything",
+                ));
+            }
+            for alias in aliases {
+                if !self.plugins.contains_key(alias) {
+                    return Err(invalid(
+                        path,
+                        &format!("`{alias}` is not defined under plugins:"),
+                    ));
+                }
+            }
+        }
+        for (alias, p) in &self.plugins {
+            let path = format!("plugins.{alias}");
+            if p.timeout.is_zero() {
+                return Err(invalid(&format!("{path}.timeout"), "must be above 0"));
+            }
+            if p.max_concurrency == 0 {
+                return Err(invalid(
+                    &format!("{path}.max_concurrency"),
+                    "must be at least 1",
+                ));
+            }
+            if p.failure_threshold == 0 {
+                return Err(invalid(
+                    &format!("{path}.failure_threshold"),
+                    "must be at least 1",
+                ));
+            }
+            if p.command.as_ref().is_some_and(Vec::is_empty) {
+                return Err(invalid(&format!("{path}.command"), "must name a program"));
+            }
+            if p.config
+                .as_ref()
+                .is_some_and(|c| !c.is_object() && !c.is_null())
+            {
+                return Err(invalid(&format!("{path}.config"), "must be a map"));
+            }
+        }
         Ok(())
     }
 }
@@ -266,6 +331,41 @@ mod tests {
     fn durations_are_human() {
         let c = Config::from_yaml("mqtt:\n  connect_timeout: 250ms\n", Path::new("t")).unwrap();
         assert_eq!(c.mqtt.connect_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn chains_must_name_defined_plugins() {
+        let text =
+            "plugins:\n  acl:\n    endpoint: unix:///tmp/acl.sock\nauth:\n  plugins: [acl, nope]\n";
+        let msg = Config::from_yaml(text, Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "t: auth.plugins: `nope` is not defined under plugins:");
+    }
+
+    #[test]
+    fn bad_endpoint_names_line_and_key() {
+        let text = "plugins:\n  acl:\n    endpoint: tcp://x:1\n";
+        let msg = Config::from_yaml(text, Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains("plugins.acl.endpoint"),
+            "{msg}"
+        );
+        assert!(msg.contains("invalid plugin endpoint"), "{msg}");
+    }
+
+    #[test]
+    fn plugin_defaults() {
+        let text = "plugins:\n  a:\n    endpoint: http://127.0.0.1:1\n    config: {x: 1}\ntopic-check:\n  plugins: [a]\n";
+        let c = Config::from_yaml(text, Path::new("t")).unwrap();
+        let p = &c.plugins["a"];
+        assert_eq!(p.timeout, Duration::from_millis(200));
+        assert_eq!(p.on_error, OnError::Deny);
+        let t = c.topic_check.unwrap();
+        assert!(t.enable);
+        assert_eq!(t.cache.max_entries, 1024);
     }
 
     #[test]

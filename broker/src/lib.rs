@@ -8,6 +8,7 @@
 //! - [`server`]: listeners, the accept loop, connection tasks.
 //! - [`session`]: session state, takeover, inflight window, the bounded session queue.
 //! - [`router`]: topic rules, the subscription tree, retained messages, fan-out.
+//! - [`plugins`]: the plugin host: gRPC plugins, chains, failure policy, decision cache.
 //! - [`sys`]: `$SYS/broker/...` statistics.
 //! - [`stats`]: broker-wide counters.
 //! - [`config`]: strict YAML configuration with embedded defaults.
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod config;
+pub mod plugins;
 pub mod protocol;
 pub mod router;
 pub mod server;
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 /// Binds every listener of `config` and serves until `shutdown` is cancelled, then
 /// drains connections within `shutdown_timeout`.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), ServerError> {
-    let server = Server::bind(config).await?;
+    let server = Server::start(config, &shutdown).await?;
     server.serve(shutdown).await;
     Ok(())
 }

@@ -21,6 +21,8 @@ pub struct Stats {
     bytes_sent: AtomicU64,
     messages_dropped: AtomicU64,
     protocol_errors: AtomicU64,
+    auth_denied: AtomicU64,
+    topic_denied: AtomicU64,
 }
 
 impl Default for Stats {
@@ -37,6 +39,8 @@ impl Default for Stats {
             bytes_sent: AtomicU64::new(0),
             messages_dropped: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            auth_denied: AtomicU64::new(0),
+            topic_denied: AtomicU64::new(0),
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct Snapshot {
     pub bytes_sent: u64,
     pub messages_dropped: u64,
     pub protocol_errors: u64,
+    pub auth_denied: u64,
+    pub topic_denied: u64,
 }
 
 impl Stats {
@@ -79,6 +85,16 @@ impl Stats {
     /// A connection was closed for a protocol violation or malformed packet.
     pub fn protocol_error(&self) {
         self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A CONNECT was denied by the auth chain.
+    pub fn auth_denied(&self) {
+        self.auth_denied.fetch_add(1, Relaxed);
+    }
+
+    /// A topic action was denied by the topic-check chain (cache hits not counted).
+    pub fn topic_denied(&self) {
+        self.topic_denied.fetch_add(1, Relaxed);
     }
 
     /// Inbound traffic: `messages` PUBLISH packets in `bytes` bytes.
@@ -116,6 +132,8 @@ impl Stats {
             bytes_sent: self.bytes_sent.load(Relaxed),
             messages_dropped: self.messages_dropped.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            auth_denied: self.auth_denied.load(Relaxed),
+            topic_denied: self.topic_denied.load(Relaxed),
         }
     }
 }

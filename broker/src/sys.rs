@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::Ordering;
+
+use crate::plugins::{ErrorKind, Rpc, Verdict};
 use crate::protocol::QoS;
 use crate::router::Message;
 use crate::server::Broker;
@@ -39,13 +42,51 @@ pub fn publish_once(broker: &Broker) {
         ),
     ];
     for (name, value) in values {
-        broker.router.publish(Arc::new(Message {
-            topic: format!("$SYS/broker/{name}").into(),
-            payload: value.into(),
-            qos: QoS::AtMostOnce,
-            retain: true,
-        }));
+        publish(broker, format!("$SYS/broker/{name}"), value);
     }
+    publish(
+        broker,
+        "$SYS/broker/clients/denied".into(),
+        s.auth_denied.to_string(),
+    );
+    publish(
+        broker,
+        "$SYS/broker/topics/denied".into(),
+        s.topic_denied.to_string(),
+    );
+    for plugin in broker.plugins.plugins() {
+        let (replicas, up) = plugin.replica_health();
+        let base = format!("$SYS/broker/plugins/{}", plugin.alias);
+        publish(broker, format!("{base}/replicas"), replicas.to_string());
+        publish(broker, format!("{base}/replicas_up"), up.to_string());
+        for rpc in [Rpc::Authenticate, Rpc::TopicFilter] {
+            let stats = &plugin.stats[rpc as usize];
+            let base = format!("{base}/{}", rpc.as_str());
+            let calls = stats.calls.load(Ordering::Relaxed);
+            publish(broker, format!("{base}/calls"), calls.to_string());
+            for v in [Verdict::Allow, Verdict::Deny, Verdict::Abstain] {
+                let n = stats.verdicts[v as usize].load(Ordering::Relaxed);
+                publish(broker, format!("{base}/{}", v.as_str()), n.to_string());
+            }
+            for kind in ErrorKind::ALL {
+                let n = stats.errors[kind as usize].load(Ordering::Relaxed);
+                publish(
+                    broker,
+                    format!("{base}/errors/{}", kind.as_str()),
+                    n.to_string(),
+                );
+            }
+        }
+    }
+}
+
+fn publish(broker: &Broker, topic: String, value: String) {
+    broker.router.publish(Arc::new(Message {
+        topic: topic.into(),
+        payload: value.into(),
+        qos: QoS::AtMostOnce,
+        retain: true,
+    }));
 }
 
 /// Publishes the statistics every `sys.interval` until shutdown.

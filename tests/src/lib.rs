@@ -236,6 +236,8 @@ pub struct RawClient {
     stream: TcpStream,
     buf: BytesMut,
     next_pkid: u16,
+    /// PUBLISH packets that arrived while an acknowledgement was awaited.
+    stashed: std::collections::VecDeque<Packet>,
 }
 
 impl RawClient {
@@ -249,6 +251,7 @@ impl RawClient {
             stream,
             buf: BytesMut::new(),
             next_pkid: 0,
+            stashed: Default::default(),
         }
     }
 
@@ -284,6 +287,9 @@ impl RawClient {
 
     /// Waits up to `within` for the next packet, the connection closing, or nothing.
     pub async fn recv_within(&mut self, within: Duration) -> Recv {
+        if let Some(p) = self.stashed.pop_front() {
+            return Recv::Packet(p);
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match protocol::decode(&mut self.buf, ProtocolVersion::V3_1_1, usize::MAX) {
@@ -305,6 +311,22 @@ impl RawClient {
             Recv::Packet(p) => p,
             other => panic!("expected a packet, got {other:?}"),
         }
+    }
+
+    /// The next packet that is not a PUBLISH; PUBLISH packets before it are kept for
+    /// later [`recv`](Self::recv) calls, in order.
+    async fn recv_control(&mut self) -> Packet {
+        let mut held = Vec::new();
+        let packet = loop {
+            match self.recv().await {
+                p @ Packet::Publish(_) => held.push(p),
+                other => break other,
+            }
+        };
+        for p in held.into_iter().rev() {
+            self.stashed.push_front(p);
+        }
+        packet
     }
 
     /// The next packet, which must be a PUBLISH.
@@ -366,7 +388,7 @@ impl RawClient {
             properties: None,
         };
         self.send(&Packet::Subscribe(sub)).await;
-        match self.recv().await {
+        match self.recv_control().await {
             Packet::SubAck(ack) => {
                 assert_eq!(ack.pkid, pkid);
                 ack
@@ -394,17 +416,17 @@ impl RawClient {
         .await;
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => match self.recv().await {
+            QoS::AtLeastOnce => match self.recv_control().await {
                 Packet::PubAck(a) if a.pkid == pkid => {}
                 other => panic!("expected PUBACK {pkid}, got {other:?}"),
             },
             QoS::ExactlyOnce => {
-                match self.recv().await {
+                match self.recv_control().await {
                     Packet::PubRec(a) if a.pkid == pkid => {}
                     other => panic!("expected PUBREC {pkid}, got {other:?}"),
                 }
                 self.send(&Packet::PubRel(PubRel::new(pkid))).await;
-                match self.recv().await {
+                match self.recv_control().await {
                     Packet::PubComp(a) if a.pkid == pkid => {}
                     other => panic!("expected PUBCOMP {pkid}, got {other:?}"),
                 }
@@ -420,7 +442,7 @@ impl RawClient {
             QoS::AtLeastOnce => self.send(&Packet::PubAck(PubAck::new(p.pkid))).await,
             QoS::ExactlyOnce => {
                 self.send(&Packet::PubRec(PubRec::new(p.pkid))).await;
-                match self.recv().await {
+                match self.recv_control().await {
                     Packet::PubRel(r) if r.pkid == p.pkid => {}
                     other => panic!("expected PUBREL {}, got {other:?}", p.pkid),
                 }
@@ -452,5 +474,148 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The example plugin `tandem-policy` (static rules from the broker's YAML).
+pub fn policy_bin() -> PathBuf {
+    binary("tandem-policy", "tandem-policy")
+}
+
+/// A plugin process started by a test (not by the broker). Killed on drop.
+pub struct PluginProcess {
+    child: Child,
+    /// The endpoint to put in the broker's config.
+    pub endpoint: String,
+}
+
+impl PluginProcess {
+    /// Starts `program args...` listening on `listen` (`unix:///path` or
+    /// `tcp://ip:port`) and waits until it accepts connections.
+    pub fn start(program: &std::path::Path, args: &[&str], listen: &str) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn plugin");
+        let endpoint = if let Some(addr) = listen.strip_prefix("tcp://") {
+            format!("http://{addr}")
+        } else {
+            listen.to_owned()
+        };
+        let mut p = Self { child, endpoint };
+        p.wait_accepting(listen);
+        p
+    }
+
+    fn wait_accepting(&mut self, listen: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let up = if let Some(path) = listen.strip_prefix("unix://") {
+                std::os::unix::net::UnixStream::connect(path).is_ok()
+            } else {
+                let addr = listen.trim_start_matches("tcp://");
+                std::net::TcpStream::connect(addr).is_ok()
+            };
+            if up {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("plugin exited before listening: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin never listened on {listen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: fine for tests on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Sends SIGKILL to a process by id.
+pub fn kill_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+impl Tandem {
+    /// The pid of the plugin process the broker started for `alias` most recently
+    /// (read from its "plugin process started/restarted" log line).
+    pub fn plugin_pid(&self, alias: &str) -> Option<u32> {
+        let needle = format!("plugin={alias} pid=Some(");
+        self.logs()
+            .iter()
+            .rev()
+            .find(|l| l.contains(&needle) && l.contains("plugin process"))
+            .and_then(|l| {
+                let start = l.find(&needle)? + needle.len();
+                l[start..].split(')').next()?.parse().ok()
+            })
+    }
+}
+
+/// Connects with a username and password; returns the client if accepted, or the
+/// CONNACK reason if refused.
+pub async fn connect_as(
+    addr: SocketAddr,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> Result<RawClient, protocol::ConnectReason> {
+    let mut connect = connect_packet(client_id, true, 0);
+    connect.username = Some(username.into());
+    connect.password = Some(Bytes::copy_from_slice(password.as_bytes()));
+    let (client, ack) = RawClient::connect_with(addr, connect).await;
+    if ack.reason == protocol::ConnectReason::Success {
+        Ok(client)
+    } else {
+        Err(ack.reason)
+    }
+}
+
+/// Subscribes `client` to the `$SYS` topic and waits until its value satisfies `ok`;
+/// returns the value.
+pub async fn wait_sys(client: &mut RawClient, topic: &str, ok: impl Fn(&str) -> bool) -> String {
+    client.subscribe(topic, QoS::AtMostOnce).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let p = client.recv_publish().await;
+        if &p.topic[..] == topic {
+            let value = String::from_utf8_lossy(&p.payload).into_owned();
+            if ok(&value) {
+                return value;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never satisfied the condition"
+        );
     }
 }

@@ -8,12 +8,14 @@
 //! turn encoded is written with one `write_all`, so a burst of deliveries costs one
 //! system call, not one per packet.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
+use tandem_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Broker;
+use crate::plugins::cache::{CachedAction, DecisionCache};
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, LastWill, Packet, PacketType, ProtocolVersion, QoS,
     SubAck, SubscribeReason, UnsubAck, v4,
@@ -134,6 +137,7 @@ pub(crate) async fn refuse_over_limit(stream: TcpStream, max_packet_size: usize)
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) {
@@ -201,8 +205,45 @@ pub(crate) async fn serve(
         rbuf,
         connect,
         client_id,
+        peer,
+        listener,
     };
     connected.serve(shutdown).instrument(span).await;
+}
+
+fn pb_version(v: ProtocolVersion) -> pb::ProtocolVersion {
+    match v {
+        ProtocolVersion::V3_1 => pb::ProtocolVersion::Mqtt31,
+        ProtocolVersion::V3_1_1 => pb::ProtocolVersion::Mqtt311,
+    }
+}
+
+/// The Authenticate request for a CONNECT.
+fn authenticate_request(
+    connect: &Connect,
+    client_id: &str,
+    peer: SocketAddr,
+    listener: &str,
+) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest {
+        client_id: client_id.to_owned(),
+        username: connect.username.as_ref().map(|u| u.to_string()),
+        password: connect.password.as_ref().map(|p| p.to_vec()),
+        remote_addr: peer.to_string(),
+        listener: listener.to_owned(),
+        protocol_version: pb_version(connect.protocol) as i32,
+        clean_start: connect.clean_start,
+        keepalive_secs: u32::from(connect.keep_alive),
+        will: connect.will.as_ref().map(|w| pb::Will {
+            topic: w.topic.to_string(),
+            qos: w.qos as u32,
+            retain: w.retain,
+            payload: w.payload.to_vec(),
+            delay_interval_secs: 0,
+            properties: None,
+        }),
+        ..Default::default()
+    }
 }
 
 /// A client whose CONNECT was read and whose id is settled.
@@ -213,6 +254,8 @@ struct Connected {
     rbuf: BytesMut,
     connect: Connect,
     client_id: ByteString,
+    peer: SocketAddr,
+    listener: Arc<str>,
 }
 
 impl Connected {
@@ -220,13 +263,26 @@ impl Connected {
         let Connected {
             broker,
             rd,
-            wr,
+            mut wr,
             rbuf,
             connect,
             client_id,
+            peer,
+            listener,
         } = self;
         let mqtt = &broker.config.mqtt;
         let version = connect.protocol;
+        let mut attributes = HashMap::new();
+        if let Some(auth) = &broker.plugins.auth {
+            let request = authenticate_request(&connect, &client_id, peer, &listener);
+            let outcome = auth.authenticate(request).await;
+            if !outcome.allowed {
+                broker.stats.auth_denied();
+                refuse(&mut wr, version, ConnectReason::NotAuthorized).await;
+                return;
+            }
+            attributes = outcome.attributes;
+        }
         let (claim, previous) = broker.registry.claim(&client_id).await;
         let mut session_present = false;
         let state = match previous {
@@ -258,6 +314,22 @@ impl Connected {
             version,
             state,
             will: connect.will.clone(),
+            client: ClientIdentity {
+                client_id: client_id.to_string(),
+                username: connect
+                    .username
+                    .as_ref()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+                attributes,
+                listener: listener.to_string(),
+                remote_addr: peer.to_string(),
+            },
+            cache: broker
+                .plugins
+                .topic_check
+                .as_ref()
+                .map(|_| DecisionCache::new(&broker.plugins.cache)),
             messages_in: 0,
             bytes_in: 0,
             messages_out: 0,
@@ -283,6 +355,16 @@ impl Connected {
     }
 }
 
+/// The client as plugins see it: fixed for the connection.
+struct ClientIdentity {
+    client_id: String,
+    username: String,
+    /// Session attributes from the allowing Authenticate plugins.
+    attributes: HashMap<String, String>,
+    listener: String,
+    remote_addr: String,
+}
+
 /// A connected client.
 struct Connection {
     broker: Arc<Broker>,
@@ -293,6 +375,10 @@ struct Connection {
     version: ProtocolVersion,
     state: SessionState,
     will: Option<LastWill>,
+    /// Who the client is, as sent to plugins.
+    client: ClientIdentity,
+    /// TopicFilter decisions of this session; `None` without a topic-check chain.
+    cache: Option<DecisionCache>,
     max_packet_size: usize,
     max_inflight: usize,
     /// Traffic not yet added to the shared counters.
@@ -338,15 +424,15 @@ impl Connection {
                     Ok(n) => {
                         last_read = Instant::now();
                         self.bytes_in += n as u64;
-                        if let Err(exit) = self.handle_input() {
+                        if let Err(exit) = self.handle_input().await {
                             return exit;
                         }
                     }
                     Err(e) => return Exit::Io(e),
                 },
                 Some(delivery) = self.state.queue.recv(), if window_open => {
-                    self.deliver(delivery);
-                    self.drain_queue();
+                    self.deliver(delivery).await;
+                    self.drain_queue().await;
                 }
                 _ = &mut idle => {
                     if keep_alive.is_some() && last_read.elapsed() >= idle_limit {
@@ -359,11 +445,11 @@ impl Connection {
     }
 
     /// Handles every whole packet buffered, then adds the traffic to the counters.
-    fn handle_input(&mut self) -> Result<(), Exit> {
+    async fn handle_input(&mut self) -> Result<(), Exit> {
         let result = loop {
             match protocol::decode(&mut self.rbuf, self.version, self.max_packet_size) {
                 Ok(Some(packet)) => {
-                    if let Err(exit) = self.handle(packet) {
+                    if let Err(exit) = self.handle(packet).await {
                         break Err(exit);
                     }
                 }
@@ -379,7 +465,7 @@ impl Connection {
         result
     }
 
-    fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+    async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
             Packet::Publish(p) => {
                 self.messages_in += 1;
@@ -395,7 +481,13 @@ impl Connection {
                         self.state.incoming_qos2.insert(p.pkid)
                     }
                 };
-                if route {
+                // A denied publish is dropped; 3.1.1 has no way to tell the publisher, so
+                // the acknowledgement above stands.
+                if route
+                    && self
+                        .allowed(CachedAction::Publish, &p.topic, p.qos, p.retain)
+                        .await
+                {
                     self.broker.router.publish(Arc::new(Message {
                         topic: p.topic,
                         payload: p.payload,
@@ -428,6 +520,13 @@ impl Connection {
                         continue;
                     }
                     let qos = f.options.qos;
+                    if !self
+                        .allowed(CachedAction::Subscribe, &f.filter, qos, false)
+                        .await
+                    {
+                        reasons.push(SubscribeReason::NOT_AUTHORIZED);
+                        continue;
+                    }
                     self.broker.router.subscribe(
                         &f.filter,
                         Subscriber {
@@ -489,8 +588,73 @@ impl Connection {
         Ok(())
     }
 
-    /// Encodes one delivery, entering it into the inflight window if QoS > 0.
-    fn deliver(&mut self, delivery: Delivery) {
+    /// Asks the topic-check chain (through the session's decision cache) whether the
+    /// client may perform `action` on `topic`. Always true without a chain.
+    async fn allowed(
+        &mut self,
+        action: CachedAction,
+        topic: &ByteString,
+        qos: QoS,
+        retain: bool,
+    ) -> bool {
+        let Some(cache) = &mut self.cache else {
+            return true;
+        };
+        let now = tokio::time::Instant::now();
+        if let Some(allowed) = cache.get(action, topic, now) {
+            if !allowed {
+                debug!(%topic, ?action, "topic check denied (cached)");
+            }
+            return allowed;
+        }
+        let broker = self.broker.clone();
+        let Some(chain) = &broker.plugins.topic_check else {
+            return true;
+        };
+        let request = pb::TopicFilterRequest {
+            topic: topic.to_string(),
+            action: match action {
+                CachedAction::Publish => pb::Action::Publish,
+                CachedAction::Subscribe => pb::Action::Subscribe,
+                CachedAction::Receive => pb::Action::Receive,
+            } as i32,
+            client_id: self.client.client_id.clone(),
+            username: self.client.username.clone(),
+            attributes: self.client.attributes.clone(),
+            qos: qos as u32,
+            retain,
+            protocol_version: pb_version(self.version) as i32,
+            user_properties: Vec::new(),
+            listener: self.client.listener.clone(),
+            remote_addr: self.client.remote_addr.clone(),
+        };
+        let outcome = chain.topic_filter(request).await;
+        if !outcome.allowed {
+            self.broker.stats.topic_denied();
+        }
+        if let (Some(ttl), Some(cache)) = (outcome.cache_ttl, &mut self.cache) {
+            cache.put(action, topic.clone(), outcome.allowed, ttl, now);
+        }
+        outcome.allowed
+    }
+
+    /// Encodes one delivery, entering it into the inflight window if QoS > 0. A
+    /// delivery the topic-check chain refuses (RECEIVE) is skipped for this client.
+    async fn deliver(&mut self, delivery: Delivery) {
+        if self.cache.is_some() {
+            let m = delivery.message.clone();
+            if !self
+                .allowed(
+                    CachedAction::Receive,
+                    &m.topic,
+                    delivery.qos,
+                    delivery.retain,
+                )
+                .await
+            {
+                return;
+            }
+        }
         self.messages_out += 1;
         let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
@@ -509,10 +673,10 @@ impl Connection {
     }
 
     /// Moves queued messages into the write buffer while the window and batch allow.
-    fn drain_queue(&mut self) {
+    async fn drain_queue(&mut self) {
         while self.wbuf.len() < WRITE_BATCH && self.state.inflight.len() < self.max_inflight {
             match self.state.queue.try_recv() {
-                Ok(delivery) => self.deliver(delivery),
+                Ok(delivery) => self.deliver(delivery).await,
                 Err(_) => break,
             }
         }
@@ -555,6 +719,9 @@ impl Connection {
         }
         if exit.publishes_will()
             && let Some(will) = self.will.take()
+            && self
+                .allowed(CachedAction::Publish, &will.topic, will.qos, will.retain)
+                .await
         {
             debug!(topic = %will.topic, "publishing will");
             self.broker.router.publish(Arc::new(Message {

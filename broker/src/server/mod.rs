@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::plugins::{PluginError, PluginHost};
 use crate::router::Router;
 use crate::session::Registry;
 use crate::stats::Stats;
@@ -35,11 +36,13 @@ pub struct Broker {
     pub registry: Registry,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Plugins and the auth and topic-check chains.
+    pub plugins: PluginHost,
 }
 
 impl Broker {
-    /// A broker with empty state for `config`.
-    pub fn new(config: Config) -> Self {
+    /// A broker with empty state for `config`, consulting `plugins`.
+    pub fn new(config: Config, plugins: PluginHost) -> Self {
         let stats = Arc::new(Stats::default());
         let router = Arc::new(Router::new(stats.clone()));
         Self {
@@ -47,6 +50,7 @@ impl Broker {
             registry: Registry::new(router.clone()),
             router,
             stats,
+            plugins,
         }
     }
 }
@@ -64,6 +68,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The plugin host did not start.
+    #[error(transparent)]
+    Plugins(#[from] PluginError),
 }
 
 /// A broker with its listeners bound, ready to serve.
@@ -73,8 +80,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every configured listener.
-    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+    /// Starts the plugin host (every plugin in a chain has answered `Describe` when it
+    /// returns), then binds every configured listener. No client is served by a
+    /// half-configured chain.
+    pub async fn start(config: Config, shutdown: &CancellationToken) -> Result<Self, ServerError> {
+        let plugins = PluginHost::start(&config, shutdown.child_token()).await?;
         let mut listeners = Vec::new();
         for (name, l) in &config.listeners {
             let listener = TcpListener::bind(l.bind)
@@ -87,7 +97,7 @@ impl Server {
             listeners.push((name.clone(), listener));
         }
         Ok(Self {
-            broker: Arc::new(Broker::new(config)),
+            broker: Arc::new(Broker::new(config, plugins)),
             listeners,
         })
     }
@@ -116,6 +126,7 @@ impl Server {
                 info!(listener = %name, %addr, "listening");
             }
             tracker.spawn(accept_loop(
+                name.into(),
                 listener,
                 self.broker.clone(),
                 limit.clone(),
@@ -144,6 +155,7 @@ impl Server {
 }
 
 async fn accept_loop(
+    name: Arc<str>,
     listener: TcpListener,
     broker: Arc<Broker>,
     limit: Arc<Semaphore>,
@@ -169,8 +181,9 @@ async fn accept_loop(
             Ok(permit) => {
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
+                let name = name.clone();
                 tracker.spawn(async move {
-                    connection::serve(stream, peer, broker, shutdown).await;
+                    connection::serve(stream, peer, name, broker, shutdown).await;
                     drop(permit);
                 });
             }

@@ -1,0 +1,277 @@
+//! Chains: how the verdicts of several plugins combine.
+//!
+//! All members are called concurrently. Any DENY denies at once (the other calls are
+//! dropped, which cancels them). Otherwise at least one ALLOW is needed; all ABSTAIN
+//! denies. A failed call counts as its plugin's `on_error` verdict. These are aMQTT's
+//! rules as its documentation states them (its code treats a topic plugin's `None` as
+//! deny; Tandem follows the documentation: ABSTAIN is no opinion).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tandem_proto::v1 as pb;
+use tracing::info;
+
+use super::config::OnError;
+use super::{ErrorKind, Plugin, Rpc, Verdict};
+
+/// One plugin's answer, after `on_error`.
+#[derive(Debug, Clone)]
+struct Answer {
+    verdict: Verdict,
+    reason: String,
+    reason_code: u32,
+    error: Option<ErrorKind>,
+    attributes: HashMap<String, String>,
+    cache_ttl: Duration,
+}
+
+impl Answer {
+    fn failed(plugin: &Plugin, kind: ErrorKind) -> Self {
+        Self {
+            verdict: match plugin.config.on_error {
+                OnError::Deny => Verdict::Deny,
+                OnError::Abstain => Verdict::Abstain,
+                OnError::Allow => Verdict::Allow,
+            },
+            reason: format!("plugin error: {}", kind.as_str()),
+            reason_code: 0,
+            error: Some(kind),
+            attributes: HashMap::new(),
+            cache_ttl: Duration::ZERO,
+        }
+    }
+}
+
+fn verdict(raw: i32) -> Option<Verdict> {
+    match pb::Verdict::try_from(raw) {
+        Ok(pb::Verdict::Allow) => Some(Verdict::Allow),
+        Ok(pb::Verdict::Deny) => Some(Verdict::Deny),
+        Ok(pb::Verdict::Abstain) => Some(Verdict::Abstain),
+        _ => None,
+    }
+}
+
+/// The outcome of the Authenticate chain.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOutcome {
+    /// Whether the client may connect.
+    pub allowed: bool,
+    /// Merged attributes of the allowing plugins, in chain order.
+    pub attributes: HashMap<String, String>,
+    /// The plugin whose answer decided a denial, and its reason.
+    pub denied_by: Option<(String, String)>,
+    /// Whether the denial came from a plugin failure (MQTT 5: 0x88, not 0x87).
+    pub from_error: bool,
+    /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
+    pub reason_code: u32,
+}
+
+/// The outcome of the TopicFilter chain.
+#[derive(Debug, Clone, Default)]
+pub struct TopicOutcome {
+    /// Whether the action is allowed.
+    pub allowed: bool,
+    /// How long the outcome may be cached; `None` when any answer said 0 or failed.
+    pub cache_ttl: Option<Duration>,
+    /// The plugin whose answer decided a denial, and its reason.
+    pub denied_by: Option<(String, String)>,
+    /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
+    pub reason_code: u32,
+}
+
+/// An ordered set of plugins answering one RPC.
+pub struct Chain {
+    section: &'static str,
+    plugins: Vec<Arc<Plugin>>,
+}
+
+impl Chain {
+    /// A chain over `plugins`, named after its config section for logs.
+    pub fn new(section: &'static str, plugins: Vec<Arc<Plugin>>) -> Self {
+        Self { section, plugins }
+    }
+
+    /// The members.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    /// Asks every member concurrently; returns as soon as a DENY arrives, else when all
+    /// have answered. `answers` is indexed by chain position.
+    async fn run<F, Fut>(&self, ask: F) -> Result<Vec<Answer>, (usize, Answer)>
+    where
+        F: Fn(Arc<Plugin>) -> Fut,
+        Fut: std::future::Future<Output = Answer>,
+    {
+        if let [only] = self.plugins.as_slice() {
+            let a = ask(only.clone()).await;
+            return if a.verdict == Verdict::Deny {
+                Err((0, a))
+            } else {
+                Ok(vec![a])
+            };
+        }
+        let mut pending: FuturesUnordered<_> = self
+            .plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let fut = ask(p.clone());
+                async move { (i, fut.await) }
+            })
+            .collect();
+        let mut answers: Vec<Option<Answer>> = vec![None; self.plugins.len()];
+        while let Some((i, a)) = pending.next().await {
+            if a.verdict == Verdict::Deny {
+                return Err((i, a));
+            }
+            answers[i] = Some(a);
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Runs the Authenticate chain.
+    pub async fn authenticate(&self, request: pb::AuthenticateRequest) -> AuthOutcome {
+        let ask = |plugin: Arc<Plugin>| {
+            let request = request.clone();
+            async move {
+                let result = plugin
+                    .call(request, |mut c, r| async move { c.authenticate(r).await })
+                    .await;
+                let answer = match result {
+                    Ok(resp) if resp.auth_continue.is_some() => {
+                        plugin.log_error(
+                            ErrorKind::Unspecified,
+                            "enhanced authentication (auth_continue) is not supported yet",
+                        );
+                        Answer::failed(&plugin, ErrorKind::Unspecified)
+                    }
+                    Ok(resp) => match verdict(resp.verdict) {
+                        Some(v) => Answer {
+                            verdict: v,
+                            reason: resp.reason,
+                            reason_code: resp.reason_code,
+                            error: None,
+                            attributes: resp.attributes,
+                            cache_ttl: Duration::ZERO,
+                        },
+                        None => {
+                            plugin
+                                .log_error(ErrorKind::Unspecified, "answered VERDICT_UNSPECIFIED");
+                            Answer::failed(&plugin, ErrorKind::Unspecified)
+                        }
+                    },
+                    Err(kind) => {
+                        plugin.log_error(kind, "Authenticate failed");
+                        Answer::failed(&plugin, kind)
+                    }
+                };
+                plugin.record(Rpc::Authenticate, answer.verdict, answer.error);
+                answer
+            }
+        };
+        match self.run(ask).await {
+            Err((i, a)) => {
+                let alias = self.plugins[i].alias.clone();
+                info!(plugin = %alias, reason = %a.reason, client_id = %request.client_id, "authentication denied");
+                AuthOutcome {
+                    allowed: false,
+                    attributes: HashMap::new(),
+                    denied_by: Some((alias, a.reason)),
+                    from_error: a.error.is_some(),
+                    reason_code: a.reason_code,
+                }
+            }
+            Ok(answers) => {
+                let allowed = answers.iter().any(|a| a.verdict == Verdict::Allow);
+                let mut attributes = HashMap::new();
+                for a in answers.iter().filter(|a| a.verdict == Verdict::Allow) {
+                    attributes.extend(a.attributes.clone());
+                }
+                if !allowed {
+                    info!(chain = self.section, client_id = %request.client_id, "authentication denied: every plugin abstained");
+                }
+                AuthOutcome {
+                    allowed,
+                    attributes,
+                    denied_by: (!allowed)
+                        .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
+                    from_error: !allowed && answers.iter().any(|a| a.error.is_some()),
+                    reason_code: 0,
+                }
+            }
+        }
+    }
+
+    /// Runs the TopicFilter chain.
+    pub async fn topic_filter(&self, request: pb::TopicFilterRequest) -> TopicOutcome {
+        let ask = |plugin: Arc<Plugin>| {
+            let request = request.clone();
+            async move {
+                let result = plugin
+                    .call(request, |mut c, r| async move { c.topic_filter(r).await })
+                    .await;
+                let answer = match result {
+                    Ok(resp) => match verdict(resp.verdict) {
+                        Some(v) => Answer {
+                            verdict: v,
+                            reason: resp.reason,
+                            reason_code: resp.reason_code,
+                            error: None,
+                            attributes: HashMap::new(),
+                            cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
+                        },
+                        None => {
+                            plugin
+                                .log_error(ErrorKind::Unspecified, "answered VERDICT_UNSPECIFIED");
+                            Answer::failed(&plugin, ErrorKind::Unspecified)
+                        }
+                    },
+                    Err(kind) => {
+                        plugin.log_error(kind, "TopicFilter failed");
+                        Answer::failed(&plugin, kind)
+                    }
+                };
+                plugin.record(Rpc::TopicFilter, answer.verdict, answer.error);
+                answer
+            }
+        };
+        let action = pb::Action::try_from(request.action)
+            .map(|a| a.as_str_name())
+            .unwrap_or("?");
+        match self.run(ask).await {
+            Err((i, a)) => {
+                let alias = self.plugins[i].alias.clone();
+                info!(plugin = %alias, reason = %a.reason, client_id = %request.client_id, topic = %request.topic, action, "topic check denied");
+                TopicOutcome {
+                    allowed: false,
+                    cache_ttl: (a.error.is_none() && !a.cache_ttl.is_zero()).then_some(a.cache_ttl),
+                    denied_by: Some((alias, a.reason)),
+                    reason_code: a.reason_code,
+                }
+            }
+            Ok(answers) => {
+                let allowed = answers.iter().any(|a| a.verdict == Verdict::Allow);
+                if !allowed {
+                    info!(chain = self.section, client_id = %request.client_id, topic = %request.topic, action, "topic check denied: every plugin abstained");
+                }
+                let cacheable = answers
+                    .iter()
+                    .all(|a| a.error.is_none() && !a.cache_ttl.is_zero());
+                TopicOutcome {
+                    allowed,
+                    cache_ttl: cacheable
+                        .then(|| answers.iter().map(|a| a.cache_ttl).min())
+                        .flatten(),
+                    denied_by: (!allowed)
+                        .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
+                    reason_code: 0,
+                }
+            }
+        }
+    }
+}

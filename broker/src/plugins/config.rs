@@ -1,0 +1,149 @@
+//! Plugin configuration: the `plugins:`, `auth:` and `topic-check:` sections.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::endpoint::Endpoint;
+
+/// One plugin, under its alias in `plugins:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Where the plugin serves gRPC: `unix:///path`, `http://host:port`,
+    /// `https://host:port` or `dns:///name:port` (every address, re-resolved).
+    pub endpoint: Endpoint,
+    /// Deadline of each call, also sent as the gRPC deadline.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Verdict used when a call fails (deadline, transport, bad status, unspecified
+    /// verdict, shed, circuit open).
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The plugin's own configuration, pushed to it by `Describe`.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// TLS towards an `https://` endpoint (and client certificate for mTLS).
+    #[serde(default)]
+    pub tls: Option<PluginTls>,
+    /// Optional: the broker starts this process, restarts it if it dies and stops it
+    /// on shutdown (argv; the first element is the program).
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Calls in flight to this plugin at once; a call over it is shed to `on_error`.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Consecutive errors after which a replica is marked down: calls skip it (and
+    /// apply `on_error` at once if no replica is left) until a probe (gRPC health, then
+    /// `Describe`) brings it back.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Longest wait between probes of a replica that is down (backoff starts at 50ms).
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long start-up waits for the plugin's first `Describe` answer.
+    #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// How often a `dns:///` endpoint is resolved again.
+    #[serde(default = "default_resolve_interval", with = "humantime_serde")]
+    pub resolve_interval: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_concurrency() -> usize {
+    256
+}
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// What a failed call counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed (the default): the failure denies.
+    #[default]
+    Deny,
+    /// The failure is no opinion: the chain's other plugins decide.
+    Abstain,
+    /// Fail open: the failure allows. Logged loudly and counted.
+    Allow,
+}
+
+/// TLS settings for an `https://` plugin endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginTls {
+    /// PEM file of the CA that signed the plugin's certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate, for mTLS.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name to verify the plugin's certificate against (default: the endpoint's host).
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// `auth:`: the Authenticate chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Plugin aliases, called concurrently; attributes merge in this order.
+    pub plugins: Vec<String>,
+}
+
+/// `topic-check:`: the TopicFilter chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicCheckConfig {
+    /// Whether topic checks run at all (aMQTT's key).
+    #[serde(default = "default_true")]
+    pub enable: bool,
+    /// Plugin aliases, called concurrently.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// The per-session decision cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Bounds of the per-session TopicFilter decision cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Decisions kept per session; past it, expired entries are swept, and if none
+    /// expired the new decision is not cached.
+    pub max_entries: usize,
+    /// Cap on a plugin's `cache_ttl_ms`.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 1024,
+            max_ttl: Duration::from_secs(60),
+        }
+    }
+}

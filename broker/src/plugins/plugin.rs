@@ -1,0 +1,622 @@
+//! One plugin: its replicas, the call path with deadline, shedding and failure
+//! accounting, and the probes that bring a replica back.
+//!
+//! # Replicas and reconnects
+//! An endpoint resolves to one replica (`unix://`, `http://`, `https://`) or to one per
+//! address (`dns:///`). Each replica has its own gRPC channel whose connector connects
+//! **once**: when the connection is lost, the channel does not quietly reconnect to what
+//! may be a restarted process that has not been given its configuration. Instead the
+//! call fails, the replica is marked down, and a probe builds a new channel, checks gRPC
+//! health, calls `Describe` with the plugin's `config:` and only then marks it up. So
+//! every connection a plugin serves calls on has been described first.
+//!
+//! # Failure accounting
+//! A transport failure marks the replica down at once (and the call is retried on another
+//! replica if one is up and the deadline allows: checks are idempotent). Other errors
+//! (deadline, bad status, unspecified verdict) count towards `failure_threshold`
+//! consecutive errors, after which the replica is marked down too. With no replica up the
+//! plugin's circuit is open: calls answer `on_error` at once, without waiting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use parking_lot::{Mutex, RwLock};
+use tandem_proto::v1 as pb;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri};
+use tracing::{debug, info, warn};
+
+use super::config::{OnError, PluginConfig};
+use super::endpoint::Endpoint;
+use super::{ErrorKind, PluginError, Rpc, Verdict};
+
+type Client = pb::plugin_client::PluginClient<Channel>;
+type Health = tonic_health::pb::health_client::HealthClient<Channel>;
+
+/// Where a replica is reached.
+#[derive(Debug, Clone)]
+enum Target {
+    Unix(std::path::PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+/// What `Describe` told us.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    /// The plugin's own name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Roles it serves.
+    pub roles: Vec<pb::Role>,
+}
+
+impl Described {
+    /// Whether the plugin declared `role`.
+    pub fn serves(&self, role: pb::Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// Counters of one RPC of one plugin.
+#[derive(Debug, Default)]
+pub struct RpcStats {
+    /// Calls attempted (including those answered by `on_error` without a call).
+    pub calls: AtomicU64,
+    /// Verdicts by kind: allow, deny, abstain (after `on_error`).
+    pub verdicts: [AtomicU64; 3],
+    /// Errors by [`ErrorKind`].
+    pub errors: [AtomicU64; ErrorKind::ALL.len()],
+}
+
+/// A replica: one address serving the plugin.
+struct Replica {
+    label: String,
+    target: Target,
+    client: RwLock<Client>,
+    up: AtomicBool,
+    probing: AtomicBool,
+    consecutive_errors: AtomicU32,
+}
+
+/// One configured plugin.
+pub struct Plugin {
+    /// Its alias in the configuration.
+    pub alias: String,
+    /// Its configuration.
+    pub config: PluginConfig,
+    template: tonic::transport::Endpoint,
+    replicas: RwLock<Vec<Arc<Replica>>>,
+    next: AtomicUsize,
+    inflight: Arc<Semaphore>,
+    described: RwLock<Option<Described>>,
+    describe_request: pb::DescribeRequest,
+    /// Counters for Authenticate and TopicFilter.
+    pub stats: [RpcStats; 2],
+    last_error_log: Mutex<Option<std::time::Instant>>,
+    suppressed_errors: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+/// Converts a YAML/JSON value to a protobuf `Struct` value.
+fn to_pb_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_pb_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(to_pb_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn to_pb_struct(o: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: o.iter().map(|(k, v)| (k.clone(), to_pb_value(v))).collect(),
+    }
+}
+
+fn read_pem(path: &std::path::Path, what: &str, alias: &str) -> Result<Vec<u8>, PluginError> {
+    std::fs::read(path).map_err(|e| PluginError::Config {
+        alias: alias.to_owned(),
+        message: format!("cannot read tls.{what} {}: {e}", path.display()),
+    })
+}
+
+impl Plugin {
+    /// Builds the plugin from its configuration; no connection is made yet.
+    pub fn new(
+        alias: &str,
+        config: PluginConfig,
+        broker_instance_id: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, PluginError> {
+        let (scheme, host) = match &config.endpoint {
+            Endpoint::Https { host, .. } => ("https", host.clone()),
+            Endpoint::Http { host, .. } | Endpoint::Dns { host, .. } => ("http", host.clone()),
+            Endpoint::Unix(_) => ("http", "localhost".to_owned()),
+        };
+        let uri_host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let mut template =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://{uri_host}"))
+                .map_err(|e| PluginError::Config {
+                    alias: alias.to_owned(),
+                    message: format!("endpoint: {e}"),
+                })?
+                .connect_timeout(config.timeout.max(Duration::from_millis(500)))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+        if scheme == "https" {
+            let mut tls = ClientTlsConfig::new().domain_name(
+                config
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.domain.clone())
+                    .unwrap_or(host),
+            );
+            if let Some(t) = &config.tls {
+                if let Some(ca) = &t.ca {
+                    tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, "ca", alias)?));
+                }
+                match (&t.cert, &t.key) {
+                    (Some(cert), Some(key)) => {
+                        tls = tls.identity(Identity::from_pem(
+                            read_pem(cert, "cert", alias)?,
+                            read_pem(key, "key", alias)?,
+                        ));
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return Err(PluginError::Config {
+                            alias: alias.to_owned(),
+                            message: "tls.cert and tls.key go together".into(),
+                        });
+                    }
+                }
+            }
+            template = template.tls_config(tls).map_err(|e| PluginError::Config {
+                alias: alias.to_owned(),
+                message: format!("tls: {e}"),
+            })?;
+        } else if config.tls.is_some() {
+            return Err(PluginError::Config {
+                alias: alias.to_owned(),
+                message: "tls: is only for https:// endpoints".into(),
+            });
+        }
+        let describe_request = pb::DescribeRequest {
+            broker_version: env!("CARGO_PKG_VERSION").to_owned(),
+            plugin_alias: alias.to_owned(),
+            config: match &config.config {
+                Some(serde_json::Value::Object(o)) => Some(to_pb_struct(o)),
+                None | Some(serde_json::Value::Null) => None,
+                Some(_) => {
+                    return Err(PluginError::Config {
+                        alias: alias.to_owned(),
+                        message: "config: must be a map".into(),
+                    });
+                }
+            },
+            broker_instance_id: broker_instance_id.to_owned(),
+            config_generation: 1,
+        };
+        Ok(Self {
+            alias: alias.to_owned(),
+            inflight: Arc::new(Semaphore::new(config.max_concurrency)),
+            config,
+            template,
+            replicas: RwLock::default(),
+            next: AtomicUsize::new(0),
+            described: RwLock::default(),
+            describe_request,
+            stats: Default::default(),
+            last_error_log: Mutex::default(),
+            suppressed_errors: AtomicU64::new(0),
+            shutdown,
+        })
+    }
+
+    /// What the plugin said in its last successful `Describe`.
+    pub fn described(&self) -> Option<Described> {
+        self.described.read().clone()
+    }
+
+    /// Number of replicas and how many are up.
+    pub fn replica_health(&self) -> (usize, usize) {
+        let replicas = self.replicas.read();
+        let up = replicas
+            .iter()
+            .filter(|r| r.up.load(Ordering::Acquire))
+            .count();
+        (replicas.len(), up)
+    }
+
+    fn channel(&self, target: &Target) -> Channel {
+        // The connector connects once: see the module docs.
+        let used = Arc::new(AtomicBool::new(false));
+        let target = target.clone();
+        let connector = tower::service_fn(move |_: Uri| {
+            let used = used.clone();
+            let target = target.clone();
+            async move {
+                if used.load(Ordering::Acquire) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "connection to plugin lost; it must be described again",
+                    ));
+                }
+                let io = match target {
+                    Target::Unix(path) => TokioIo::new(Box::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ) as Box<dyn Io>),
+                    Target::Tcp(addr) => {
+                        let s = tokio::net::TcpStream::connect(addr).await?;
+                        let _ = s.set_nodelay(true);
+                        TokioIo::new(Box::new(s) as Box<dyn Io>)
+                    }
+                };
+                used.store(true, Ordering::Release);
+                Ok::<_, std::io::Error>(io)
+            }
+        });
+        self.template.connect_with_connector_lazy(connector)
+    }
+
+    /// Resolves the endpoint to its targets now.
+    async fn resolve(&self) -> Result<Vec<(String, Target)>, String> {
+        match &self.config.endpoint {
+            Endpoint::Unix(path) => Ok(vec![(
+                format!("unix://{}", path.display()),
+                Target::Unix(path.clone()),
+            )]),
+            Endpoint::Http { host, port }
+            | Endpoint::Https { host, port }
+            | Endpoint::Dns { host, port } => {
+                let addrs = tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?;
+                let mut out: Vec<(String, Target)> =
+                    addrs.map(|a| (a.to_string(), Target::Tcp(a))).collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out.dedup_by(|a, b| a.0 == b.0);
+                if !matches!(self.config.endpoint, Endpoint::Dns { .. }) {
+                    // A plain http(s) endpoint is one replica: its first address.
+                    out.truncate(1);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Brings the replica set in line with `targets`: new ones are added (down, to be
+    /// probed), vanished ones removed.
+    fn reconcile(self: &Arc<Self>, targets: Vec<(String, Target)>) {
+        let mut added = Vec::new();
+        {
+            let mut replicas = self.replicas.write();
+            replicas.retain(|r| {
+                let keep = targets.iter().any(|(l, _)| *l == r.label);
+                if !keep {
+                    info!(plugin = %self.alias, replica = %r.label, "replica removed");
+                }
+                keep
+            });
+            for (label, target) in targets {
+                if replicas.iter().any(|r| r.label == label) {
+                    continue;
+                }
+                let replica = Arc::new(Replica {
+                    client: RwLock::new(Client::new(self.channel(&target))),
+                    label,
+                    target,
+                    up: AtomicBool::new(false),
+                    probing: AtomicBool::new(false),
+                    consecutive_errors: AtomicU32::new(0),
+                });
+                replicas.push(replica.clone());
+                added.push(replica);
+            }
+        }
+        for replica in added {
+            self.spawn_probe(replica);
+        }
+    }
+
+    /// Resolves, starts probing every replica, and waits until one has answered
+    /// `Describe` (or `startup_timeout` passes). Also starts re-resolution for `dns:///`.
+    pub async fn start(self: &Arc<Self>) -> Result<(), PluginError> {
+        let deadline = Instant::now() + self.config.startup_timeout;
+        let mut last_err;
+        loop {
+            match self.resolve().await {
+                Ok(t) if !t.is_empty() => {
+                    self.reconcile(t);
+                    break;
+                }
+                Ok(_) => last_err = "the name resolved to no address".into(),
+                Err(e) => last_err = e,
+            }
+            if Instant::now() >= deadline {
+                return Err(PluginError::Startup {
+                    alias: self.alias.clone(),
+                    endpoint: self.config.endpoint.to_string(),
+                    waited: self.config.startup_timeout,
+                    cause: last_err,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if matches!(self.config.endpoint, Endpoint::Dns { .. }) {
+            let me = self.clone();
+            tokio::spawn(async move { me.resolve_loop().await });
+        }
+        loop {
+            if self.replica_health().1 > 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(PluginError::Startup {
+                    alias: self.alias.clone(),
+                    endpoint: self.config.endpoint.to_string(),
+                    waited: self.config.startup_timeout,
+                    cause: "no replica answered Describe (see the warnings above)".into(),
+                });
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(PluginError::Cancelled),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    async fn resolve_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.resolve_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.resolve().await {
+                Ok(t) if !t.is_empty() => self.reconcile(t),
+                Ok(_) => {
+                    warn!(plugin = %self.alias, "endpoint resolved to no address; keeping the known replicas")
+                }
+                Err(e) => {
+                    warn!(plugin = %self.alias, cause = %e, "re-resolution failed; keeping the known replicas")
+                }
+            }
+        }
+    }
+
+    fn spawn_probe(self: &Arc<Self>, replica: Arc<Replica>) {
+        if replica.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.probe(&replica).await;
+            replica.probing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Probes a down replica with backoff until it answers health and `Describe`.
+    async fn probe(&self, replica: &Replica) {
+        let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() || !self.is_current(replica) {
+                return;
+            }
+            let channel = self.channel(&replica.target);
+            match self.describe_on(channel.clone()).await {
+                Ok(described) => {
+                    *replica.client.write() = Client::new(channel);
+                    replica.consecutive_errors.store(0, Ordering::Release);
+                    replica.up.store(true, Ordering::Release);
+                    info!(
+                        plugin = %self.alias,
+                        replica = %replica.label,
+                        name = %described.name,
+                        version = %described.version,
+                        roles = ?described.roles,
+                        "plugin described; replica up"
+                    );
+                    *self.described.write() = Some(described);
+                    return;
+                }
+                Err(cause) => {
+                    attempts += 1;
+                    // First failure and then every tenth, so a long outage does not flood.
+                    if attempts == 1 || attempts.is_multiple_of(10) {
+                        warn!(plugin = %self.alias, replica = %replica.label, %cause, attempts, "plugin not answering; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    fn is_current(&self, replica: &Replica) -> bool {
+        self.replicas
+            .read()
+            .iter()
+            .any(|r| std::ptr::eq(Arc::as_ptr(r), replica))
+    }
+
+    /// gRPC health (a plugin without the health service passes), then `Describe`.
+    async fn describe_on(&self, channel: Channel) -> Result<Described, String> {
+        let timeout = self.config.timeout.max(Duration::from_secs(1));
+        let mut health = Health::new(channel.clone());
+        let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        });
+        req.set_timeout(timeout);
+        match tokio::time::timeout(timeout, health.check(req)).await {
+            Err(_) => return Err("health check timed out".into()),
+            Ok(Ok(resp)) => {
+                let status = resp.into_inner().status;
+                if status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return Err(format!("health status {status} is not SERVING"));
+                }
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {}
+            Ok(Err(s)) => return Err(format!("health check failed: {}", s.message())),
+        }
+        let mut client = Client::new(channel);
+        let mut req = tonic::Request::new(self.describe_request.clone());
+        req.set_timeout(timeout);
+        let resp = match tokio::time::timeout(timeout, client.describe(req)).await {
+            Err(_) => return Err("Describe timed out".into()),
+            Ok(Err(s)) => {
+                return Err(format!("Describe failed: {:?}: {}", s.code(), s.message()));
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        Ok(Described {
+            roles: resp.roles().collect(),
+            name: resp.name,
+            version: resp.version,
+        })
+    }
+
+    /// The next replica that is up, round robin.
+    fn pick(&self, skip: Option<&Arc<Replica>>) -> Option<Arc<Replica>> {
+        let replicas = self.replicas.read();
+        let n = replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &replicas[(start + i) % n])
+            .find(|r| r.up.load(Ordering::Acquire) && skip.is_none_or(|s| !Arc::ptr_eq(s, r)))
+            .cloned()
+    }
+
+    fn mark_down(self: &Arc<Self>, replica: &Arc<Replica>, why: &str) {
+        if replica.up.swap(false, Ordering::AcqRel) {
+            warn!(plugin = %self.alias, replica = %replica.label, cause = why, "replica marked down; probing");
+        }
+        self.spawn_probe(replica.clone());
+    }
+
+    fn failure(self: &Arc<Self>, replica: &Arc<Replica>, kind: ErrorKind) {
+        let n = replica.consecutive_errors.fetch_add(1, Ordering::AcqRel) + 1;
+        if kind == ErrorKind::Unavailable {
+            self.mark_down(replica, "transport failure");
+        } else if n >= self.config.failure_threshold {
+            self.mark_down(replica, "too many consecutive errors");
+        }
+    }
+
+    /// Calls an RPC with the plugin's deadline, on an up replica, shedding over the
+    /// concurrency bound. One retry on another replica after a transport failure.
+    pub(super) async fn call<Req, Resp, F, Fut>(
+        self: &Arc<Self>,
+        request: Req,
+        f: F,
+    ) -> Result<Resp, ErrorKind>
+    where
+        Req: Clone,
+        F: Fn(Client, tonic::Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            return Err(ErrorKind::Shed);
+        };
+        let deadline = Instant::now() + self.config.timeout;
+        let mut tried: Option<Arc<Replica>> = None;
+        for _attempt in 0..2 {
+            let Some(replica) = self.pick(tried.as_ref()) else {
+                return Err(if tried.is_some() {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::CircuitOpen
+                });
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::Deadline);
+            }
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(left);
+            let client = replica.client.read().clone();
+            let kind = match tokio::time::timeout_at(deadline, f(client, req)).await {
+                Ok(Ok(resp)) => {
+                    replica.consecutive_errors.store(0, Ordering::Release);
+                    return Ok(resp.into_inner());
+                }
+                Err(_) => ErrorKind::Deadline,
+                Ok(Err(status)) => match status.code() {
+                    tonic::Code::DeadlineExceeded => ErrorKind::Deadline,
+                    tonic::Code::Unavailable => ErrorKind::Unavailable,
+                    tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
+                        ErrorKind::Unavailable
+                    }
+                    _ => {
+                        self.log_error(
+                            ErrorKind::Status,
+                            &format!("{:?}: {}", status.code(), status.message()),
+                        );
+                        ErrorKind::Status
+                    }
+                },
+            };
+            self.failure(&replica, kind);
+            if kind != ErrorKind::Unavailable {
+                return Err(kind);
+            }
+            tried = Some(replica);
+        }
+        Err(ErrorKind::Unavailable)
+    }
+
+    /// Counts a call's outcome for `rpc`.
+    pub(super) fn record(&self, rpc: Rpc, verdict: Verdict, error: Option<ErrorKind>) {
+        let s = &self.stats[rpc as usize];
+        s.calls.fetch_add(1, Ordering::Relaxed);
+        s.verdicts[verdict as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(kind) = error {
+            s.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs a call error at most once a second per plugin, with the count suppressed.
+    pub(super) fn log_error(&self, kind: ErrorKind, detail: &str) {
+        let now = std::time::Instant::now();
+        let mut last = self.last_error_log.lock();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            self.suppressed_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        let suppressed = self.suppressed_errors.swap(0, Ordering::Relaxed);
+        let on_error = self.config.on_error;
+        if on_error == OnError::Allow {
+            warn!(plugin = %self.alias, kind = kind.as_str(), detail, suppressed, "plugin call failed; on_error=allow lets it through (FAIL-OPEN)");
+        } else {
+            warn!(plugin = %self.alias, kind = kind.as_str(), detail, suppressed, on_error = ?on_error, "plugin call failed; applying on_error");
+        }
+        debug!(plugin = %self.alias, "error logged");
+    }
+}
+
+/// Object-safe alias for the stream types a connector hands to hyper.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}

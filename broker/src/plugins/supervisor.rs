@@ -1,0 +1,110 @@
+//! Plugins the broker runs itself (`command:`): started before the first `Describe`,
+//! restarted with backoff when they exit, stopped (SIGTERM, then SIGKILL after a grace
+//! period) on shutdown. The local way to run a sidecar without Kubernetes.
+
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::PluginError;
+use super::endpoint::Endpoint;
+
+/// A supervised plugin process.
+pub struct Supervisor {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+fn spawn_child(alias: &str, command: &[String], endpoint: &Endpoint) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        // The SDK reads its listen address from here when no flag is given.
+        .env("TANDEM_PLUGIN_LISTEN", endpoint.to_string())
+        .env("TANDEM_PLUGIN_ALIAS", alias)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd.spawn()
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+impl Supervisor {
+    /// Starts `command` and supervises it until `stop` is cancelled.
+    pub fn spawn(
+        alias: &str,
+        command: &[String],
+        endpoint: &Endpoint,
+        stop: CancellationToken,
+    ) -> Result<Self, PluginError> {
+        if command.is_empty() {
+            return Err(PluginError::Config {
+                alias: alias.to_owned(),
+                message: "command: must name a program".into(),
+            });
+        }
+        let first = spawn_child(alias, command, endpoint).map_err(|cause| PluginError::Spawn {
+            alias: alias.to_owned(),
+            command: command.to_vec(),
+            cause,
+        })?;
+        info!(plugin = %alias, pid = ?first.id(), command = ?command, "plugin process started");
+        let (alias, command, endpoint) = (alias.to_owned(), command.to_vec(), endpoint.clone());
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut child = Some(first);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let started = std::time::Instant::now();
+                if let Some(mut running) = child.take() {
+                    let status = tokio::select! {
+                        status = running.wait() => status,
+                        _ = token.cancelled() => {
+                            terminate(&running);
+                            let _ = running.wait().await;
+                            return;
+                        }
+                    };
+                    warn!(plugin = %alias, ?status, "plugin process exited; restarting");
+                    if started.elapsed() > Duration::from_secs(10) {
+                        backoff = Duration::from_millis(100);
+                    }
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                match spawn_child(&alias, &command, &endpoint) {
+                    Ok(c) => {
+                        info!(plugin = %alias, pid = ?c.id(), "plugin process restarted");
+                        child = Some(c);
+                    }
+                    Err(e) => {
+                        warn!(plugin = %alias, cause = %e, "cannot restart plugin process; will retry")
+                    }
+                }
+            }
+        });
+        Ok(Self { stop, task })
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `grace`; it is killed after.
+    pub async fn stop(self, grace: Duration) {
+        self.stop.cancel();
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            // Aborting drops the child, and kill_on_drop sends SIGKILL.
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The rules and how they decide.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tandem_plugin::serde::Deserialize;
+use tandem_plugin::{
+    Action, AuthDecision, AuthRequest, Authenticator, Context, HandlerError, TopicDecision,
+    TopicFilter, TopicRequest,
+};
+
+/// A verdict as written in the YAML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", rename_all = "lowercase")]
+enum Verdict {
+    Allow,
+    Deny,
+    Abstain,
+}
+
+/// The plugin's configuration, from the broker's YAML.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    users: HashMap<String, User>,
+    #[serde(default = "abstain")]
+    auth_default: Verdict,
+    #[serde(default)]
+    rules: Vec<Rule>,
+    #[serde(default = "abstain")]
+    topic_default: Verdict,
+    #[serde(default)]
+    cache_ttl_ms: u64,
+    /// Answer this much later (to demonstrate deadlines).
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+fn abstain() -> Verdict {
+    Verdict::Abstain
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", deny_unknown_fields)]
+struct User {
+    password: String,
+    #[serde(default)]
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", deny_unknown_fields)]
+struct Rule {
+    /// `publish`, `subscribe`, `receive` or `any`.
+    action: String,
+    /// Topic filter; `{name}` is replaced by the session attribute `name` (`{username}`
+    /// and `{client_id}` too). A rule with a missing attribute does not match.
+    filter: String,
+    verdict: Verdict,
+    #[serde(default)]
+    reason: String,
+    /// Only for these usernames (all clients when absent).
+    #[serde(default)]
+    users: Option<Vec<String>>,
+}
+
+/// The handlers.
+pub(crate) struct Policy;
+
+async fn delay(config: &Config) {
+    if config.delay_ms > 0 {
+        tandem_plugin::tokio::time::sleep(Duration::from_millis(config.delay_ms)).await;
+    }
+}
+
+impl Authenticator for Policy {
+    async fn authenticate(
+        &self,
+        ctx: &Context,
+        req: AuthRequest,
+    ) -> Result<AuthDecision, HandlerError> {
+        let config = ctx.config::<Config>()?;
+        delay(&config).await;
+        let Some(user) = req.username.as_ref().and_then(|u| config.users.get(u)) else {
+            return Ok(match config.auth_default {
+                Verdict::Allow => AuthDecision::allow(),
+                Verdict::Deny => AuthDecision::deny("unknown user"),
+                Verdict::Abstain => AuthDecision::abstain(),
+            });
+        };
+        if req.password_str() != Some(user.password.as_str()) {
+            return Ok(AuthDecision::deny("bad password").with_reason_code(0x86));
+        }
+        let mut decision = AuthDecision::allow();
+        for (k, v) in &user.attributes {
+            decision = decision.with_attribute(k, v);
+        }
+        Ok(decision)
+    }
+}
+
+impl TopicFilter for Policy {
+    async fn topic_filter(
+        &self,
+        ctx: &Context,
+        req: TopicRequest,
+    ) -> Result<TopicDecision, HandlerError> {
+        let config = ctx.config::<Config>()?;
+        delay(&config).await;
+        let ttl = Duration::from_millis(config.cache_ttl_ms);
+        for rule in &config.rules {
+            if !action_matches(&rule.action, req.action) {
+                continue;
+            }
+            if let Some(users) = &rule.users
+                && !req
+                    .client
+                    .username
+                    .as_ref()
+                    .is_some_and(|u| users.contains(u))
+            {
+                continue;
+            }
+            let Some(filter) = expand(&rule.filter, &req) else {
+                continue;
+            };
+            let hit = match req.action {
+                Action::Subscribe => covers(&filter, &req.topic),
+                _ => topic_matches(&filter, &req.topic),
+            };
+            if hit {
+                let decision = match rule.verdict {
+                    Verdict::Allow => TopicDecision::allow(),
+                    Verdict::Deny => TopicDecision::deny(rule.reason.clone()),
+                    Verdict::Abstain => TopicDecision::abstain(),
+                };
+                return Ok(decision.cache_for(ttl));
+            }
+        }
+        Ok(match config.topic_default {
+            Verdict::Allow => TopicDecision::allow(),
+            Verdict::Deny => TopicDecision::deny("no rule allows it"),
+            Verdict::Abstain => TopicDecision::abstain(),
+        }
+        .cache_for(ttl))
+    }
+}
+
+fn action_matches(rule: &str, action: Action) -> bool {
+    matches!(
+        (rule, action),
+        ("any", _)
+            | ("publish", Action::Publish)
+            | ("subscribe", Action::Subscribe)
+            | ("receive", Action::Receive)
+    )
+}
+
+/// Replaces `{name}` by the client's attribute, username or client id.
+fn expand(filter: &str, req: &TopicRequest) -> Option<String> {
+    let mut out = String::with_capacity(filter.len());
+    let mut rest = filter;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}')? + start;
+        let name = &rest[start + 1..end];
+        let value = match name {
+            "username" => req.client.username.clone()?,
+            "client_id" => req.client.client_id.clone(),
+            attr => req.client.attributes.get(attr)?.clone(),
+        };
+        // A value with wildcards or separators could widen the rule: refuse it.
+        if value.is_empty() || value.contains(['+', '#', '/']) {
+            return None;
+        }
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// MQTT topic matching (`$` topics are not matched by a leading wildcard).
+fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every topic the subscription filter `requested` can match is matched by
+/// the rule filter `rule` (so `a/+` does not grant a subscription to `a/#`).
+fn covers(rule: &str, requested: &str) -> bool {
+    let mut r = rule.split('/');
+    let mut q = requested.split('/');
+    loop {
+        match (r.next(), q.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(a), Some(b)) if a == b && b != "+" && b != "#" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_is_strict() {
+        assert!(covers("a/#", "a/#"));
+        assert!(covers("a/#", "a/+/c"));
+        assert!(covers("a/+", "a/+"));
+        assert!(covers("a/+", "a/b"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("a/+", "a/b/c"));
+    }
+
+    #[test]
+    fn expansion_refuses_wildcards() {
+        let mut client = tandem_plugin::Client::new("c1");
+        client.attributes.insert("tenant".into(), "acme".into());
+        let req = TopicRequest::new(Action::Publish, "x", client.clone());
+        assert_eq!(expand("t/{tenant}/#", &req).as_deref(), Some("t/acme/#"));
+        assert_eq!(expand("t/{missing}", &req), None);
+        client.attributes.insert("tenant".into(), "#".into());
+        let req = TopicRequest::new(Action::Publish, "x", client);
+        assert_eq!(expand("t/{tenant}", &req), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! MQTT 3.1.1 wire format, only as much of it as the load generator speaks.
+//!
+//! This is written apart from the broker's codec on purpose: the load generator is an independent
+//! witness, so a bug in the broker's encoder cannot be hidden by the same bug in ours.
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::{BufMut, BytesMut};
+
+/// Packet types (the high nibble of the first byte).
+pub(crate) const CONNACK: u8 = 2;
+pub(crate) const PUBLISH: u8 = 3;
+pub(crate) const PUBACK: u8 = 4;
+pub(crate) const PUBREC: u8 = 5;
+pub(crate) const PUBREL: u8 = 6;
+pub(crate) const PUBCOMP: u8 = 7;
+pub(crate) const SUBACK: u8 = 9;
+pub(crate) const PINGRESP: u8 = 13;
+
+/// The largest packet we accept: far above anything a benchmark sends, small enough to catch
+/// a desynchronised stream instead of buffering garbage.
+const MAX_PACKET: usize = 16 * 1024 * 1024;
+
+fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if len == 0 {
+            return;
+        }
+    }
+}
+
+fn put_str(buf: &mut BytesMut, s: &[u8]) {
+    buf.put_u16(s.len() as u16);
+    buf.put_slice(s);
+}
+
+/// CONNECT with MQTT 3.1.1, a client id, no will, no credentials.
+pub(crate) fn connect(buf: &mut BytesMut, client_id: &str, keep_alive: u16, clean_session: bool) {
+    let remaining = 10 + 2 + client_id.len();
+    buf.put_u8(0x10);
+    put_remaining_length(buf, remaining);
+    put_str(buf, b"MQTT");
+    buf.put_u8(4);
+    buf.put_u8(if clean_session { 0x02 } else { 0x00 });
+    buf.put_u16(keep_alive);
+    put_str(buf, client_id.as_bytes());
+}
+
+/// PUBLISH whose payload starts with `prefix` (cut to fit) and is padded to `payload_len` bytes.
+pub(crate) fn publish(
+    buf: &mut BytesMut,
+    topic: &[u8],
+    qos: u8,
+    packet_id: u16,
+    prefix: &[u8],
+    payload_len: usize,
+) {
+    let id_len = if qos > 0 { 2 } else { 0 };
+    buf.put_u8(0x30 | (qos << 1));
+    put_remaining_length(buf, 2 + topic.len() + id_len + payload_len);
+    put_str(buf, topic);
+    if qos > 0 {
+        buf.put_u16(packet_id);
+    }
+    let head = prefix.len().min(payload_len);
+    buf.put_slice(&prefix[..head]);
+    buf.put_bytes(b'x', payload_len - head);
+}
+
+/// SUBSCRIBE to one filter.
+pub(crate) fn subscribe(buf: &mut BytesMut, packet_id: u16, filter: &[u8], qos: u8) {
+    buf.put_u8(0x82);
+    put_remaining_length(buf, 2 + 2 + filter.len() + 1);
+    buf.put_u16(packet_id);
+    put_str(buf, filter);
+    buf.put_u8(qos);
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP: a type, fixed flags and a packet id.
+pub(crate) fn ack(buf: &mut BytesMut, packet_type: u8, packet_id: u16) {
+    let flags = if packet_type == PUBREL { 0x02 } else { 0x00 };
+    buf.put_u8((packet_type << 4) | flags);
+    buf.put_u8(2);
+    buf.put_u16(packet_id);
+}
+
+/// DISCONNECT.
+pub(crate) fn disconnect(buf: &mut BytesMut) {
+    buf.put_slice(&[0xE0, 0x00]);
+}
+
+/// Where the first complete packet in `buf` ends: `Some((header_len, total_len))`, or `None`
+/// while more bytes are needed.
+pub(crate) fn check(buf: &[u8]) -> Result<Option<(usize, usize)>> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            let header = 2 + i;
+            ensure!(
+                remaining <= MAX_PACKET,
+                "broker sent a packet of {remaining} bytes (type {}); the stream is probably out of step",
+                buf[0] >> 4
+            );
+            let total = header + remaining;
+            return Ok((buf.len() >= total).then_some((header, total)));
+        }
+    }
+    bail!("malformed remaining length from broker (more than 4 bytes)")
+}
+
+/// The parts of a received PUBLISH that the load generator looks at.
+pub(crate) struct Publish<'a> {
+    pub(crate) qos: u8,
+    pub(crate) packet_id: u16,
+    pub(crate) payload: &'a [u8],
+}
+
+/// Parses a PUBLISH body (after the fixed header).
+pub(crate) fn parse_publish(first: u8, body: &[u8]) -> Result<Publish<'_>> {
+    let qos = (first >> 1) & 0x03;
+    ensure!(qos < 3, "broker sent PUBLISH with QoS 3");
+    let topic_len = usize::from(u16::from_be_bytes(
+        body.get(..2)
+            .context("PUBLISH too short for its topic length")?
+            .try_into()?,
+    ));
+    let mut at = 2 + topic_len;
+    let mut packet_id = 0;
+    if qos > 0 {
+        packet_id = u16::from_be_bytes(
+            body.get(at..at + 2)
+                .context("PUBLISH too short for its packet id")?
+                .try_into()?,
+        );
+        at += 2;
+    }
+    let payload = body
+        .get(at..)
+        .context("PUBLISH topic runs past the packet")?;
+    Ok(Publish {
+        qos,
+        packet_id,
+        payload,
+    })
+}
+
+/// The packet id of a PUBACK, PUBREC, PUBREL, PUBCOMP or SUBACK body.
+pub(crate) fn packet_id(body: &[u8]) -> Result<u16> {
+    Ok(u16::from_be_bytes(
+        body.get(..2)
+            .context("ack too short for a packet id")?
+            .try_into()?,
+    ))
+}
+
+/// What a CONNACK return code means (MQTT 3.1.1, 3.2.2.3).
+pub(crate) fn connack_reason(code: u8) -> &'static str {
+    match code {
+        0 => "accepted",
+        1 => "unacceptable protocol version",
+        2 => "identifier rejected",
+        3 => "server unavailable",
+        4 => "bad user name or password",
+        5 => "not authorized",
+        _ => "unknown return code",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_round_trips() {
+        let mut buf = BytesMut::new();
+        publish(&mut buf, b"a/b", 1, 7, &42u64.to_le_bytes(), 300);
+        let (header, total) = check(&buf).unwrap().unwrap();
+        assert_eq!(total, buf.len());
+        assert_eq!(header, 3, "300-byte payload needs a two-byte length");
+        let p = parse_publish(buf[0], &buf[header..total]).unwrap();
+        assert_eq!((p.qos, p.packet_id, p.payload.len()), (1, 7, 300));
+        assert_eq!(u64::from_le_bytes(p.payload[..8].try_into().unwrap()), 42);
+        assert!(check(&buf[..total - 1]).unwrap().is_none());
+    }
+}
