@@ -59,6 +59,13 @@ pub fn publish_once(broker: &Broker) {
         let base = format!("$SYS/broker/plugins/{}", plugin.alias);
         publish(broker, format!("{base}/replicas"), replicas.to_string());
         publish(broker, format!("{base}/replicas_up"), up.to_string());
+        for (label, _, calls) in plugin.replicas() {
+            publish(
+                broker,
+                format!("{base}/replica/{label}/calls"),
+                calls.to_string(),
+            );
+        }
         for rpc in [Rpc::Authenticate, Rpc::TopicFilter] {
             let stats = &plugin.stats[rpc as usize];
             let base = format!("{base}/{}", rpc.as_str());

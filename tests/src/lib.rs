@@ -32,8 +32,12 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Builds (once per test process) and returns the path of a workspace binary, in the
 /// same profile as the running test. `TANDEM_BIN_DIR` overrides the directory.
-pub fn binary(package: &str, name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+///
+/// It builds the whole workspace with `--all-targets`, which resolves features exactly as
+/// `cargo test --workspace` did, so this is a no-op after `cargo test` built everything
+/// (building one package alone would pick other features and rebuild half the tree).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
     if let Ok(dir) = std::env::var("TANDEM_BIN_DIR") {
         return PathBuf::from(dir).join(name);
     }
@@ -44,27 +48,24 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps")
         .to_path_buf();
-    let built = BUILT.get_or_init(Mutex::default);
-    let mut built = built.lock().unwrap();
-    if !built.iter().any(|b| b == name) {
+    BUILT.get_or_init(|| {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
         assert!(
             status.success(),
-            "cargo build -p {package} --bin {name} failed"
+            "cargo build --workspace --all-targets failed"
         );
-        built.push(name.to_owned());
-    }
+    });
     profile_dir.join(name)
 }
 
 /// The `tandem` binary.
 pub fn tandem_bin() -> PathBuf {
-    binary("tandem-broker", "tandem")
+    binary("tandem")
 }
 
 #[derive(Default)]
@@ -479,7 +480,7 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// The example plugin `tandem-policy` (static rules from the broker's YAML).
 pub fn policy_bin() -> PathBuf {
-    binary("tandem-policy", "tandem-policy")
+    binary("tandem-policy")
 }
 
 /// A plugin process started by a test (not by the broker). Killed on drop.

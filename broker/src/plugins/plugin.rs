@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::config::{OnError, PluginConfig};
 use super::endpoint::Endpoint;
@@ -81,6 +81,11 @@ struct Replica {
     up: AtomicBool,
     probing: AtomicBool,
     consecutive_errors: AtomicU32,
+    /// Calls sent to this replica.
+    calls: AtomicU64,
+    /// Times in a row the replica was marked down for errors without a successful call
+    /// in between: each one doubles the wait before the next probe.
+    trips: AtomicU32,
 }
 
 /// One configured plugin.
@@ -233,6 +238,21 @@ impl Plugin {
         self.described.read().clone()
     }
 
+    /// Each replica: its address, whether it is up, and the calls it was sent.
+    pub fn replicas(&self) -> Vec<(String, bool, u64)> {
+        self.replicas
+            .read()
+            .iter()
+            .map(|r| {
+                (
+                    r.label.clone(),
+                    r.up.load(Ordering::Acquire),
+                    r.calls.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Number of replicas and how many are up.
     pub fn replica_health(&self) -> (usize, usize) {
         let replicas = self.replicas.read();
@@ -324,6 +344,8 @@ impl Plugin {
                     up: AtomicBool::new(false),
                     probing: AtomicBool::new(false),
                     consecutive_errors: AtomicU32::new(0),
+                    calls: AtomicU64::new(0),
+                    trips: AtomicU32::new(0),
                 });
                 replicas.push(replica.clone());
                 added.push(replica);
@@ -413,8 +435,20 @@ impl Plugin {
     }
 
     /// Probes a down replica with backoff until it answers health and `Describe`.
+    ///
+    /// A replica tripped by errors (not by a lost connection) is waited for first, longer
+    /// each time in a row, and comes back on probation: one more error trips it again.
+    /// So a plugin that answers health but stalls its handlers costs little per call.
     async fn probe(&self, replica: &Replica) {
         let mut backoff = Duration::from_millis(50);
+        let trips = replica.trips.load(Ordering::Acquire);
+        if trips > 0 {
+            let wait = (backoff * 2u32.saturating_pow(trips - 1)).min(self.config.max_backoff);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         let mut attempts = 0u32;
         loop {
             if self.shutdown.is_cancelled() || !self.is_current(replica) {
@@ -424,7 +458,14 @@ impl Plugin {
             match self.describe_on(channel.clone()).await {
                 Ok(described) => {
                     *replica.client.write() = Client::new(channel);
-                    replica.consecutive_errors.store(0, Ordering::Release);
+                    let probation = if trips > 0 {
+                        self.config.failure_threshold - 1
+                    } else {
+                        0
+                    };
+                    replica
+                        .consecutive_errors
+                        .store(probation, Ordering::Release);
                     replica.up.store(true, Ordering::Release);
                     info!(
                         plugin = %self.alias,
@@ -519,7 +560,8 @@ impl Plugin {
         let n = replica.consecutive_errors.fetch_add(1, Ordering::AcqRel) + 1;
         if kind == ErrorKind::Unavailable {
             self.mark_down(replica, "transport failure");
-        } else if n >= self.config.failure_threshold {
+        } else if n >= self.config.failure_threshold && replica.up.load(Ordering::Acquire) {
+            replica.trips.fetch_add(1, Ordering::AcqRel);
             self.mark_down(replica, "too many consecutive errors");
         }
     }
@@ -556,14 +598,17 @@ impl Plugin {
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(left);
             let client = replica.client.read().clone();
+            replica.calls.fetch_add(1, Ordering::Relaxed);
             let kind = match tokio::time::timeout_at(deadline, f(client, req)).await {
                 Ok(Ok(resp)) => {
                     replica.consecutive_errors.store(0, Ordering::Release);
+                    replica.trips.store(0, Ordering::Release);
                     return Ok(resp.into_inner());
                 }
                 Err(_) => ErrorKind::Deadline,
                 Ok(Err(status)) => match status.code() {
-                    tonic::Code::DeadlineExceeded => ErrorKind::Deadline,
+                    // tonic's own timer answers CANCELLED "Timeout expired".
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Deadline,
                     tonic::Code::Unavailable => ErrorKind::Unavailable,
                     tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
                         ErrorKind::Unavailable
@@ -613,7 +658,6 @@ impl Plugin {
         } else {
             warn!(plugin = %self.alias, kind = kind.as_str(), detail, suppressed, on_error = ?on_error, "plugin call failed; applying on_error");
         }
-        debug!(plugin = %self.alias, "error logged");
     }
 }
 

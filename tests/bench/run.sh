@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Tandem beside Mosquitto and rumqttd, in one run, on one machine: every scenario against every
+# broker, medians of R repetitions, and Tandem's ratio to each peer. See tests/bench/README.md.
+#
+# This prints numbers; it never fails on a slow result (benchmarks are not tests).
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
+                          [--brokers tandem,mosquitto,rumqttd] [--scenarios a,b,...] [--no-build]
+
+  --quick       one short repetition per scenario (a smoke run, about 2 minutes)
+  --reps N      repetitions per scenario and broker; the table shows medians (default 3)
+  --duration S  measurement window per run in seconds (default 5; --quick 2)
+  --warmup S    warm-up before each window in seconds (default 1; --quick 0.5)
+  --brokers     which brokers to run (default all three; a missing binary is skipped)
+  --scenarios   which scenarios (default all): fan-in-qos0 fan-in-qos1 fan-out-qos0
+                fan-out-qos1 pairs-qos0 pairs-qos1 connect latency
+  --no-build    use the binaries already built
+
+environment:
+  CARGO_TARGET_DIR  where cargo builds (default <repo>/target)
+  BENCH_TOOLS       install root of peer tools (default /work/.bench-tools); rumqttd is
+                    cargo-installed there if missing
+  TANDEM_BIN, LOADGEN, MOSQUITTO, RUMQTTD   override a binary
+  TANDEM_CONFIG     a Tandem config file to use instead of the generated one (it must listen
+                    on TANDEM_PORT)
+  TANDEM_PORT, MOSQUITTO_PORT, RUMQTTD_PORT ports (default 21883, 21884, 21885)
+  MOSQUITTO_MAX_QUEUED  Mosquitto's max_queued_messages (default 10000000; ANCHORS.md used 100000)
+  BENCH_OUT         directory for configs, broker logs and raw results (default a new /tmp dir)
+EOF
+}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+BENCH_TOOLS=${BENCH_TOOLS:-/work/.bench-tools}
+RUMQTTD_VERSION=0.20.0
+
+REPS=3
+DURATION=5
+WARMUP=1
+BROKERS=tandem,mosquitto,rumqttd
+ALL_SCENARIOS=fan-in-qos0,fan-in-qos1,fan-out-qos0,fan-out-qos1,pairs-qos0,pairs-qos1,connect,latency
+SCENARIOS=$ALL_SCENARIOS
+BUILD=1
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) REPS=1 DURATION=2 WARMUP=0.5 ;;
+        --reps) REPS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --warmup) WARMUP=$2; shift ;;
+        --brokers) BROKERS=$2; shift ;;
+        --scenarios) SCENARIOS=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: error: $*" >&2; exit 1; }
+
+# The loadgen arguments of each scenario.
+scenario_args() {
+    case $1 in
+        fan-in-qos0) echo "fan-in --qos 0 --clients 8" ;;
+        fan-in-qos1) echo "fan-in --qos 1 --clients 8" ;;
+        fan-out-qos0) echo "fan-out --qos 0 --clients 8" ;;
+        fan-out-qos1) echo "fan-out --qos 1 --clients 8" ;;
+        pairs-qos0) echo "pairs --qos 0 --clients 4" ;;
+        pairs-qos1) echo "pairs --qos 1 --clients 4" ;;
+        connect) echo "connect --clients 16" ;;
+        latency) echo "latency --qos 1 --rate 2000 --clients 1" ;;
+        *) die "unknown scenario $1 (known: $ALL_SCENARIOS)" ;;
+    esac
+}
+for s in ${SCENARIOS//,/ }; do scenario_args "$s" >/dev/null; done
+
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/tandem-bench.XXXXXX)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+# --- everything this script starts is stopped on exit -------------------------------------
+declare -A PID_OF=()
+cleanup() {
+    local pid
+    for pid in "${PID_OF[@]}"; do [[ -n $pid ]] && kill "$pid" 2>/dev/null; done
+    for pid in "${PID_OF[@]}"; do [[ -n $pid ]] && wait "$pid" 2>/dev/null; done
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- binaries ---------------------------------------------------------------------------------
+if [[ $BUILD == 1 ]]; then
+    log "building tandem and tandem-loadgen (release)"
+    (cd "$REPO" && cargo build --release -p tandem-broker -p tandem-tests --bins) \
+        || die "the release build failed (see above)"
+fi
+TANDEM_BIN=${TANDEM_BIN:-$TARGET/release/tandem}
+LOADGEN=${LOADGEN:-$TARGET/release/tandem-loadgen}
+[[ -x $LOADGEN ]] || die "no load generator at $LOADGEN (build it, or set LOADGEN)"
+
+wanted() { [[ ",$BROKERS," == *",$1,"* ]]; }
+
+if wanted mosquitto; then
+    MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+    if [[ ! -x $MOSQUITTO ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+        log "installing Debian's mosquitto"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto >&2 \
+            || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y --no-install-recommends mosquitto >&2; } \
+            || log "could not install mosquitto"
+        MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    fi
+fi
+if wanted rumqttd; then
+    RUMQTTD=${RUMQTTD:-$BENCH_TOOLS/bin/rumqttd}
+    if [[ ! -x $RUMQTTD ]]; then
+        log "installing rumqttd $RUMQTTD_VERSION into $BENCH_TOOLS (takes minutes)"
+        # Not --locked: rumqttd 0.20.0's lockfile pins metrics 0.22.1, which no longer compiles
+        # on Rust 1.95 (E0521), so it takes the newest semver-compatible dependencies instead.
+        cargo install rumqttd --version "$RUMQTTD_VERSION" --root "$BENCH_TOOLS" >&2 \
+            || log "could not install rumqttd"
+    fi
+fi
+
+# --- brokers ----------------------------------------------------------------------------------
+TANDEM_PORT=${TANDEM_PORT:-21883}
+MOSQUITTO_PORT=${MOSQUITTO_PORT:-21884}
+RUMQTTD_PORT=${RUMQTTD_PORT:-21885}
+
+# Queues as roomy as the peers' (Mosquitto's max_queued_messages below, rumqttd's commitlog).
+cat >"$OUT/tandem.yaml" <<EOF
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:$TANDEM_PORT
+mqtt:
+  max_queued_messages: 10000000
+EOF
+# ANCHORS.md measured Mosquitto with max_queued_messages 100000. Mosquitto 2.0.11 then drops
+# QoS 1 messages for a busy subscriber once about 100k messages have passed through its queue,
+# however short the queue is at the time (seen here: fan-in QoS 1 with 8000 messages at most in
+# the broker loses thousands after a few seconds; it logs "Outgoing messages are being dropped").
+# A higher bound keeps every run below that count, so Mosquitto is measured delivering exactly.
+cat >"$OUT/mosquitto.conf" <<EOF
+listener $MOSQUITTO_PORT 127.0.0.1
+allow_anonymous true
+max_queued_messages ${MOSQUITTO_MAX_QUEUED:-10000000}
+EOF
+# One v4 listener; next_connection_delay_ms = 0 because the default 1 ms caps connects at 1k/s.
+# The rest is rumqttd's own default config.
+cat >"$OUT/rumqttd.toml" <<EOF
+id = 0
+
+[router]
+id = 0
+max_connections = 10010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$RUMQTTD_PORT"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 500
+    dynamic_filters = true
+EOF
+
+# port_open PORT: true once something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+declare -A BIN_OF PORT_OF ARGS_OF
+BIN_OF=([tandem]=$TANDEM_BIN [mosquitto]=${MOSQUITTO:-} [rumqttd]=${RUMQTTD:-})
+PORT_OF=([tandem]=$TANDEM_PORT [mosquitto]=$MOSQUITTO_PORT [rumqttd]=$RUMQTTD_PORT)
+ARGS_OF=(
+    [tandem]="--config ${TANDEM_CONFIG:-$OUT/tandem.yaml}"
+    [mosquitto]="-c $OUT/mosquitto.conf"
+    [rumqttd]="-q -c $OUT/rumqttd.toml"
+)
+
+# start NAME: starts a fresh broker and waits (10 s) for its port; false if it did not come up.
+start() {
+    local name=$1 port=${PORT_OF[$1]} bin=${BIN_OF[$1]}
+    if port_open "$port"; then
+        log "$name: port $port is already taken by another process"
+        return 1
+    fi
+    # shellcheck disable=SC2086 # the arguments are meant to split
+    "$bin" ${ARGS_OF[$name]} >>"$OUT/$name.log" 2>&1 &
+    local pid=$!
+    PID_OF[$name]=$pid
+    local deadline=$((SECONDS + 10))
+    until port_open "$port"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited at start; last lines of $OUT/$name.log:"
+            tail -5 "$OUT/$name.log" >&2
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "$name: port $port not open after 10 s (log: $OUT/$name.log)"
+            stop "$name"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# stop NAME: stops the broker started last under NAME and waits for it to exit.
+stop() {
+    local pid=${PID_OF[$1]:-}
+    [[ -n $pid ]] || return 0
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    PID_OF[$1]=
+}
+
+RUNNING=()
+for name in tandem mosquitto rumqttd; do
+    wanted "$name" || continue
+    bin=${BIN_OF[$name]}
+    if [[ -z $bin || ! -x $bin ]]; then
+        log "skipping $name: no binary at '${bin:-?}'"
+    elif start "$name"; then
+        log "$name starts on 127.0.0.1:${PORT_OF[$name]}"
+        stop "$name"
+        RUNNING+=("$name")
+    else
+        log "skipping $name: it does not start (log: $OUT/$name.log)"
+    fi
+done
+((${#RUNNING[@]} > 0)) || die "no broker is running"
+
+# --- runs -------------------------------------------------------------------------------------
+# Each run gets a freshly started broker, so that no run inherits another's queues, logs or
+# damage; brokers are interleaved within each repetition, so that drift in the machine's load
+# falls on all of them alike.
+log "results in $OUT; $REPS repetition(s) of ${DURATION}s windows"
+for ((rep = 1; rep <= REPS; rep++)); do
+    for scenario in ${SCENARIOS//,/ }; do
+        for name in "${RUNNING[@]}"; do
+            if ! start "$name"; then
+                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
+                continue
+            fi
+            # shellcheck disable=SC2046 # the scenario's arguments are meant to split
+            if line=$("$LOADGEN" $(scenario_args "$scenario") --port "${PORT_OF[$name]}" \
+                --label "$name" --broker-pid "${PID_OF[$name]}" \
+                --duration "$DURATION" --warmup "$WARMUP" 2>>"$OUT/loadgen.log"); then
+                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"run\":$line}" >>"$RESULTS"
+            else
+                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
+                log "$scenario on $name failed: $(tail -1 "$OUT/loadgen.log")"
+            fi
+            tail -1 "$OUT/loadgen.log" >&2
+            kill -0 "${PID_OF[$name]}" 2>/dev/null || log "$name died during $scenario (log: $OUT/$name.log)"
+            stop "$name"
+        done
+    done
+done
+
+# --- table ------------------------------------------------------------------------------------
+python3 - "$RESULTS" "${SCENARIOS//,/ }" >"$OUT/table.md" <<'PY'
+import json, statistics, sys
+
+results, scenarios = sys.argv[1], sys.argv[2].split()
+brokers = ["tandem", "mosquitto", "rumqttd"]
+runs, errors, inexact, cpu = {}, {}, {}, {}
+for line in open(results):
+    r = json.loads(line)
+    if r.get("error"):
+        errors[(r["bench"], r["label"])] = errors.get((r["bench"], r["label"]), 0) + 1
+        continue
+    run = r["run"]
+    key = (r["bench"], run["label"])
+    runs.setdefault(key, []).append(run)
+    if run.get("exact") is False:
+        inexact[key] = inexact.get(key, 0) + 1
+    if run.get("loadgen_cpu") is not None:
+        cpu[key] = max(cpu.get(key, 0), run["loadgen_cpu"])
+
+def median(key, field):
+    vals = [r[field] for r in runs.get(key, []) if r.get(field) is not None]
+    return statistics.median(vals) if vals else None
+
+def fmt_rate(x):
+    if x is None:
+        return "-"
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
+
+def fmt_ms(x):
+    return "-" if x is None else f"{x / 1000:.3f} ms"
+
+# (row label, scenario, field, higher is better, format)
+rows = []
+names = {
+    "fan-in-qos0": "fan-in QoS 0 (8 pub -> 1 sub), msg/s",
+    "fan-in-qos1": "fan-in QoS 1 (8 pub -> 1 sub), msg/s",
+    "fan-out-qos0": "fan-out QoS 0 (1 pub -> 8 sub), msg/s delivered",
+    "fan-out-qos1": "fan-out QoS 1 (1 pub -> 8 sub), msg/s delivered",
+    "pairs-qos0": "pairs QoS 0 (4 pairs), msg/s",
+    "pairs-qos1": "pairs QoS 1 (4 pairs), msg/s",
+    "connect": "connects/s (16 concurrent)",
+}
+for s in scenarios:
+    if s == "latency":
+        rows.append(("latency QoS 1 at 2k msg/s, p50", s, "p50_us", False, fmt_ms))
+        rows.append(("latency QoS 1 at 2k msg/s, p99", s, "p99_us", False, fmt_ms))
+    else:
+        rows.append((names[s], s, "rate", True, fmt_rate))
+
+def ratio(t, p, higher):
+    if t is None or p is None or t == 0 or p == 0:
+        return None
+    return t / p if higher else p / t
+
+print("| scenario | tandem | mosquitto | rumqttd | tandem/mosquitto | tandem/best |")
+print("|---|---|---|---|---|---|")
+notes = []
+for label, s, field, higher, fmt in rows:
+    vals = {b: median((s, b), field) for b in brokers}
+    cells = []
+    for b in brokers:
+        cell = fmt(vals[b])
+        if errors.get((s, b)):
+            cell += " (err)"
+        if inexact.get((s, b)) and field != "p99_us":
+            cell += " (!)"
+            notes.append(f"{b} {s}: QoS 1 delivered counts differed from the expected in {inexact[(s, b)]} run(s)")
+        cells.append(cell)
+    peers = [vals[b] for b in brokers[1:] if vals[b] is not None]
+    best = (max(peers) if higher else min(peers)) if peers else None
+    r_m = ratio(vals["tandem"], vals["mosquitto"], higher)
+    r_b = ratio(vals["tandem"], best, higher)
+    f = lambda x: "-" if x is None else f"{x:.2f}"
+    print(f"| {label} | " + " | ".join(cells) + f" | {f(r_m)} | {f(r_b)} |")
+print()
+print("Ratios are Tandem's advantage: throughput tandem/peer, latency peer/tandem; above 1 is better.")
+print("Bar: tandem/mosquitto >= 1 in every row and tandem/best >= 0.5.")
+for (s, b), n in sorted(errors.items()):
+    notes.append(f"{b} {s}: {n} run(s) failed (see loadgen.log)")
+for (s, b), c in sorted(cpu.items()):
+    if c > 0.9:
+        notes.append(f"{b} {s}: the load generator used {c * 100:.0f}% of a core: it may be the bottleneck")
+for n in dict.fromkeys(notes):
+    print(f"- {n}")
+
+# Who was busy: if the load generator is near its share of the machine, it may be what limits.
+print()
+print("CPU cores used during the window (medians), load generator / broker:")
+print()
+print("| scenario | " + " | ".join(brokers) + " |")
+print("|---|" + "---|" * len(brokers))
+for s in scenarios:
+    cells = []
+    for b in brokers:
+        lg, br = median((s, b), "loadgen_cpu"), median((s, b), "broker_cpu")
+        cells.append("-" if lg is None else f"{lg:.2f} / {br:.2f}" if br is not None else f"{lg:.2f} / ?")
+    print(f"| {s} | " + " | ".join(cells) + " |")
+PY
+cat "$OUT/table.md"
+log "table saved to $OUT/table.md; raw results in $RESULTS"
