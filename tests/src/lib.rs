@@ -620,3 +620,68 @@ pub async fn wait_sys(client: &mut RawClient, topic: &str, ok: impl Fn(&str) -> 
         );
     }
 }
+
+impl Tandem {
+    /// Runs the broker with `yaml` and expects it to fail at start-up within
+    /// `within`; returns its stderr.
+    pub fn expect_startup_failure(yaml: &str, within: Duration) -> String {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tandem.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(tandem_bin())
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tandem");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                assert!(!status.success(), "expected a failed start-up:\n{err}");
+                return err;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tandem still running after {within:?}; expected it to fail");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The name the `dns:///` tests resolve to two loopback replicas.
+pub const REPLICAS_HOST: &str = "tandem-replicas.test";
+
+/// Makes sure [`REPLICAS_HOST`] resolves to 127.0.0.2 and 127.0.0.3, adding the lines
+/// to `/etc/hosts` if they are missing (CI runs as root). Panics with what to do if it
+/// cannot.
+pub fn ensure_replica_hosts() {
+    use std::net::ToSocketAddrs;
+    let resolved = |()| -> Vec<std::net::IpAddr> {
+        let mut v: Vec<_> = (REPLICAS_HOST, 1)
+            .to_socket_addrs()
+            .map(|a| a.map(|a| a.ip()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let want: Vec<std::net::IpAddr> = vec![[127, 0, 0, 2].into(), [127, 0, 0, 3].into()];
+    if resolved(()) == want {
+        return;
+    }
+    let lines = format!("127.0.0.2 {REPLICAS_HOST}\n127.0.0.3 {REPLICAS_HOST}\n");
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .open("/etc/hosts")
+        .and_then(|mut f| std::io::Write::write_all(&mut f, lines.as_bytes()));
+    assert!(
+        appended.is_ok() && resolved(()) == want,
+        "{REPLICAS_HOST} must resolve to 127.0.0.2 and 127.0.0.3; add to /etc/hosts:\n{lines}"
+    );
+}

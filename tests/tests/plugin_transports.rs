@@ -1,0 +1,201 @@
+//! Plugin endpoints: unix socket, plain HTTP/2, TLS with client certificates, and a
+//! `dns:///` name with two replicas that share the load and cover for each other.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tandem_broker::protocol::ConnectReason;
+use tandem_tests::{
+    PluginProcess, REPLICAS_HOST, RawClient, Tandem, connect_as, ensure_replica_hosts, free_port,
+    policy_bin, wait_sys,
+};
+
+const USERS: &str = "{ users: { alice: { password: pa } } }";
+
+fn broker_with(endpoint: &str, extra: &str) -> Tandem {
+    Tandem::start(&format!(
+        "sys: {{ interval: 1s }}\nplugins:\n  users:\n    endpoint: {endpoint}\n    startup_timeout: 10s\n{extra}    config: {USERS}\nauth: {{ plugins: [users] }}\n"
+    ))
+}
+
+async fn assert_auth_works(broker: &Tandem) {
+    assert!(connect_as(broker.addr, "a", "alice", "pa").await.is_ok());
+    assert_eq!(
+        connect_as(broker.addr, "b", "alice", "no").await.err(),
+        Some(ConnectReason::NotAuthorized)
+    );
+}
+
+#[tokio::test]
+async fn unix_socket_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix://{}/users.sock", dir.path().display());
+    let plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
+    let broker = broker_with(&plugin.endpoint, "");
+    assert_auth_works(&broker).await;
+}
+
+#[tokio::test]
+async fn http_endpoint() {
+    let listen = format!("tcp://127.0.0.1:{}", free_port());
+    let plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
+    let broker = broker_with(&plugin.endpoint, "");
+    assert_auth_works(&broker).await;
+}
+
+/// A CA and certificates it signed, as PEM files in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let pki = Pki {
+            dir: tempfile::tempdir().unwrap(),
+            issuer,
+        };
+        std::fs::write(pki.path("ca.pem"), pki.issuer.pem()).unwrap();
+        pki
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// Writes `<stem>.pem` and `<stem>.key` for `names`.
+    fn sign(&self, stem: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, stem);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &*self.issuer).unwrap();
+        std::fs::write(self.path(&format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn https_endpoint_with_client_certificates() {
+    let pki = Pki::new("tandem test CA");
+    pki.sign(
+        "plugin",
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    pki.sign("broker", &["broker"], ExtendedKeyUsagePurpose::ClientAuth);
+    let port = free_port();
+    let (cert, key, ca) = (
+        p(&pki.path("plugin.pem")),
+        p(&pki.path("plugin.key")),
+        p(&pki.path("ca.pem")),
+    );
+    let _plugin = PluginProcess::start(
+        &policy_bin(),
+        &[
+            "--roles",
+            "auth",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+        &format!("tcp://127.0.0.1:{port}"),
+    );
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let tls = format!(
+        "    tls: {{ ca: {ca}, cert: {}, key: {}, domain: localhost }}\n",
+        p(&pki.path("broker.pem")),
+        p(&pki.path("broker.key"))
+    );
+    let broker = broker_with(&endpoint, &tls);
+    assert_auth_works(&broker).await;
+
+    // Without a client certificate the plugin refuses the broker, and the broker refuses
+    // to start rather than serve with a half-configured chain.
+    let err = Tandem::expect_startup_failure(
+        &format!(
+            "listeners: {{ default: {{ type: tcp, bind: 127.0.0.1:0 }} }}\nplugins:\n  users:\n    endpoint: {endpoint}\n    startup_timeout: 2s\n    tls: {{ ca: {ca}, domain: localhost }}\n    config: {USERS}\nauth: {{ plugins: [users] }}\n"
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        err.contains("plugin `users`") && err.contains("did not answer Describe"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn dns_endpoint_balances_across_replicas_and_survives_losing_one() {
+    ensure_replica_hosts();
+    let port = free_port();
+    let _a = PluginProcess::start(
+        &policy_bin(),
+        &["--roles", "auth"],
+        &format!("tcp://127.0.0.2:{port}"),
+    );
+    let mut b = PluginProcess::start(
+        &policy_bin(),
+        &["--roles", "auth"],
+        &format!("tcp://127.0.0.3:{port}"),
+    );
+    let broker = broker_with(
+        &format!("dns:///{REPLICAS_HOST}:{port}"),
+        "    resolve_interval: 1s\n",
+    );
+
+    let mut watcher = connect_as(broker.addr, "watcher", "alice", "pa")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        assert!(
+            connect_as(broker.addr, &format!("c{i}"), "alice", "pa")
+                .await
+                .is_ok()
+        );
+    }
+    let base = "$SYS/broker/plugins/users";
+    for replica in ["127.0.0.2", "127.0.0.3"] {
+        let calls = wait_sys(
+            &mut watcher,
+            &format!("{base}/replica/{replica}:{port}/calls"),
+            |v| v.parse::<u64>().is_ok_and(|n| n >= 5),
+        )
+        .await;
+        eprintln!("replica {replica} served {calls} calls");
+    }
+
+    // Lose one replica: every client is still served (no denial), by the other one.
+    b.kill();
+    for i in 0..20 {
+        let r = connect_as(broker.addr, &format!("d{i}"), "alice", "pa").await;
+        assert!(
+            r.is_ok(),
+            "connect {i} after losing a replica: {:?}",
+            r.err()
+        );
+    }
+    let up = wait_sys(&mut watcher, &format!("{base}/replicas_up"), |v| v == "1").await;
+    assert_eq!(up, "1");
+    let mut c =
+        RawClient::connect_with(broker.addr, tandem_tests::connect_packet("x", true, 0)).await;
+    assert_eq!(c.1.reason, ConnectReason::NotAuthorized);
+    c.0.expect_closed().await;
+}
