@@ -201,8 +201,12 @@ impl Tandem {
 }
 
 impl Drop for Tandem {
+    /// SIGTERM first, so the broker stops the plugin processes it started; SIGKILL if
+    /// it has not exited within a few seconds.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.is_running() && self.terminate(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }

@@ -480,8 +480,9 @@ impl Plugin {
                 }
                 Err(cause) => {
                     attempts += 1;
-                    // First failure and then every tenth, so a long outage does not flood.
-                    if attempts == 1 || attempts.is_multiple_of(10) {
+                    // A starting process takes a moment to listen: say nothing for the
+                    // first attempts, then every tenth, so a long outage does not flood.
+                    if attempts == 3 || attempts.is_multiple_of(10) {
                         warn!(plugin = %self.alias, replica = %replica.label, %cause, attempts, "plugin not answering; retrying");
                     }
                 }
