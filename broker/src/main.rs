@@ -26,10 +26,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validates a configuration file and exits (0 if valid).
+    /// Validates a configuration file and exits (0 if valid). Unless `--offline`, also
+    /// starts every plugin (running their `command:` if any), checks that each answers
+    /// `Describe` and declares the role its chain needs, then stops them.
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Only check the file itself; do not contact plugins.
+        #[arg(long)]
+        offline: bool,
     },
     /// Prints the embedded, commented default configuration.
     PrintDefaultConfig,
@@ -42,18 +47,56 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
-        Some(Command::CheckConfig { file }) => match Config::from_file(&file) {
-            Ok(_) => {
+        Some(Command::CheckConfig { file, offline }) => check_config(&file, offline),
+        None => serve(cli.config, &cli.log),
+    }
+}
+
+fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
+    let config = match Config::from_file(file) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if offline || config.plugins.is_empty() {
+        println!("{}: ok", file.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let result = tandem_broker::plugins::PluginHost::start(&config, shutdown.clone()).await;
+        shutdown.cancel();
+        match result {
+            Ok(host) => {
+                for p in host.plugins() {
+                    let d = p.described().unwrap_or_default();
+                    println!(
+                        "plugin {}: {} {} at {} serves {:?}",
+                        p.alias, d.name, d.version, p.config.endpoint, d.roles
+                    );
+                }
+                host.stop(std::time::Duration::from_secs(5)).await;
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("error: {err}");
+                eprintln!("error: {}: {err}", file.display());
                 ExitCode::FAILURE
             }
-        },
-        None => serve(cli.config, &cli.log),
-    }
+        }
+    })
 }
 
 fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {

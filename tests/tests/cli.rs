@@ -136,3 +136,49 @@ fn no_arguments_serves_the_embedded_default_on_1883() {
     assert!(ok, "the default config serves 127.0.0.1:1883");
     assert!(status.success());
 }
+
+#[test]
+fn check_config_contacts_plugins_and_checks_their_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = tandem_tests::policy_bin();
+    let yaml = |roles: &str| {
+        format!(
+            "plugins:\n  p:\n    endpoint: unix://{d}/p.sock\n    command: [{b}, --roles, {roles}]\n    startup_timeout: 10s\ntopic-check:\n  plugins: [p]\n",
+            d = dir.path().display(),
+            b = policy.display()
+        )
+    };
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, yaml("topic")).unwrap();
+    let out = Command::new(tandem_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("plugin p: tandem-policy") && text.contains("TopicFilter"),
+        "{text}"
+    );
+
+    std::fs::write(&file, yaml("auth")).unwrap();
+    let out = Command::new(tandem_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("plugin `p`") && err.contains("does not declare TopicFilter"),
+        "{err}"
+    );
+    // --offline checks only the file.
+    let out = Command::new(tandem_bin())
+        .args(["check-config", "--offline"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

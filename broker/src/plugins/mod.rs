@@ -188,15 +188,31 @@ impl PluginHost {
     /// until each has answered `Describe`, and checks that chain members declare their
     /// role. Nothing is served before this returns `Ok`.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, PluginError> {
+        let mut supervisors = Vec::new();
+        let result = Self::start_with(config, shutdown, &mut supervisors).await;
+        if result.is_err() {
+            // Leave no process behind when start-up fails.
+            let stops = supervisors
+                .into_iter()
+                .map(|s| s.stop(Duration::from_secs(5)));
+            futures_util::future::join_all(stops).await;
+        }
+        result
+    }
+
+    async fn start_with(
+        config: &Config,
+        shutdown: CancellationToken,
+        started: &mut Vec<supervisor::Supervisor>,
+    ) -> Result<Self, PluginError> {
         let instance = format!(
             "{:016x}",
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8)
         );
-        let mut supervisors = Vec::new();
         let mut plugins = BTreeMap::new();
         for (alias, pc) in &config.plugins {
             if let Some(command) = &pc.command {
-                supervisors.push(supervisor::Supervisor::spawn(
+                started.push(supervisor::Supervisor::spawn(
                     alias,
                     command,
                     &pc.endpoint,
@@ -266,7 +282,7 @@ impl PluginHost {
                 .as_ref()
                 .map(|t| t.cache.clone())
                 .unwrap_or_default(),
-            supervisors: parking_lot::Mutex::new(supervisors),
+            supervisors: parking_lot::Mutex::new(std::mem::take(started)),
         })
     }
 
