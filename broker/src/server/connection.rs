@@ -401,6 +401,8 @@ impl Connection {
         loop {
             if !self.wbuf.is_empty() {
                 let bytes = self.wbuf.len() as u64;
+                // A client that stops reading blocks this write; its keepalive still
+                // applies, as it can send nothing we would read meanwhile.
                 tokio::select! {
                     res = self.wr.write_all(&self.wbuf) => {
                         if let Err(e) = res {
@@ -409,6 +411,7 @@ impl Connection {
                     }
                     _ = stop.cancelled() => return Exit::Takeover,
                     _ = shutdown.cancelled() => return Exit::Shutdown,
+                    _ = &mut idle, if keep_alive.is_some() => return Exit::KeepAlive,
                 }
                 self.wbuf.clear();
                 self.broker.stats.add_sent(self.messages_out, bytes);
@@ -481,6 +484,11 @@ impl Connection {
                         self.state.incoming_qos2.insert(p.pkid)
                     }
                 };
+                // `$SYS/` belongs to the broker: clients cannot publish there.
+                if route && p.topic.starts_with("$SYS/") {
+                    debug!(topic = %p.topic, "dropping a client publish to $SYS");
+                    return Ok(());
+                }
                 // A denied publish is dropped; 3.1.1 has no way to tell the publisher, so
                 // the acknowledgement above stands.
                 if route
