@@ -182,10 +182,12 @@ async fn accept_loop(
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
                 let name = name.clone();
-                tracker.spawn(async move {
+                // Boxed: the connection future is large, and tokio moves a spawned
+                // future several times before first polling it; a box moves as a pointer.
+                tracker.spawn(Box::pin(async move {
                     connection::serve(stream, peer, name, broker, shutdown).await;
                     drop(permit);
-                });
+                }));
             }
             Err(_) => {
                 broker.stats.connection_refused();
