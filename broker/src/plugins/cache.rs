@@ -18,6 +18,9 @@ pub struct DecisionCache {
     /// One map per action (publish, subscribe, receive): lookups by `&str`, no key
     /// allocation on the hot path.
     by_action: [HashMap<ByteString, (bool, Instant)>; 3],
+    /// The last hit per action: a stream of messages on one topic (the common case)
+    /// compares a string instead of hashing it.
+    last_hit: [Option<(ByteString, bool, Instant)>; 3],
     max_entries: usize,
     max_ttl: Duration,
 }
@@ -38,6 +41,7 @@ impl DecisionCache {
     pub fn new(config: &CacheConfig) -> Self {
         Self {
             by_action: Default::default(),
+            last_hit: Default::default(),
             max_entries: config.max_entries,
             max_ttl: config.max_ttl,
         }
@@ -54,11 +58,20 @@ impl DecisionCache {
     }
 
     /// The cached decision, if fresh.
-    pub fn get(&self, action: CachedAction, topic: &str, now: Instant) -> Option<bool> {
-        match self.by_action[action as usize].get(topic) {
-            Some((allowed, expires)) if *expires > now => Some(*allowed),
-            _ => None,
+    pub fn get(&mut self, action: CachedAction, topic: &str, now: Instant) -> Option<bool> {
+        let a = action as usize;
+        if let Some((last, allowed, expires)) = &self.last_hit[a]
+            && *expires > now
+            && &**last == topic
+        {
+            return Some(*allowed);
         }
+        let (key, (allowed, expires)) = self.by_action[a].get_key_value(topic)?;
+        if *expires <= now {
+            return None;
+        }
+        self.last_hit[a] = Some((key.clone(), *allowed, *expires));
+        Some(*allowed)
     }
 
     /// Caches a decision for `ttl` (capped). Returns whether it was stored.
@@ -78,11 +91,17 @@ impl DecisionCache {
             for map in &mut self.by_action {
                 map.retain(|_, (_, expires)| *expires > now);
             }
+            self.last_hit = Default::default();
             if self.len() >= self.max_entries {
                 return false;
             }
         }
-        self.by_action[action as usize].insert(topic, (allowed, now + ttl));
+        // A newer decision for the memoized topic replaces the memo too.
+        let a = action as usize;
+        if self.last_hit[a].as_ref().is_some_and(|(t, ..)| *t == topic) {
+            self.last_hit[a] = None;
+        }
+        self.by_action[a].insert(topic, (allowed, now + ttl));
         true
     }
 }
@@ -115,6 +134,20 @@ mod tests {
             c.get(CachedAction::Publish, "a", t0 + Duration::from_secs(2)),
             None
         );
+    }
+
+    #[test]
+    fn the_last_hit_memo_follows_updates_and_expiry() {
+        let mut c = cache(10);
+        let t0 = Instant::now();
+        c.put(CachedAction::Receive, "t".into(), true, Duration::from_secs(1), t0);
+        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(true));
+        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(true), "from the memo");
+        c.put(CachedAction::Receive, "t".into(), false, Duration::from_secs(5), t0);
+        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(false), "memo replaced");
+        assert_eq!(c.get(CachedAction::Receive, "u", t0), None);
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(c.get(CachedAction::Receive, "t", later), None, "memo expires too");
     }
 
     #[test]

@@ -314,22 +314,22 @@ impl Connected {
             version,
             state,
             will: connect.will.clone(),
-            client: ClientIdentity {
-                client_id: client_id.to_string(),
-                username: connect
-                    .username
-                    .as_ref()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-                attributes,
-                listener: listener.to_string(),
-                remote_addr: peer.to_string(),
-            },
-            cache: broker
-                .plugins
-                .topic_check
-                .as_ref()
-                .map(|_| DecisionCache::new(&broker.plugins.cache)),
+            // Who the client is, for topic checks only: nothing is built without them.
+            checks: broker.plugins.topic_check.as_ref().map(|_| TopicChecks {
+                cache: DecisionCache::new(&broker.plugins.cache),
+                client: ClientIdentity {
+                    client_id: client_id.to_string(),
+                    username: connect
+                        .username
+                        .as_ref()
+                        .map(|u| u.to_string())
+                        .unwrap_or_default(),
+                    attributes,
+                    listener: listener.to_string(),
+                    remote_addr: peer.to_string(),
+                },
+                now: Instant::now(),
+            }),
             messages_in: 0,
             bytes_in: 0,
             messages_out: 0,
@@ -365,6 +365,17 @@ struct ClientIdentity {
     remote_addr: String,
 }
 
+/// What a connection needs to run topic checks.
+struct TopicChecks {
+    /// TopicFilter decisions of this session.
+    cache: DecisionCache,
+    /// Who the client is, as sent to plugins.
+    client: ClientIdentity,
+    /// The clock for cache expiry, read once per loop turn rather than per message:
+    /// decision TTLs are milliseconds at least, a turn is microseconds.
+    now: Instant,
+}
+
 /// A connected client.
 struct Connection {
     broker: Arc<Broker>,
@@ -375,10 +386,8 @@ struct Connection {
     version: ProtocolVersion,
     state: SessionState,
     will: Option<LastWill>,
-    /// Who the client is, as sent to plugins.
-    client: ClientIdentity,
-    /// TopicFilter decisions of this session; `None` without a topic-check chain.
-    cache: Option<DecisionCache>,
+    /// The session's decision cache and identity; `None` without a topic-check chain.
+    checks: Option<TopicChecks>,
     max_packet_size: usize,
     max_inflight: usize,
     /// Traffic not yet added to the shared counters.
@@ -426,6 +435,9 @@ impl Connection {
                     Ok(0) => return Exit::Closed,
                     Ok(n) => {
                         last_read = Instant::now();
+                        if let Some(checks) = &mut self.checks {
+                            checks.now = last_read;
+                        }
                         self.bytes_in += n as u64;
                         if let Err(exit) = self.handle_input().await {
                             return exit;
@@ -434,6 +446,9 @@ impl Connection {
                     Err(e) => return Exit::Io(e),
                 },
                 Some(delivery) = self.state.queue.recv(), if window_open => {
+                    if let Some(checks) = &mut self.checks {
+                        checks.now = Instant::now();
+                    }
                     self.deliver(delivery).await;
                     self.drain_queue().await;
                 }
@@ -596,8 +611,21 @@ impl Connection {
         Ok(())
     }
 
-    /// Asks the topic-check chain (through the session's decision cache) whether the
-    /// client may perform `action` on `topic`. Always true without a chain.
+    /// The decision without asking a plugin: `Some(true)` without a topic-check chain,
+    /// the cached decision on a hit, `None` when the chain must be asked.
+    fn quick_check(&mut self, action: CachedAction, topic: &str) -> Option<bool> {
+        let Some(checks) = &mut self.checks else {
+            return Some(true);
+        };
+        let decided = checks.cache.get(action, topic, checks.now);
+        if decided == Some(false) {
+            debug!(%topic, ?action, "topic check denied (cached)");
+        }
+        decided
+    }
+
+    /// Whether the client may perform `action` on `topic`: the cache first, then the
+    /// topic-check chain. Always true without a chain.
     async fn allowed(
         &mut self,
         action: CachedAction,
@@ -605,18 +633,22 @@ impl Connection {
         qos: QoS,
         retain: bool,
     ) -> bool {
-        let Some(cache) = &mut self.cache else {
-            return true;
-        };
-        let now = tokio::time::Instant::now();
-        if let Some(allowed) = cache.get(action, topic, now) {
-            if !allowed {
-                debug!(%topic, ?action, "topic check denied (cached)");
-            }
-            return allowed;
+        match self.quick_check(action, topic) {
+            Some(decided) => decided,
+            None => self.ask_chain(action, topic, qos, retain).await,
         }
+    }
+
+    /// Asks the topic-check chain and caches the answer as the plugins allow.
+    async fn ask_chain(
+        &mut self,
+        action: CachedAction,
+        topic: &ByteString,
+        qos: QoS,
+        retain: bool,
+    ) -> bool {
         let broker = self.broker.clone();
-        let Some(chain) = &broker.plugins.topic_check else {
+        let (Some(chain), Some(checks)) = (&broker.plugins.topic_check, &self.checks) else {
             return true;
         };
         let request = pb::TopicFilterRequest {
@@ -626,22 +658,25 @@ impl Connection {
                 CachedAction::Subscribe => pb::Action::Subscribe,
                 CachedAction::Receive => pb::Action::Receive,
             } as i32,
-            client_id: self.client.client_id.clone(),
-            username: self.client.username.clone(),
-            attributes: self.client.attributes.clone(),
+            client_id: checks.client.client_id.clone(),
+            username: checks.client.username.clone(),
+            attributes: checks.client.attributes.clone(),
             qos: qos as u32,
             retain,
             protocol_version: pb_version(self.version) as i32,
             user_properties: Vec::new(),
-            listener: self.client.listener.clone(),
-            remote_addr: self.client.remote_addr.clone(),
+            listener: checks.client.listener.clone(),
+            remote_addr: checks.client.remote_addr.clone(),
         };
+        let asked_at = tokio::time::Instant::now();
         let outcome = chain.topic_filter(request).await;
         if !outcome.allowed {
             self.broker.stats.topic_denied();
         }
-        if let (Some(ttl), Some(cache)) = (outcome.cache_ttl, &mut self.cache) {
-            cache.put(action, topic.clone(), outcome.allowed, ttl, now);
+        if let (Some(ttl), Some(checks)) = (outcome.cache_ttl, &mut self.checks) {
+            checks
+                .cache
+                .put(action, topic.clone(), outcome.allowed, ttl, asked_at);
         }
         outcome.allowed
     }
@@ -649,19 +684,16 @@ impl Connection {
     /// Encodes one delivery, entering it into the inflight window if QoS > 0. A
     /// delivery the topic-check chain refuses (RECEIVE) is skipped for this client.
     async fn deliver(&mut self, delivery: Delivery) {
-        if self.cache.is_some() {
-            let m = delivery.message.clone();
-            if !self
-                .allowed(
-                    CachedAction::Receive,
-                    &m.topic,
-                    delivery.qos,
-                    delivery.retain,
-                )
-                .await
-            {
-                return;
+        let allowed = match self.quick_check(CachedAction::Receive, &delivery.message.topic) {
+            Some(decided) => decided,
+            None => {
+                let topic = delivery.message.topic.clone();
+                self.ask_chain(CachedAction::Receive, &topic, delivery.qos, delivery.retain)
+                    .await
             }
+        };
+        if !allowed {
+            return;
         }
         self.messages_out += 1;
         let pkid = match delivery.qos {

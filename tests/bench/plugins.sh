@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# What plugins cost: Tandem with no plugin, with a TopicFilter plugin behind the decision cache,
+# the same plugin with caching off, and connects/s with an Authenticate plugin. One run,
+# variants interleaved per repetition, medians and ratios against "no plugin" printed.
+#
+# The plugin is examples/policy (tandem-policy), started by the broker (`command:`) on a unix
+# socket, as a sidecar would be. It allows everything, so every variant delivers the same
+# messages and only the cost of asking differs.
+#
+# usage: tests/bench/plugins.sh [--reps N] [--duration S] [--no-build]
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+REPS=3
+DURATION=5
+BUILD=1
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --reps) REPS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "plugins.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ $BUILD == 1 ]]; then
+    (cd "$REPO" && cargo build --release -p tandem-broker -p tandem-tests -p tandem-policy --bins)
+fi
+POLICY=$TARGET/release/tandem-policy
+[[ -x $POLICY ]] || { echo "plugins.sh: no $POLICY (build it)" >&2; exit 1; }
+
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/tandem-plugins-bench.XXXXXX)}
+mkdir -p "$OUT"
+PORT=${TANDEM_PORT:-21893}
+SOCK=$OUT/policy.sock
+
+# variant NAME CHAINS CACHE_TTL_MS: writes $OUT/NAME.yaml
+variant() {
+    local name=$1 chains=$2 ttl=$3
+    {
+        echo "listeners: { default: { type: tcp, bind: 127.0.0.1:$PORT } }"
+        echo "mqtt: { max_queued_messages: 10000000 }"
+        if [[ $chains != none ]]; then
+            echo "plugins:"
+            echo "  policy:"
+            echo "    endpoint: unix://$SOCK"
+            echo "    command: [$POLICY]"
+            echo "    max_concurrency: 4096"
+            echo "    config: { auth_default: allow, topic_default: allow, cache_ttl_ms: $ttl }"
+        fi
+        case $chains in
+            topic) echo "topic-check: { plugins: [policy] }" ;;
+            auth) echo "auth: { plugins: [policy] }" ;;
+        esac
+    } >"$OUT/$name.yaml"
+}
+variant none none 0
+variant topic-cached topic 60000
+variant topic-uncached topic 0
+variant auth auth 0
+
+: >"$OUT/results.jsonl"
+for ((rep = 1; rep <= REPS; rep++)); do
+    for v in none topic-cached topic-uncached; do
+        TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-$rep \
+            "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
+            --duration "$DURATION" --scenarios fan-in-qos0,fan-in-qos1,pairs-qos1 >/dev/null 2>"$OUT/$v-$rep.log" \
+            || { echo "plugins.sh: run $v/$rep failed; see $OUT/$v-$rep.log" >&2; exit 1; }
+        sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-$rep/results.jsonl" >>"$OUT/results.jsonl"
+    done
+    for v in none auth; do
+        TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-connect-$rep \
+            "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
+            --duration "$DURATION" --scenarios connect >/dev/null 2>"$OUT/$v-connect-$rep.log" \
+            || { echo "plugins.sh: connect run $v/$rep failed; see $OUT/$v-connect-$rep.log" >&2; exit 1; }
+        sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-connect-$rep/results.jsonl" >>"$OUT/results.jsonl"
+    done
+done
+
+python3 - "$OUT/results.jsonl" <<'PY' | tee "$OUT/table.md"
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("error"):
+        continue
+    run = r["run"]
+    runs.setdefault((r["bench"], run["label"]), []).append(run["rate"])
+def med(bench, label):
+    v = runs.get((bench, label))
+    return statistics.median(v) if v else None
+def k(x):
+    return "-" if x is None else f"{x/1e6:.2f}M" if x >= 1e6 else f"{x/1e3:.1f}k"
+def r(a, b):
+    return "-" if not a or not b else f"{a/b:.2f}"
+print("| scenario | no plugin | TopicFilter, cached | ratio | TopicFilter, no cache | ratio |")
+print("|---|---|---|---|---|---|")
+for bench, name in [("fan-in-qos0", "fan-in QoS 0, msg/s"), ("fan-in-qos1", "fan-in QoS 1, msg/s"), ("pairs-qos1", "pairs QoS 1, msg/s")]:
+    n, c, u = med(bench, "none"), med(bench, "topic-cached"), med(bench, "topic-uncached")
+    print(f"| {name} | {k(n)} | {k(c)} | {r(c, n)} | {k(u)} | {r(u, n)} |")
+print()
+print("| scenario | no plugin | Authenticate plugin | ratio |")
+print("|---|---|---|---|")
+n, a = med("connect", "none"), med("connect", "auth")
+print(f"| connects/s (16 concurrent) | {k(n)} | {k(a)} | {r(a, n)} |")
+print()
+print("Ratios are rate with the plugin / rate without. Each publish is one PUBLISH check and one")
+print("RECEIVE check per subscriber; cached, both are per-session lookups after the first call.")
+PY
+echo "plugins.sh: results in $OUT" >&2
