@@ -140,14 +140,38 @@ mod tests {
     fn the_last_hit_memo_follows_updates_and_expiry() {
         let mut c = cache(10);
         let t0 = Instant::now();
-        c.put(CachedAction::Receive, "t".into(), true, Duration::from_secs(1), t0);
+        c.put(
+            CachedAction::Receive,
+            "t".into(),
+            true,
+            Duration::from_secs(1),
+            t0,
+        );
         assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(true));
-        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(true), "from the memo");
-        c.put(CachedAction::Receive, "t".into(), false, Duration::from_secs(5), t0);
-        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(false), "memo replaced");
+        assert_eq!(
+            c.get(CachedAction::Receive, "t", t0),
+            Some(true),
+            "from the memo"
+        );
+        c.put(
+            CachedAction::Receive,
+            "t".into(),
+            false,
+            Duration::from_secs(5),
+            t0,
+        );
+        assert_eq!(
+            c.get(CachedAction::Receive, "t", t0),
+            Some(false),
+            "memo replaced"
+        );
         assert_eq!(c.get(CachedAction::Receive, "u", t0), None);
         let later = t0 + Duration::from_secs(6);
-        assert_eq!(c.get(CachedAction::Receive, "t", later), None, "memo expires too");
+        assert_eq!(
+            c.get(CachedAction::Receive, "t", later),
+            None,
+            "memo expires too"
+        );
     }
 
     #[test]

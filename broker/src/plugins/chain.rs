@@ -55,6 +55,30 @@ fn verdict(raw: i32) -> Option<Verdict> {
     }
 }
 
+/// Turns a call's result into the plugin's answer: a failed call, or a response that
+/// `read` refuses, becomes the plugin's `on_error` answer. Logs failures (rate-limited)
+/// and counts the outcome either way.
+fn settle<R>(
+    plugin: &Plugin,
+    rpc: Rpc,
+    result: Result<R, ErrorKind>,
+    read: impl FnOnce(R) -> Result<Answer, &'static str>,
+) -> Answer {
+    let answer = match result.map(read) {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(detail)) => {
+            plugin.log_error(ErrorKind::Unspecified, detail);
+            Answer::failed(plugin, ErrorKind::Unspecified)
+        }
+        Err(kind) => {
+            plugin.log_error(kind, rpc.as_str());
+            Answer::failed(plugin, kind)
+        }
+    };
+    plugin.record(rpc, answer.verdict, answer.error);
+    answer
+}
+
 /// The outcome of the Authenticate chain.
 #[derive(Debug, Clone, Default)]
 pub struct AuthOutcome {
@@ -142,36 +166,20 @@ impl Chain {
                 let result = plugin
                     .call(request, |mut c, r| async move { c.authenticate(r).await })
                     .await;
-                let answer = match result {
-                    Ok(resp) if resp.auth_continue.is_some() => {
-                        plugin.log_error(
-                            ErrorKind::Unspecified,
-                            "enhanced authentication (auth_continue) is not supported yet",
-                        );
-                        Answer::failed(&plugin, ErrorKind::Unspecified)
+                settle(&plugin, Rpc::Authenticate, result, |resp| {
+                    if resp.auth_continue.is_some() {
+                        return Err("enhanced authentication (auth_continue) is not supported yet");
                     }
-                    Ok(resp) => match verdict(resp.verdict) {
-                        Some(v) => Answer {
-                            verdict: v,
-                            reason: resp.reason,
-                            reason_code: resp.reason_code,
-                            error: None,
-                            attributes: resp.attributes,
-                            cache_ttl: Duration::ZERO,
-                        },
-                        None => {
-                            plugin
-                                .log_error(ErrorKind::Unspecified, "answered VERDICT_UNSPECIFIED");
-                            Answer::failed(&plugin, ErrorKind::Unspecified)
-                        }
-                    },
-                    Err(kind) => {
-                        plugin.log_error(kind, "Authenticate failed");
-                        Answer::failed(&plugin, kind)
-                    }
-                };
-                plugin.record(Rpc::Authenticate, answer.verdict, answer.error);
-                answer
+                    let verdict = verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
+                    Ok(Answer {
+                        verdict,
+                        reason: resp.reason,
+                        reason_code: resp.reason_code,
+                        error: None,
+                        attributes: resp.attributes,
+                        cache_ttl: Duration::ZERO,
+                    })
+                })
             }
         };
         match self.run(ask).await {
@@ -215,29 +223,17 @@ impl Chain {
                 let result = plugin
                     .call(request, |mut c, r| async move { c.topic_filter(r).await })
                     .await;
-                let answer = match result {
-                    Ok(resp) => match verdict(resp.verdict) {
-                        Some(v) => Answer {
-                            verdict: v,
-                            reason: resp.reason,
-                            reason_code: resp.reason_code,
-                            error: None,
-                            attributes: HashMap::new(),
-                            cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
-                        },
-                        None => {
-                            plugin
-                                .log_error(ErrorKind::Unspecified, "answered VERDICT_UNSPECIFIED");
-                            Answer::failed(&plugin, ErrorKind::Unspecified)
-                        }
-                    },
-                    Err(kind) => {
-                        plugin.log_error(kind, "TopicFilter failed");
-                        Answer::failed(&plugin, kind)
-                    }
-                };
-                plugin.record(Rpc::TopicFilter, answer.verdict, answer.error);
-                answer
+                settle(&plugin, Rpc::TopicFilter, result, |resp| {
+                    let verdict = verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
+                    Ok(Answer {
+                        verdict,
+                        reason: resp.reason,
+                        reason_code: resp.reason_code,
+                        error: None,
+                        attributes: HashMap::new(),
+                        cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
+                    })
+                })
             }
         };
         let action = pb::Action::try_from(request.action)
