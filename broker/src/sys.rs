@@ -54,6 +54,11 @@ pub fn publish_once(broker: &Broker) {
         "$SYS/broker/topics/denied".into(),
         s.topic_denied.to_string(),
     );
+    publish(
+        broker,
+        "$SYS/broker/connections/protocol_errors".into(),
+        s.protocol_errors.to_string(),
+    );
     for plugin in broker.plugins.plugins() {
         let (replicas, up) = plugin.replica_health();
         let base = format!("$SYS/broker/plugins/{}", plugin.alias);

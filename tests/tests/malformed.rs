@@ -100,7 +100,7 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn each_malformed_input_closes_only_its_own_connection() {
-    let broker = Tandem::start("mqtt:\n  max_packet_size: 65536\n");
+    let broker = Tandem::start("mqtt:\n  max_packet_size: 65536\nsys:\n  interval: 1s\n");
     let mut bystander = RawClient::connect(broker.addr, "bystander").await;
     bystander.subscribe("still/here", QoS::AtLeastOnce).await;
     let mut publisher = RawClient::connect(broker.addr, "publisher").await;
@@ -135,6 +135,15 @@ async fn each_malformed_input_closes_only_its_own_connection() {
         assert_eq!(m.payload, payload.as_bytes(), "{}", case.name);
         bystander.ack(&m).await;
     }
+    // Each case was counted.
+    let cases = cases().len();
+    let mut sys = RawClient::connect(broker.addr, "sys").await;
+    let counted =
+        tandem_tests::wait_sys(&mut sys, "$SYS/broker/connections/protocol_errors", |v| {
+            v.parse::<usize>().is_ok_and(|n| n >= cases)
+        })
+        .await;
+    assert_eq!(counted.parse::<usize>().unwrap(), cases);
 }
 
 #[tokio::test]
