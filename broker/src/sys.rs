@@ -59,6 +59,19 @@ pub fn publish_once(broker: &Broker) {
         "$SYS/broker/connections/protocol_errors".into(),
         s.protocol_errors.to_string(),
     );
+    for sub in broker.plugins.events.subscribers() {
+        let (queued, sent, acked, dropped) = sub.queue.counters();
+        let base = format!("$SYS/broker/plugins/{}/events", sub.alias);
+        publish(broker, format!("{base}/queued"), queued.to_string());
+        publish(broker, format!("{base}/sent"), sent.to_string());
+        publish(broker, format!("{base}/acked"), acked.to_string());
+        publish(broker, format!("{base}/dropped"), dropped.to_string());
+        publish(
+            broker,
+            format!("{base}/depth"),
+            sub.queue.depth().to_string(),
+        );
+    }
     for plugin in broker.plugins.plugins() {
         let (replicas, up) = plugin.replica_health();
         let base = format!("$SYS/broker/plugins/{}", plugin.alias);

@@ -482,6 +482,11 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The example plugin `tandem-event-logger` (events as JSON lines).
+pub fn event_logger_bin() -> PathBuf {
+    binary("tandem-event-logger")
+}
+
 /// The example plugin `tandem-policy` (static rules from the broker's YAML).
 pub fn policy_bin() -> PathBuf {
     binary("tandem-policy")

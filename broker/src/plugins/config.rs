@@ -48,6 +48,9 @@ pub struct PluginConfig {
     /// How often a `dns:///` endpoint is resolved again.
     #[serde(default = "default_resolve_interval", with = "humantime_serde")]
     pub resolve_interval: Duration,
+    /// The plugin's event queue, if it asks for events in `Describe`.
+    #[serde(default)]
+    pub events: super::events::EventsConfig,
 }
 
 fn default_timeout() -> Duration {

@@ -13,12 +13,14 @@
 //! - [`plugin`]: one plugin: replicas, the call path, probes, counters.
 //! - [`chain`]: how several plugins' verdicts combine.
 //! - [`cache`]: the per-session TopicFilter decision cache.
+//! - [`events`]: per-plugin event queues and `Events` streams.
 //! - [`supervisor`]: plugins the broker starts itself (`command:`).
 
 pub mod cache;
 pub mod chain;
 pub mod config;
 pub mod endpoint;
+pub mod events;
 pub mod plugin;
 pub mod supervisor;
 
@@ -180,6 +182,10 @@ pub struct PluginHost {
     pub topic_check: Option<Chain>,
     /// Bounds of each session's decision cache.
     pub cache: config::CacheConfig,
+    /// Plugins that asked for events, and their queues.
+    pub events: events::EventHub,
+    /// Ends the `Events` streams (in [`stop`](Self::stop)).
+    streams: CancellationToken,
     supervisors: parking_lot::Mutex<Vec<supervisor::Supervisor>>,
 }
 
@@ -268,6 +274,43 @@ impl PluginHost {
             Some(t) if t.enable => Some(chain("topic-check", &t.plugins, pb::Role::TopicFilter)?),
             _ => None,
         };
+        let mut subscribers = Vec::new();
+        let streams = CancellationToken::new();
+        for p in plugins.values() {
+            let described = p.described().unwrap_or_default();
+            if described.event_kinds.is_empty() {
+                continue;
+            }
+            let queue = Arc::new(events::EventQueue::new(
+                p.config.events.queue,
+                p.config.events.overflow,
+            ));
+            let max_batch = match described.max_events_per_batch {
+                0 => 256,
+                n => n as usize,
+            };
+            // Streams outlive the shutdown signal: they still carry the disconnections and
+            // broker_post_shutdown; `stop` ends them.
+            tokio::spawn(events::drive(
+                p.clone(),
+                queue.clone(),
+                max_batch,
+                streams.clone(),
+            ));
+            info!(plugin = %p.alias, kinds = ?described.event_kinds, "streaming events");
+            subscribers.push(events::Subscriber {
+                alias: p.alias.clone(),
+                kinds: described
+                    .event_kinds
+                    .iter()
+                    .fold(0, |acc, k| acc | (1u32 << (*k as u32))),
+                topic_filters: described.message_topic_filters.clone(),
+                payloads: described.want_message_payloads,
+                max_batch,
+                queue,
+                lifecycle_timeout: p.config.events.lifecycle_timeout,
+            });
+        }
         for p in plugins.values() {
             if p.config.on_error == config::OnError::Allow {
                 warn!(plugin = %p.alias, "on_error: allow: this plugin FAILS OPEN; a failure lets clients through");
@@ -282,6 +325,8 @@ impl PluginHost {
                 .as_ref()
                 .map(|t| t.cache.clone())
                 .unwrap_or_default(),
+            events: events::EventHub::new(subscribers),
+            streams,
             supervisors: parking_lot::Mutex::new(std::mem::take(started)),
         })
     }
@@ -293,6 +338,7 @@ impl PluginHost {
 
     /// Stops the plugin processes the broker started, within `grace`.
     pub async fn stop(&self, grace: Duration) {
+        self.streams.cancel();
         let supervisors = std::mem::take(&mut *self.supervisors.lock());
         futures_util::future::join_all(supervisors.into_iter().map(|s| s.stop(grace))).await;
     }

@@ -53,6 +53,14 @@ pub struct Described {
     pub version: String,
     /// Roles it serves.
     pub roles: Vec<pb::Role>,
+    /// Event kinds it wants on its `Events` stream.
+    pub event_kinds: Vec<pb::EventKind>,
+    /// Topic filters restricting message events.
+    pub message_topic_filters: Vec<String>,
+    /// Whether message events carry payloads.
+    pub want_message_payloads: bool,
+    /// Largest batch it wants (0: the broker chooses).
+    pub max_events_per_batch: u32,
 }
 
 impl Described {
@@ -534,9 +542,21 @@ impl Plugin {
         };
         Ok(Described {
             roles: resp.roles().collect(),
+            event_kinds: resp
+                .event_kinds()
+                .filter(|k| *k != pb::EventKind::Unspecified)
+                .collect(),
+            message_topic_filters: resp.message_topic_filters,
+            want_message_payloads: resp.want_message_payloads,
+            max_events_per_batch: resp.max_events_per_batch,
             name: resp.name,
             version: resp.version,
         })
+    }
+
+    /// A client on an up replica, for the `Events` stream.
+    pub(super) fn up_client(&self) -> Option<Client> {
+        self.pick(None).map(|r| r.client.read().clone())
     }
 
     /// The next replica that is up, round robin.

@@ -211,6 +211,54 @@ pub(crate) async fn serve(
     connected.serve(shutdown).instrument(span).await;
 }
 
+/// A message as events carry it; the payload only when the plugin asked for it.
+fn pb_message(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    retain: bool,
+    with_payload: bool,
+) -> pb::Message {
+    pb::Message {
+        topic: topic.to_owned(),
+        qos: qos as u32,
+        retain,
+        payload: if with_payload {
+            payload.to_vec()
+        } else {
+            Vec::new()
+        },
+        payload_size: payload.len() as u32,
+        properties: None,
+    }
+}
+
+/// The decoded header fields of a packet, for packet events.
+fn packet_header(packet: &Packet, size: u32) -> pb::MqttPacket {
+    let (packet_id, topic, qos, retain, dup) = match packet {
+        Packet::Publish(p) => (p.pkid, p.topic.to_string(), p.qos as u32, p.retain, p.dup),
+        Packet::PubAck(a) => (a.pkid, String::new(), 0, false, false),
+        Packet::PubRec(a) => (a.pkid, String::new(), 0, false, false),
+        Packet::PubRel(a) => (a.pkid, String::new(), 0, false, false),
+        Packet::PubComp(a) => (a.pkid, String::new(), 0, false, false),
+        Packet::Subscribe(s) => (s.pkid, String::new(), 0, false, false),
+        Packet::Unsubscribe(u) => (u.pkid, String::new(), 0, false, false),
+        _ => (0, String::new(), 0, false, false),
+    };
+    pb::MqttPacket {
+        packet_type: packet.packet_type() as i32,
+        flags: 0,
+        size,
+        packet_id: u32::from(packet_id),
+        topic,
+        qos,
+        retain,
+        dup,
+        reason_code: 0,
+        raw: Vec::new(),
+    }
+}
+
 fn pb_version(v: ProtocolVersion) -> pb::ProtocolVersion {
     match v {
         ProtocolVersion::V3_1 => pb::ProtocolVersion::Mqtt31,
@@ -303,7 +351,17 @@ impl Connected {
         };
         state.mailbox.set_online(true);
 
+        let event_client = broker.plugins.events.any().then(|| pb::ClientRef {
+            client_id: client_id.to_string(),
+            username: connect
+                .username
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            attributes: attributes.clone(),
+        });
         let mut conn = Connection {
+            event_client,
             max_packet_size: mqtt.max_packet_size,
             max_inflight: mqtt.max_inflight as usize,
             broker: broker.clone(),
@@ -341,6 +399,18 @@ impl Connected {
         );
         conn.resend_inflight();
         broker.stats.client_connected();
+        conn.emit(pb::EventKind::ClientConnected, None, |_| {
+            pb::event::Kind::ClientConnected(pb::ClientConnected {
+                remote_addr: peer.to_string(),
+                listener: listener.to_string(),
+                protocol_version: pb_version(version) as i32,
+                clean_start: connect.clean_start,
+                keepalive_secs: u32::from(connect.keep_alive),
+                session_present,
+                session_expiry_interval_secs: 0,
+            })
+        })
+        .await;
         debug!(
             clean = connect.clean_start,
             keep_alive = connect.keep_alive,
@@ -388,6 +458,8 @@ struct Connection {
     will: Option<LastWill>,
     /// The session's decision cache and identity; `None` without a topic-check chain.
     checks: Option<TopicChecks>,
+    /// The client as events name it; `None` when no plugin wants events.
+    event_client: Option<pb::ClientRef>,
     max_packet_size: usize,
     max_inflight: usize,
     /// Traffic not yet added to the shared counters.
@@ -464,9 +536,25 @@ impl Connection {
 
     /// Handles every whole packet buffered, then adds the traffic to the counters.
     async fn handle_input(&mut self) -> Result<(), Exit> {
+        let packet_events = self
+            .broker
+            .plugins
+            .events
+            .wants(pb::EventKind::MqttPacketReceived);
         let result = loop {
+            let buffered = self.rbuf.len();
             match protocol::decode(&mut self.rbuf, self.version, self.max_packet_size) {
                 Ok(Some(packet)) => {
+                    if packet_events {
+                        let size = (buffered - self.rbuf.len()) as u32;
+                        let header = packet_header(&packet, size);
+                        self.emit(pb::EventKind::MqttPacketReceived, None, |_| {
+                            pb::event::Kind::MqttPacketReceived(pb::MqttPacketReceived {
+                                packet: Some(header.clone()),
+                            })
+                        })
+                        .await;
+                    }
                     if let Err(exit) = self.handle(packet).await {
                         break Err(exit);
                     }
@@ -487,6 +575,14 @@ impl Connection {
         match packet {
             Packet::Publish(p) => {
                 self.messages_in += 1;
+                self.emit(pb::EventKind::MessageReceived, Some(&p.topic), |payloads| {
+                    pb::event::Kind::MessageReceived(pb::MessageReceived {
+                        message: Some(pb_message(&p.topic, &p.payload, p.qos, p.retain, payloads)),
+                        packet_id: u32::from(p.pkid),
+                        dup: p.dup,
+                    })
+                })
+                .await;
                 let route = match p.qos {
                     QoS::AtMostOnce => true,
                     QoS::AtLeastOnce => {
@@ -511,12 +607,14 @@ impl Connection {
                         .allowed(CachedAction::Publish, &p.topic, p.qos, p.retain)
                         .await
                 {
-                    self.broker.router.publish(Arc::new(Message {
+                    let message = Arc::new(Message {
                         topic: p.topic,
                         payload: p.payload,
                         qos: p.qos,
                         retain: p.retain,
-                    }));
+                    });
+                    let matched = self.broker.router.publish(message.clone());
+                    self.emit_routed(&message, matched).await;
                 }
             }
             Packet::PubAck(a) => {
@@ -536,6 +634,11 @@ impl Connection {
             Packet::Subscribe(s) => {
                 let mut reasons = Vec::with_capacity(s.filters.len());
                 let mut granted = Vec::with_capacity(s.filters.len());
+                let requested: Vec<(ByteString, QoS)> = s
+                    .filters
+                    .iter()
+                    .map(|f| (f.filter.clone(), f.options.qos))
+                    .collect();
                 for f in s.filters {
                     if !topic::valid_filter(&f.filter) {
                         info!(filter = %f.filter, "refusing invalid topic filter");
@@ -563,6 +666,25 @@ impl Connection {
                     reasons.push(SubscribeReason::Granted(qos));
                     granted.push((f.filter, qos));
                 }
+                self.emit(pb::EventKind::ClientSubscribed, None, |_| {
+                    pb::event::Kind::ClientSubscribed(pb::ClientSubscribed {
+                        subscriptions: requested
+                            .iter()
+                            .zip(&reasons)
+                            .map(|((filter, qos), reason)| pb::Subscription {
+                                topic_filter: filter.to_string(),
+                                requested_qos: *qos as u32,
+                                reason_code: match reason {
+                                    SubscribeReason::Granted(q) => *q as u32,
+                                    SubscribeReason::Failure(code) => u32::from(*code),
+                                },
+                                ..Default::default()
+                            })
+                            .collect(),
+                        user_properties: Vec::new(),
+                    })
+                })
+                .await;
                 let ack = Packet::SubAck(SubAck {
                     pkid: s.pkid,
                     reasons,
@@ -589,6 +711,13 @@ impl Connection {
                     self.broker.router.unsubscribe(f, self.state.id);
                     self.state.subscriptions.remove(f);
                 }
+                self.emit(pb::EventKind::ClientUnsubscribed, None, |_| {
+                    pb::event::Kind::ClientUnsubscribed(pb::ClientUnsubscribed {
+                        topic_filters: u.filters.iter().map(|f| f.to_string()).collect(),
+                        user_properties: Vec::new(),
+                    })
+                })
+                .await;
                 let ack = Packet::UnsubAck(UnsubAck {
                     pkid: u.pkid,
                     reasons: Vec::new(),
@@ -609,6 +738,51 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Queues an event for the plugins that want `kind` (nothing is built otherwise).
+    async fn emit(
+        &self,
+        kind: pb::EventKind,
+        topic: Option<&str>,
+        build: impl Fn(bool) -> pb::event::Kind,
+    ) {
+        let events = &self.broker.plugins.events;
+        if events.wants(kind) {
+            events
+                .emit(kind, self.event_client.as_ref(), topic, build)
+                .await;
+        }
+    }
+
+    /// Events of a message that passed its checks and was routed.
+    async fn emit_routed(&self, m: &Message, matched: usize) {
+        self.emit(
+            pb::EventKind::MessageBroadcast,
+            Some(&m.topic),
+            |payloads| {
+                pb::event::Kind::MessageBroadcast(pb::MessageBroadcast {
+                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
+                    matched_subscriptions: matched as u32,
+                })
+            },
+        )
+        .await;
+        if m.retain {
+            let action = if m.payload.is_empty() {
+                pb::RetainedAction::Cleared
+            } else {
+                pb::RetainedAction::Stored
+            };
+            self.emit(pb::EventKind::RetainedMessage, Some(&m.topic), |payloads| {
+                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
+                    action: action as i32,
+                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
+                    session_client_id: String::new(),
+                })
+            })
+            .await;
+        }
     }
 
     /// The decision without asking a plugin: `Some(true)` without a topic-check chain,
@@ -757,6 +931,7 @@ impl Connection {
             Exit::Takeover => info!("closing connection: client id taken over"),
             other => debug!(reason = ?other, "connection closed"),
         }
+        let mut will_published = false;
         if exit.publishes_will()
             && let Some(will) = self.will.take()
             && self
@@ -764,13 +939,39 @@ impl Connection {
                 .await
         {
             debug!(topic = %will.topic, "publishing will");
-            self.broker.router.publish(Arc::new(Message {
+            let message = Arc::new(Message {
                 topic: will.topic,
                 payload: will.payload,
                 qos: will.qos,
                 retain: will.retain,
-            }));
+            });
+            let matched = self.broker.router.publish(message.clone());
+            self.emit_routed(&message, matched).await;
+            will_published = true;
         }
+        let (reason, detail) = match &exit {
+            Exit::Disconnect => (pb::DisconnectReason::Clean, String::new()),
+            Exit::Closed => (
+                pb::DisconnectReason::ConnectionLost,
+                "closed by the client".into(),
+            ),
+            Exit::Io(e) => (pb::DisconnectReason::ConnectionLost, e.to_string()),
+            Exit::Protocol(e) => (pb::DisconnectReason::ProtocolError, e.to_string()),
+            Exit::KeepAlive => (pb::DisconnectReason::KeepaliveTimeout, String::new()),
+            Exit::Takeover => (pb::DisconnectReason::Takeover, String::new()),
+            Exit::Shutdown => (pb::DisconnectReason::Shutdown, String::new()),
+        };
+        let session_kept = self.state.persistent;
+        self.emit(pb::EventKind::ClientDisconnected, None, |_| {
+            pb::event::Kind::ClientDisconnected(pb::ClientDisconnected {
+                reason: reason as i32,
+                reason_code: 0,
+                detail: detail.clone(),
+                will_published,
+                session_kept,
+            })
+        })
+        .await;
         if !self.wbuf.is_empty() && matches!(exit, Exit::Disconnect | Exit::Shutdown) {
             let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.write_all(&self.wbuf))
                 .await;

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use tandem_proto::v1 as pb;
+
 use crate::config::Config;
 use crate::plugins::{PluginError, PluginHost};
 use crate::router::Router;
@@ -85,6 +87,15 @@ impl Server {
     /// half-configured chain.
     pub async fn start(config: Config, shutdown: &CancellationToken) -> Result<Self, ServerError> {
         let plugins = PluginHost::start(&config, shutdown.child_token()).await?;
+        // Plugins can set up before any client is served: delivered and acked (bounded).
+        plugins
+            .events
+            .emit_and_wait(pb::EventKind::BrokerPreStart, |_| {
+                pb::event::Kind::BrokerPreStart(pb::BrokerPreStart {
+                    broker_version: env!("CARGO_PKG_VERSION").to_owned(),
+                })
+            })
+            .await;
         let mut listeners = Vec::new();
         for (name, l) in &config.listeners {
             let listener = TcpListener::bind(l.bind)
@@ -135,6 +146,28 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let events = &self.broker.plugins.events;
+        let listening = self
+            .broker
+            .config
+            .listeners
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>();
+        events
+            .emit(pb::EventKind::BrokerPostStart, None, None, |_| {
+                pb::event::Kind::BrokerPostStart(pb::BrokerPostStart {
+                    listeners: listening
+                        .iter()
+                        .map(|name| pb::ListenerInfo {
+                            name: name.clone(),
+                            transport: "tcp".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })
+            })
+            .await;
         if self.broker.config.sys.enable {
             tracker.spawn(crate::sys::publish_loop(
                 self.broker.clone(),
@@ -142,6 +175,13 @@ impl Server {
             ));
         }
         shutdown.cancelled().await;
+        events
+            .emit(pb::EventKind::BrokerPreShutdown, None, None, |_| {
+                pb::event::Kind::BrokerPreShutdown(pb::BrokerPreShutdown {
+                    reason: "signal".into(),
+                })
+            })
+            .await;
         tracker.close();
         let timeout = self.broker.config.shutdown_timeout;
         info!(?timeout, "shutting down: closing connections");
@@ -151,6 +191,13 @@ impl Server {
                 "connections still open after the shutdown timeout; dropping them"
             );
         }
+        // Plugins can tear down: delivered and acked (bounded) before the process exits.
+        events
+            .emit_and_wait(pb::EventKind::BrokerPostShutdown, |_| {
+                pb::event::Kind::BrokerPostShutdown(pb::BrokerPostShutdown {})
+            })
+            .await;
+        self.broker.plugins.stop(timeout).await;
     }
 }
 

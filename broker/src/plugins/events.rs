@@ -1,0 +1,495 @@
+//! Event streams to plugins: one bounded queue per plugin, filled by the broker without
+//! ever waiting for the plugin (unless the plugin's overflow policy is `backpressure`),
+//! drained in batches on the plugin's `Events` stream, freed by its acks.
+//!
+//! Every event gets the next sequence number of its plugin's stream. The queue keeps
+//! events until they are acked; after a reconnect the unacked ones are sent again with
+//! their sequence (at-least-once while they fit in the queue). At the bound,
+//! `drop_oldest` drops the oldest event and counts it (the plugin sees a gap and
+//! `EventBatch.dropped_events`); `backpressure` makes the producer wait for room.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tandem_proto::v1 as pb;
+use tokio::sync::Notify;
+
+/// What happens when a plugin's event queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Drop the oldest queued event, count it (the default).
+    #[default]
+    DropOldest,
+    /// Make the producer wait for room: nothing is lost, publishers slow down.
+    Backpressure,
+}
+
+/// `plugins.<alias>.events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events kept for the plugin (sent and unacked, or waiting to be sent).
+    pub queue: usize,
+    /// Behaviour at the bound.
+    pub overflow: Overflow,
+    /// How long start-up waits for `broker_pre_start` to be acked, and shutdown for
+    /// `broker_post_shutdown`.
+    #[serde(with = "humantime_serde")]
+    pub lifecycle_timeout: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            queue: 10_000,
+            overflow: Overflow::DropOldest,
+            lifecycle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Unacked events, oldest first; sequences increase by one.
+    events: VecDeque<pb::Event>,
+    /// Sequence of the next event pushed.
+    next_seq: u64,
+    /// Highest sequence acked.
+    acked: u64,
+    /// Highest sequence handed to the current stream.
+    sent: u64,
+    /// Drops not yet reported in a batch.
+    dropped_unreported: u64,
+    /// Drops since start.
+    dropped_total: u64,
+    /// Events handed to a stream since start (resends included).
+    sent_total: u64,
+    /// Events queued since start.
+    queued_total: u64,
+}
+
+/// One plugin's event queue.
+pub struct EventQueue {
+    state: Mutex<State>,
+    capacity: usize,
+    overflow: Overflow,
+    /// Wakes the stream when events arrive.
+    ready: Notify,
+    /// Wakes waiting producers (backpressure) and lifecycle waits when acks arrive.
+    acked: Notify,
+}
+
+impl EventQueue {
+    /// An empty queue.
+    pub fn new(capacity: usize, overflow: Overflow) -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_seq: 1,
+                ..State::default()
+            }),
+            capacity: capacity.max(1),
+            overflow,
+            ready: Notify::new(),
+            acked: Notify::new(),
+        }
+    }
+
+    /// Queues an event, giving it the next sequence; returns that sequence. With
+    /// `backpressure` and a full queue this waits for acks to make room.
+    pub async fn push(&self, mut event: pb::Event) -> u64 {
+        loop {
+            let notified = self.acked.notified();
+            // The lock is taken and released in this block, never across the await.
+            let queued = {
+                let mut s = self.state.lock();
+                if s.events.len() >= self.capacity && self.overflow == Overflow::Backpressure {
+                    None
+                } else {
+                    if s.events.len() >= self.capacity {
+                        s.events.pop_front();
+                        s.dropped_unreported += 1;
+                        s.dropped_total += 1;
+                    }
+                    let seq = s.next_seq;
+                    s.next_seq += 1;
+                    event.sequence = seq;
+                    s.queued_total += 1;
+                    s.events.push_back(std::mem::take(&mut event));
+                    Some(seq)
+                }
+            };
+            match queued {
+                Some(seq) => {
+                    self.ready.notify_one();
+                    return seq;
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The next batch of at most `max` events not yet sent on this stream; waits for
+    /// one if there is none.
+    pub async fn next_batch(&self, max: usize) -> pb::EventBatch {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut s = self.state.lock();
+                let sent = s.sent;
+                let start = s.events.partition_point(|e| e.sequence <= sent);
+                if start < s.events.len() {
+                    let events: Vec<pb::Event> = s
+                        .events
+                        .iter()
+                        .skip(start)
+                        .take(max.max(1))
+                        .cloned()
+                        .collect();
+                    s.sent = events.last().map_or(sent, |e| e.sequence);
+                    s.sent_total += events.len() as u64;
+                    let dropped_events = std::mem::take(&mut s.dropped_unreported);
+                    return pb::EventBatch {
+                        events,
+                        dropped_events,
+                    };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Frees every event up to `sequence`.
+    pub fn ack(&self, sequence: u64) {
+        let mut s = self.state.lock();
+        if sequence <= s.acked {
+            return;
+        }
+        s.acked = sequence;
+        while s.events.front().is_some_and(|e| e.sequence <= sequence) {
+            s.events.pop_front();
+        }
+        drop(s);
+        self.acked.notify_waiters();
+    }
+
+    /// A new stream starts: everything unacked is sent again.
+    pub fn rewind(&self) {
+        let mut s = self.state.lock();
+        s.sent = s.acked;
+    }
+
+    /// Waits until `sequence` is acked, up to `timeout`. Returns whether it was.
+    pub async fn wait_acked(&self, sequence: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.acked.notified();
+            if self.state.lock().acked >= sequence {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.state.lock().acked >= sequence;
+            }
+        }
+    }
+
+    /// Events queued (unacked).
+    pub fn depth(&self) -> usize {
+        self.state.lock().events.len()
+    }
+
+    /// Events dropped since start.
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().dropped_total
+    }
+
+    /// Counters since start: (queued, sent including resends, acked sequence, dropped).
+    pub fn counters(&self) -> (u64, u64, u64, u64) {
+        let s = self.state.lock();
+        (s.queued_total, s.sent_total, s.acked, s.dropped_total)
+    }
+}
+
+/// A plugin's declared interest and its queue.
+pub struct Subscriber {
+    /// The plugin's alias.
+    pub alias: String,
+    /// Bit `k` set when the plugin wants event kind `k`.
+    pub kinds: u32,
+    /// Topic filters restricting message events; empty means all.
+    pub topic_filters: Vec<String>,
+    /// Whether message events carry payloads.
+    pub payloads: bool,
+    /// Largest batch.
+    pub max_batch: usize,
+    /// The queue.
+    pub queue: Arc<EventQueue>,
+    /// Lifecycle wait bound.
+    pub lifecycle_timeout: Duration,
+}
+
+/// Every plugin that asked for events.
+#[derive(Default)]
+pub struct EventHub {
+    subscribers: Vec<Subscriber>,
+    /// Union of every subscriber's kinds: one test tells a producer nobody listens.
+    any: u32,
+}
+
+fn bit(kind: pb::EventKind) -> u32 {
+    1u32 << (kind as u32)
+}
+
+fn is_message_kind(kind: pb::EventKind) -> bool {
+    matches!(
+        kind,
+        pb::EventKind::MessageReceived
+            | pb::EventKind::MessageBroadcast
+            | pb::EventKind::RetainedMessage
+    )
+}
+
+impl EventHub {
+    /// A hub over `subscribers`.
+    pub fn new(subscribers: Vec<Subscriber>) -> Self {
+        let any = subscribers.iter().fold(0, |acc, s| acc | s.kinds);
+        Self { subscribers, any }
+    }
+
+    /// The subscribers.
+    pub fn subscribers(&self) -> &[Subscriber] {
+        &self.subscribers
+    }
+
+    /// Whether any plugin wants any event.
+    pub fn any(&self) -> bool {
+        self.any != 0
+    }
+
+    /// Whether any plugin wants `kind`: producers check this before building anything.
+    pub fn wants(&self, kind: pb::EventKind) -> bool {
+        self.any & bit(kind) != 0
+    }
+
+    /// Queues an event of `kind` for every plugin that wants it (and, for message
+    /// events, whose topic filters match `topic`). `build(payloads)` makes the event's
+    /// body; it is called at most twice (with and without payload).
+    pub async fn emit(
+        &self,
+        kind: pb::EventKind,
+        client: Option<&pb::ClientRef>,
+        topic: Option<&str>,
+        build: impl Fn(bool) -> pb::event::Kind,
+    ) {
+        if !self.wants(kind) {
+            return;
+        }
+        let timestamp = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
+        for s in &self.subscribers {
+            if s.kinds & bit(kind) == 0 {
+                continue;
+            }
+            if is_message_kind(kind)
+                && !s.topic_filters.is_empty()
+                && !topic.is_some_and(|t| {
+                    s.topic_filters
+                        .iter()
+                        .any(|f| crate::router::topic::matches(f, t))
+                })
+            {
+                continue;
+            }
+            let event = pb::Event {
+                sequence: 0,
+                timestamp,
+                client: client.cloned(),
+                traceparent: String::new(),
+                kind: Some(build(s.payloads)),
+            };
+            s.queue.push(event).await;
+        }
+    }
+
+    /// Emits a lifecycle event and waits (bounded per plugin) until each plugin that
+    /// wanted it has acked it.
+    pub async fn emit_and_wait(
+        &self,
+        kind: pb::EventKind,
+        build: impl Fn(bool) -> pb::event::Kind,
+    ) {
+        if !self.wants(kind) {
+            return;
+        }
+        for s in &self.subscribers {
+            if s.kinds & bit(kind) == 0 {
+                continue;
+            }
+            let event = pb::Event {
+                sequence: 0,
+                timestamp: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+                client: None,
+                traceparent: String::new(),
+                kind: Some(build(s.payloads)),
+            };
+            let seq = s.queue.push(event).await;
+            if !s.queue.wait_acked(seq, s.lifecycle_timeout).await {
+                tracing::warn!(plugin = %s.alias, ?kind, timeout = ?s.lifecycle_timeout, "lifecycle event not acked in time; going on");
+            }
+        }
+    }
+}
+
+/// Keeps a plugin's `Events` stream open on an up replica, sending batches from its
+/// queue and applying its acks; after any stream failure it reconnects (with backoff)
+/// and sends everything unacked again.
+pub async fn drive(
+    plugin: Arc<super::Plugin>,
+    queue: Arc<EventQueue>,
+    max_batch: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let Some(mut client) = plugin.up_client() else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::EventBatch>(4);
+        queue.rewind();
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = client.events(tokio_stream::wrappers::ReceiverStream::new(rx)) => r,
+        };
+        let mut acks = match opened {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                tracing::warn!(plugin = %plugin.alias, code = ?status.code(), "cannot open the Events stream; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        tracing::debug!(plugin = %plugin.alias, "Events stream open");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                batch = queue.next_batch(max_batch) => {
+                    if tx.send(batch).await.is_err() {
+                        break;
+                    }
+                }
+                ack = acks.message() => match ack {
+                    Ok(Some(a)) => queue.ack(a.acked_sequence),
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        tracing::info!(plugin = %plugin.alias, unacked = queue.depth(), "Events stream closed; reconnecting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev() -> pb::Event {
+        pb::Event::default()
+    }
+
+    #[tokio::test]
+    async fn sequences_batches_acks_and_resend() {
+        let q = EventQueue::new(10, Overflow::DropOldest);
+        for _ in 0..5 {
+            q.push(ev()).await;
+        }
+        let b = q.next_batch(3).await;
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let b = q.next_batch(10).await;
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [4, 5]
+        );
+        q.ack(2);
+        assert_eq!(q.depth(), 3);
+        // A new stream: 3, 4, 5 are sent again with their sequences.
+        q.rewind();
+        let b = q.next_batch(10).await;
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        q.ack(5);
+        assert_eq!(q.depth(), 0);
+        q.ack(1);
+        assert_eq!(q.depth(), 0, "an older ack is ignored");
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_counts_and_reports_drops() {
+        let q = EventQueue::new(3, Overflow::DropOldest);
+        for _ in 0..5 {
+            q.push(ev()).await;
+        }
+        assert_eq!(q.dropped(), 2);
+        let b = q.next_batch(10).await;
+        assert_eq!(b.dropped_events, 2);
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        // Sent but unacked events still count: a sixth event drops the oldest, 3.
+        q.push(ev()).await;
+        let b = q.next_batch(10).await;
+        assert_eq!(b.dropped_events, 1);
+        assert_eq!(b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [6]);
+        q.ack(6);
+        q.push(ev()).await;
+        assert_eq!(q.next_batch(10).await.dropped_events, 0);
+    }
+
+    #[tokio::test]
+    async fn backpressure_waits_for_acks() {
+        let q = Arc::new(EventQueue::new(2, Overflow::Backpressure));
+        q.push(ev()).await;
+        q.push(ev()).await;
+        let mut producer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(ev()).await })
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut producer)
+                .await
+                .is_err(),
+            "a full queue makes the producer wait"
+        );
+        q.ack(1);
+        assert_eq!(producer.await.unwrap(), 3);
+        assert_eq!(q.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn wait_acked_is_bounded() {
+        let q = EventQueue::new(2, Overflow::DropOldest);
+        let seq = q.push(ev()).await;
+        assert!(!q.wait_acked(seq, Duration::from_millis(20)).await);
+        q.ack(seq);
+        assert!(q.wait_acked(seq, Duration::from_millis(20)).await);
+    }
+}
