@@ -11,7 +11,8 @@ fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        // A line being written as we read is incomplete: skip what does not parse yet.
+        .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 

@@ -356,7 +356,7 @@ pub async fn drive(
         if shutdown.is_cancelled() {
             return;
         }
-        let Some(mut client) = plugin.up_client() else {
+        let Some((replica, mut client)) = plugin.up_replica() else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
@@ -374,6 +374,7 @@ pub async fn drive(
             Ok(r) => r.into_inner(),
             Err(status) => {
                 tracing::warn!(plugin = %plugin.alias, code = ?status.code(), "cannot open the Events stream; retrying");
+                plugin.stream_lost(&replica);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -399,6 +400,7 @@ pub async fn drive(
             }
         }
         tracing::info!(plugin = %plugin.alias, unacked = queue.depth(), "Events stream closed; reconnecting");
+        plugin.stream_lost(&replica);
     }
 }
 

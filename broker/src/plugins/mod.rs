@@ -218,11 +218,14 @@ impl PluginHost {
         let mut plugins = BTreeMap::new();
         for (alias, pc) in &config.plugins {
             if let Some(command) = &pc.command {
+                // Not tied to the shutdown signal: plugin processes outlive it until
+                // `stop`, so they still receive the disconnections and
+                // broker_post_shutdown.
                 started.push(supervisor::Supervisor::spawn(
                     alias,
                     command,
                     &pc.endpoint,
-                    shutdown.child_token(),
+                    CancellationToken::new(),
                 )?);
             }
             let plugin = Arc::new(Plugin::new(

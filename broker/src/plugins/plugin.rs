@@ -82,7 +82,7 @@ pub struct RpcStats {
 }
 
 /// A replica: one address serving the plugin.
-struct Replica {
+pub(crate) struct Replica {
     label: String,
     target: Target,
     client: RwLock<Client>,
@@ -554,9 +554,18 @@ impl Plugin {
         })
     }
 
-    /// A client on an up replica, for the `Events` stream.
-    pub(super) fn up_client(&self) -> Option<Client> {
-        self.pick(None).map(|r| r.client.read().clone())
+    /// An up replica and a client on it, for the `Events` stream.
+    pub(crate) fn up_replica(&self) -> Option<(Arc<Replica>, Client)> {
+        self.pick(None).map(|r| {
+            let client = r.client.read().clone();
+            (r, client)
+        })
+    }
+
+    /// The `Events` stream on `replica` failed: its connection is gone, so it is marked
+    /// down and probed (and described again) like after a failed call.
+    pub(crate) fn stream_lost(self: &Arc<Self>, replica: &Arc<Replica>) {
+        self.mark_down(replica, "Events stream lost");
     }
 
     /// The next replica that is up, round robin.

@@ -47,8 +47,11 @@ impl EventHandler for Logger {
             "username": event.client.as_ref().and_then(|c| c.username.clone()),
             "detail": format!("{:?}", event.data),
         });
+        // One write per line: a line is never split, even if the process is killed.
+        let mut text = line.to_string();
+        text.push('\n');
         let mut out = self.out.lock().expect("lock");
-        writeln!(out, "{line}")?;
+        out.write_all(text.as_bytes())?;
         out.flush()?;
         self.last.store(event.sequence, Ordering::SeqCst);
         Ok(())
