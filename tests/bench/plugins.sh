@@ -26,10 +26,12 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 if [[ $BUILD == 1 ]]; then
-    (cd "$REPO" && cargo build --release -p tandem-broker -p tandem-tests -p tandem-policy --bins)
+    (cd "$REPO" && cargo build --release -p tandem-broker -p tandem-tests -p tandem-policy -p tandem-event-logger --bins)
 fi
 POLICY=$TARGET/release/tandem-policy
+LOGGER=$TARGET/release/tandem-event-logger
 [[ -x $POLICY ]] || { echo "plugins.sh: no $POLICY (build it)" >&2; exit 1; }
+[[ -x $LOGGER ]] || { echo "plugins.sh: no $LOGGER (build it)" >&2; exit 1; }
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/tandem-plugins-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -60,10 +62,19 @@ variant none none 0
 variant topic-cached topic 60000
 variant topic-uncached topic 0
 variant auth auth 0
+# A plugin receiving every message_received event (written to /dev/null).
+cat >"$OUT/events.yaml" <<EOF
+listeners: { default: { type: tcp, bind: 127.0.0.1:$PORT } }
+mqtt: { max_queued_messages: 10000000 }
+plugins:
+  log:
+    endpoint: unix://$OUT/log.sock
+    command: [$LOGGER, --kinds, message_received, --output, /dev/null]
+EOF
 
 : >"$OUT/results.jsonl"
 for ((rep = 1; rep <= REPS; rep++)); do
-    for v in none topic-cached topic-uncached; do
+    for v in none topic-cached topic-uncached events; do
         TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-$rep \
             "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
             --duration "$DURATION" --scenarios fan-in-qos0,fan-in-qos1,pairs-qos1 >/dev/null 2>"$OUT/$v-$rep.log" \
@@ -95,11 +106,11 @@ def k(x):
     return "-" if x is None else f"{x/1e6:.2f}M" if x >= 1e6 else f"{x/1e3:.1f}k"
 def r(a, b):
     return "-" if not a or not b else f"{a/b:.2f}"
-print("| scenario | no plugin | TopicFilter, cached | ratio | TopicFilter, no cache | ratio |")
-print("|---|---|---|---|---|---|")
+print("| scenario | no plugin | TopicFilter, cached | ratio | TopicFilter, no cache | ratio | message_received events | ratio |")
+print("|---|---|---|---|---|---|---|---|")
 for bench, name in [("fan-in-qos0", "fan-in QoS 0, msg/s"), ("fan-in-qos1", "fan-in QoS 1, msg/s"), ("pairs-qos1", "pairs QoS 1, msg/s")]:
-    n, c, u = med(bench, "none"), med(bench, "topic-cached"), med(bench, "topic-uncached")
-    print(f"| {name} | {k(n)} | {k(c)} | {r(c, n)} | {k(u)} | {r(u, n)} |")
+    n, c, u, e = med(bench, "none"), med(bench, "topic-cached"), med(bench, "topic-uncached"), med(bench, "events")
+    print(f"| {name} | {k(n)} | {k(c)} | {r(c, n)} | {k(u)} | {r(u, n)} | {k(e)} | {r(e, n)} |")
 print()
 print("| scenario | no plugin | Authenticate plugin | ratio |")
 print("|---|---|---|---|")

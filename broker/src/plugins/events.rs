@@ -52,10 +52,26 @@ impl Default for EventsConfig {
     }
 }
 
+/// An event as queued: its client is shared with every other event of the connection
+/// and is only copied into the event when the event is actually sent, so events that
+/// are dropped on overflow cost no copy of it.
+struct Queued {
+    event: pb::Event,
+    client: Option<Arc<pb::ClientRef>>,
+}
+
+impl Queued {
+    fn to_pb(&self) -> pb::Event {
+        let mut event = self.event.clone();
+        event.client = self.client.as_deref().cloned();
+        event
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Unacked events, oldest first; sequences increase by one.
-    events: VecDeque<pb::Event>,
+    events: VecDeque<Arc<Queued>>,
     /// Sequence of the next event pushed.
     next_seq: u64,
     /// Highest sequence acked.
@@ -100,7 +116,13 @@ impl EventQueue {
 
     /// Queues an event, giving it the next sequence; returns that sequence. With
     /// `backpressure` and a full queue this waits for acks to make room.
-    pub async fn push(&self, mut event: pb::Event) -> u64 {
+    pub async fn push(&self, event: pb::Event) -> u64 {
+        self.push_for(event, None).await
+    }
+
+    /// [`push`](Self::push) for an event about `client`.
+    pub async fn push_for(&self, mut event: pb::Event, client: Option<Arc<pb::ClientRef>>) -> u64 {
+        let mut client = client;
         loop {
             let notified = self.acked.notified();
             // The lock is taken and released in this block, never across the await.
@@ -118,7 +140,10 @@ impl EventQueue {
                     s.next_seq += 1;
                     event.sequence = seq;
                     s.queued_total += 1;
-                    s.events.push_back(std::mem::take(&mut event));
+                    s.events.push_back(Arc::new(Queued {
+                        event: std::mem::take(&mut event),
+                        client: client.take(),
+                    }));
                     Some(seq)
                 }
             };
@@ -140,20 +165,22 @@ impl EventQueue {
             {
                 let mut s = self.state.lock();
                 let sent = s.sent;
-                let start = s.events.partition_point(|e| e.sequence <= sent);
+                let start = s.events.partition_point(|e| e.event.sequence <= sent);
                 if start < s.events.len() {
-                    let events: Vec<pb::Event> = s
+                    // Only reference counts under the lock; the copies are made after.
+                    let queued: Vec<Arc<Queued>> = s
                         .events
                         .iter()
                         .skip(start)
                         .take(max.max(1))
                         .cloned()
                         .collect();
-                    s.sent = events.last().map_or(sent, |e| e.sequence);
-                    s.sent_total += events.len() as u64;
+                    s.sent = queued.last().map_or(sent, |e| e.event.sequence);
+                    s.sent_total += queued.len() as u64;
                     let dropped_events = std::mem::take(&mut s.dropped_unreported);
+                    drop(s);
                     return pb::EventBatch {
-                        events,
+                        events: queued.iter().map(|q| q.to_pb()).collect(),
                         dropped_events,
                     };
                 }
@@ -169,7 +196,11 @@ impl EventQueue {
             return;
         }
         s.acked = sequence;
-        while s.events.front().is_some_and(|e| e.sequence <= sequence) {
+        while s
+            .events
+            .front()
+            .is_some_and(|e| e.event.sequence <= sequence)
+        {
             s.events.pop_front();
         }
         drop(s);
@@ -280,7 +311,7 @@ impl EventHub {
     pub async fn emit(
         &self,
         kind: pb::EventKind,
-        client: Option<&pb::ClientRef>,
+        client: Option<&Arc<pb::ClientRef>>,
         topic: Option<&str>,
         build: impl Fn(bool) -> pb::event::Kind,
     ) {
@@ -305,11 +336,11 @@ impl EventHub {
             let event = pb::Event {
                 sequence: 0,
                 timestamp,
-                client: client.cloned(),
+                client: None,
                 traceparent: String::new(),
                 kind: Some(build(s.payloads)),
             };
-            s.queue.push(event).await;
+            s.queue.push_for(event, client.cloned()).await;
         }
     }
 
@@ -484,6 +515,49 @@ mod tests {
         q.ack(1);
         assert_eq!(producer.await.unwrap(), 3);
         assert_eq!(q.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn hub_sends_only_wanted_kinds_and_matching_topics() {
+        let queue = Arc::new(EventQueue::new(10, Overflow::DropOldest));
+        let hub = EventHub::new(vec![Subscriber {
+            alias: "p".into(),
+            kinds: bit(pb::EventKind::MessageReceived),
+            topic_filters: vec!["a/#".into()],
+            payloads: false,
+            max_batch: 10,
+            queue: queue.clone(),
+            lifecycle_timeout: Duration::from_secs(1),
+        }]);
+        assert!(hub.any() && hub.wants(pb::EventKind::MessageReceived));
+        assert!(!hub.wants(pb::EventKind::ClientConnected));
+        let body = |payloads: bool| {
+            assert!(!payloads, "the plugin did not ask for payloads");
+            pb::event::Kind::MessageReceived(pb::MessageReceived::default())
+        };
+        hub.emit(pb::EventKind::ClientConnected, None, None, body)
+            .await;
+        hub.emit(pb::EventKind::MessageReceived, None, Some("b/x"), body)
+            .await;
+        assert_eq!(
+            queue.depth(),
+            0,
+            "unwanted kind and unmatched topic are not queued"
+        );
+        let client = Arc::new(pb::ClientRef {
+            client_id: "c".into(),
+            ..Default::default()
+        });
+        hub.emit(
+            pb::EventKind::MessageReceived,
+            Some(&client),
+            Some("a/x"),
+            body,
+        )
+        .await;
+        let batch = queue.next_batch(10).await;
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.events[0].client.as_ref().unwrap().client_id, "c");
     }
 
     #[tokio::test]

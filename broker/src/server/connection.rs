@@ -351,14 +351,16 @@ impl Connected {
         };
         state.mailbox.set_online(true);
 
-        let event_client = broker.plugins.events.any().then(|| pb::ClientRef {
-            client_id: client_id.to_string(),
-            username: connect
-                .username
-                .as_ref()
-                .map(|u| u.to_string())
-                .unwrap_or_default(),
-            attributes: attributes.clone(),
+        let event_client = broker.plugins.events.any().then(|| {
+            Arc::new(pb::ClientRef {
+                client_id: client_id.to_string(),
+                username: connect
+                    .username
+                    .as_ref()
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+                attributes: attributes.clone(),
+            })
         });
         let mut conn = Connection {
             event_client,
@@ -459,7 +461,7 @@ struct Connection {
     /// The session's decision cache and identity; `None` without a topic-check chain.
     checks: Option<TopicChecks>,
     /// The client as events name it; `None` when no plugin wants events.
-    event_client: Option<pb::ClientRef>,
+    event_client: Option<Arc<pb::ClientRef>>,
     max_packet_size: usize,
     max_inflight: usize,
     /// Traffic not yet added to the shared counters.
