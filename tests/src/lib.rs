@@ -121,8 +121,9 @@ impl Tandem {
             logs,
             dir,
         };
+        // Start-up includes starting and describing every plugin: allow for a busy machine.
         let line = tandem
-            .wait_log("listening listener=default", DEADLINE)
+            .wait_log("listening listener=default", 3 * DEADLINE)
             .unwrap_or_else(|| {
                 panic!(
                     "tandem did not start listening; exit: {:?}; logs:\n{}",

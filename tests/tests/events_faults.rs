@@ -189,3 +189,60 @@ async fn backpressure_slows_publishers_and_loses_nothing() {
         "nothing lost"
     );
 }
+
+#[tokio::test]
+async fn a_stalled_backpressure_plugin_does_not_hold_shutdown_hostage() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix://{}/log.sock", dir.path().display());
+    let logger = PluginProcess::start(
+        &event_logger_bin(),
+        &[
+            "--kinds",
+            "message_received,broker_pre_shutdown,broker_post_shutdown",
+            "--output",
+            "/dev/null",
+        ],
+        &sock,
+    );
+    let mut broker = Tandem::start(&format!(
+        "shutdown_timeout: 2s\nplugins:\n  log:\n    endpoint: {sock}\n    events: {{ queue: 1, overflow: backpressure, lifecycle_timeout: 1s }}\n"
+    ));
+    let mut p = RawClient::connect(broker.addr, "pub").await;
+    Command::new("kill")
+        .args(["-STOP", &logger.pid().to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..3 {
+        p.send(&tandem_broker::protocol::Packet::Publish(
+            tandem_broker::protocol::Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: "stuck/x".into(),
+                pkid: 0,
+                payload: "x".into(),
+                properties: None,
+            },
+        ))
+        .await;
+    }
+    p.send(&tandem_broker::protocol::Packet::PingReq).await;
+    // The publisher's connection is waiting for room in the queue: no PINGRESP.
+    assert!(matches!(
+        p.recv_within(Duration::from_millis(500)).await,
+        Recv::Nothing
+    ));
+    let started = Instant::now();
+    let status = broker
+        .terminate(Duration::from_secs(15))
+        .expect("the broker exits");
+    eprintln!(
+        "shutdown with a stalled backpressure plugin took {:?}",
+        started.elapsed()
+    );
+    assert!(status.success());
+    Command::new("kill")
+        .args(["-CONT", &logger.pid().to_string()])
+        .status()
+        .unwrap();
+}

@@ -365,7 +365,13 @@ impl EventHub {
                 traceparent: String::new(),
                 kind: Some(build(s.payloads)),
             };
-            let seq = s.queue.push(event).await;
+            // Bounded even with `backpressure` and a stalled plugin: lifecycle events
+            // never hold the broker's start or exit hostage.
+            let Ok(seq) = tokio::time::timeout(s.lifecycle_timeout, s.queue.push(event)).await
+            else {
+                tracing::warn!(plugin = %s.alias, ?kind, "event queue full; lifecycle event not queued");
+                continue;
+            };
             if !s.queue.wait_acked(seq, s.lifecycle_timeout).await {
                 tracing::warn!(plugin = %s.alias, ?kind, timeout = ?s.lifecycle_timeout, "lifecycle event not acked in time; going on");
             }

@@ -175,15 +175,17 @@ impl Server {
             ));
         }
         shutdown.cancelled().await;
-        events
-            .emit(pb::EventKind::BrokerPreShutdown, None, None, |_| {
-                pb::event::Kind::BrokerPreShutdown(pb::BrokerPreShutdown {
-                    reason: "signal".into(),
-                })
-            })
-            .await;
-        tracker.close();
         let timeout = self.broker.config.shutdown_timeout;
+        // Bounded: a `backpressure` queue of a stalled plugin must not stop the shutdown.
+        let pre_shutdown = events.emit(pb::EventKind::BrokerPreShutdown, None, None, |_| {
+            pb::event::Kind::BrokerPreShutdown(pb::BrokerPreShutdown {
+                reason: "signal".into(),
+            })
+        });
+        if tokio::time::timeout(timeout, pre_shutdown).await.is_err() {
+            warn!("broker_pre_shutdown could not be queued in time; shutting down anyway");
+        }
+        tracker.close();
         info!(?timeout, "shutting down: closing connections");
         if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
             warn!(
