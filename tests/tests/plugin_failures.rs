@@ -160,7 +160,7 @@ async fn on_error_allow_fails_open_loudly_and_counts() {
 }
 
 #[tokio::test]
-async fn deny_counters_are_published() {
+async fn plugin_call_counters_are_published() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, _d) = start(
         &[

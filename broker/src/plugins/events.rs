@@ -254,8 +254,6 @@ pub struct Subscriber {
     pub topic_filters: Vec<String>,
     /// Whether message events carry payloads.
     pub payloads: bool,
-    /// Largest batch.
-    pub max_batch: usize,
     /// The queue.
     pub queue: Arc<EventQueue>,
     /// Lifecycle wait bound.
@@ -531,7 +529,6 @@ mod tests {
             kinds: bit(pb::EventKind::MessageReceived),
             topic_filters: vec!["a/#".into()],
             payloads: false,
-            max_batch: 10,
             queue: queue.clone(),
             lifecycle_timeout: Duration::from_secs(1),
         }]);

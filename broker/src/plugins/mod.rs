@@ -309,7 +309,6 @@ impl PluginHost {
                     .fold(0, |acc, k| acc | (1u32 << (*k as u32))),
                 topic_filters: described.message_topic_filters.clone(),
                 payloads: described.want_message_payloads,
-                max_batch,
                 queue,
                 lifecycle_timeout: p.config.events.lifecycle_timeout,
             });

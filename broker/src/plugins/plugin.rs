@@ -474,7 +474,6 @@ impl Plugin {
                     replica
                         .consecutive_errors
                         .store(probation, Ordering::Release);
-                    replica.up.store(true, Ordering::Release);
                     info!(
                         plugin = %self.alias,
                         replica = %replica.label,
@@ -483,7 +482,10 @@ impl Plugin {
                         roles = ?described.roles,
                         "plugin described; replica up"
                     );
+                    // The description is stored before the replica counts as up: start-up
+                    // checks the roles as soon as it sees a replica up.
                     *self.described.write() = Some(described);
+                    replica.up.store(true, Ordering::Release);
                     return;
                 }
                 Err(cause) => {

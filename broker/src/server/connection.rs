@@ -615,8 +615,14 @@ impl Connection {
                         qos: p.qos,
                         retain: p.retain,
                     });
-                    let matched = self.broker.router.publish(message.clone());
-                    self.emit_routed(&message, matched).await;
+                    // The message is kept for events only when a plugin wants them: no
+                    // extra reference count on the hot path otherwise.
+                    if self.broker.plugins.events.any() {
+                        let matched = self.broker.router.publish(message.clone());
+                        self.emit_routed(&message, matched).await;
+                    } else {
+                        self.broker.router.publish(message);
+                    }
                 }
             }
             Packet::PubAck(a) => {
