@@ -254,6 +254,8 @@ pub struct Subscriber {
     pub topic_filters: Vec<String>,
     /// Whether message events carry payloads.
     pub payloads: bool,
+    /// Whether packet events carry the packet's raw bytes.
+    pub raw_packets: bool,
     /// The queue.
     pub queue: Arc<EventQueue>,
     /// Lifecycle wait bound.
@@ -270,6 +272,13 @@ pub struct EventHub {
 
 fn bit(kind: pb::EventKind) -> u32 {
     1u32 << (kind as u32)
+}
+
+fn is_packet_kind(kind: pb::EventKind) -> bool {
+    matches!(
+        kind,
+        pb::EventKind::MqttPacketReceived | pb::EventKind::MqttPacketSent
+    )
 }
 
 fn is_message_kind(kind: pb::EventKind) -> bool {
@@ -304,8 +313,10 @@ impl EventHub {
     }
 
     /// Queues an event of `kind` for every plugin that wants it (and, for message
-    /// events, whose topic filters match `topic`). `build(payloads)` makes the event's
-    /// body; it is called at most twice (with and without payload).
+    /// events, whose topic filters match `topic`). `build(bytes)` makes the event's
+    /// body, with the bulk bytes the plugin asked for (`bytes` is its
+    /// `want_message_payloads` for message events, `want_raw_packets` for packet
+    /// events).
     pub async fn emit(
         &self,
         kind: pb::EventKind,
@@ -336,7 +347,11 @@ impl EventHub {
                 timestamp,
                 client: None,
                 traceparent: String::new(),
-                kind: Some(build(s.payloads)),
+                kind: Some(build(if is_packet_kind(kind) {
+                    s.raw_packets
+                } else {
+                    s.payloads
+                })),
             };
             s.queue.push_for(event, client.cloned()).await;
         }
@@ -529,6 +544,7 @@ mod tests {
             kinds: bit(pb::EventKind::MessageReceived),
             topic_filters: vec!["a/#".into()],
             payloads: false,
+            raw_packets: false,
             queue: queue.clone(),
             lifecycle_timeout: Duration::from_secs(1),
         }]);

@@ -309,6 +309,7 @@ impl PluginHost {
                     .fold(0, |acc, k| acc | (1u32 << (*k as u32))),
                 topic_filters: described.message_topic_filters.clone(),
                 payloads: described.want_message_payloads,
+                raw_packets: described.want_raw_packets,
                 queue,
                 lifecycle_timeout: p.config.events.lifecycle_timeout,
             });

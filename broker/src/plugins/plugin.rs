@@ -59,6 +59,8 @@ pub struct Described {
     pub message_topic_filters: Vec<String>,
     /// Whether message events carry payloads.
     pub want_message_payloads: bool,
+    /// Whether packet events carry the packet's raw bytes.
+    pub want_raw_packets: bool,
     /// Largest batch it wants (0: the broker chooses).
     pub max_events_per_batch: u32,
 }
@@ -550,6 +552,7 @@ impl Plugin {
                 .collect(),
             message_topic_filters: resp.message_topic_filters,
             want_message_payloads: resp.want_message_payloads,
+            want_raw_packets: resp.want_raw_packets,
             max_events_per_batch: resp.max_events_per_batch,
             name: resp.name,
             version: resp.version,

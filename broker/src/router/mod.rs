@@ -24,7 +24,7 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use crate::protocol::QoS;
-use crate::session::{Mailbox, SessionId};
+use crate::session::{Mailbox, Offer, SessionId};
 use crate::stats::Stats;
 use retained::RetainedStore;
 use tree::SubscriptionTree;
@@ -123,6 +123,21 @@ impl Router {
     /// subscriptions granted, capped by the message's QoS. Returns the number of
     /// sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> usize {
+        self.route(message, |_| {})
+    }
+
+    /// [`publish`](Self::publish), also calling `queued_offline` with the client id of
+    /// every offline persistent session the message was queued for (for the
+    /// `retained_message` QUEUED event).
+    pub fn publish_noting_offline(
+        &self,
+        message: Arc<Message>,
+        queued_offline: impl FnMut(&ByteString),
+    ) -> usize {
+        self.route(message, queued_offline)
+    }
+
+    fn route(&self, message: Arc<Message>, mut queued_offline: impl FnMut(&ByteString)) -> usize {
         if message.retain {
             self.retained.write().apply(&message);
         }
@@ -142,10 +157,14 @@ impl Router {
                 qos,
                 retain: false,
             };
-            if sub.mailbox.offer(delivery) {
-                queued += 1;
-            } else {
-                self.stats.add_dropped(1);
+            match sub.mailbox.offer(delivery) {
+                Offer::Queued => queued += 1,
+                Offer::QueuedOffline => {
+                    queued += 1;
+                    queued_offline(sub.mailbox.client_id());
+                }
+                Offer::Skipped => queued += 1,
+                Offer::Dropped => self.stats.add_dropped(1),
             }
         }
         queued

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tandem_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,7 +31,7 @@ use crate::protocol::{
 };
 use crate::router::{Delivery, Message, Subscriber, topic};
 use crate::session::registry::Claim;
-use crate::session::{OutState, SessionState};
+use crate::session::{Offer, OutState, SessionState};
 
 /// Encoded bytes past which a turn stops draining the queue and writes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -69,14 +69,25 @@ enum ConnectError {
 }
 
 /// Reads bytes until a whole CONNECT is decoded.
+///
+/// With `keep_frame`, the CONNECT's wire bytes are returned too (for packet events);
+/// otherwise the returned bytes are empty.
 async fn read_connect(
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
     max_packet_size: usize,
-) -> Result<Connect, ConnectError> {
+    keep_frame: bool,
+) -> Result<(Connect, Bytes), ConnectError> {
     loop {
+        let frame = match keep_frame {
+            true => match protocol::check(buf, max_packet_size) {
+                Ok(Some(h)) => Bytes::copy_from_slice(&buf[..h.frame_len()]),
+                _ => Bytes::new(),
+            },
+            false => Bytes::new(),
+        };
         match protocol::decode_connect(buf, max_packet_size) {
-            Ok(Some(connect)) => return Ok(connect),
+            Ok(Some(connect)) => return Ok((connect, frame)),
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e)),
         }
@@ -125,10 +136,10 @@ pub(crate) async fn refuse_over_limit(stream: TcpStream, max_packet_size: usize)
     let mut buf = BytesMut::with_capacity(256);
     let read = tokio::time::timeout(
         Duration::from_secs(2),
-        read_connect(&mut rd, &mut buf, max_packet_size),
+        read_connect(&mut rd, &mut buf, max_packet_size, false),
     )
     .await;
-    if let Ok(Ok(connect)) = read {
+    if let Ok(Ok((connect, _))) = read {
         refuse(&mut wr, connect.protocol, ConnectReason::ServerUnavailable).await;
     }
 }
@@ -146,13 +157,17 @@ pub(crate) async fn serve(
     let mut rbuf = BytesMut::with_capacity(4096);
     let mqtt = &broker.config.mqtt;
 
-    let connect = match tokio::time::timeout(
+    let packet_events = broker
+        .plugins
+        .events
+        .wants(pb::EventKind::MqttPacketReceived);
+    let (connect, connect_frame) = match tokio::time::timeout(
         mqtt.connect_timeout,
-        read_connect(&mut rd, &mut rbuf, mqtt.max_packet_size),
+        read_connect(&mut rd, &mut rbuf, mqtt.max_packet_size, packet_events),
     )
     .await
     {
-        Ok(Ok(connect)) => connect,
+        Ok(Ok(read)) => read,
         Ok(Err(ConnectError::Protocol(protocol::Error::UnsupportedProtocolLevel(level)))) => {
             broker.stats.protocol_error();
             info!(%peer, level, "refusing unsupported protocol level");
@@ -204,6 +219,7 @@ pub(crate) async fn serve(
         wr,
         rbuf,
         connect,
+        connect_frame,
         client_id,
         peer,
         listener,
@@ -233,30 +249,73 @@ fn pb_message(
     }
 }
 
-/// The decoded header fields of a packet, for packet events.
-fn packet_header(packet: &Packet, size: u32) -> pb::MqttPacket {
-    let (packet_id, topic, qos, retain, dup) = match packet {
-        Packet::Publish(p) => (p.pkid, p.topic.to_string(), p.qos as u32, p.retain, p.dup),
-        Packet::PubAck(a) => (a.pkid, String::new(), 0, false, false),
-        Packet::PubRec(a) => (a.pkid, String::new(), 0, false, false),
-        Packet::PubRel(a) => (a.pkid, String::new(), 0, false, false),
-        Packet::PubComp(a) => (a.pkid, String::new(), 0, false, false),
-        Packet::Subscribe(s) => (s.pkid, String::new(), 0, false, false),
-        Packet::Unsubscribe(u) => (u.pkid, String::new(), 0, false, false),
-        _ => (0, String::new(), 0, false, false),
+/// The decoded header fields of a packet, for packet events. `frame` is the whole packet
+/// as on the wire; it is copied into the event only for plugins that asked for raw bytes.
+fn packet_header(packet: &Packet, frame: &[u8]) -> pb::MqttPacket {
+    let (packet_id, topic, qos, retain, dup, reason_code) = match packet {
+        Packet::Publish(p) => (
+            p.pkid,
+            p.topic.to_string(),
+            p.qos as u32,
+            p.retain,
+            p.dup,
+            0,
+        ),
+        Packet::ConnAck(c) => (0, String::new(), 0, false, false, c.reason.v4_code()),
+        Packet::PubAck(a) => (a.pkid, String::new(), 0, false, false, 0),
+        Packet::PubRec(a) => (a.pkid, String::new(), 0, false, false, 0),
+        Packet::PubRel(a) => (a.pkid, String::new(), 0, false, false, 0),
+        Packet::PubComp(a) => (a.pkid, String::new(), 0, false, false, 0),
+        Packet::Subscribe(s) => (s.pkid, String::new(), 0, false, false, 0),
+        Packet::SubAck(s) => (s.pkid, String::new(), 0, false, false, 0),
+        Packet::Unsubscribe(u) => (u.pkid, String::new(), 0, false, false, 0),
+        Packet::UnsubAck(u) => (u.pkid, String::new(), 0, false, false, 0),
+        _ => (0, String::new(), 0, false, false, 0),
     };
     pb::MqttPacket {
         packet_type: packet.packet_type() as i32,
-        flags: 0,
-        size,
+        flags: u32::from(frame.first().copied().unwrap_or(0) & 0x0F),
+        size: frame.len() as u32,
         packet_id: u32::from(packet_id),
         topic,
         qos,
         retain,
         dup,
-        reason_code: 0,
+        reason_code: u32::from(reason_code),
         raw: Vec::new(),
     }
+}
+
+/// A packet event's body, with the raw bytes for plugins that asked for them.
+fn with_raw(header: &pb::MqttPacket, frame: &[u8], raw: bool) -> pb::MqttPacket {
+    let mut packet = header.clone();
+    if raw {
+        packet.raw = frame.to_vec();
+    }
+    packet
+}
+
+/// Every whole packet in `buf` (bytes the broker is about to write), decoded back with
+/// the broker's own codec: what packet events report as sent is what goes on the wire,
+/// whichever code path wrote it. Only called when a plugin wants `MQTT_PACKET_SENT`.
+fn written_packets(buf: &[u8], version: ProtocolVersion) -> Vec<(pb::MqttPacket, Bytes)> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while let Ok(Some(header)) = protocol::check(rest, usize::MAX) {
+        let (frame, tail) = rest.split_at(header.frame_len());
+        rest = tail;
+        let body = Bytes::copy_from_slice(&frame[header.header_len..]);
+        let packet = match version {
+            ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::decode(header, body),
+        };
+        match packet {
+            Ok(packet) => out.push((packet_header(&packet, frame), Bytes::copy_from_slice(frame))),
+            // The broker's own encoder wrote it: this would be a codec bug, never the
+            // client's doing; the packet goes out regardless.
+            Err(e) => warn!(cause = %e, "cannot decode a packet the broker wrote"),
+        }
+    }
+    out
 }
 
 fn pb_version(v: ProtocolVersion) -> pb::ProtocolVersion {
@@ -301,6 +360,8 @@ struct Connected {
     wr: OwnedWriteHalf,
     rbuf: BytesMut,
     connect: Connect,
+    /// The CONNECT's wire bytes when a plugin wants packet events, else empty.
+    connect_frame: Bytes,
     client_id: ByteString,
     peer: SocketAddr,
     listener: Arc<str>,
@@ -314,6 +375,7 @@ impl Connected {
             mut wr,
             rbuf,
             connect,
+            connect_frame,
             client_id,
             peer,
             listener,
@@ -393,6 +455,7 @@ impl Connected {
             messages_in: 0,
             bytes_in: 0,
             messages_out: 0,
+            pending_connected: None,
         };
         protocol::encode(
             &connack(ConnectReason::Success, session_present),
@@ -401,8 +464,24 @@ impl Connected {
         );
         conn.resend_inflight();
         broker.stats.client_connected();
-        conn.emit(pb::EventKind::ClientConnected, None, |_| {
-            pb::event::Kind::ClientConnected(pb::ClientConnected {
+        if conn
+            .broker
+            .plugins
+            .events
+            .wants(pb::EventKind::MqttPacketReceived)
+        {
+            let packet = Packet::Connect(connect.clone());
+            conn.emit_packet(pb::EventKind::MqttPacketReceived, &packet, &connect_frame)
+                .await;
+        }
+        if conn
+            .broker
+            .plugins
+            .events
+            .wants(pb::EventKind::ClientConnected)
+        {
+            // Emitted once the CONNACK is written (see `Connection::connected_written`).
+            conn.pending_connected = Some(pb::ClientConnected {
                 remote_addr: peer.to_string(),
                 listener: listener.to_string(),
                 protocol_version: pb_version(version) as i32,
@@ -410,9 +489,8 @@ impl Connected {
                 keepalive_secs: u32::from(connect.keep_alive),
                 session_present,
                 session_expiry_interval_secs: 0,
-            })
-        })
-        .await;
+            });
+        }
         debug!(
             clean = connect.clean_start,
             keep_alive = connect.keep_alive,
@@ -468,6 +546,8 @@ struct Connection {
     messages_in: u64,
     bytes_in: u64,
     messages_out: u64,
+    /// The `client_connected` event, held until the CONNACK has been written.
+    pending_connected: Option<pb::ClientConnected>,
 }
 
 impl Connection {
@@ -484,6 +564,12 @@ impl Connection {
         loop {
             if !self.wbuf.is_empty() {
                 let bytes = self.wbuf.len() as u64;
+                let sent = self
+                    .broker
+                    .plugins
+                    .events
+                    .wants(pb::EventKind::MqttPacketSent)
+                    .then(|| written_packets(&self.wbuf, self.version));
                 // A client that stops reading blocks this write; its keepalive still
                 // applies, as it can send nothing we would read meanwhile.
                 tokio::select! {
@@ -499,6 +585,11 @@ impl Connection {
                 self.wbuf.clear();
                 self.broker.stats.add_sent(self.messages_out, bytes);
                 self.messages_out = 0;
+                for (header, frame) in sent.into_iter().flatten() {
+                    self.emit_packet_header(pb::EventKind::MqttPacketSent, &header, &frame)
+                        .await;
+                }
+                self.connected_written().await;
             }
             let window_open = self.state.inflight.len() < self.max_inflight;
             tokio::select! {
@@ -544,18 +635,19 @@ impl Connection {
             .events
             .wants(pb::EventKind::MqttPacketReceived);
         let result = loop {
-            let buffered = self.rbuf.len();
+            // The frame's bytes, kept only for packet events, before decoding consumes them.
+            let frame = match packet_events {
+                true => match protocol::check(&self.rbuf, self.max_packet_size) {
+                    Ok(Some(h)) => Bytes::copy_from_slice(&self.rbuf[..h.frame_len()]),
+                    _ => Bytes::new(),
+                },
+                false => Bytes::new(),
+            };
             match protocol::decode(&mut self.rbuf, self.version, self.max_packet_size) {
                 Ok(Some(packet)) => {
                     if packet_events {
-                        let size = (buffered - self.rbuf.len()) as u32;
-                        let header = packet_header(&packet, size);
-                        self.emit(pb::EventKind::MqttPacketReceived, None, |_| {
-                            pb::event::Kind::MqttPacketReceived(pb::MqttPacketReceived {
-                                packet: Some(header.clone()),
-                            })
-                        })
-                        .await;
+                        self.emit_packet(pb::EventKind::MqttPacketReceived, &packet, &frame)
+                            .await;
                     }
                     if let Err(exit) = self.handle(packet).await {
                         break Err(exit);
@@ -618,8 +710,7 @@ impl Connection {
                     // The message is kept for events only when a plugin wants them: no
                     // extra reference count on the hot path otherwise.
                     if self.broker.plugins.events.any() {
-                        let matched = self.broker.router.publish(message.clone());
-                        self.emit_routed(&message, matched).await;
+                        self.route_with_events(message).await;
                     } else {
                         self.broker.router.publish(message);
                     }
@@ -704,11 +795,12 @@ impl Connection {
                 for (filter, qos) in granted {
                     for message in self.broker.router.retained_for(&filter) {
                         let qos = qos.min(message.qos);
-                        if !self.state.mailbox.offer(Delivery {
+                        let offer = self.state.mailbox.offer(Delivery {
                             message,
                             qos,
                             retain: true,
-                        }) {
+                        });
+                        if offer == Offer::Dropped {
                             self.broker.stats.add_dropped(1);
                         }
                     }
@@ -763,8 +855,55 @@ impl Connection {
         }
     }
 
-    /// Events of a message that passed its checks and was routed.
-    async fn emit_routed(&self, m: &Message, matched: usize) {
+    /// Emits `client_connected` if it is still held: after the first write (which
+    /// carries the CONNACK), or at the end of a connection whose CONNACK could not be
+    /// written, so that every `client_disconnected` follows a `client_connected`.
+    async fn connected_written(&mut self) {
+        if let Some(connected) = self.pending_connected.take() {
+            self.emit(pb::EventKind::ClientConnected, None, |_| {
+                pb::event::Kind::ClientConnected(connected.clone())
+            })
+            .await;
+        }
+    }
+
+    /// A packet event (`MQTT_PACKET_RECEIVED` or `MQTT_PACKET_SENT`) for `packet`, whose
+    /// wire form is `frame`.
+    async fn emit_packet(&self, kind: pb::EventKind, packet: &Packet, frame: &[u8]) {
+        let header = packet_header(packet, frame);
+        self.emit_packet_header(kind, &header, frame).await;
+    }
+
+    async fn emit_packet_header(&self, kind: pb::EventKind, header: &pb::MqttPacket, frame: &[u8]) {
+        self.emit(kind, None, |raw| {
+            let packet = Some(with_raw(header, frame, raw));
+            match kind {
+                pb::EventKind::MqttPacketSent => {
+                    pb::event::Kind::MqttPacketSent(pb::MqttPacketSent { packet })
+                }
+                _ => pb::event::Kind::MqttPacketReceived(pb::MqttPacketReceived { packet }),
+            }
+        })
+        .await;
+    }
+
+    /// Routes a message that passed its checks and emits its events.
+    async fn route_with_events(&self, message: Arc<Message>) {
+        let events = &self.broker.plugins.events;
+        let mut offline = Vec::new();
+        let matched = if events.wants(pb::EventKind::RetainedMessage) {
+            self.broker
+                .router
+                .publish_noting_offline(message.clone(), |id| offline.push(id.clone()))
+        } else {
+            self.broker.router.publish(message.clone())
+        };
+        self.emit_routed(&message, matched, &offline).await;
+    }
+
+    /// Events of a message that passed its checks and was routed: broadcast, retained
+    /// store or clear, and one QUEUED per offline session it was queued for.
+    async fn emit_routed(&self, m: &Message, matched: usize, queued_offline: &[ByteString]) {
         self.emit(
             pb::EventKind::MessageBroadcast,
             Some(&m.topic),
@@ -787,6 +926,16 @@ impl Connection {
                     action: action as i32,
                     message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
                     session_client_id: String::new(),
+                })
+            })
+            .await;
+        }
+        for session in queued_offline {
+            self.emit(pb::EventKind::RetainedMessage, Some(&m.topic), |payloads| {
+                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
+                    action: pb::RetainedAction::Queued as i32,
+                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
+                    session_client_id: session.to_string(),
                 })
             })
             .await;
@@ -929,6 +1078,10 @@ impl Connection {
     /// Ends the connection: logs why, publishes the will unless DISCONNECT discarded it,
     /// flushes what can be flushed, and hands the session back to the registry.
     async fn finish(mut self, exit: Exit, claim: Claim) {
+        // Offline from now on: what arrives while the connection winds down is queued as
+        // for an offline session (QoS 0 skipped), before the client can see the socket
+        // close.
+        self.state.mailbox.set_online(false);
         match &exit {
             Exit::Protocol(err) => {
                 self.broker.stats.protocol_error();
@@ -953,8 +1106,7 @@ impl Connection {
                 qos: will.qos,
                 retain: will.retain,
             });
-            let matched = self.broker.router.publish(message.clone());
-            self.emit_routed(&message, matched).await;
+            self.route_with_events(message).await;
             will_published = true;
         }
         let (reason, detail) = match &exit {
@@ -970,6 +1122,7 @@ impl Connection {
             Exit::Shutdown => (pb::DisconnectReason::Shutdown, String::new()),
         };
         let session_kept = self.state.persistent;
+        self.connected_written().await;
         self.emit(pb::EventKind::ClientDisconnected, None, |_| {
             pb::event::Kind::ClientDisconnected(pb::ClientDisconnected {
                 reason: reason as i32,
@@ -981,8 +1134,21 @@ impl Connection {
         })
         .await;
         if !self.wbuf.is_empty() && matches!(exit, Exit::Disconnect | Exit::Shutdown) {
-            let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.write_all(&self.wbuf))
-                .await;
+            let sent = self
+                .broker
+                .plugins
+                .events
+                .wants(pb::EventKind::MqttPacketSent)
+                .then(|| written_packets(&self.wbuf, self.version));
+            let written =
+                tokio::time::timeout(Duration::from_millis(500), self.wr.write_all(&self.wbuf))
+                    .await;
+            if matches!(written, Ok(Ok(()))) {
+                for (header, frame) in sent.into_iter().flatten() {
+                    self.emit_packet_header(pb::EventKind::MqttPacketSent, &header, &frame)
+                        .await;
+                }
+            }
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.shutdown()).await;
         self.broker.stats.client_disconnected();

@@ -48,17 +48,23 @@ impl Mailbox {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Queues a delivery without waiting. Returns `false` if it was dropped because
-    /// the queue is full; a QoS 0 delivery to an offline session is skipped, which is
-    /// not a drop.
-    pub fn offer(&self, delivery: Delivery) -> bool {
-        if delivery.qos == QoS::AtMostOnce && !self.online.load(Ordering::Acquire) {
-            return true;
+    /// The session's client id.
+    pub fn client_id(&self) -> &ByteString {
+        &self.client_id
+    }
+
+    /// Queues a delivery without waiting. A QoS 0 delivery to an offline session is
+    /// skipped, which is not a drop; past the bound the delivery is dropped and counted.
+    pub fn offer(&self, delivery: Delivery) -> Offer {
+        let online = self.online.load(Ordering::Acquire);
+        if delivery.qos == QoS::AtMostOnce && !online {
+            return Offer::Skipped;
         }
         match self.tx.try_send(delivery) {
-            Ok(()) => true,
+            Ok(()) if online => Offer::Queued,
+            Ok(()) => Offer::QueuedOffline,
             // A closed channel means the session ended between routing and delivery.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Skipped,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
@@ -69,8 +75,22 @@ impl Mailbox {
                         "session queue full; dropping messages (mqtt.max_queued_messages)"
                     );
                 }
-                false
+                Offer::Dropped
             }
         }
     }
+}
+
+/// What became of a delivery offered to a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued for the connected client.
+    Queued,
+    /// Queued for a persistent session whose client is offline.
+    QueuedOffline,
+    /// Not queued, and not a loss: QoS 0 for an offline session, or a session that
+    /// just ended.
+    Skipped,
+    /// Dropped: the queue was full (`mqtt.max_queued_messages`).
+    Dropped,
 }

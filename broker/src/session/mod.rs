@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::protocol::QoS;
 use crate::router::Delivery;
 pub use inflight::{Inflight, OutState, Outgoing};
-pub use mailbox::Mailbox;
+pub use mailbox::{Mailbox, Offer};
 pub use registry::Registry;
 
 /// A session's identity in the router: unique for the life of the process, so a new
