@@ -151,6 +151,50 @@ impl EventKind {
     ];
 }
 
+impl EventKind {
+    /// The kind's snake-case name, as aMQTT and the broker's docs write it
+    /// (`client_connected`); [`FromStr`](std::str::FromStr) parses it back.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::BrokerPreStart => "broker_pre_start",
+            EventKind::BrokerPostStart => "broker_post_start",
+            EventKind::BrokerPreShutdown => "broker_pre_shutdown",
+            EventKind::BrokerPostShutdown => "broker_post_shutdown",
+            EventKind::ClientConnected => "client_connected",
+            EventKind::ClientDisconnected => "client_disconnected",
+            EventKind::ClientSubscribed => "client_subscribed",
+            EventKind::ClientUnsubscribed => "client_unsubscribed",
+            EventKind::MessageReceived => "message_received",
+            EventKind::MessageBroadcast => "message_broadcast",
+            EventKind::RetainedMessage => "retained_message",
+            EventKind::MqttPacketReceived => "mqtt_packet_received",
+            EventKind::MqttPacketSent => "mqtt_packet_sent",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not an event kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event kind {0:?} (expected one of: {known})", known = EventKind::ALL.map(EventKind::name).join(", "))]
+pub struct UnknownEventKind(pub String);
+
+impl std::str::FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownEventKind(s.to_owned()))
+    }
+}
+
 /// One broker event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -518,6 +562,16 @@ pub(crate) fn topic_matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_kind_names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.name().parse::<EventKind>(), Ok(kind));
+        }
+        assert_eq!(EventKind::MqttPacketSent.to_string(), "mqtt_packet_sent");
+        let err = "client_connect".parse::<EventKind>().unwrap_err();
+        assert!(err.to_string().contains("client_connected"), "{err}");
+    }
 
     #[test]
     fn topic_filters_follow_mqtt_rules() {

@@ -159,6 +159,7 @@ pub use events::{
     ClientConnected, ClientDisconnected, DisconnectReason, Event, EventData, EventHandler,
     EventKind, EventSubscription, ListenerInfo, Message, MessageBroadcast, MessageProperties,
     MessageReceived, MqttPacket, PacketType, RetainedAction, RetainedMessage, Subscription,
+    UnknownEventKind,
 };
 pub use plugin::{Plugin, PluginService};
 pub use serve::{DEFAULT_LISTEN, DRAIN_TIMEOUT, LISTEN_ENV, ListenAddr, Listener, shutdown_signal};

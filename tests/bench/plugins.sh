@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # What plugins cost: Tandem with no plugin, with a TopicFilter plugin behind the decision cache,
-# the same plugin with caching off, and connects/s with an Authenticate plugin. One run,
-# variants interleaved per repetition, medians and ratios against "no plugin" printed.
+# the same plugin with caching off, with an event plugin receiving every message_received event,
+# and connects/s with an Authenticate plugin. One run, variants interleaved per repetition,
+# medians and ratios against "no plugin" printed.
 #
-# The plugin is examples/policy (tandem-policy), started by the broker (`command:`) on a unix
-# socket, as a sidecar would be. It allows everything, so every variant delivers the same
-# messages and only the cost of asking differs.
+# The topic and auth plugin is examples/policy (tandem-policy), started by the broker (`command:`)
+# on a unix socket, as a sidecar would be. It allows everything, so every variant delivers the same
+# messages and only the cost of asking differs. Events go to tandem-event-sink (counts them, does
+# nothing else: the broker's cost) and to examples/event-logger (a JSON line each, to /dev/null:
+# what a real consumer adds when it shares the machine's two cores with broker and load).
+#
+# Two event figures: at saturation (every process competes for the same 2 cores, so the
+# consumer's own CPU is taken from the broker and the load generator), and at a fixed offered
+# load of 200k msg/s, where the broker's CPU per message is compared: its inverse is the
+# throughput the broker would reach on the same CPU, the consumer running elsewhere (a sidecar
+# has its own CPU limit).
 #
 # usage: tests/bench/plugins.sh [--reps N] [--duration S] [--no-build]
 set -euo pipefail
@@ -30,8 +39,10 @@ if [[ $BUILD == 1 ]]; then
 fi
 POLICY=$TARGET/release/tandem-policy
 LOGGER=$TARGET/release/tandem-event-logger
+SINK=$TARGET/release/tandem-event-sink
 [[ -x $POLICY ]] || { echo "plugins.sh: no $POLICY (build it)" >&2; exit 1; }
 [[ -x $LOGGER ]] || { echo "plugins.sh: no $LOGGER (build it)" >&2; exit 1; }
+[[ -x $SINK ]] || { echo "plugins.sh: no $SINK (build it)" >&2; exit 1; }
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/tandem-plugins-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -62,8 +73,17 @@ variant none none 0
 variant topic-cached topic 60000
 variant topic-uncached topic 0
 variant auth auth 0
-# A plugin receiving every message_received event (written to /dev/null).
+# A plugin receiving every message_received event: the counting sink, and the JSON logger
+# (written to /dev/null).
 cat >"$OUT/events.yaml" <<EOF
+listeners: { default: { type: tcp, bind: 127.0.0.1:$PORT } }
+mqtt: { max_queued_messages: 10000000 }
+plugins:
+  sink:
+    endpoint: unix://$OUT/sink.sock
+    command: [$SINK, --kinds, message_received]
+EOF
+cat >"$OUT/events-logger.yaml" <<EOF
 listeners: { default: { type: tcp, bind: 127.0.0.1:$PORT } }
 mqtt: { max_queued_messages: 10000000 }
 plugins:
@@ -74,12 +94,19 @@ EOF
 
 : >"$OUT/results.jsonl"
 for ((rep = 1; rep <= REPS; rep++)); do
-    for v in none topic-cached topic-uncached events; do
+    for v in none topic-cached topic-uncached events events-logger; do
         TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-$rep \
             "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
             --duration "$DURATION" --scenarios fan-in-qos0,fan-in-qos1,pairs-qos1 >/dev/null 2>"$OUT/$v-$rep.log" \
             || { echo "plugins.sh: run $v/$rep failed; see $OUT/$v-$rep.log" >&2; exit 1; }
         sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-$rep/results.jsonl" >>"$OUT/results.jsonl"
+    done
+    for v in none events; do
+        TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-fixed-$rep \
+            "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
+            --duration "$DURATION" --scenarios fan-in-qos0-fixed >/dev/null 2>"$OUT/$v-fixed-$rep.log" \
+            || { echo "plugins.sh: fixed-rate run $v/$rep failed; see $OUT/$v-fixed-$rep.log" >&2; exit 1; }
+        sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-fixed-$rep/results.jsonl" >>"$OUT/results.jsonl"
     done
     for v in none auth; do
         TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-connect-$rep \
@@ -92,13 +119,15 @@ done
 
 python3 - "$OUT/results.jsonl" <<'PY' | tee "$OUT/table.md"
 import json, statistics, sys
-runs = {}
+runs, cpu = {}, {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if r.get("error"):
         continue
     run = r["run"]
     runs.setdefault((r["bench"], run["label"]), []).append(run["rate"])
+    if run.get("broker_cpu") and run["rate"]:
+        cpu.setdefault((r["bench"], run["label"]), []).append(run["broker_cpu"] / run["rate"] * 1e6)
 def med(bench, label):
     v = runs.get((bench, label))
     return statistics.median(v) if v else None
@@ -106,11 +135,24 @@ def k(x):
     return "-" if x is None else f"{x/1e6:.2f}M" if x >= 1e6 else f"{x/1e3:.1f}k"
 def r(a, b):
     return "-" if not a or not b else f"{a/b:.2f}"
-print("| scenario | no plugin | TopicFilter, cached | ratio | TopicFilter, no cache | ratio | message_received events | ratio |")
-print("|---|---|---|---|---|---|---|---|")
+print("| scenario | no plugin | TopicFilter, cached | ratio | TopicFilter, no cache | ratio | events, sink | ratio | events, JSON logger | ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for bench, name in [("fan-in-qos0", "fan-in QoS 0, msg/s"), ("fan-in-qos1", "fan-in QoS 1, msg/s"), ("pairs-qos1", "pairs QoS 1, msg/s")]:
-    n, c, u, e = med(bench, "none"), med(bench, "topic-cached"), med(bench, "topic-uncached"), med(bench, "events")
-    print(f"| {name} | {k(n)} | {k(c)} | {r(c, n)} | {k(u)} | {r(u, n)} | {k(e)} | {r(e, n)} |")
+    n, c, u = med(bench, "none"), med(bench, "topic-cached"), med(bench, "topic-uncached")
+    e, l = med(bench, "events"), med(bench, "events-logger")
+    print(f"| {name} | {k(n)} | {k(c)} | {r(c, n)} | {k(u)} | {r(u, n)} | {k(e)} | {r(e, n)} | {k(l)} | {r(l, n)} |")
+print()
+def cmed(label):
+    v = cpu.get(("fan-in-qos0-fixed", label))
+    return statistics.median(v) if v else None
+cn, ce = cmed("none"), cmed("events")
+rn, re_ = med("fan-in-qos0-fixed", "none"), med("fan-in-qos0-fixed", "events")
+f = lambda x: "-" if x is None else f"{x:.3f}"
+print("| fan-in QoS 0 at 200k msg/s offered | delivered msg/s | broker CPU per message (us) |")
+print("|---|---|---|")
+print(f"| no plugin | {k(rn)} | {f(cn)} |")
+print(f"| message_received events (sink) | {k(re_)} | {f(ce)} |")
+print(f"| broker-side throughput ratio (CPU per message, none / events) | | {r(cn, ce)} |")
 print()
 print("| scenario | no plugin | Authenticate plugin | ratio |")
 print("|---|---|---|---|")

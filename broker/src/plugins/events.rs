@@ -12,10 +12,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BufMut;
 use parking_lot::Mutex;
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tandem_proto::v1 as pb;
 use tokio::sync::Notify;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 
 /// What happens when a plugin's event queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -53,18 +56,111 @@ impl Default for EventsConfig {
 }
 
 /// An event as queued: its client is shared with every other event of the connection
-/// and is only copied into the event when the event is actually sent, so events that
-/// are dropped on overflow cost no copy of it.
-struct Queued {
+/// and is never copied: the event is encoded straight from the queue entry with its
+/// client appended (see [`EventsCodec`]), so neither sending nor resending copies it.
+pub(crate) struct Queued {
+    /// The event, with `client` unset.
     event: pb::Event,
     client: Option<Arc<pb::ClientRef>>,
 }
 
 impl Queued {
+    /// The event as one protobuf message (tests and diagnostics; the stream encodes
+    /// without it).
     fn to_pb(&self) -> pb::Event {
         let mut event = self.event.clone();
         event.client = self.client.as_deref().cloned();
         event
+    }
+
+    /// Encodes this entry as one `EventBatch.events` element. Protobuf lets fields come
+    /// in any order, so the shared client is written after the event's other fields as
+    /// field 3 (`Event.client`): the bytes decode to exactly [`to_pb`](Self::to_pb).
+    fn encode_as_batch_element(&self, buf: &mut impl BufMut) {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let client_len = self.client.as_deref().map_or(0, |c| {
+            let len = c.encoded_len();
+            key_len(EVENT_CLIENT_FIELD) + encoded_len_varint(len as u64) + len
+        });
+        encode_key(BATCH_EVENTS_FIELD, WireType::LengthDelimited, buf);
+        encode_varint((self.event.encoded_len() + client_len) as u64, buf);
+        self.event.encode_raw(buf);
+        if let Some(client) = self.client.as_deref() {
+            prost::encoding::message::encode(EVENT_CLIENT_FIELD, client, buf);
+        }
+    }
+}
+
+/// `EventBatch.events` and `Event.client` in `plugin.proto`; a test checks them against
+/// the generated code.
+const BATCH_EVENTS_FIELD: u32 = 1;
+const EVENT_CLIENT_FIELD: u32 = 3;
+
+/// A batch as the stream sends it: reference-counted queue entries, encoded by
+/// [`EventsCodec`] without building a `pb::EventBatch`.
+pub struct OutBatch {
+    events: Vec<Arc<Queued>>,
+    dropped_events: u64,
+}
+
+impl OutBatch {
+    /// Sequences in the batch, in order.
+    pub fn sequences(&self) -> Vec<u64> {
+        self.events.iter().map(|e| e.event.sequence).collect()
+    }
+
+    /// Drops reported by this batch.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    /// Writes the batch as an `EventBatch` message.
+    fn encode(&self, buf: &mut impl BufMut) {
+        for q in &self.events {
+            q.encode_as_batch_element(buf);
+        }
+        if self.dropped_events != 0 {
+            prost::encoding::uint64::encode(2, &self.dropped_events, buf);
+        }
+    }
+
+    /// The batch as the generated protobuf type.
+    pub fn to_pb(&self) -> pb::EventBatch {
+        pb::EventBatch {
+            events: self.events.iter().map(|q| q.to_pb()).collect(),
+            dropped_events: self.dropped_events,
+        }
+    }
+}
+
+/// The `Events` call's codec: batches out as [`OutBatch`], acks in with prost.
+#[derive(Default)]
+struct EventsCodec;
+
+struct BatchEncoder;
+
+impl Encoder for BatchEncoder {
+    type Item = OutBatch;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, batch: OutBatch, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        batch.encode(dst);
+        Ok(())
+    }
+}
+
+impl Codec for EventsCodec {
+    type Encode = OutBatch;
+    type Decode = pb::EventAck;
+    type Encoder = BatchEncoder;
+    type Decoder = tonic_prost::ProstDecoder<pb::EventAck>;
+
+    fn encoder(&mut self) -> BatchEncoder {
+        BatchEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(BufferSettings::default())
     }
 }
 
@@ -159,7 +255,7 @@ impl EventQueue {
 
     /// The next batch of at most `max` events not yet sent on this stream; waits for
     /// one if there is none.
-    pub async fn next_batch(&self, max: usize) -> pb::EventBatch {
+    pub async fn next_batch(&self, max: usize) -> OutBatch {
         loop {
             let notified = self.ready.notified();
             {
@@ -167,7 +263,7 @@ impl EventQueue {
                 let sent = s.sent;
                 let start = s.events.partition_point(|e| e.event.sequence <= sent);
                 if start < s.events.len() {
-                    // Only reference counts under the lock; the copies are made after.
+                    // Only reference counts under the lock; nothing is copied at all.
                     let queued: Vec<Arc<Queued>> = s
                         .events
                         .iter()
@@ -178,9 +274,8 @@ impl EventQueue {
                     s.sent = queued.last().map_or(sent, |e| e.event.sequence);
                     s.sent_total += queued.len() as u64;
                     let dropped_events = std::mem::take(&mut s.dropped_unreported);
-                    drop(s);
-                    return pb::EventBatch {
-                        events: queued.iter().map(|q| q.to_pb()).collect(),
+                    return OutBatch {
+                        events: queued,
                         dropped_events,
                     };
                 }
@@ -392,6 +487,22 @@ impl EventHub {
     }
 }
 
+/// Opens the `Events` call on `channel`, sending the batches from `rx` with
+/// [`EventsCodec`] (what the generated client does, with our codec).
+async fn open_stream(
+    channel: tonic::transport::Channel,
+    rx: tokio::sync::mpsc::Receiver<OutBatch>,
+) -> Result<tonic::Response<tonic::Streaming<pb::EventAck>>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("plugin not ready: {e}")))?;
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/tandem.plugin.v1.Plugin/Events");
+    let request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    grpc.streaming(request, path, EventsCodec).await
+}
+
 /// Keeps a plugin's `Events` stream open on an up replica, sending batches from its
 /// queue and applying its acks; after any stream failure it reconnects (with backoff)
 /// and sends everything unacked again.
@@ -406,7 +517,7 @@ pub async fn drive(
         if shutdown.is_cancelled() {
             return;
         }
-        let Some((replica, mut client)) = plugin.up_replica() else {
+        let Some((replica, channel)) = plugin.up_replica() else {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
@@ -414,11 +525,11 @@ pub async fn drive(
             backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<pb::EventBatch>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<OutBatch>(4);
         queue.rewind();
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = client.events(tokio_stream::wrappers::ReceiverStream::new(rx)) => r,
+            r = open_stream(channel, rx) => r,
         };
         let mut acks = match opened {
             Ok(r) => r.into_inner(),
@@ -468,12 +579,12 @@ mod tests {
         for _ in 0..5 {
             q.push(ev()).await;
         }
-        let b = q.next_batch(3).await;
+        let b = q.next_batch(3).await.to_pb();
         assert_eq!(
             b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
             [1, 2, 3]
         );
-        let b = q.next_batch(10).await;
+        let b = q.next_batch(10).await.to_pb();
         assert_eq!(
             b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
             [4, 5]
@@ -482,7 +593,7 @@ mod tests {
         assert_eq!(q.depth(), 3);
         // A new stream: 3, 4, 5 are sent again with their sequences.
         q.rewind();
-        let b = q.next_batch(10).await;
+        let b = q.next_batch(10).await.to_pb();
         assert_eq!(
             b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
             [3, 4, 5]
@@ -500,7 +611,7 @@ mod tests {
             q.push(ev()).await;
         }
         assert_eq!(q.dropped(), 2);
-        let b = q.next_batch(10).await;
+        let b = q.next_batch(10).await.to_pb();
         assert_eq!(b.dropped_events, 2);
         assert_eq!(
             b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
@@ -508,12 +619,12 @@ mod tests {
         );
         // Sent but unacked events still count: a sixth event drops the oldest, 3.
         q.push(ev()).await;
-        let b = q.next_batch(10).await;
+        let b = q.next_batch(10).await.to_pb();
         assert_eq!(b.dropped_events, 1);
         assert_eq!(b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [6]);
         q.ack(6);
         q.push(ev()).await;
-        assert_eq!(q.next_batch(10).await.dropped_events, 0);
+        assert_eq!(q.next_batch(10).await.to_pb().dropped_events, 0);
     }
 
     #[tokio::test]
@@ -534,6 +645,51 @@ mod tests {
         q.ack(1);
         assert_eq!(producer.await.unwrap(), 3);
         assert_eq!(q.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn batches_encode_exactly_as_the_generated_message() {
+        let q = EventQueue::new(2, Overflow::DropOldest);
+        let client = Arc::new(pb::ClientRef {
+            client_id: "c1".into(),
+            username: "alice".into(),
+            attributes: [("tenant".to_owned(), "acme".to_owned())].into(),
+        });
+        for topic in ["a/1", "a/2", "a/3"] {
+            let event = pb::Event {
+                timestamp: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 5,
+                }),
+                kind: Some(pb::event::Kind::MessageReceived(pb::MessageReceived {
+                    message: Some(pb::Message {
+                        topic: topic.into(),
+                        payload: b"xyz".to_vec(),
+                        payload_size: 3,
+                        ..Default::default()
+                    }),
+                    packet_id: 7,
+                    dup: false,
+                })),
+                ..Default::default()
+            };
+            q.push_for(event, Some(client.clone())).await;
+        }
+        q.push(ev()).await; // no client: nothing appended
+        let batch = q.next_batch(10).await;
+        assert_eq!(batch.dropped_events(), 2);
+        let mut wire = bytes::BytesMut::new();
+        batch.encode(&mut wire);
+        let decoded = pb::EventBatch::decode(wire.freeze()).unwrap();
+        assert_eq!(decoded, batch.to_pb());
+        assert_eq!(
+            decoded.events[0]
+                .client
+                .as_ref()
+                .map(|c| c.username.as_str()),
+            Some("alice")
+        );
+        assert!(decoded.events[1].client.is_none());
     }
 
     #[tokio::test]
@@ -574,7 +730,7 @@ mod tests {
             body,
         )
         .await;
-        let batch = queue.next_batch(10).await;
+        let batch = queue.next_batch(10).await.to_pb();
         assert_eq!(batch.events.len(), 1);
         assert_eq!(batch.events[0].client.as_ref().unwrap().client_id, "c");
     }

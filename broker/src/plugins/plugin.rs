@@ -87,7 +87,8 @@ pub struct RpcStats {
 pub(crate) struct Replica {
     label: String,
     target: Target,
-    client: RwLock<Client>,
+    /// The replica's connection; clients over it are cheap handles.
+    channel: RwLock<Channel>,
     up: AtomicBool,
     probing: AtomicBool,
     consecutive_errors: AtomicU32,
@@ -348,7 +349,7 @@ impl Plugin {
                     continue;
                 }
                 let replica = Arc::new(Replica {
-                    client: RwLock::new(Client::new(self.channel(&target))),
+                    channel: RwLock::new(self.channel(&target)),
                     label,
                     target,
                     up: AtomicBool::new(false),
@@ -467,7 +468,7 @@ impl Plugin {
             let channel = self.channel(&replica.target);
             match self.describe_on(channel.clone()).await {
                 Ok(described) => {
-                    *replica.client.write() = Client::new(channel);
+                    *replica.channel.write() = channel;
                     let probation = if trips > 0 {
                         self.config.failure_threshold - 1
                     } else {
@@ -559,11 +560,11 @@ impl Plugin {
         })
     }
 
-    /// An up replica and a client on it, for the `Events` stream.
-    pub(crate) fn up_replica(&self) -> Option<(Arc<Replica>, Client)> {
+    /// An up replica and its channel, for the `Events` stream.
+    pub(crate) fn up_replica(&self) -> Option<(Arc<Replica>, Channel)> {
         self.pick(None).map(|r| {
-            let client = r.client.read().clone();
-            (r, client)
+            let channel = r.channel.read().clone();
+            (r, channel)
         })
     }
 
@@ -632,7 +633,7 @@ impl Plugin {
             }
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(left);
-            let client = replica.client.read().clone();
+            let client = Client::new(replica.channel.read().clone());
             replica.calls.fetch_add(1, Ordering::Relaxed);
             let kind = match tokio::time::timeout_at(deadline, f(client, req)).await {
                 Ok(Ok(resp)) => {
