@@ -12,6 +12,7 @@
 //! - [`sys`]: `$SYS/broker/...` statistics.
 //! - [`stats`]: broker-wide counters.
 //! - [`config`]: strict YAML configuration with embedded defaults.
+//! - [`reload`]: SIGHUP / `tandem reload`: the plugin sections applied while serving.
 //!
 //! # Quick start
 //! ```no_run
@@ -28,6 +29,7 @@
 pub mod config;
 pub mod plugins;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -41,6 +43,20 @@ use tokio_util::sync::CancellationToken;
 /// drains connections within `shutdown_timeout`.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), ServerError> {
     let server = Server::start(config, &shutdown).await?;
+    server.serve(shutdown).await;
+    Ok(())
+}
+
+/// [`run`] for a configuration read from `file`: SIGHUP reads the file again and
+/// applies its plugin sections (see [`reload`]).
+pub async fn run_file(
+    config: config::Config,
+    file: std::path::PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let mut server = Server::start(config, &shutdown).await?;
+    server.set_config_file(file);
+    tokio::spawn(reload::on_sighup(server.broker().clone(), shutdown.clone()));
     server.serve(shutdown).await;
     Ok(())
 }

@@ -44,6 +44,13 @@ enum Command {
     },
     /// Prints the embedded, commented default configuration.
     PrintDefaultConfig,
+    /// Asks a running broker to reload its configuration file (sends it SIGHUP). The
+    /// plugin sections take effect; the outcome is in the broker's log.
+    Reload {
+        /// The broker's process id.
+        #[arg(long)]
+        pid: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::CheckConfig { file, offline }) => check_config(&file, offline),
+        Some(Command::Reload { pid }) => {
+            use nix::sys::signal::{Signal, kill};
+            match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP) {
+                Ok(()) => {
+                    println!("sent SIGHUP to {pid}: see the broker's log for the outcome");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: cannot signal process {pid}: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => serve(cli.config, &cli.log),
     }
 }
@@ -137,7 +157,11 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
-        match tandem_broker::run(config, shutdown).await {
+        let served = match file {
+            Some(file) => tandem_broker::run_file(config, file, shutdown).await,
+            None => tandem_broker::run(config, shutdown).await,
+        };
+        match served {
             Ok(()) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS

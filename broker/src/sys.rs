@@ -59,7 +59,8 @@ pub fn publish_once(broker: &Broker) {
         "$SYS/broker/connections/protocol_errors".into(),
         s.protocol_errors.to_string(),
     );
-    for sub in broker.plugins.events.subscribers() {
+    let plugins = broker.plugins.current();
+    for sub in plugins.events.subscribers() {
         let (queued, sent, acked, dropped) = sub.queue.counters();
         let base = format!("$SYS/broker/plugins/{}/events", sub.alias);
         publish(broker, format!("{base}/queued"), queued.to_string());
@@ -72,7 +73,7 @@ pub fn publish_once(broker: &Broker) {
             sub.queue.depth().to_string(),
         );
     }
-    for plugin in broker.plugins.plugins() {
+    for plugin in plugins.plugins() {
         let (replicas, up) = plugin.replica_health();
         let base = format!("$SYS/broker/plugins/{}", plugin.alias);
         publish(broker, format!("{base}/replicas"), replicas.to_string());

@@ -195,6 +195,23 @@ impl Tandem {
         None
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Rewrites the broker's config file with `yaml` and asks it to reload, the way an
+    /// operator would: `tandem reload --pid <pid>`.
+    pub fn reload(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("tandem.yaml"), yaml).expect("write config");
+        let status = Command::new(tandem_bin())
+            .args(["reload", "--pid", &self.pid().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run tandem reload");
+        assert!(status.success(), "tandem reload failed: {status:?}");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -340,6 +340,7 @@ impl EventQueue {
 }
 
 /// A plugin's declared interest and its queue.
+#[derive(Clone)]
 pub struct Subscriber {
     /// The plugin's alias.
     pub alias: String,

@@ -26,6 +26,7 @@ pub mod supervisor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tandem_proto::v1 as pb;
@@ -173,8 +174,9 @@ pub enum PluginError {
     Cancelled,
 }
 
-/// The plugins and the two chains.
-pub struct PluginHost {
+/// The plugins and chains in force: replaced as a whole by a reload, never changed in
+/// place. Connections hold one and pick up the next at their next loop turn.
+pub struct PluginSet {
     plugins: BTreeMap<String, Arc<Plugin>>,
     /// The Authenticate chain; `None` allows every client.
     pub auth: Option<Chain>,
@@ -184,9 +186,69 @@ pub struct PluginHost {
     pub cache: config::CacheConfig,
     /// Plugins that asked for events, and their queues.
     pub events: events::EventHub,
-    /// Ends the `Events` streams (in [`stop`](Self::stop)).
+    /// 1 at start-up, one more per successful reload. A session's cached decisions
+    /// belong to one generation.
+    pub generation: u64,
+}
+
+impl PluginSet {
+    /// The plugins by alias.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    /// The plugin named `alias`.
+    pub fn plugin(&self, alias: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(alias)
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Plugins started and joined.
+    pub added: Vec<String>,
+    /// Plugins drained and stopped.
+    pub removed: Vec<String>,
+    /// Plugins whose endpoint or call settings changed: replaced by a new instance.
+    pub replaced: Vec<String>,
+    /// Plugins whose `config:` was pushed again with `Describe`.
+    pub reconfigured: Vec<String>,
+    /// The generation now in force.
+    pub generation: u64,
+}
+
+/// A plugin's per-alias resources besides the [`Plugin`] itself.
+#[derive(Default)]
+struct Owned {
+    /// Its process, when the broker runs it (`command:`).
+    process: Option<supervisor::Supervisor>,
+    /// Ends its `Events` stream.
+    stream: Option<CancellationToken>,
+}
+
+/// Owns every plugin, the set in force, and the processes the broker runs.
+pub struct PluginHost {
+    current: arc_swap::ArcSwap<PluginSet>,
+    /// Mirrors `current.generation`: one atomic load tells a connection whether to
+    /// pick up a new set.
+    generation: AtomicU64,
+    instance: String,
+    shutdown: CancellationToken,
+    /// Parent of every plugin's `Events` stream token: [`stop`](Self::stop) ends them.
     streams: CancellationToken,
-    supervisors: parking_lot::Mutex<Vec<supervisor::Supervisor>>,
+    owned: parking_lot::Mutex<BTreeMap<String, Owned>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// The plugin configuration without its pushed `config:`: when only that differs, the
+/// plugin is kept and its configuration pushed again; otherwise it is replaced.
+fn transport_part(pc: &config::PluginConfig) -> config::PluginConfig {
+    config::PluginConfig {
+        config: None,
+        ..pc.clone()
+    }
 }
 
 impl PluginHost {
@@ -194,54 +256,147 @@ impl PluginHost {
     /// until each has answered `Describe`, and checks that chain members declare their
     /// role. Nothing is served before this returns `Ok`.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, PluginError> {
-        let mut supervisors = Vec::new();
-        let result = Self::start_with(config, shutdown, &mut supervisors).await;
-        if result.is_err() {
-            // Leave no process behind when start-up fails.
-            let stops = supervisors
-                .into_iter()
-                .map(|s| s.stop(Duration::from_secs(5)));
-            futures_util::future::join_all(stops).await;
-        }
-        result
-    }
-
-    async fn start_with(
-        config: &Config,
-        shutdown: CancellationToken,
-        started: &mut Vec<supervisor::Supervisor>,
-    ) -> Result<Self, PluginError> {
         let instance = format!(
             "{:016x}",
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8)
         );
+        let host = Self {
+            current: arc_swap::ArcSwap::from_pointee(PluginSet {
+                plugins: BTreeMap::new(),
+                auth: None,
+                topic_check: None,
+                cache: config::CacheConfig::default(),
+                events: events::EventHub::default(),
+                generation: 0,
+            }),
+            generation: AtomicU64::new(0),
+            instance,
+            shutdown,
+            streams: CancellationToken::new(),
+            owned: parking_lot::Mutex::default(),
+            reloading: tokio::sync::Mutex::new(()),
+        };
+        let aliases: Vec<&String> = config.plugins.keys().collect();
+        let started = match host.start_plugins(config, &aliases).await {
+            Ok(started) => started,
+            Err(err) => return Err(err),
+        };
+        match host.assemble(config, started, &BTreeMap::new(), 1) {
+            Ok(set) => {
+                if set.auth.is_none() {
+                    info!("no auth section: every client is allowed to connect");
+                }
+                host.install(set);
+                Ok(host)
+            }
+            Err(err) => {
+                host.stop(Duration::from_secs(5)).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The set in force.
+    pub fn current(&self) -> Arc<PluginSet> {
+        self.current.load_full()
+    }
+
+    /// The generation in force (cheaper than [`current`](Self::current) to poll).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Starts `aliases` of `config` (their processes first), waiting for each to answer
+    /// `Describe`. On failure, what was started is stopped again.
+    async fn start_plugins(
+        &self,
+        config: &Config,
+        aliases: &[&String],
+    ) -> Result<BTreeMap<String, Arc<Plugin>>, PluginError> {
         let mut plugins = BTreeMap::new();
-        for (alias, pc) in &config.plugins {
+        let mut result = Ok(());
+        for alias in aliases {
+            let pc = &config.plugins[*alias];
             if let Some(command) = &pc.command {
                 // Not tied to the shutdown signal: plugin processes outlive it until
                 // `stop`, so they still receive the disconnections and
                 // broker_post_shutdown.
-                started.push(supervisor::Supervisor::spawn(
+                match supervisor::Supervisor::spawn(
                     alias,
                     command,
                     &pc.endpoint,
                     CancellationToken::new(),
-                )?);
+                ) {
+                    Ok(process) => self.own(alias).process = Some(process),
+                    Err(err) => {
+                        result = Err(err);
+                        break;
+                    }
+                }
             }
-            let plugin = Arc::new(Plugin::new(
+            match Plugin::new(
                 alias,
                 pc.clone(),
-                &instance,
-                shutdown.child_token(),
-            )?);
-            plugins.insert(alias.clone(), plugin);
+                &self.instance,
+                self.shutdown.child_token(),
+            ) {
+                Ok(p) => {
+                    plugins.insert((*alias).clone(), Arc::new(p));
+                }
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
         }
-        let starts = plugins.values().map(|p| {
-            let p = p.clone();
-            async move { p.start().await }
-        });
-        for result in futures_util::future::join_all(starts).await {
-            result?;
+        if result.is_ok() {
+            let starts = plugins.values().map(|p| {
+                let p = p.clone();
+                async move { p.start().await }
+            });
+            result = futures_util::future::join_all(starts)
+                .await
+                .into_iter()
+                .collect();
+        }
+        match result {
+            Ok(()) => Ok(plugins),
+            Err(err) => {
+                let names: Vec<String> = aliases.iter().map(|a| (*a).clone()).collect();
+                self.retire(
+                    &names,
+                    plugins.values().cloned().collect(),
+                    Duration::from_secs(5),
+                )
+                .await;
+                Err(err)
+            }
+        }
+    }
+
+    fn own(&self, alias: &str) -> parking_lot::MappedMutexGuard<'_, Owned> {
+        parking_lot::MutexGuard::map(self.owned.lock(), |o| {
+            o.entry(alias.to_owned()).or_default()
+        })
+    }
+
+    /// Builds a set from `config`: `fresh` plugins (just started) and `kept` ones
+    /// (already serving, with their event queues); checks the chains' roles.
+    fn assemble(
+        &self,
+        config: &Config,
+        mut fresh: BTreeMap<String, Arc<Plugin>>,
+        kept: &BTreeMap<String, (Arc<Plugin>, Option<events::Subscriber>)>,
+        generation: u64,
+    ) -> Result<PluginSet, PluginError> {
+        let mut plugins = BTreeMap::new();
+        for alias in config.plugins.keys() {
+            if let Some(p) = fresh
+                .remove(alias)
+                .or_else(|| kept.get(alias).map(|k| k.0.clone()))
+            {
+                plugins.insert(alias.clone(), p);
+            }
         }
         let chain = |section: &'static str,
                      aliases: &[String],
@@ -268,45 +423,33 @@ impl PluginHost {
         };
         let auth = match &config.auth {
             Some(a) => Some(chain("auth", &a.plugins, pb::Role::Authenticate)?),
-            None => {
-                info!("no auth section: every client is allowed to connect");
-                None
-            }
+            None => None,
         };
         let topic_check = match &config.topic_check {
             Some(t) if t.enable => Some(chain("topic-check", &t.plugins, pb::Role::TopicFilter)?),
             _ => None,
         };
         let mut subscribers = Vec::new();
-        let streams = CancellationToken::new();
         for p in plugins.values() {
             let described = p.described().unwrap_or_default();
             if described.event_kinds.is_empty() {
                 continue;
             }
-            let queue = Arc::new(events::EventQueue::new(
-                p.config.events.queue,
-                p.config.events.overflow,
-            ));
-            let max_batch = match described.max_events_per_batch {
-                0 => 256,
-                n => n as usize,
+            let kinds = described
+                .event_kinds
+                .iter()
+                .fold(0, |acc, k| acc | (1u32 << (*k as u32)));
+            // A kept plugin keeps its queue and stream (and what is unacked in it).
+            let queue = match kept.get(&p.alias).and_then(|k| k.1.as_ref()) {
+                Some(sub) => sub.queue.clone(),
+                None => Arc::new(events::EventQueue::new(
+                    p.config.events.queue,
+                    p.config.events.overflow,
+                )),
             };
-            // Streams outlive the shutdown signal: they still carry the disconnections and
-            // broker_post_shutdown; `stop` ends them.
-            tokio::spawn(events::drive(
-                p.clone(),
-                queue.clone(),
-                max_batch,
-                streams.clone(),
-            ));
-            info!(plugin = %p.alias, kinds = ?described.event_kinds, "streaming events");
             subscribers.push(events::Subscriber {
                 alias: p.alias.clone(),
-                kinds: described
-                    .event_kinds
-                    .iter()
-                    .fold(0, |acc, k| acc | (1u32 << (*k as u32))),
+                kinds,
                 topic_filters: described.message_topic_filters.clone(),
                 payloads: described.want_message_payloads,
                 raw_packets: described.want_raw_packets,
@@ -315,11 +458,11 @@ impl PluginHost {
             });
         }
         for p in plugins.values() {
-            if p.config.on_error == config::OnError::Allow {
+            if p.config.on_error == config::OnError::Allow && !kept.contains_key(&p.alias) {
                 warn!(plugin = %p.alias, "on_error: allow: this plugin FAILS OPEN; a failure lets clients through");
             }
         }
-        Ok(Self {
+        Ok(PluginSet {
             plugins,
             auth,
             topic_check,
@@ -329,20 +472,216 @@ impl PluginHost {
                 .map(|t| t.cache.clone())
                 .unwrap_or_default(),
             events: events::EventHub::new(subscribers),
-            streams,
-            supervisors: parking_lot::Mutex::new(std::mem::take(started)),
+            generation,
         })
     }
 
-    /// The plugins by alias.
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
-        self.plugins.values()
+    /// Puts `set` in force and opens the `Events` streams of plugins that have none.
+    fn install(&self, set: PluginSet) {
+        for sub in set.events.subscribers() {
+            let mut owned = self.own(&sub.alias);
+            if owned.stream.is_some() {
+                continue;
+            }
+            let Some(plugin) = set.plugins.get(&sub.alias) else {
+                continue;
+            };
+            let max_batch = match plugin.described().unwrap_or_default().max_events_per_batch {
+                0 => 256,
+                n => n as usize,
+            };
+            let token = self.streams.child_token();
+            // Streams outlive the shutdown signal: they still carry the disconnections and
+            // broker_post_shutdown; `stop` ends them.
+            tokio::spawn(events::drive(
+                plugin.clone(),
+                sub.queue.clone(),
+                max_batch,
+                token.clone(),
+            ));
+            owned.stream = Some(token);
+            info!(plugin = %sub.alias, kinds = ?plugin.described().unwrap_or_default().event_kinds, "streaming events");
+        }
+        let generation = set.generation;
+        self.current.store(Arc::new(set));
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Re-reads nothing itself: applies `config`'s plugin sections. Plugins added are
+    /// started and described before they join a chain; removed ones leave the chains,
+    /// finish their calls in flight and are stopped; a changed `config:` is pushed with
+    /// `Describe` (the plugin keeps serving); any other change to a plugin replaces it.
+    /// If anything fails (a plugin does not start, a chain member lacks its role, a
+    /// plugin rejects its new `config:`), nothing changes and the error says why.
+    pub async fn reload(&self, config: &Config) -> Result<ReloadSummary, PluginError> {
+        let _one = self.reloading.lock().await;
+        let old = self.current();
+        let mut summary = ReloadSummary::default();
+        let mut kept = BTreeMap::new();
+        let mut to_start = Vec::new();
+        let mut to_push = Vec::new();
+        for (alias, pc) in &config.plugins {
+            match old.plugins.get(alias) {
+                Some(p) if transport_part(&p.config) == transport_part(pc) => {
+                    if p.pushed_config() != pc.config {
+                        to_push.push((p.clone(), pc.config.clone()));
+                    }
+                    let sub = old
+                        .events
+                        .subscribers()
+                        .iter()
+                        .find(|s| s.alias == *alias)
+                        .cloned();
+                    kept.insert(alias.clone(), (p.clone(), sub));
+                }
+                Some(_) => {
+                    summary.replaced.push(alias.clone());
+                    to_start.push(alias);
+                }
+                None => {
+                    summary.added.push(alias.clone());
+                    to_start.push(alias);
+                }
+            }
+        }
+        summary.removed = old
+            .plugins
+            .keys()
+            .filter(|a| !config.plugins.contains_key(*a))
+            .cloned()
+            .collect();
+        // A replaced plugin's new instance starts beside the old one, which serves until
+        // the new set is in force (a unix socket path is taken over by the new process;
+        // a TCP port in use makes the new instance fail to start, and the reload with
+        // it). The old instance's process and stream are set aside meanwhile.
+        let set_aside: Vec<(String, Owned)> = {
+            let mut owned = self.owned.lock();
+            summary
+                .replaced
+                .iter()
+                .filter_map(|a| owned.remove(a).map(|o| (a.clone(), o)))
+                .collect()
+        };
+        let restore = |set_aside: Vec<(String, Owned)>| {
+            let mut owned = self.owned.lock();
+            for (alias, o) in set_aside {
+                owned.insert(alias, o);
+            }
+        };
+        let fresh = match self.start_plugins(config, &to_start).await {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                restore(set_aside);
+                return Err(err);
+            }
+        };
+        let fresh_list: Vec<Arc<Plugin>> = fresh.values().cloned().collect();
+        let fresh_names: Vec<String> = fresh.keys().cloned().collect();
+        // Push changed configurations; the first refusal undoes the pushes before it.
+        let mut pushed: Vec<(Arc<Plugin>, Option<serde_json::Value>)> = Vec::new();
+        for (plugin, new_config) in to_push {
+            let before = plugin.pushed_config();
+            if let Err(err) = plugin.push_config(new_config).await {
+                for (p, previous) in pushed.into_iter().rev() {
+                    let _ = p.push_config(previous).await;
+                }
+                self.retire(&fresh_names, fresh_list, Duration::from_secs(5))
+                    .await;
+                restore(set_aside);
+                return Err(err);
+            }
+            summary.reconfigured.push(plugin.alias.clone());
+            pushed.push((plugin, before));
+        }
+        summary.generation = old.generation + 1;
+        let set = match self.assemble(config, fresh, &kept, summary.generation) {
+            Ok(set) => set,
+            Err(err) => {
+                for (p, previous) in pushed.into_iter().rev() {
+                    let _ = p.push_config(previous).await;
+                }
+                self.retire(&fresh_names, fresh_list, Duration::from_secs(5))
+                    .await;
+                restore(set_aside);
+                return Err(err);
+            }
+        };
+        // Kept plugins whose re-Describe changed their event kinds keep their queue;
+        // one that no longer wants events has its stream ended.
+        let streaming: Vec<String> = set
+            .events
+            .subscribers()
+            .iter()
+            .map(|s| s.alias.clone())
+            .collect();
+        for alias in kept.keys() {
+            if !streaming.contains(alias)
+                && let Some(token) = self.own(alias).stream.take()
+            {
+                token.cancel();
+            }
+        }
+        self.install(set);
+        let removed: Vec<Arc<Plugin>> = summary
+            .removed
+            .iter()
+            .filter_map(|a| old.plugins.get(a).cloned())
+            .collect();
+        self.retire(&summary.removed, removed, Duration::from_secs(5))
+            .await;
+        for alias in &summary.replaced {
+            if let Some(p) = old.plugins.get(alias) {
+                p.retire();
+            }
+        }
+        let mut processes = Vec::new();
+        for (_, o) in set_aside {
+            if let Some(token) = o.stream {
+                token.cancel();
+            }
+            processes.extend(o.process);
+        }
+        futures_util::future::join_all(
+            processes
+                .into_iter()
+                .map(|s| s.stop(Duration::from_secs(5))),
+        )
+        .await;
+        Ok(summary)
+    }
+
+    /// Ends the plugins `aliases`: their probes and streams stop, their processes are
+    /// stopped within `grace`. Calls already in flight on them finish (they hold the
+    /// plugin).
+    async fn retire(&self, aliases: &[String], plugins: Vec<Arc<Plugin>>, grace: Duration) {
+        for p in &plugins {
+            p.retire();
+        }
+        let mut processes = Vec::new();
+        {
+            let mut owned = self.owned.lock();
+            for alias in aliases {
+                if let Some(o) = owned.remove(alias) {
+                    if let Some(token) = o.stream {
+                        token.cancel();
+                    }
+                    processes.extend(o.process);
+                }
+            }
+        }
+        futures_util::future::join_all(processes.into_iter().map(|s| s.stop(grace))).await;
+    }
+
+    /// The plugins in force, by alias.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.current().plugins.values().cloned().collect()
     }
 
     /// Stops the plugin processes the broker started, within `grace`.
     pub async fn stop(&self, grace: Duration) {
         self.streams.cancel();
-        let supervisors = std::mem::take(&mut *self.supervisors.lock());
-        futures_util::future::join_all(supervisors.into_iter().map(|s| s.stop(grace))).await;
+        let owned = std::mem::take(&mut *self.owned.lock());
+        let processes = owned.into_values().filter_map(|o| o.process);
+        futures_util::future::join_all(processes.map(|s| s.stop(grace))).await;
     }
 }

@@ -110,7 +110,10 @@ pub struct Plugin {
     next: AtomicUsize,
     inflight: Arc<Semaphore>,
     described: RwLock<Option<Described>>,
-    describe_request: pb::DescribeRequest,
+    /// What `Describe` sends: changed by a reload that pushes a new `config:`.
+    describe_request: RwLock<pb::DescribeRequest>,
+    /// The `config:` currently pushed (the configuration's, or a reload's).
+    pushed: RwLock<Option<serde_json::Value>>,
     /// Counters for Authenticate and TopicFilter.
     pub stats: [RpcStats; 2],
     last_error_log: Mutex<Option<std::time::Instant>>,
@@ -137,6 +140,21 @@ fn to_pb_value(v: &serde_json::Value) -> prost_types::Value {
 fn to_pb_struct(o: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
     prost_types::Struct {
         fields: o.iter().map(|(k, v)| (k.clone(), to_pb_value(v))).collect(),
+    }
+}
+
+/// The `config:` section as the protobuf `Struct` that `Describe` carries.
+fn pushed_struct(
+    alias: &str,
+    config: Option<&serde_json::Value>,
+) -> Result<Option<prost_types::Struct>, PluginError> {
+    match config {
+        Some(serde_json::Value::Object(o)) => Ok(Some(to_pb_struct(o))),
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(_) => Err(PluginError::Config {
+            alias: alias.to_owned(),
+            message: "config: must be a map".into(),
+        }),
     }
 }
 
@@ -215,33 +233,109 @@ impl Plugin {
         let describe_request = pb::DescribeRequest {
             broker_version: env!("CARGO_PKG_VERSION").to_owned(),
             plugin_alias: alias.to_owned(),
-            config: match &config.config {
-                Some(serde_json::Value::Object(o)) => Some(to_pb_struct(o)),
-                None | Some(serde_json::Value::Null) => None,
-                Some(_) => {
-                    return Err(PluginError::Config {
-                        alias: alias.to_owned(),
-                        message: "config: must be a map".into(),
-                    });
-                }
-            },
+            config: pushed_struct(alias, config.config.as_ref())?,
             broker_instance_id: broker_instance_id.to_owned(),
             config_generation: 1,
         };
         Ok(Self {
             alias: alias.to_owned(),
+            pushed: RwLock::new(config.config.clone()),
             inflight: Arc::new(Semaphore::new(config.max_concurrency)),
             config,
             template,
             replicas: RwLock::default(),
             next: AtomicUsize::new(0),
             described: RwLock::default(),
-            describe_request,
+            describe_request: RwLock::new(describe_request),
             stats: Default::default(),
             last_error_log: Mutex::default(),
             suppressed_errors: AtomicU64::new(0),
             shutdown,
         })
+    }
+
+    /// The `config:` section currently pushed to the plugin.
+    pub fn pushed_config(&self) -> Option<serde_json::Value> {
+        self.pushed.read().clone()
+    }
+
+    /// Pushes a new `config:` with `Describe` (a reload): the first up replica decides
+    /// whether the plugin accepts it (a refusal is an error and nothing changes); the
+    /// other replicas get it too, and one that fails is marked down, so its probe
+    /// describes it again with the new configuration before it serves.
+    pub async fn push_config(
+        self: &Arc<Self>,
+        config: Option<serde_json::Value>,
+    ) -> Result<(), PluginError> {
+        let fail = |message: String| PluginError::Config {
+            alias: self.alias.clone(),
+            message,
+        };
+        let body = pushed_struct(&self.alias, config.as_ref())?;
+        let (previous, request) = {
+            let mut current = self.describe_request.write();
+            let previous = current.clone();
+            current.config = body;
+            current.config_generation += 1;
+            (previous, current.clone())
+        };
+        let up: Vec<Arc<Replica>> = self
+            .replicas
+            .read()
+            .iter()
+            .filter(|r| r.up.load(Ordering::Acquire))
+            .cloned()
+            .collect();
+        if up.is_empty() {
+            // Nothing to push to now: every probe describes with the new request.
+            *self.pushed.write() = config;
+            return Ok(());
+        }
+        let timeout = self.config.timeout.max(Duration::from_secs(1));
+        for (i, replica) in up.iter().enumerate() {
+            let mut client = Client::new(replica.channel.read().clone());
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(timeout);
+            let answer = tokio::time::timeout(timeout, client.describe(req)).await;
+            match answer {
+                Ok(Ok(resp)) => {
+                    let resp = resp.into_inner();
+                    if let Some(d) = self.described.write().as_mut() {
+                        d.event_kinds = resp
+                            .event_kinds()
+                            .filter(|k| *k != pb::EventKind::Unspecified)
+                            .collect();
+                        d.roles = resp.roles().collect();
+                        d.message_topic_filters = resp.message_topic_filters;
+                        d.want_message_payloads = resp.want_message_payloads;
+                        d.want_raw_packets = resp.want_raw_packets;
+                    }
+                }
+                Ok(Err(status)) if i == 0 && status.code() != tonic::Code::Unavailable => {
+                    *self.describe_request.write() = previous;
+                    return Err(fail(format!(
+                        "refused the new config: ({:?}) {}",
+                        status.code(),
+                        status.message()
+                    )));
+                }
+                // No answer (or a later replica refusing): probed again, and the probe
+                // describes it with the new request before it serves.
+                _ => self.mark_down(replica, "no answer to the new configuration"),
+            }
+        }
+        info!(plugin = %self.alias, generation = request.config_generation, "configuration pushed");
+        *self.pushed.write() = config;
+        Ok(())
+    }
+
+    /// Takes the plugin out of service for good (removed or replaced by a reload):
+    /// probes and re-resolution stop; calls in flight finish.
+    pub fn retire(&self) {
+        self.shutdown.cancel();
+        for r in self.replicas.read().iter() {
+            r.up.store(false, Ordering::Release);
+        }
     }
 
     /// What the plugin said in its last successful `Describe`.
@@ -536,7 +630,8 @@ impl Plugin {
             Ok(Err(s)) => return Err(format!("health check failed: {}", s.message())),
         }
         let mut client = Client::new(channel);
-        let mut req = tonic::Request::new(self.describe_request.clone());
+        let request = self.describe_request.read().clone();
+        let mut req = tonic::Request::new(request);
         req.set_timeout(timeout);
         let resp = match tokio::time::timeout(timeout, client.describe(req)).await {
             Err(_) => return Err("Describe timed out".into()),

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Broker;
+use crate::plugins::PluginSet;
 use crate::plugins::cache::{CachedAction, DecisionCache};
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, LastWill, Packet, PacketType, ProtocolVersion, QoS,
@@ -159,6 +160,7 @@ pub(crate) async fn serve(
 
     let packet_events = broker
         .plugins
+        .current()
         .events
         .wants(pb::EventKind::MqttPacketReceived);
     let (connect, connect_frame) = match tokio::time::timeout(
@@ -383,7 +385,8 @@ impl Connected {
         let mqtt = &broker.config.mqtt;
         let version = connect.protocol;
         let mut attributes = HashMap::new();
-        if let Some(auth) = &broker.plugins.auth {
+        let plugins = broker.plugins.current();
+        if let Some(auth) = &plugins.auth {
             let request = authenticate_request(&connect, &client_id, peer, &listener);
             let outcome = auth.authenticate(request).await;
             if !outcome.allowed {
@@ -413,17 +416,16 @@ impl Connected {
         };
         state.mailbox.set_online(true);
 
-        let event_client = broker.plugins.events.any().then(|| {
-            Arc::new(pb::ClientRef {
-                client_id: client_id.to_string(),
-                username: connect
-                    .username
-                    .as_ref()
-                    .map(|u| u.to_string())
-                    .unwrap_or_default(),
-                attributes: attributes.clone(),
-            })
-        });
+        // Built whether or not a plugin wants events now: a reload may add one.
+        let event_client = Some(Arc::new(pb::ClientRef {
+            client_id: client_id.to_string(),
+            username: connect
+                .username
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            attributes: attributes.clone(),
+        }));
         let mut conn = Connection {
             event_client,
             max_packet_size: mqtt.max_packet_size,
@@ -436,9 +438,10 @@ impl Connected {
             version,
             state,
             will: connect.will.clone(),
-            // Who the client is, for topic checks only: nothing is built without them.
-            checks: broker.plugins.topic_check.as_ref().map(|_| TopicChecks {
-                cache: DecisionCache::new(&broker.plugins.cache),
+            // Who the client is, for topic checks: kept even without a topic-check
+            // chain, which a reload may add.
+            checks: Some(TopicChecks {
+                cache: DecisionCache::new(&plugins.cache),
                 client: ClientIdentity {
                     client_id: client_id.to_string(),
                     username: connect
@@ -456,6 +459,7 @@ impl Connected {
             bytes_in: 0,
             messages_out: 0,
             pending_connected: None,
+            plugins,
         };
         protocol::encode(
             &connack(ConnectReason::Success, session_present),
@@ -464,22 +468,12 @@ impl Connected {
         );
         conn.resend_inflight();
         broker.stats.client_connected();
-        if conn
-            .broker
-            .plugins
-            .events
-            .wants(pb::EventKind::MqttPacketReceived)
-        {
+        if conn.plugins.events.wants(pb::EventKind::MqttPacketReceived) {
             let packet = Packet::Connect(connect.clone());
             conn.emit_packet(pb::EventKind::MqttPacketReceived, &packet, &connect_frame)
                 .await;
         }
-        if conn
-            .broker
-            .plugins
-            .events
-            .wants(pb::EventKind::ClientConnected)
-        {
+        if conn.plugins.events.wants(pb::EventKind::ClientConnected) {
             // Emitted once the CONNACK is written (see `Connection::connected_written`).
             conn.pending_connected = Some(pb::ClientConnected {
                 remote_addr: peer.to_string(),
@@ -548,6 +542,9 @@ struct Connection {
     messages_out: u64,
     /// The `client_connected` event, held until the CONNACK has been written.
     pending_connected: Option<pb::ClientConnected>,
+    /// The plugin set this connection uses, replaced after a reload at the next loop
+    /// turn (see [`Connection::follow_reload`]).
+    plugins: Arc<PluginSet>,
 }
 
 impl Connection {
@@ -562,10 +559,10 @@ impl Connection {
         let idle = tokio::time::sleep(idle_limit);
         tokio::pin!(idle);
         loop {
+            self.follow_reload();
             if !self.wbuf.is_empty() {
                 let bytes = self.wbuf.len() as u64;
                 let sent = self
-                    .broker
                     .plugins
                     .events
                     .wants(pb::EventKind::MqttPacketSent)
@@ -611,6 +608,7 @@ impl Connection {
                     Err(e) => return Exit::Io(e),
                 },
                 Some(delivery) = self.state.queue.recv(), if window_open => {
+                    self.follow_reload();
                     if let Some(checks) = &mut self.checks {
                         checks.now = Instant::now();
                     }
@@ -629,11 +627,8 @@ impl Connection {
 
     /// Handles every whole packet buffered, then adds the traffic to the counters.
     async fn handle_input(&mut self) -> Result<(), Exit> {
-        let packet_events = self
-            .broker
-            .plugins
-            .events
-            .wants(pb::EventKind::MqttPacketReceived);
+        self.follow_reload();
+        let packet_events = self.plugins.events.wants(pb::EventKind::MqttPacketReceived);
         let result = loop {
             // The frame's bytes, kept only for packet events, before decoding consumes them.
             let frame = match packet_events {
@@ -709,7 +704,7 @@ impl Connection {
                     });
                     // The message is kept for events only when a plugin wants them: no
                     // extra reference count on the hot path otherwise.
-                    if self.broker.plugins.events.any() {
+                    if self.plugins.events.any() {
                         self.route_with_events(message).await;
                     } else {
                         self.broker.router.publish(message);
@@ -847,12 +842,27 @@ impl Connection {
         topic: Option<&str>,
         build: impl Fn(bool) -> pb::event::Kind,
     ) {
-        let events = &self.broker.plugins.events;
+        let events = &self.plugins.events;
         if events.wants(kind) {
             events
                 .emit(kind, self.event_client.as_ref(), topic, build)
                 .await;
         }
+    }
+
+    /// If a reload put a new plugin set in force, uses it from now on. Cached topic
+    /// decisions were made by the old chains (or old plugin configuration), so they go.
+    /// Called before anything the set decides: each loop turn, each batch of input and
+    /// each delivery, so no packet read after a reload is checked by the old set.
+    fn follow_reload(&mut self) {
+        if self.broker.plugins.generation() == self.plugins.generation {
+            return;
+        }
+        self.plugins = self.broker.plugins.current();
+        if let Some(checks) = &mut self.checks {
+            checks.cache = DecisionCache::new(&self.plugins.cache);
+        }
+        debug!(generation = self.plugins.generation, "plugin set reloaded");
     }
 
     /// Emits `client_connected` if it is still held: after the first write (which
@@ -889,7 +899,7 @@ impl Connection {
 
     /// Routes a message that passed its checks and emits its events.
     async fn route_with_events(&self, message: Arc<Message>) {
-        let events = &self.broker.plugins.events;
+        let events = &self.plugins.events;
         let mut offline = Vec::new();
         let matched = if events.wants(pb::EventKind::RetainedMessage) {
             self.broker
@@ -945,6 +955,9 @@ impl Connection {
     /// The decision without asking a plugin: `Some(true)` without a topic-check chain,
     /// the cached decision on a hit, `None` when the chain must be asked.
     fn quick_check(&mut self, action: CachedAction, topic: &str) -> Option<bool> {
+        if self.plugins.topic_check.is_none() {
+            return Some(true);
+        }
         let Some(checks) = &mut self.checks else {
             return Some(true);
         };
@@ -978,8 +991,8 @@ impl Connection {
         qos: QoS,
         retain: bool,
     ) -> bool {
-        let broker = self.broker.clone();
-        let (Some(chain), Some(checks)) = (&broker.plugins.topic_check, &self.checks) else {
+        let plugins = self.plugins.clone();
+        let (Some(chain), Some(checks)) = (&plugins.topic_check, &self.checks) else {
             return true;
         };
         let request = pb::TopicFilterRequest {
@@ -1135,7 +1148,6 @@ impl Connection {
         .await;
         if !self.wbuf.is_empty() && matches!(exit, Exit::Disconnect | Exit::Shutdown) {
             let sent = self
-                .broker
                 .plugins
                 .events
                 .wants(pb::EventKind::MqttPacketSent)

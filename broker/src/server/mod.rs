@@ -40,6 +40,10 @@ pub struct Broker {
     pub stats: Arc<Stats>,
     /// Plugins and the auth and topic-check chains.
     pub plugins: PluginHost,
+    /// The file `config` was read from, which a reload reads again; `None` for the
+    /// embedded default. `config` stays the start-up configuration: the plugin
+    /// sections in force are the plugin host's.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Broker {
@@ -53,6 +57,7 @@ impl Broker {
             router,
             stats,
             plugins,
+            config_file: None,
         }
     }
 }
@@ -89,6 +94,7 @@ impl Server {
         let plugins = PluginHost::start(&config, shutdown.child_token()).await?;
         // Plugins can set up before any client is served: delivered and acked (bounded).
         plugins
+            .current()
             .events
             .emit_and_wait(pb::EventKind::BrokerPreStart, |_| {
                 pb::event::Kind::BrokerPreStart(pb::BrokerPreStart {
@@ -111,6 +117,14 @@ impl Server {
             broker: Arc::new(Broker::new(config, plugins)),
             listeners,
         })
+    }
+
+    /// Records the file the configuration came from, for reloads. Call before
+    /// [`serve`](Self::serve).
+    pub fn set_config_file(&mut self, file: std::path::PathBuf) {
+        if let Some(broker) = Arc::get_mut(&mut self.broker) {
+            broker.config_file = Some(file);
+        }
     }
 
     /// The shared broker state (for tests and embedding).
@@ -146,7 +160,8 @@ impl Server {
                 shutdown.clone(),
             ));
         }
-        let events = &self.broker.plugins.events;
+        let plugins = self.broker.plugins.current();
+        let events = &plugins.events;
         let listening = self
             .broker
             .config
@@ -177,11 +192,15 @@ impl Server {
         shutdown.cancelled().await;
         let timeout = self.broker.config.shutdown_timeout;
         // Bounded: a `backpressure` queue of a stalled plugin must not stop the shutdown.
-        let pre_shutdown = events.emit(pb::EventKind::BrokerPreShutdown, None, None, |_| {
-            pb::event::Kind::BrokerPreShutdown(pb::BrokerPreShutdown {
-                reason: "signal".into(),
-            })
-        });
+        let plugins = self.broker.plugins.current();
+        let pre_shutdown =
+            plugins
+                .events
+                .emit(pb::EventKind::BrokerPreShutdown, None, None, |_| {
+                    pb::event::Kind::BrokerPreShutdown(pb::BrokerPreShutdown {
+                        reason: "signal".into(),
+                    })
+                });
         if tokio::time::timeout(timeout, pre_shutdown).await.is_err() {
             warn!("broker_pre_shutdown could not be queued in time; shutting down anyway");
         }
@@ -194,7 +213,10 @@ impl Server {
             );
         }
         // Plugins can tear down: delivered and acked (bounded) before the process exits.
-        events
+        // The set in force now, which a reload may have changed since start-up.
+        let plugins = self.broker.plugins.current();
+        plugins
+            .events
             .emit_and_wait(pb::EventKind::BrokerPostShutdown, |_| {
                 pb::event::Kind::BrokerPostShutdown(pb::BrokerPostShutdown {})
             })
