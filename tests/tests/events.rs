@@ -60,7 +60,8 @@ async fn a_session_produces_exactly_its_events_in_order() {
     // broker_pre_start was delivered and acked before the listener opened.
     let lines = read_lines(&all);
     assert_eq!(lines[0]["kind"], "broker_pre_start", "{lines:#?}");
-    assert_eq!(lines[0]["sequence"], 1);
+    assert_eq!(lines[0]["seq"], 1);
+    assert_eq!(lines[0]["broker_version"], env!("CARGO_PKG_VERSION"));
 
     let mut c = RawClient::connect(broker.addr, "ev").await;
     c.subscribe("ev/#", QoS::AtLeastOnce).await;
@@ -107,39 +108,56 @@ async fn a_session_produces_exactly_its_events_in_order() {
         ]
     );
     let ev: Vec<&serde_json::Value> = lines.iter().filter(|l| l["client_id"] == "ev").collect();
-    let detail = |i: usize| ev[i]["detail"].as_str().unwrap().to_owned();
-    assert!(detail(1).contains("ev/#"), "{}", detail(1));
+    // The documented schema (examples/event-logger/README.md), field by field.
+    assert_eq!(ev[0]["protocol_version"], "3.1.1");
+    assert_eq!(ev[0]["listener"], "default");
+    assert_eq!(ev[0]["clean_start"], true);
     assert!(
-        detail(2).contains("ev/a") && detail(2).contains("qos: 0"),
-        "{}",
-        detail(2)
-    );
-    assert!(
-        detail(4).contains("ev/b") && detail(4).contains("retain: true"),
-        "{}",
-        detail(4)
-    );
-    assert!(detail(6).contains("Stored"), "{}", detail(6));
-    assert!(detail(7).contains("qos: 2"), "{}", detail(7));
-    assert!(
-        detail(8).contains("matched_subscriptions: 1"),
-        "{}",
-        detail(8)
-    );
-    assert!(detail(10).contains("Clean"), "{}", detail(10));
-    let ka: Vec<&serde_json::Value> = lines.iter().filter(|l| l["client_id"] == "ka").collect();
-    assert_eq!(ka.len(), 2);
-    assert!(
-        ka[1]["detail"]
+        ev[0]["remote_addr"]
             .as_str()
             .unwrap()
-            .contains("KeepaliveTimeout")
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(ev[0]["attributes"], serde_json::json!({}));
+    assert_eq!(ev[0]["username"], serde_json::Value::Null);
+    assert_eq!(ev[1]["subscriptions"][0]["filter"], "ev/#");
+    assert_eq!(ev[1]["subscriptions"][0]["granted_qos"], 1);
+    assert_eq!(
+        (&ev[2]["topic"], &ev[2]["qos"]),
+        (&"ev/a".into(), &0.into())
+    );
+    assert_eq!(ev[2]["payload_size"], 4);
+    // No --payload: the size only, the payload itself is null.
+    assert_eq!(ev[2]["payload"], serde_json::Value::Null);
+    assert_eq!(ev[2]["packet_id"], serde_json::Value::Null);
+    assert_eq!(
+        (&ev[4]["topic"], &ev[4]["retain"]),
+        (&"ev/b".into(), &true.into())
+    );
+    assert!(ev[4]["packet_id"].as_u64().is_some());
+    assert_eq!(
+        (&ev[6]["action"], &ev[6]["topic"]),
+        (&"stored".into(), &"ev/b".into())
+    );
+    assert_eq!(ev[7]["qos"], 2);
+    assert_eq!(ev[8]["matched_subscriptions"], 1);
+    assert_eq!(ev[9]["filters"], serde_json::json!(["ev/#"]));
+    assert_eq!(ev[10]["reason"], "clean");
+    let ka: Vec<&serde_json::Value> = lines.iter().filter(|l| l["client_id"] == "ka").collect();
+    assert_eq!(ka.len(), 2);
+    assert_eq!(ka[1]["reason"], "keepalive_timeout");
+    // One broker instance, RFC 3339 UTC timestamps.
+    let instance = &lines[0]["broker_instance_id"];
+    assert!(instance.as_str().is_some_and(|s| !s.is_empty()));
+    assert!(lines.iter().all(|l| &l["broker_instance_id"] == instance));
+    assert!(
+        lines.iter().all(|l| l["ts"]
+            .as_str()
+            .is_some_and(|t| t.len() == 27 && t.ends_with('Z'))),
+        "{lines:#?}"
     );
     // Sequences strictly increase by one: nothing lost, nothing repeated.
-    let seqs: Vec<u64> = lines
-        .iter()
-        .map(|l| l["sequence"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 
     // The plugin that asked only for client_connected got only those, on the wire:
@@ -167,4 +185,79 @@ async fn a_session_produces_exactly_its_events_in_order() {
     let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds.last(), Some(&"broker_post_shutdown"), "{kinds:?}");
     assert!(kinds.contains(&"broker_pre_shutdown"));
+}
+
+/// `--output` with a small `--max-size`: the file rotates between lines, so every line of every
+/// file parses, no file passes the limit (a line is far smaller), and the files read oldest
+/// first hold every sequence exactly once, in order. Payloads are written as asked.
+#[tokio::test]
+async fn output_rotates_by_size_without_losing_or_splitting_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let max_size = 2048;
+    let yaml = format!(
+        "listeners: {{ default: {{ type: tcp, bind: 127.0.0.1:0 }} }}\nplugins:\n  log:\n    endpoint: unix://{d}/log.sock\n    command: [{b}, --kinds, message_received, --payload, utf8, --output, {o}, --max-size, 2KiB, --max-files, 100]\n",
+        d = dir.path().display(),
+        b = event_logger_bin().display(),
+        o = out.display(),
+    );
+    let broker = Tandem::start_config(&yaml);
+    let mut c = RawClient::connect(broker.addr, "rot").await;
+    let count = 60;
+    for i in 0..count {
+        let payload = format!("message {i:03} {}", "x".repeat(100));
+        c.publish("rot/t", payload.as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    c.publish("rot/t", &[0xff, 0xfe], QoS::AtLeastOnce, false)
+        .await;
+    c.publish("rot/t", b"end", QoS::AtLeastOnce, false).await;
+    // The live file holds the newest line; everything before it is in the rotated files.
+    wait_lines(&out, |l| l["payload"] == "end").await;
+
+    let mut files = vec![out.clone()];
+    for n in 1.. {
+        let rotated = dir.path().join(format!("events.jsonl.{n}"));
+        if !rotated.exists() {
+            break;
+        }
+        files.push(rotated);
+    }
+    files.reverse(); // oldest first
+    assert!(files.len() > 5, "rotated into {} files", files.len());
+    let mut lines = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.len() <= max_size,
+            "{} is {} bytes",
+            file.display(),
+            text.len()
+        );
+        assert!(text.ends_with('\n'), "{} ends mid-line", file.display());
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("split or bad line in {}: {e}: {line}", file.display()));
+            lines.push(value);
+        }
+    }
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=count + 2).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+    for (i, line) in lines.iter().take(count as usize).enumerate() {
+        let payload = line["payload"].as_str().unwrap();
+        assert!(
+            payload.starts_with(&format!("message {i:03} ")),
+            "{payload}"
+        );
+        assert_eq!(line["payload_encoding"], "utf8");
+    }
+    let binary = &lines[count as usize];
+    assert_eq!(
+        (&binary["payload"], &binary["payload_encoding"]),
+        (&"//4=".into(), &"base64".into())
+    );
 }

@@ -16,7 +16,7 @@ fn sequences(path: &std::path::Path, kind: &str) -> Vec<u64> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|l| l["kind"] == kind)
-        .map(|l| l["sequence"].as_u64().unwrap())
+        .map(|l| l["seq"].as_u64().unwrap())
         .collect()
 }
 

@@ -1,121 +1,90 @@
-//! `tandem-event-logger`: aMQTT's `EventLoggerPlugin` as a sidecar. Every event it
-//! subscribes to becomes one JSON line (`sequence`, `timestamp`, `kind`, `client_id`,
-//! `username`, `detail`) on stdout, or appended to `--output FILE`, ready for a log
-//! pipeline. Duplicates resent after a reconnect are skipped by sequence.
+//! `tandem-event-logger`: aMQTT's `EventLoggerPlugin` and `PacketLoggerPlugin` as a sidecar and
+//! a log-pipeline source. Every event it subscribes to becomes one JSON line with a stable schema
+//! (see `README.md` and [`schema`]) on stdout, or appended to `--output FILE` with size-based
+//! rotation ([`sink`]). Events resent after a reconnect are skipped by sequence.
 //!
-//! `--kinds all` (default: every kind but the two packet kinds) or a comma list such as
-//! `client_connected,client_disconnected`.
+//! # Layout
+//! - `options.rs`: the command line.
+//! - `schema.rs`: an SDK event to its JSON line.
+//! - `sink.rs`: stdout, or a file rotated by size.
 
-use std::io::Write;
+mod options;
+mod schema;
+mod sink;
+
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use tandem_plugin::serde_json::json;
-use tandem_plugin::{
-    Context, Event, EventHandler, EventKind, EventSubscription, HandlerError, Plugin,
-};
+use tandem_plugin::{Context, Event, EventHandler, EventSubscription, HandlerError, Plugin};
+
+use crate::schema::PayloadMode;
+use crate::sink::{RotatingFile, Sink};
 
 struct Logger {
-    out: Mutex<Box<dyn Write + Send>>,
-    /// Highest sequence written, and the broker instance it belongs to.
-    last: AtomicU64,
-    instance: Mutex<String>,
+    state: Mutex<State>,
+    payloads: PayloadMode,
+}
+
+struct State {
+    sink: Sink,
+    /// The broker instance the sequences below belong to (they restart at 1 with a new one).
+    instance: String,
+    /// Highest sequence written for `instance`.
+    last: u64,
 }
 
 impl EventHandler for Logger {
     async fn on_event(&self, ctx: &Context, event: Event) -> Result<(), HandlerError> {
-        {
-            let mut instance = self.instance.lock().expect("lock");
-            if *instance != ctx.broker_instance_id() {
-                *instance = ctx.broker_instance_id().to_owned();
-                self.last.store(0, Ordering::SeqCst);
-            }
+        let mut state = self.state.lock().expect("logger lock");
+        if state.instance != ctx.broker_instance_id() {
+            state.instance = ctx.broker_instance_id().to_owned();
+            state.last = 0;
         }
-        if event.sequence <= self.last.load(Ordering::SeqCst) {
+        if event.sequence <= state.last {
             return Ok(()); // resent after a reconnect: already written
         }
-        let kind = format!("{:?}", event.data.kind());
-        let line = json!({
-            "sequence": event.sequence,
-            "timestamp": event
-                .timestamp
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_default(),
-            "kind": snake(&kind),
-            "client_id": event.client.as_ref().map(|c| c.client_id.clone()),
-            "username": event.client.as_ref().and_then(|c| c.username.clone()),
-            "detail": format!("{:?}", event.data),
-        });
-        // One write per line: a line is never split, even if the process is killed.
-        let mut text = line.to_string();
-        text.push('\n');
-        let mut out = self.out.lock().expect("lock");
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
-        self.last.store(event.sequence, Ordering::SeqCst);
+        let mut line = schema::line(&event, ctx.broker_instance_id(), self.payloads).to_string();
+        line.push('\n');
+        state.sink.write_line(line.as_bytes())?;
+        state.last = event.sequence;
         Ok(())
     }
 }
 
-/// `ClientConnected` -> `client_connected`.
-fn snake(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_uppercase() {
-            if i > 0 {
-                s.push('_');
-            }
-            s.extend(c.to_lowercase());
-        } else {
-            s.push(c);
-        }
-    }
-    s
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn main() -> Result<(), tandem_plugin::Error> {
-    let kinds: Vec<EventKind> = match arg("--kinds").as_deref() {
-        None => EventKind::ALL
-            .into_iter()
-            .filter(|k| !matches!(k, EventKind::MqttPacketReceived | EventKind::MqttPacketSent))
-            .collect(),
-        Some("all") => EventKind::ALL.to_vec(),
-        Some(list) => EventKind::ALL
-            .into_iter()
-            .filter(|k| {
-                list.split(',')
-                    .any(|w| w.trim() == snake(&format!("{k:?}")))
-            })
-            .collect(),
-    };
-    let out: Box<dyn Write + Send> = match arg("--output") {
-        Some(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            Ok(f) => Box::new(f),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = options::parse(&args).unwrap_or_else(|e| {
+        eprintln!("tandem-event-logger: {e}\n{}", options::USAGE);
+        std::process::exit(2);
+    });
+    let sink = match &options.output {
+        None => Sink::Stdout(std::io::stdout()),
+        Some(path) => match RotatingFile::open(path, options.rotation) {
+            Ok(file) => Sink::File(file),
             Err(e) => {
-                eprintln!("tandem-event-logger: cannot open --output {path}: {e}");
+                eprintln!(
+                    "tandem-event-logger: cannot open --output {}: {e}",
+                    path.display()
+                );
                 std::process::exit(2);
             }
         },
-        None => Box::new(std::io::stdout()),
     };
+    let mut subscription = EventSubscription::new(options.kinds);
+    if options.payload != PayloadMode::None {
+        subscription = subscription.with_payloads();
+    }
+    if options.raw_packets {
+        subscription = subscription.with_raw_packets();
+    }
     let logger = Logger {
-        out: Mutex::new(out),
-        last: AtomicU64::new(0),
-        instance: Mutex::new(String::new()),
+        state: Mutex::new(State {
+            sink,
+            instance: String::new(),
+            last: 0,
+        }),
+        payloads: options.payload,
     };
     Plugin::new("tandem-event-logger", env!("CARGO_PKG_VERSION"))
-        .events(EventSubscription::new(kinds), logger)
+        .events(subscription, logger)
         .run()
 }
