@@ -260,15 +260,22 @@ async fn python_plugin_serves_on_tcp_with_listen_flag() {
 fn python_plugin_refuses_a_bad_config_and_the_broker_does_not_start() {
     let env = python_env();
     let dir = tempfile::tempdir().unwrap();
-    // The broker retries a plugin that refuses Describe until startup_timeout, then gives up.
+    // A plugin that refuses its config (INVALID_ARGUMENT) fails start-up at once, with
+    // its reason: with a 10 minute startup_timeout, only that ends start-up within the
+    // harness's deadline.
     let yaml = broker_with(
         &format!("unix://{}/acl.sock", dir.path().display()),
-        Some(&format!("{}\n    startup_timeout: 3s", plugin_command(env))),
+        Some(&format!(
+            "{}\n    startup_timeout: 10m",
+            plugin_command(env)
+        )),
         "\n      subscribe: { deny: [\"a/#/b\"] }",
     );
     let err = Tandem::expect_startup_failure(&yaml, 3 * DEADLINE);
     assert!(
-        err.contains("config.subscribe.deny[0]") && err.contains("'#' must be a whole level"),
+        err.contains("refused its configuration")
+            && err.contains("config.subscribe.deny[0]")
+            && err.contains("'#' must be a whole level"),
         "{err}"
     );
 }

@@ -145,6 +145,15 @@ pub enum PluginError {
         /// The last failure seen.
         cause: String,
     },
+    /// A plugin answered `Describe` with INVALID_ARGUMENT or FAILED_PRECONDITION: it
+    /// refuses the `config:` pushed to it.
+    #[error("plugin `{alias}` refused its configuration (plugins.{alias}.config): {cause}")]
+    Refused {
+        /// The alias.
+        alias: String,
+        /// The plugin's answer.
+        cause: String,
+    },
     /// A plugin in a chain does not declare the chain's role.
     #[error(
         "plugin `{alias}` ({name}) is listed in {section}.plugins but does not declare {role:?} in Describe"

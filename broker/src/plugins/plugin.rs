@@ -117,6 +117,8 @@ pub struct Plugin {
     /// Counters for Authenticate and TopicFilter.
     pub stats: [RpcStats; 2],
     last_error_log: Mutex<Option<std::time::Instant>>,
+    /// The plugin's refusal of its configuration at the last `Describe`, if it refused.
+    refused: Mutex<Option<String>>,
     suppressed_errors: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -249,6 +251,7 @@ impl Plugin {
             describe_request: RwLock::new(describe_request),
             stats: Default::default(),
             last_error_log: Mutex::default(),
+            refused: Mutex::default(),
             suppressed_errors: AtomicU64::new(0),
             shutdown,
         })
@@ -493,6 +496,12 @@ impl Plugin {
             if self.replica_health().1 > 0 {
                 return Ok(());
             }
+            if let Some(cause) = self.refused.lock().take() {
+                return Err(PluginError::Refused {
+                    alias: self.alias.clone(),
+                    cause,
+                });
+            }
             if Instant::now() >= deadline {
                 return Err(PluginError::Startup {
                     alias: self.alias.clone(),
@@ -636,7 +645,16 @@ impl Plugin {
         let resp = match tokio::time::timeout(timeout, client.describe(req)).await {
             Err(_) => return Err("Describe timed out".into()),
             Ok(Err(s)) => {
-                return Err(format!("Describe failed: {:?}: {}", s.code(), s.message()));
+                let message = format!("Describe failed: {:?}: {}", s.code(), s.message());
+                // The plugin is up and says no to its configuration: retrying the same
+                // request cannot help, so start-up fails at once with its reason.
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ) {
+                    *self.refused.lock() = Some(message.clone());
+                }
+                return Err(message);
             }
             Ok(Ok(r)) => r.into_inner(),
         };
