@@ -261,3 +261,98 @@ async fn output_rotates_by_size_without_losing_or_splitting_lines() {
         (&"//4=".into(), &"base64".into())
     );
 }
+
+/// Packet events (both directions, decoded headers and raw bytes on request) and
+/// `retained_message` QUEUED for an offline persistent session.
+#[tokio::test]
+async fn packets_are_reported_both_ways_and_offline_queueing_names_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("packets.jsonl");
+    let yaml = format!(
+        "listeners: {{ default: {{ type: tcp, bind: 127.0.0.1:0 }} }}\nsys: {{ enable: false }}\nplugins:\n  log:\n    endpoint: unix://{d}/log.sock\n    command: [{b}, --kinds, \"mqtt_packet_received,mqtt_packet_sent,client_connected,retained_message\", --raw-packets, --output, {o}]\n",
+        d = dir.path().display(),
+        b = event_logger_bin().display(),
+        o = out.display()
+    );
+    let broker = Tandem::start_config(&yaml);
+
+    // A persistent session goes offline with a QoS 1 subscription.
+    let (mut off, _) = RawClient::connect_with(broker.addr, connect_packet("off", false, 0)).await;
+    off.subscribe("q/#", QoS::AtLeastOnce).await;
+    off.disconnect().await;
+
+    let mut c = RawClient::connect(broker.addr, "pk").await;
+    c.subscribe("pk/#", QoS::AtLeastOnce).await;
+    c.ping().await;
+    c.publish("pk/a", b"x", QoS::AtLeastOnce, false).await;
+    let m = c.recv_publish().await;
+    c.ack(&m).await;
+    c.publish("q/1", b"for-off", QoS::AtLeastOnce, false).await;
+    c.disconnect().await;
+
+    let lines = wait_lines(&out, |l| {
+        l["client_id"] == "pk"
+            && l["kind"] == "mqtt_packet_received"
+            && l["packet_type"] == "disconnect"
+    })
+    .await;
+    let pk: Vec<&serde_json::Value> = lines.iter().filter(|l| l["client_id"] == "pk").collect();
+    let seen: Vec<(String, String)> = pk
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                l["packet_type"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("mqtt_packet_received", "connect"),
+        ("mqtt_packet_sent", "connack"),
+        ("client_connected", "-"),
+        ("mqtt_packet_received", "subscribe"),
+        ("mqtt_packet_sent", "suback"),
+        ("mqtt_packet_received", "pingreq"),
+        ("mqtt_packet_sent", "pingresp"),
+        ("mqtt_packet_received", "publish"),
+        ("mqtt_packet_sent", "puback"),
+        ("mqtt_packet_sent", "publish"),
+        ("mqtt_packet_received", "puback"),
+        ("mqtt_packet_received", "publish"),
+        ("retained_message", "-"),
+        ("mqtt_packet_sent", "puback"),
+        ("mqtt_packet_received", "disconnect"),
+    ]
+    .iter()
+    .map(|(k, t)| (k.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(seen, expected, "{pk:#?}");
+
+    // Raw bytes are the wire form, and size and fields agree with them.
+    let raw = |l: &serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(l["raw"].as_str().expect("raw requested"))
+            .unwrap()
+    };
+    for l in &pk {
+        if l["kind"] != "client_connected" && l["kind"] != "retained_message" {
+            assert_eq!(raw(l).len() as u64, l["size"].as_u64().unwrap(), "{l}");
+        }
+    }
+    assert_eq!(raw(pk[0])[0] >> 4, 1, "CONNECT");
+    assert_eq!(raw(pk[1]), [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+    assert_eq!(pk[1]["reason_code"], 0);
+    assert_eq!(raw(pk[6]), [0xD0, 0x00], "PINGRESP");
+    let delivered = pk[9];
+    assert_eq!(delivered["topic"], "pk/a");
+    assert_eq!(delivered["qos"], 1);
+    assert_eq!(delivered["packet_id"], u64::from(m.pkid));
+    assert_eq!(delivered["flags"], 0b0010, "QoS 1, no DUP, no RETAIN");
+
+    // The message for the offline session: QUEUED, naming it, sent by the publisher.
+    let queued = pk[12];
+    assert_eq!(queued["action"], "queued", "{queued}");
+    assert_eq!(queued["session_client_id"], "off");
+    assert_eq!(queued["topic"], "q/1");
+}

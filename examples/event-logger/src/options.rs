@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tandem_plugin::EventKind;
 
-use crate::schema::{PayloadMode, kind_name};
+use crate::schema::PayloadMode;
 use crate::sink::Rotation;
 
 /// What the logger was asked to do.
@@ -47,17 +47,9 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         Some(list) => list
             .split(',')
             .map(|word| {
-                let word = word.trim();
-                EventKind::ALL
-                    .into_iter()
-                    .find(|k| kind_name(*k) == word)
-                    .ok_or_else(|| {
-                        let known: Vec<_> = EventKind::ALL.into_iter().map(kind_name).collect();
-                        format!(
-                            "--kinds: unknown kind `{word}`; known: all, {}",
-                            known.join(", ")
-                        )
-                    })
+                word.trim()
+                    .parse::<EventKind>()
+                    .map_err(|e| format!("--kinds: {e} (or all)"))
             })
             .collect::<Result<_, _>>()?,
     };
@@ -168,7 +160,7 @@ mod tests {
     #[test]
     fn bad_arguments_say_what_is_wrong() {
         let err = |line: &str| parse(&args(line)).unwrap_err();
-        assert!(err("--kinds client_conected").contains("unknown kind `client_conected`"));
+        assert!(err("--kinds client_conected").contains("unknown event kind \"client_conected\""));
         assert!(err("--max-size 10MiB").contains("needs --output"));
         assert!(err("--output f --max-size 10XB").contains("unknown unit"));
         assert!(err("--output f --max-size 0").contains("above zero"));

@@ -10,9 +10,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use tandem_plugin::serde_json::{Map, Value, json};
 use tandem_plugin::{
-    ClientConnected, ClientDisconnected, DisconnectReason, Event, EventData, EventKind,
-    ListenerInfo, Message, MessageProperties, MqttPacket, PacketType, ProtocolVersion,
-    RetainedAction, Subscription, UserProperties,
+    ClientConnected, ClientDisconnected, DisconnectReason, Event, EventData, ListenerInfo, Message,
+    MessageProperties, MqttPacket, PacketType, ProtocolVersion, RetainedAction, Subscription,
+    UserProperties,
 };
 
 /// How message payloads (and correlation data) are written.
@@ -26,25 +26,6 @@ pub(crate) enum PayloadMode {
     Base64,
 }
 
-/// `ClientConnected` -> `client_connected`: the name of a kind in lines and in `--kinds`.
-pub(crate) fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::BrokerPreStart => "broker_pre_start",
-        EventKind::BrokerPostStart => "broker_post_start",
-        EventKind::BrokerPreShutdown => "broker_pre_shutdown",
-        EventKind::BrokerPostShutdown => "broker_post_shutdown",
-        EventKind::ClientConnected => "client_connected",
-        EventKind::ClientDisconnected => "client_disconnected",
-        EventKind::ClientSubscribed => "client_subscribed",
-        EventKind::ClientUnsubscribed => "client_unsubscribed",
-        EventKind::MessageReceived => "message_received",
-        EventKind::MessageBroadcast => "message_broadcast",
-        EventKind::RetainedMessage => "retained_message",
-        EventKind::MqttPacketReceived => "mqtt_packet_received",
-        EventKind::MqttPacketSent => "mqtt_packet_sent",
-    }
-}
-
 /// The JSON object for one event.
 pub(crate) fn line(event: &Event, broker_instance_id: &str, payloads: PayloadMode) -> Value {
     let mut out = Map::new();
@@ -56,7 +37,7 @@ pub(crate) fn line(event: &Event, broker_instance_id: &str, payloads: PayloadMod
     );
     out.insert("seq".into(), event.sequence.into());
     out.insert("broker_instance_id".into(), broker_instance_id.into());
-    out.insert("kind".into(), kind_name(event.kind()).into());
+    out.insert("kind".into(), event.kind().name().into());
     let client = event.client.as_ref();
     out.insert("client_id".into(), json!(client.map(|c| &c.client_id)));
     out.insert(
@@ -357,12 +338,5 @@ mod tests {
         assert_eq!(v["username"], Value::Null);
         assert_eq!(v["attributes"], json!({}));
         assert_eq!(v["kind"], "broker_post_shutdown");
-    }
-
-    #[test]
-    fn every_kind_has_a_distinct_name() {
-        let names: std::collections::HashSet<_> =
-            EventKind::ALL.into_iter().map(kind_name).collect();
-        assert_eq!(names.len(), EventKind::ALL.len());
     }
 }
