@@ -386,6 +386,8 @@ impl pb::plugin_server::Plugin for PluginService {
         let inner = Arc::clone(&self.inner);
         let mut closing = self.inner.closing.subscribe();
         tokio::spawn(async move {
+            let mut dropped_unlogged = 0u64;
+            let mut last_drop_log = None;
             loop {
                 // Between batches only: a batch being handled is finished and acked first.
                 let next = tokio::select! {
@@ -403,11 +405,18 @@ impl pb::plugin_server::Plugin for PluginService {
                         break;
                     }
                 };
-                if batch.dropped_events > 0 {
+                // Drops come in bursts (every batch during an overflow): said at most
+                // once a second, with the total since the last time.
+                dropped_unlogged += batch.dropped_events;
+                if dropped_unlogged > 0
+                    && last_drop_log.is_none_or(|t: std::time::Instant| t.elapsed().as_secs() >= 1)
+                {
                     warn!(
-                        dropped = batch.dropped_events,
+                        dropped = dropped_unlogged,
                         "the broker dropped events for this plugin (queue overflow)"
                     );
+                    dropped_unlogged = 0;
+                    last_drop_log = Some(std::time::Instant::now());
                 }
                 let Some(highest) = inner.handle_batch(batch).await else {
                     continue;
@@ -457,7 +466,15 @@ impl Inner {
                     event.take()
                 };
                 let Some(this) = this else { break };
-                let span = rpc_span("event", &ctx);
+                // Events are high volume: their span is at debug level, so that with the
+                // usual `info` filter it costs a disabled-callsite check, not a formatted
+                // span per event (which was most of a consumer's CPU).
+                let span = tracing::debug_span!(
+                    "plugin_event",
+                    sequence,
+                    plugin = %ctx.plugin_alias(),
+                    trace_id = ctx.trace_id().unwrap_or(""),
+                );
                 if let Err(err) = handler.call(&ctx, this).instrument(span).await {
                     warn!(sequence, ?kind, cause = %err, "event handler failed; the event is acked anyway");
                 }

@@ -313,6 +313,7 @@ names = {
     "pairs-qos0": "pairs QoS 0 (4 pairs), msg/s",
     "pairs-qos1": "pairs QoS 1 (4 pairs), msg/s",
     "connect": "connects/s (16 concurrent)",
+    "fan-in-qos0-fixed": "fan-in QoS 0 at 200k msg/s offered, msg/s",
 }
 for s in scenarios:
     if s == "latency":
