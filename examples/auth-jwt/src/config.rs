@@ -349,7 +349,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"algorithms": ["HS256"], "secret": "s", "leeway": "soon"}),
-                "leeway",
+                "expected a duration",
             ),
             (
                 serde_json::json!({"algorithms": ["HS256"], "secret": "s", "colour": 1}),
