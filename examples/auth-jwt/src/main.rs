@@ -1,0 +1,57 @@
+//! `tandem-auth-jwt`: clients authenticate with a JWT as their MQTT password (HS* with a shared
+//! secret, RS*/PS*/ES*/EdDSA with keys from a JWK set file or URL), and the token's claims become
+//! session attributes and topic permissions. Configured from the broker's YAML
+//! (`plugins.<alias>.config`, pushed by `Describe`); see README.md for every setting.
+//!
+//! # Layout
+//! - `config.rs`: the settings, checked (and key files read) at `Describe`: fail closed.
+//! - `keys.rs`: the HMAC secret and the JWK set, reloaded periodically and on an unknown `kid`.
+//! - `verify.rs`: signature, algorithm, `exp`/`nbf`/`iss`/`aud`, with a reason per refusal.
+//! - `auth.rs`: the authenticate role; `claims.rs`: claims to username check and attributes.
+//! - `topics.rs`: the topic role: the token's publish/subscribe/receive filter lists.
+//!
+//! `--roles auth,topic` chooses the roles it declares (both by default).
+
+mod auth;
+mod claims;
+mod config;
+mod keys;
+mod topics;
+mod verify;
+
+use tandem_plugin::{Plugin, Role};
+
+/// The handlers of both roles; the state lives in the configuration.
+pub(crate) struct Jwt;
+
+fn main() -> Result<(), tandem_plugin::Error> {
+    let roles = roles_from_args();
+    let mut plugin =
+        Plugin::new("tandem-auth-jwt", env!("CARGO_PKG_VERSION")).config::<config::Config>();
+    if roles.contains(&Role::Authenticate) {
+        plugin = plugin.authenticate(Jwt);
+    }
+    if roles.contains(&Role::TopicFilter) {
+        plugin = plugin.topic_filter(Jwt);
+    }
+    plugin.run()
+}
+
+/// `--roles auth,topic` (default both).
+fn roles_from_args() -> Vec<Role> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = args
+        .iter()
+        .position(|a| a == "--roles")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or("auth,topic");
+    value
+        .split(',')
+        .filter_map(|r| match r.trim() {
+            "auth" => Some(Role::Authenticate),
+            "topic" => Some(Role::TopicFilter),
+            _ => None,
+        })
+        .collect()
+}
