@@ -1,0 +1,67 @@
+//! The configuration the broker pushes in `Describe` (`plugins.<alias>.config`), and what it
+//! opens: the password file and its watcher.
+//!
+//! Opening happens while the configuration is deserialized (serde's `try_from`), because that
+//! is what the SDK runs at `Describe`: a missing or unreadable file then fails `Describe`, so the
+//! broker refuses to start (or does not mark this replica up) and says why. Each `Describe`
+//! opens its own store; the previous one and its watcher stop when the last call using them
+//! ends.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tandem_plugin::serde::Deserialize;
+
+use crate::store::Store;
+use crate::watch::{self, Watch};
+
+/// What to answer for a username that is not in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", rename_all = "lowercase")]
+pub(crate) enum UnknownUser {
+    /// Deny the connection (aMQTT's FileAuthPlugin).
+    #[default]
+    Deny,
+    /// No opinion: another plugin of the auth chain decides.
+    Abstain,
+}
+
+/// The YAML as written.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", deny_unknown_fields)]
+pub(crate) struct Settings {
+    /// `user:hash` lines.
+    pub(crate) password_file: PathBuf,
+    /// Whether clients without a username are allowed.
+    #[serde(default)]
+    pub(crate) allow_anonymous: bool,
+    #[serde(default)]
+    pub(crate) unknown_user: UnknownUser,
+}
+
+/// The settings with the opened password file; see the module documentation.
+#[derive(Debug, Deserialize)]
+#[serde(crate = "tandem_plugin::serde", try_from = "Settings")]
+pub(crate) struct Config {
+    pub(crate) settings: Settings,
+    pub(crate) store: Arc<Store>,
+    /// Reloads `store` while this configuration is alive.
+    _watch: Watch,
+}
+
+impl TryFrom<Settings> for Config {
+    type Error = String;
+
+    fn try_from(settings: Settings) -> Result<Self, String> {
+        if settings.password_file.as_os_str().is_empty() {
+            return Err("password_file is empty: give the path of the password file".into());
+        }
+        let store = Arc::new(Store::open(&settings.password_file)?);
+        let watch = watch::spawn(Arc::clone(&store));
+        Ok(Config {
+            settings,
+            store,
+            _watch: watch,
+        })
+    }
+}

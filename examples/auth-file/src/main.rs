@@ -1,0 +1,57 @@
+//! `tandem-auth-file`: aMQTT's `FileAuthPlugin` and `AnonymousAuthPlugin` as one Tandem
+//! authentication plugin. Users and password hashes come from a file (argon2id, mosquitto's
+//! `$7$`/`$6$`, sha512-crypt) that is reloaded when it changes; `passwd` edits such a file.
+//!
+//! # Layout
+//! - `config.rs`: the configuration pushed in `Describe`, which opens the file.
+//! - `store.rs`: the loaded file and reloading; `watch.rs`: noticing changes.
+//! - `passwd.rs`: the file format (reading, editing, atomic writes); `hash.rs`: the hashes.
+//! - `auth.rs`: the decision; `cache.rs`: recent successful verifications.
+//! - `cli.rs`: the command line.
+
+mod auth;
+mod cache;
+mod cli;
+mod config;
+mod hash;
+mod passwd;
+mod store;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tandem_plugin::Plugin;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        Some(cli::Command::Passwd(cmd)) => cli::passwd(cmd).map(|done| eprintln!("{done}")),
+        None => serve(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem-auth-file: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> anyhow::Result<()> {
+    // Logs go to stderr (the SDK's default subscriber writes to stdout): the broker passes a
+    // plugin's stderr through to its own.
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Plugin::new("tandem-auth-file", env!("CARGO_PKG_VERSION"))
+        .config::<config::Config>()
+        .authenticate(auth::FileAuth::new())
+        .run()?;
+    Ok(())
+}
