@@ -1,0 +1,744 @@
+//! `deploy/`: the images, the Kubernetes topologies and the compose file, checked offline.
+//!
+//! `deploy/validate.sh` lints the Dockerfiles, renders each kustomize topology and validates
+//! every object against the Kubernetes API schemas (`--strict`). These tests run it, then read
+//! what it rendered and check that the pieces agree with each other and with the broker: the
+//! embedded `tandem.yaml` passes `tandem check-config`, each plugin endpoint is where a plugin
+//! container listens, the files a plugin's `config:` names are in the volume mounted there,
+//! probes and grace periods fit the broker's own timeouts. The Dockerfiles' build commands are
+//! checked against the workspace CI builds, since no Docker engine runs here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Deserialize as _;
+use serde_json::Value;
+use tandem_broker::config::Config;
+use tandem_broker::plugins::endpoint::Endpoint;
+use tandem_plugin::{DRAIN_TIMEOUT, ListenAddr};
+use tandem_tests::{binary, tandem_bin};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_path_buf()
+}
+
+/// Runs `deploy/validate.sh` once per test process and returns the directory it rendered into.
+fn rendered() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("bash")
+            .arg(repo().join("deploy/validate.sh"))
+            .arg(dir.path())
+            .output()
+            .expect("run deploy/validate.sh");
+        assert!(
+            out.status.success(),
+            "deploy/validate.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+/// Every object of a multi-document YAML file.
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The rendered objects of one topology.
+struct Rendered {
+    docs: Vec<Value>,
+}
+
+impl Rendered {
+    fn load(name: &str) -> Self {
+        let path = rendered().join(format!("{name}.yaml"));
+        let text = std::fs::read_to_string(&path).expect("read rendered manifests");
+        Rendered {
+            docs: yaml_docs(&text),
+        }
+    }
+
+    fn get(&self, kind: &str, name: &str) -> &Value {
+        self.docs
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} named {name}"))
+    }
+
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.docs.iter().filter(|d| d["kind"] == kind).collect()
+    }
+
+    /// The broker's config from the ConfigMap its Deployment mounts (by the hashed name
+    /// kustomize wrote into the reference, which proves the reference was rewritten), checked
+    /// with the real `tandem check-config --offline` and parsed by the broker's loader.
+    fn broker_config(&self) -> (Config, Value) {
+        let pod = &self.get("Deployment", "tandem")["spec"]["template"]["spec"];
+        let cm_name = volume(pod, "config")["configMap"]["name"]
+            .as_str()
+            .expect("config volume is a ConfigMap");
+        assert!(cm_name.starts_with("tandem-config-"), "{cm_name}");
+        let text = self.get("ConfigMap", cm_name)["data"]["tandem.yaml"]
+            .as_str()
+            .expect("tandem.yaml in the ConfigMap");
+        (check_config(text, cm_name), yaml_docs(text).remove(0))
+    }
+
+    /// The `data` key of the ConfigMap or Secret that `vol` mounts.
+    fn has_key(&self, vol: &Value, key: &str) -> bool {
+        let (kind, name) = if let Some(n) = vol["secret"]["secretName"].as_str() {
+            ("Secret", n)
+        } else if let Some(n) = vol["configMap"]["name"].as_str() {
+            ("ConfigMap", n)
+        } else {
+            return false;
+        };
+        !self.get(kind, name)["data"][key].is_null()
+    }
+}
+
+/// Runs `tandem check-config --offline` on the text and parses it with the broker's loader.
+fn check_config(text: &str, what: &str) -> Config {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("tandem.yaml");
+    std::fs::write(&file, text).expect("write tandem.yaml");
+    let out = Command::new(tandem_bin())
+        .args(["check-config", "--offline"])
+        .arg(&file)
+        .output()
+        .expect("run tandem check-config");
+    assert!(
+        out.status.success(),
+        "{what}: tandem check-config --offline refused it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Config::from_yaml(text, Path::new(what)).expect("the broker's loader accepts it")
+}
+
+fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+fn containers(pod: &Value) -> Vec<&Value> {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| pod[*k].as_array())
+        .flatten()
+        .collect()
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    containers(pod)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// Where a container mounts a volume.
+fn mount_path<'a>(c: &'a Value, volume: &str) -> Option<&'a str> {
+    c["volumeMounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == volume)
+        .and_then(|m| m["mountPath"].as_str())
+}
+
+/// The container's `--listen` argument, parsed as the SDK does.
+fn listen_arg(c: &Value) -> ListenAddr {
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}: no args", c["name"]))
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--listen")
+        .unwrap_or_else(|| panic!("{}: no --listen in {args:?}", c["name"]));
+    args[at + 1].parse().expect("the SDK parses --listen")
+}
+
+fn seconds(v: &Value) -> Duration {
+    Duration::from_secs(v.as_u64().expect("a number of seconds"))
+}
+
+/// The longest a broker pod's shutdown may take: the broker's drain, then the events
+/// plugins' `broker_post_shutdown` ack, then the sidecars' own drain (native sidecars are
+/// stopped after the main container).
+fn shutdown_budget(config: &Config, sidecars: bool) -> Duration {
+    let lifecycle = config
+        .plugins
+        .values()
+        .map(|p| p.events.lifecycle_timeout)
+        .max()
+        .unwrap_or_default();
+    let sidecar_drain = if sidecars {
+        DRAIN_TIMEOUT
+    } else {
+        Duration::ZERO
+    };
+    config.shutdown_timeout + lifecycle + sidecar_drain
+}
+
+/// Checks shared by both topologies: the broker's pod, probes, hardening, and every
+/// `unix://` plugin endpoint being served by a native sidecar on the shared volume, with
+/// the files its `config:` names mounted in that sidecar.
+fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<String, String> {
+    let deploy = r.get("Deployment", "tandem");
+    assert_eq!(deploy["spec"]["replicas"], 1, "the broker does not cluster");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let broker = container(pod, "tandem");
+
+    // The admin listener serves the probes and /metrics on the port they name.
+    let admin_port: u16 = raw["admin"]["bind"]
+        .as_str()
+        .expect("admin.bind in tandem.yaml")
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("admin.bind has a port");
+    let port = broker["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("admin port");
+    assert_eq!(port["containerPort"], admin_port);
+    assert_eq!(broker["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(broker["livenessProbe"]["httpGet"]["path"], "/healthz");
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert_eq!(broker[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    let annotations = &deploy["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], admin_port.to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    let mqtt = config.listeners["default"].bind.port();
+    assert_eq!(
+        r.get("Service", "tandem")["spec"]["ports"][0]["port"],
+        mqtt,
+        "the MQTT Service serves the listener's port"
+    );
+
+    // Hardening, on every container of the pod.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    for c in containers(pod) {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", c["name"]);
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{}", c["name"]);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        for k in ["requests", "limits"] {
+            assert!(c["resources"][k]["memory"].is_string(), "{} {k}", c["name"]);
+            assert!(c["resources"][k]["cpu"].is_string(), "{} {k}", c["name"]);
+        }
+        let image = c["image"].as_str().unwrap();
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "{image}"
+        );
+    }
+
+    // Sidecars: each serves one unix:// endpoint of the config, on the shared emptyDir.
+    let sockets = "plugin-sockets";
+    assert!(volume(pod, sockets)["emptyDir"].is_object());
+    let broker_dir = mount_path(broker, sockets).expect("the broker mounts the sockets");
+    let mut served = BTreeMap::new();
+    for side in pod["initContainers"].as_array().into_iter().flatten() {
+        let name = side["name"].as_str().unwrap();
+        assert_eq!(
+            side["restartPolicy"], "Always",
+            "{name} is a native sidecar"
+        );
+        assert!(side["startupProbe"].is_object(), "{name}: startup probe");
+        let ListenAddr::Unix(path) = listen_arg(side) else {
+            panic!("{name}: a sidecar listens on a unix socket");
+        };
+        let dir = mount_path(side, sockets).expect("the sidecar mounts the sockets");
+        assert_eq!(dir, broker_dir, "{name}: same mount path in both");
+        assert!(
+            path.starts_with(dir),
+            "{name}: {path:?} is on the shared volume"
+        );
+        let (alias, plugin) = config
+            .plugins
+            .iter()
+            .find(|(_, p)| p.endpoint == Endpoint::Unix(path.clone()))
+            .unwrap_or_else(|| panic!("{name}: no plugin endpoint is unix://{path:?}"));
+        check_plugin_files(r, pod, side, alias, plugin.config.as_ref());
+        served.insert(alias.clone(), side["image"].as_str().unwrap().to_owned());
+    }
+    for (alias, p) in &config.plugins {
+        if let Endpoint::Unix(path) = &p.endpoint {
+            assert!(
+                served.contains_key(alias),
+                "{alias}: no sidecar serves {path:?}"
+            );
+        }
+    }
+
+    let sidecars = !served.is_empty();
+    let grace = seconds(&pod["terminationGracePeriodSeconds"]);
+    let budget = shutdown_budget(config, sidecars);
+    assert!(
+        grace > budget,
+        "terminationGracePeriodSeconds {grace:?} must exceed the shutdown budget {budget:?}"
+    );
+    served
+}
+
+/// Every `*_file` in a plugin's `config:` is a key of the ConfigMap or Secret that the plugin's
+/// container mounts on that file's directory.
+fn check_plugin_files(r: &Rendered, pod: &Value, c: &Value, alias: &str, config: Option<&Value>) {
+    let files: Vec<&str> = config
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.ends_with("_file"))
+        .filter_map(|(_, v)| v.as_str())
+        .collect();
+    assert!(!files.is_empty(), "{alias}: the example plugins read files");
+    for file in files {
+        let (dir, key) = file.rsplit_once('/').expect("an absolute path");
+        let mount = c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{alias}: nothing mounted at {dir} for {file}"));
+        let vol = volume(pod, mount["name"].as_str().unwrap());
+        assert!(r.has_key(vol, key), "{alias}: {file} is not in {vol}");
+    }
+}
+
+#[test]
+fn sidecar_topology_agrees_with_its_config() {
+    let r = Rendered::load("sidecar");
+    let (config, raw) = r.broker_config();
+    let served = check_broker_pod(&r, &config, &raw);
+    assert_eq!(config.auth.as_ref().unwrap().plugins, ["auth"]);
+    assert_eq!(config.topic_check.as_ref().unwrap().plugins, ["acl"]);
+    assert!(
+        served["auth"].starts_with("tandem-auth-file:"),
+        "{served:?}"
+    );
+    assert!(served["acl"].starts_with("tandem-topic-acl:"), "{served:?}");
+    assert!(r.all("HorizontalPodAutoscaler").is_empty());
+}
+
+#[test]
+fn scaled_auth_is_reached_through_its_headless_service() {
+    let r = Rendered::load("scaled-auth");
+    let (config, raw) = r.broker_config();
+    let served = check_broker_pod(&r, &config, &raw);
+    assert!(served["acl"].starts_with("tandem-topic-acl:"));
+    assert!(!served.contains_key("auth"), "auth is not a sidecar here");
+
+    let alias = &config.auth.as_ref().unwrap().plugins[0];
+    let Endpoint::Dns { host, port } = &config.plugins[alias].endpoint else {
+        panic!("{alias}: a scaled plugin is reached through dns:///");
+    };
+    // A relative name, or <svc>.<namespace>.svc.cluster.local.
+    let svc_name = host.split('.').next().unwrap();
+    let svc = r.get("Service", svc_name);
+    assert_eq!(
+        svc["spec"]["clusterIP"], "None",
+        "headless: one address per pod"
+    );
+    assert_eq!(svc["spec"]["ports"][0]["port"], *port);
+    let selector = svc["spec"]["selector"].as_object().unwrap();
+
+    let deploy = r
+        .all("Deployment")
+        .into_iter()
+        .find(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            selector.iter().all(|(k, v)| &labels[k] == v)
+        })
+        .expect("a Deployment behind the Service");
+    let name = deploy["metadata"]["name"].as_str().unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let plugin = &pod["containers"][0];
+    assert!(
+        plugin["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("tandem-auth-file:")
+    );
+    match listen_arg(plugin) {
+        ListenAddr::Tcp(addr) => {
+            assert!(
+                addr.ip().is_unspecified(),
+                "{addr}: reachable from the broker"
+            );
+            assert_eq!(addr.port(), *port);
+        }
+        other => panic!("{other}: a scaled plugin listens on TCP"),
+    }
+    assert_eq!(plugin["ports"][0]["containerPort"], *port);
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(plugin[probe]["grpc"]["port"], *port, "{probe}: gRPC health");
+    }
+    check_plugin_files(
+        &r,
+        pod,
+        plugin,
+        alias,
+        config.plugins[alias].config.as_ref(),
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(plugin["securityContext"]["readOnlyRootFilesystem"], true);
+    let grace = seconds(&pod["terminationGracePeriodSeconds"]);
+    assert!(
+        grace > DRAIN_TIMEOUT,
+        "the SDK drains for {DRAIN_TIMEOUT:?}"
+    );
+
+    let hpa = r.get("HorizontalPodAutoscaler", name);
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], name);
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    assert!(
+        plugin["resources"]["requests"]["cpu"].is_string(),
+        "HPA needs a CPU request"
+    );
+    let pdb = r.get("PodDisruptionBudget", name);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+}
+
+#[test]
+fn servicemonitor_scrapes_the_admin_service() {
+    let r = Rendered::load("servicemonitor");
+    let sm = r.get("ServiceMonitor", "tandem");
+    let selector = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let svc = r
+        .all("Service")
+        .into_iter()
+        .find(|s| {
+            selector
+                .iter()
+                .all(|(k, v)| &s["metadata"]["labels"][k] == v)
+        })
+        .expect("the ServiceMonitor selects a Service");
+    assert_eq!(svc["metadata"]["name"], "tandem-admin");
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == endpoint["port"]),
+        "the endpoint names a port of the Service"
+    );
+    assert_eq!(endpoint["path"], "/metrics");
+}
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(repo().join("deploy/compose.yaml")).unwrap();
+    yaml_docs(&text).remove(0)
+}
+
+#[test]
+fn compose_topology_agrees_with_its_config() {
+    let compose = compose();
+    let services = compose["services"].as_object().unwrap();
+    let text = std::fs::read_to_string(repo().join("deploy/compose/tandem.yaml")).unwrap();
+    let config = check_config(&text, "deploy/compose/tandem.yaml");
+    let broker = &services["broker"];
+    assert!(
+        broker["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "./compose/tandem.yaml:/etc/tandem/tandem.yaml:ro")
+    );
+    let stop = humantime::parse_duration(broker["stop_grace_period"].as_str().unwrap()).unwrap();
+    assert!(stop > shutdown_budget(&config, true));
+
+    for (alias, plugin) in &config.plugins {
+        match &plugin.endpoint {
+            Endpoint::Unix(path) => {
+                // Some service listens on that socket, on the volume the broker shares.
+                let (name, _) = services
+                    .iter()
+                    .find(|(_, s)| {
+                        s["environment"]["TANDEM_PLUGIN_LISTEN"]
+                            .as_str()
+                            .and_then(|l| l.parse::<ListenAddr>().ok())
+                            == Some(ListenAddr::Unix(path.clone()))
+                    })
+                    .unwrap_or_else(|| panic!("{alias}: nothing listens on {path:?}"));
+                for s in [name.as_str(), "broker"] {
+                    assert!(
+                        services[s]["volumes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|v| v == "sockets:/run/tandem"),
+                        "{s} mounts the sockets volume"
+                    );
+                }
+                assert!(path.starts_with("/run/tandem"));
+            }
+            Endpoint::Dns { host, port } => {
+                let s = &services[host.as_str()];
+                let listen: ListenAddr = s["environment"]["TANDEM_PLUGIN_LISTEN"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(matches!(listen, ListenAddr::Tcp(a) if a.port() == *port));
+                assert!(s["deploy"]["replicas"].as_u64().unwrap() >= 2, "{alias}");
+            }
+            other => panic!("{alias}: unexpected endpoint {other}"),
+        }
+        if let Some(files) = plugin.config.as_ref().and_then(Value::as_object) {
+            for file in files.iter().filter(|(k, _)| k.ends_with("_file")) {
+                let file = file.1.as_str().unwrap();
+                let mounted = services.values().any(|s| {
+                    s["volumes"].as_array().into_iter().flatten().any(|v| {
+                        v.as_str()
+                            .is_some_and(|v| v.split(':').nth(1) == Some(file))
+                    })
+                });
+                assert!(mounted, "{alias}: no service mounts {file}");
+            }
+        }
+    }
+}
+
+/// A Dockerfile's instructions, continuation lines joined, comments dropped.
+fn instructions(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (current.is_empty() && trimmed.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(trimmed);
+                let (op, rest) = current.split_once(' ').unwrap_or((&current, ""));
+                out.push((op.to_uppercase(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+fn dockerfiles() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("Dockerfile"))
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    files
+}
+
+#[test]
+fn dockerfiles_are_pinned_and_run_as_non_root() {
+    for file in dockerfiles() {
+        let ins = instructions(&file);
+        let name = file.display();
+        for (_, from) in ins.iter().filter(|(op, _)| op == "FROM") {
+            let image = from.split_whitespace().next().unwrap();
+            let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+            assert!(
+                tag.chars().next().is_some_and(|c| c.is_ascii_digit()) || tag.contains('.'),
+                "{name}: FROM {image} is not pinned to a version"
+            );
+        }
+        let last_from = ins.iter().rposition(|(op, _)| op == "FROM").unwrap();
+        let runtime = &ins[last_from..];
+        let user = runtime
+            .iter()
+            .rfind(|(op, _)| op == "USER")
+            .unwrap_or_else(|| panic!("{name}: the runtime stage sets no USER"));
+        let uid: u32 = user
+            .1
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: USER {} is not numeric (runAsNonRoot needs a uid)",
+                    user.1
+                )
+            });
+        assert_ne!(uid, 0, "{name}: runs as root");
+        assert!(runtime.iter().any(|(op, _)| op == "HEALTHCHECK"), "{name}");
+        assert!(runtime.iter().any(|(op, _)| op == "ENTRYPOINT"), "{name}");
+        // Only the build stage builds: no compiler work at run time.
+        assert!(
+            !runtime
+                .iter()
+                .any(|(op, r)| op == "RUN" && r.contains("cargo")),
+            "{name}"
+        );
+    }
+}
+
+/// Each `cargo build` in a Dockerfile builds, `--locked` and in release, a package and binary
+/// that the workspace has and that CI builds (the same command in the dev profile, via
+/// `cargo test --workspace`); the one for the Python example runs the same pip install and
+/// `generate.sh` as its test. The parameterised plugin image is checked for every
+/// PACKAGE/BIN pair that compose.yaml builds.
+#[test]
+fn dockerfile_builds_are_what_ci_builds() {
+    let metadata = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--locked",
+            "--offline",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("cargo metadata");
+    assert!(metadata.status.success(), "{metadata:?}");
+    let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    let has_bin = |package: &str, bin: &str| {
+        metadata["packages"].as_array().unwrap().iter().any(|p| {
+            p["name"] == package
+                && p["targets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["name"] == bin && t["kind"][0] == "bin")
+        })
+    };
+
+    let mut pairs = Vec::new();
+    for service in compose()["services"].as_object().unwrap().values() {
+        let build = &service["build"];
+        if build["dockerfile"] == "deploy/Dockerfile.plugin" {
+            let args = &build["args"];
+            pairs.push((
+                args["PACKAGE"].as_str().unwrap().to_owned(),
+                args["BIN"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    pairs.sort();
+    let expected = [
+        "tandem-auth-file",
+        "tandem-auth-jwt",
+        "tandem-event-logger",
+        "tandem-policy",
+        "tandem-topic-acl",
+    ];
+    assert_eq!(
+        pairs.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        expected,
+        "compose.yaml builds an image of every example plugin"
+    );
+
+    for file in dockerfiles() {
+        let runs: Vec<String> = instructions(&file)
+            .into_iter()
+            .filter(|(op, _)| op == "RUN")
+            .flat_map(|(_, r)| {
+                r.split("&&")
+                    .map(|c| c.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let cargo: Vec<&String> = runs.iter().filter(|c| c.starts_with("cargo ")).collect();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        if name == "Dockerfile.python-acl" {
+            assert!(cargo.is_empty());
+            assert!(runs.iter().any(|c| c.ends_with(
+                "-m pip install --no-cache-dir --disable-pip-version-check -r examples/python-acl/requirements.txt"
+            )));
+            assert!(
+                runs.iter()
+                    .any(|c| c
+                        .starts_with("PYTHON=/venv/bin/python examples/python-acl/generate.sh ")),
+                "{runs:?}"
+            );
+            for f in ["requirements.txt", "generate.sh", "plugin.py"] {
+                assert!(
+                    repo().join("examples/python-acl").join(f).exists(),
+                    "examples/python-acl/{f} is missing"
+                );
+            }
+            continue;
+        }
+        assert_eq!(cargo.len(), 1, "{name}: one cargo build: {runs:?}");
+        let words: Vec<&str> = cargo[0]
+            .split_whitespace()
+            .map(|w| w.trim_matches('"'))
+            .collect();
+        let (package, bin) = match &words[..] {
+            [
+                "cargo",
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                p,
+                "--bin",
+                b,
+            ] => (*p, *b),
+            _ => panic!("{name}: unexpected build command {}", cargo[0]),
+        };
+        let targets = if package == "${PACKAGE}" {
+            assert_eq!(bin, "${BIN}");
+            pairs.clone()
+        } else {
+            vec![(package.to_owned(), bin.to_owned())]
+        };
+        for (package, bin) in targets {
+            assert!(
+                has_bin(&package, &bin),
+                "{name}: no binary {bin} in package {package}"
+            );
+            assert!(
+                binary(&bin).exists(),
+                "{name}: CI's build (cargo test --workspace) produced no {bin}"
+            );
+        }
+    }
+}
+
+#[test]
+fn image_default_config_is_valid() {
+    let text = std::fs::read_to_string(repo().join("deploy/image-tandem.yaml")).unwrap();
+    let config = check_config(&text, "deploy/image-tandem.yaml");
+    assert!(config.listeners["default"].bind.ip().is_unspecified());
+    assert!(config.plugins.is_empty());
+}
