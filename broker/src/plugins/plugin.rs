@@ -79,6 +79,53 @@ pub struct RpcStats {
     pub verdicts: [AtomicU64; 3],
     /// Errors by [`ErrorKind`].
     pub errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// How long calls took, sent to a replica (shed and circuit-open answers, which
+    /// make no call, are not in it).
+    pub latency: Latency,
+}
+
+/// Upper bounds of the [`Latency`] buckets, in microseconds: 250µs to 5s, roughly
+/// doubling, covering a fast local plugin and the largest sensible deadline.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000,
+];
+
+/// A fixed-bucket histogram of call durations: one relaxed atomic add per bucket and
+/// sum, no lock, so recording costs the call path almost nothing; `/metrics` reads it.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    /// Sum of every observation, in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    /// Records one call's duration.
+    pub fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The sum in seconds, the count, and the observations per bucket (not cumulative)
+    /// by upper bound in seconds, the last one `+Inf`.
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let bounds = LATENCY_BUCKETS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
 }
 
 /// A replica: one address serving the plugin.
@@ -86,6 +133,8 @@ pub(crate) struct Replica {
     label: String,
     target: Target,
     client: RwLock<Client>,
+    /// The channel `client` calls on, for health checks on the same connection.
+    channel: RwLock<Channel>,
     up: AtomicBool,
     probing: AtomicBool,
     consecutive_errors: AtomicU32,
@@ -345,8 +394,10 @@ impl Plugin {
                 if replicas.iter().any(|r| r.label == label) {
                     continue;
                 }
+                let channel = self.channel(&target);
                 let replica = Arc::new(Replica {
-                    client: RwLock::new(Client::new(self.channel(&target))),
+                    client: RwLock::new(Client::new(channel.clone())),
+                    channel: RwLock::new(channel),
                     label,
                     target,
                     up: AtomicBool::new(false),
@@ -465,7 +516,8 @@ impl Plugin {
             let channel = self.channel(&replica.target);
             match self.describe_on(channel.clone()).await {
                 Ok(described) => {
-                    *replica.client.write() = Client::new(channel);
+                    *replica.client.write() = Client::new(channel.clone());
+                    *replica.channel.write() = channel;
                     let probation = if trips > 0 {
                         self.config.failure_threshold - 1
                     } else {
@@ -554,6 +606,54 @@ impl Plugin {
             name: resp.name,
             version: resp.version,
         })
+    }
+
+    /// Asks each up replica's gRPC health service, on the connection calls use, whether
+    /// it still answers; returns how many said SERVING (a plugin without the health
+    /// service counts as serving when it answers). A replica whose connection is gone,
+    /// or that says it is not serving, is marked down and probed, as after a failed
+    /// call. So a plugin that died is seen down without waiting for a client's call.
+    pub async fn check_health(self: &Arc<Self>) -> usize {
+        let up: Vec<Arc<Replica>> = self
+            .replicas
+            .read()
+            .iter()
+            .filter(|r| r.up.load(Ordering::Acquire))
+            .cloned()
+            .collect();
+        let timeout = self.config.timeout.max(Duration::from_millis(500));
+        let checks = up.iter().map(|replica| async move {
+            let mut health = Health::new(replica.channel.read().clone());
+            let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            });
+            req.set_timeout(timeout);
+            let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+            match tokio::time::timeout(timeout, health.check(req)).await {
+                Ok(Ok(resp)) if resp.get_ref().status == serving => true,
+                Ok(Ok(_)) => {
+                    self.mark_down(replica, "health check: not serving");
+                    false
+                }
+                Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => true,
+                Ok(Err(s))
+                    if s.code() == tonic::Code::Unavailable
+                        || (s.code() == tonic::Code::Unknown
+                            && std::error::Error::source(&s).is_some()) =>
+                {
+                    self.mark_down(replica, "health check: transport failure");
+                    false
+                }
+                // Slow or failing otherwise: not counted as answering now; calls and
+                // failure_threshold decide whether it is down.
+                Ok(Err(_)) | Err(_) => false,
+            }
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
     }
 
     /// An up replica and a client on it, for the `Events` stream.
@@ -663,10 +763,19 @@ impl Plugin {
         Err(ErrorKind::Unavailable)
     }
 
-    /// Counts a call's outcome for `rpc`.
-    pub(super) fn record(&self, rpc: Rpc, verdict: Verdict, error: Option<ErrorKind>) {
+    /// Counts a call's outcome for `rpc`, and its duration if a call was made.
+    pub(super) fn record(
+        &self,
+        rpc: Rpc,
+        verdict: Verdict,
+        error: Option<ErrorKind>,
+        took: Duration,
+    ) {
         let s = &self.stats[rpc as usize];
         s.calls.fetch_add(1, Ordering::Relaxed);
+        if !matches!(error, Some(ErrorKind::Shed | ErrorKind::CircuitOpen)) {
+            s.latency.observe(took);
+        }
         s.verdicts[verdict as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(kind) = error {
             s.errors[kind as usize].fetch_add(1, Ordering::Relaxed);

@@ -390,9 +390,9 @@ impl Connected {
                 },
                 now: Instant::now(),
             }),
-            messages_in: 0,
+            messages_in: [0; 3],
             bytes_in: 0,
-            messages_out: 0,
+            messages_out: [0; 3],
         };
         protocol::encode(
             &connack(ConnectReason::Success, session_present),
@@ -464,10 +464,10 @@ struct Connection {
     event_client: Option<Arc<pb::ClientRef>>,
     max_packet_size: usize,
     max_inflight: usize,
-    /// Traffic not yet added to the shared counters.
-    messages_in: u64,
+    /// Traffic not yet added to the shared counters (messages by QoS).
+    messages_in: [u64; 3],
     bytes_in: u64,
-    messages_out: u64,
+    messages_out: [u64; 3],
 }
 
 impl Connection {
@@ -498,7 +498,7 @@ impl Connection {
                 }
                 self.wbuf.clear();
                 self.broker.stats.add_sent(self.messages_out, bytes);
-                self.messages_out = 0;
+                self.messages_out = [0; 3];
             }
             let window_open = self.state.inflight.len() < self.max_inflight;
             tokio::select! {
@@ -568,7 +568,7 @@ impl Connection {
         self.broker
             .stats
             .add_received(self.messages_in, self.bytes_in);
-        self.messages_in = 0;
+        self.messages_in = [0; 3];
         self.bytes_in = 0;
         result
     }
@@ -576,7 +576,7 @@ impl Connection {
     async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
             Packet::Publish(p) => {
-                self.messages_in += 1;
+                self.messages_in[p.qos as usize] += 1;
                 self.emit(pb::EventKind::MessageReceived, Some(&p.topic), |payloads| {
                     pb::event::Kind::MessageReceived(pb::MessageReceived {
                         message: Some(pb_message(&p.topic, &p.payload, p.qos, p.retain, payloads)),
@@ -877,7 +877,7 @@ impl Connection {
         if !allowed {
             return;
         }
-        self.messages_out += 1;
+        self.messages_out[delivery.qos as usize] += 1;
         let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
             _ => self.state.inflight.push(delivery.clone()),
