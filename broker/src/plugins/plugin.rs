@@ -805,3 +805,26 @@ impl Plugin {
 /// Object-safe alias for the stream types a connector hands to hyper.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_at_or_above_it() {
+        let l = Latency::default();
+        l.observe(Duration::from_micros(250)); // on a bound: that bucket (le is inclusive)
+        l.observe(Duration::from_micros(251));
+        l.observe(Duration::from_millis(200));
+        l.observe(Duration::from_secs(60)); // above every bound: +Inf only
+        let (sum, count, buckets) = l.snapshot();
+        assert_eq!(count, 4);
+        assert!((sum - 60.200501).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets.len(), LATENCY_BUCKETS_US.len() + 1);
+        assert_eq!(buckets[0], (0.00025, 1));
+        assert_eq!(buckets[1], (0.0005, 1));
+        assert_eq!(buckets[9], (0.25, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), count);
+    }
+}
