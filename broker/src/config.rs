@@ -76,6 +76,10 @@ pub struct Config {
     /// The TopicFilter chain. Absent or `enable: false`: every topic is allowed.
     #[serde(rename = "topic-check")]
     pub topic_check: Option<TopicCheckConfig>,
+    /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`); off by default.
+    pub admin: AdminConfig,
+    /// Log format and default filter.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -96,7 +100,91 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             auth: None,
             topic_check: None,
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
         }
+    }
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to serve `/metrics`, `/healthz` and `/readyz` on; `None` (the default)
+    /// serves nothing. Port 0 picks a free one (tests use it).
+    pub bind: Option<SocketAddr>,
+    /// Admin connections served at once; one more is closed at once. Scrapers and
+    /// probes hold one connection each.
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            max_connections: 16,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Line format on stderr.
+    pub format: LogFormat,
+    /// Default filter (`info`, `warn,tandem_broker=debug`, ...). `RUST_LOG`, then
+    /// `--log`/`TANDEM_LOG`, override it.
+    pub level: LogLevel,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: LogLevel("info".to_owned()),
+        }
+    }
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` lines for people.
+    Text,
+    /// One JSON object per line for log collectors; span fields (such as a
+    /// connection's `client_id`) are under `spans`.
+    Json,
+}
+
+/// A log filter in `tracing_subscriber::EnvFilter` syntax, checked when the file is read
+/// so a typo is reported with its line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    /// The filter text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&text)
+            .map_err(|e| format!("invalid log filter `{text}`: {e}"))?;
+        Ok(Self(text))
+    }
+}
+
+impl From<LogLevel> for String {
+    fn from(level: LogLevel) -> String {
+        level.0
     }
 }
 
@@ -240,6 +328,9 @@ impl Config {
         if self.mqtt.max_queued_messages == 0 {
             return Err(invalid("mqtt.max_queued_messages", "must be at least 1"));
         }
+        if self.admin.max_connections == 0 {
+            return Err(invalid("admin.max_connections", "must be at least 1"));
+        }
         if self.sys.enable && self.sys.interval < Duration::from_secs(1) {
             return Err(invalid("sys.interval", "must be at least 1s"));
         }
@@ -366,6 +457,44 @@ mod tests {
         let t = c.topic_check.unwrap();
         assert!(t.enable);
         assert_eq!(t.cache.max_entries, 1024);
+    }
+
+    #[test]
+    fn admin_and_log_sections() {
+        let c = Config::from_yaml(
+            "admin:\n  bind: 127.0.0.1:0\nlog:\n  format: json\n  level: warn,tandem_broker=debug\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.admin.bind, Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level.as_str(), "warn,tandem_broker=debug");
+        let off = Config::from_yaml("admin:\n  bind: null\n", Path::new("t")).unwrap();
+        assert_eq!(off.admin.bind, None);
+        assert_eq!(Config::default().admin.bind, None, "off by default");
+    }
+
+    #[test]
+    fn bad_log_settings_name_line_and_key() {
+        let msg = Config::from_yaml("log:\n  format: xml\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 2") && msg.contains("log.format"),
+            "{msg}"
+        );
+        let msg = Config::from_yaml("log:\n  level: \"info,[\"\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 2") && msg.contains("log.level"), "{msg}");
+        assert!(msg.contains("invalid log filter"), "{msg}");
+        let msg = Config::from_yaml("admin:\n  bind: localhost\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 2") && msg.contains("admin.bind"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`plugins`]: the plugin host: gRPC plugins, chains, failure policy, decision cache.
 //! - [`sys`]: `$SYS/broker/...` statistics.
 //! - [`stats`]: broker-wide counters.
+//! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the counters in the OpenMetrics text format, read on each scrape.
 //! - [`config`]: strict YAML configuration with embedded defaults.
 //! - [`reload`]: SIGHUP / `tandem reload`: the plugin sections applied while serving.
 //!
@@ -26,7 +28,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod plugins;
 pub mod protocol;
 pub mod reload;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tandem_broker::config::{Config, DEFAULT_CONFIG};
+use tandem_broker::config::{Config, DEFAULT_CONFIG, LogConfig, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -23,9 +23,10 @@ struct Cli {
     /// 127.0.0.1:1883, no plugins.
     #[arg(long, short, env = "TANDEM_CONFIG")]
     config: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `tandem_broker=debug`.
-    #[arg(long, env = "TANDEM_LOG", default_value = "info")]
-    log: String,
+    /// Log filter, e.g. `info` or `tandem_broker=debug`. Overrides the config's
+    /// `log.level`; `RUST_LOG` overrides both.
+    #[arg(long, env = "TANDEM_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => serve(cli.config, &cli.log),
+        None => serve(cli.config, cli.log),
     }
 }
 
@@ -125,12 +126,9 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
     })
 }
 
-fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
+    // The config is read before logging starts, as it says how to log; its errors go
+    // to stderr as they do for check-config.
     let config = match &file {
         Some(file) => match Config::from_file(file) {
             Ok(c) => c,
@@ -139,11 +137,15 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => {
-            tracing::info!("no --config given: serving the embedded default configuration");
-            Config::embedded_default()
-        }
+        None => Config::embedded_default(),
     };
+    if let Err(err) = init_logging(&config.log, log) {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
+    if file.is_none() {
+        tracing::info!("no --config given: serving the embedded default configuration");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,6 +174,34 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
             }
         }
     })
+}
+
+/// Starts the tracing subscriber: `RUST_LOG`, else `--log`/`TANDEM_LOG`, else
+/// `log.level` filters; `log.format` picks text or JSON lines on stderr.
+fn init_logging(log: &LogConfig, cli: Option<String>) -> Result<(), String> {
+    let (source, filter) = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => ("RUST_LOG", env),
+        _ => match cli {
+            Some(cli) => ("--log/TANDEM_LOG", cli),
+            None => ("log.level", log.level.as_str().to_owned()),
+        },
+    };
+    let filter = EnvFilter::builder()
+        .parse(&filter)
+        .map_err(|e| format!("{source}: invalid log filter `{filter}`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Each line carries its spans' fields (a connection's client_id) under "spans".
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
+    Ok(())
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once.

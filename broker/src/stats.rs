@@ -1,4 +1,4 @@
-//! Broker-wide counters, read by `$SYS` (and later by `/metrics`).
+//! Broker-wide counters, read by `$SYS` and by the admin listener's `/metrics`.
 //!
 //! Connections add their traffic in batches (once per socket read or write, not per
 //! packet), so these shared cache lines are touched far less often than messages flow.
@@ -15,8 +15,9 @@ pub struct Stats {
     clients_maximum: AtomicUsize,
     connections_total: AtomicU64,
     connections_refused: AtomicU64,
-    messages_received: AtomicU64,
-    messages_sent: AtomicU64,
+    /// PUBLISH packets by QoS (index 0, 1, 2).
+    messages_received: [AtomicU64; 3],
+    messages_sent: [AtomicU64; 3],
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     messages_dropped: AtomicU64,
@@ -33,8 +34,8 @@ impl Default for Stats {
             clients_maximum: AtomicUsize::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
-            messages_received: AtomicU64::new(0),
-            messages_sent: AtomicU64::new(0),
+            messages_received: Default::default(),
+            messages_sent: Default::default(),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             messages_dropped: AtomicU64::new(0),
@@ -56,6 +57,10 @@ pub struct Snapshot {
     pub connections_refused: u64,
     pub messages_received: u64,
     pub messages_sent: u64,
+    /// `messages_received` by QoS (index 0, 1, 2).
+    pub messages_received_by_qos: [u64; 3],
+    /// `messages_sent` by QoS (index 0, 1, 2).
+    pub messages_sent_by_qos: [u64; 3],
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub messages_dropped: u64,
@@ -97,19 +102,15 @@ impl Stats {
         self.topic_denied.fetch_add(1, Relaxed);
     }
 
-    /// Inbound traffic: `messages` PUBLISH packets in `bytes` bytes.
-    pub fn add_received(&self, messages: u64, bytes: u64) {
-        if messages > 0 {
-            self.messages_received.fetch_add(messages, Relaxed);
-        }
+    /// Inbound traffic: PUBLISH packets by QoS (index 0, 1, 2) in `bytes` bytes.
+    pub fn add_received(&self, messages: [u64; 3], bytes: u64) {
+        add_by_qos(&self.messages_received, messages);
         self.bytes_received.fetch_add(bytes, Relaxed);
     }
 
-    /// Outbound traffic: `messages` PUBLISH packets in `bytes` bytes.
-    pub fn add_sent(&self, messages: u64, bytes: u64) {
-        if messages > 0 {
-            self.messages_sent.fetch_add(messages, Relaxed);
-        }
+    /// Outbound traffic: PUBLISH packets by QoS (index 0, 1, 2) in `bytes` bytes.
+    pub fn add_sent(&self, messages: [u64; 3], bytes: u64) {
+        add_by_qos(&self.messages_sent, messages);
         self.bytes_sent.fetch_add(bytes, Relaxed);
     }
 
@@ -120,20 +121,34 @@ impl Stats {
 
     /// Reads every counter.
     pub fn snapshot(&self) -> Snapshot {
+        let received = self.messages_received.each_ref().map(|c| c.load(Relaxed));
+        let sent = self.messages_sent.each_ref().map(|c| c.load(Relaxed));
         Snapshot {
             uptime_secs: self.started.elapsed().as_secs(),
             clients_connected: self.clients_connected.load(Relaxed),
             clients_maximum: self.clients_maximum.load(Relaxed),
             connections_total: self.connections_total.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
-            messages_received: self.messages_received.load(Relaxed),
-            messages_sent: self.messages_sent.load(Relaxed),
+            messages_received: received.iter().sum(),
+            messages_sent: sent.iter().sum(),
+            messages_received_by_qos: received,
+            messages_sent_by_qos: sent,
             bytes_received: self.bytes_received.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             messages_dropped: self.messages_dropped.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             auth_denied: self.auth_denied.load(Relaxed),
             topic_denied: self.topic_denied.load(Relaxed),
+        }
+    }
+}
+
+/// Adds a batch's per-QoS counts, touching only the counters that changed: most
+/// batches carry one QoS, or none at all (acks, pings).
+fn add_by_qos(counters: &[AtomicU64; 3], batch: [u64; 3]) {
+    for (counter, n) in counters.iter().zip(batch) {
+        if n > 0 {
+            counter.fetch_add(n, Relaxed);
         }
     }
 }

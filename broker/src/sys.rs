@@ -69,6 +69,11 @@ pub fn publish_once(broker: &Broker) {
         publish(broker, format!("{base}/dropped"), dropped.to_string());
         publish(
             broker,
+            format!("{base}/resent"),
+            sub.queue.resent().to_string(),
+        );
+        publish(
+            broker,
             format!("{base}/depth"),
             sub.queue.depth().to_string(),
         );

@@ -95,6 +95,8 @@ impl Tandem {
             .arg("--config")
             .arg(&path)
             .env("TANDEM_LOG", "info,tandem_broker=debug")
+            // RUST_LOG would override TANDEM_LOG, and the harness reads info lines.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -123,7 +125,10 @@ impl Tandem {
         };
         // Start-up includes starting and describing every plugin: allow for a busy machine.
         let line = tandem
-            .wait_log("listening listener=default", 3 * DEADLINE)
+            .wait_log_where(
+                |l| log_event(l, "listening", Some(("listener", "default"))),
+                3 * DEADLINE,
+            )
             .unwrap_or_else(|| {
                 panic!(
                     "tandem did not start listening; exit: {:?}; logs:\n{}",
@@ -131,10 +136,7 @@ impl Tandem {
                     tandem.logs().join("\n")
                 )
             });
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="))
-            .expect("listening line has addr=");
+        let addr = log_field(&line, "addr").expect("listening line has addr=");
         tandem.addr = addr.parse().expect("addr parses");
         tandem
     }
@@ -158,15 +160,41 @@ impl Tandem {
 
     /// Waits until one log line contains every one of `needles`; returns it.
     pub fn wait_log_all(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        self.wait_log_where(|l| needles.iter().all(|n| l.contains(n)), timeout)
+    }
+
+    /// Waits until a log line satisfies `matches`; returns it.
+    pub fn wait_log_where(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = self.logs.lines.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+            if let Some(l) = lines.iter().find(|l| matches(l)) {
                 return Some(l.clone());
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             lines = self.logs.changed.wait_timeout(lines, left).unwrap().0;
         }
+    }
+
+    /// The admin listener's address (`admin.bind` with port 0 is resolved here), read
+    /// from its `admin listening addr=...` log line; panics if it does not come.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_log_where(|l| log_event(l, "admin listening", None), DEADLINE)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `admin listening` line; is admin.bind set? logs:\n{}",
+                    self.logs().join("\n")
+                )
+            });
+        log_field(&line, "addr")
+            .expect("admin listening line has addr=")
+            .parse()
+            .expect("admin addr parses")
     }
 
     /// Number of log lines containing `needle`.
@@ -227,6 +255,38 @@ impl Drop for Tandem {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Whether `line` is the log event `message` (with `field` = value, if given), in either
+/// log format: `message key=value` text, or a JSON object with `fields.message`.
+pub fn log_event(line: &str, message: &str, field: Option<(&str, &str)>) -> bool {
+    if line.starts_with('{') {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return false;
+        };
+        v["fields"]["message"] == message && field.is_none_or(|(k, val)| v["fields"][k] == val)
+    } else {
+        match field {
+            Some((k, v)) => line.contains(&format!("{message} {k}={v}")),
+            None => line.contains(&format!("{message} ")),
+        }
+    }
+}
+
+/// The value of field `key` of a log line: `key=value` in text, `fields.key` in JSON.
+pub fn log_field(line: &str, key: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        return match &v["fields"][key] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        };
+    }
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
 }
 
 /// A CONNECT for 3.1.1 with the given client id, clean flag and keepalive.

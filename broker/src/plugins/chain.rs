@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -62,6 +62,7 @@ fn settle<R>(
     plugin: &Plugin,
     rpc: Rpc,
     result: Result<R, ErrorKind>,
+    took: Duration,
     read: impl FnOnce(R) -> Result<Answer, &'static str>,
 ) -> Answer {
     let answer = match result.map(read) {
@@ -75,7 +76,7 @@ fn settle<R>(
             Answer::failed(plugin, kind)
         }
     };
-    plugin.record(rpc, answer.verdict, answer.error);
+    plugin.record(rpc, answer.verdict, answer.error, took);
     answer
 }
 
@@ -163,23 +164,33 @@ impl Chain {
         let ask = |plugin: Arc<Plugin>| {
             let request = request.clone();
             async move {
+                let started = Instant::now();
                 let result = plugin
                     .call(request, |mut c, r| async move { c.authenticate(r).await })
                     .await;
-                settle(&plugin, Rpc::Authenticate, result, |resp| {
-                    if resp.auth_continue.is_some() {
-                        return Err("enhanced authentication (auth_continue) is not supported yet");
-                    }
-                    let verdict = verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
-                    Ok(Answer {
-                        verdict,
-                        reason: resp.reason,
-                        reason_code: resp.reason_code,
-                        error: None,
-                        attributes: resp.attributes,
-                        cache_ttl: Duration::ZERO,
-                    })
-                })
+                settle(
+                    &plugin,
+                    Rpc::Authenticate,
+                    result,
+                    started.elapsed(),
+                    |resp| {
+                        if resp.auth_continue.is_some() {
+                            return Err(
+                                "enhanced authentication (auth_continue) is not supported yet",
+                            );
+                        }
+                        let verdict =
+                            verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
+                        Ok(Answer {
+                            verdict,
+                            reason: resp.reason,
+                            reason_code: resp.reason_code,
+                            error: None,
+                            attributes: resp.attributes,
+                            cache_ttl: Duration::ZERO,
+                        })
+                    },
+                )
             }
         };
         match self.run(ask).await {
@@ -220,20 +231,28 @@ impl Chain {
         let ask = |plugin: Arc<Plugin>| {
             let request = request.clone();
             async move {
+                let started = Instant::now();
                 let result = plugin
                     .call(request, |mut c, r| async move { c.topic_filter(r).await })
                     .await;
-                settle(&plugin, Rpc::TopicFilter, result, |resp| {
-                    let verdict = verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
-                    Ok(Answer {
-                        verdict,
-                        reason: resp.reason,
-                        reason_code: resp.reason_code,
-                        error: None,
-                        attributes: HashMap::new(),
-                        cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
-                    })
-                })
+                settle(
+                    &plugin,
+                    Rpc::TopicFilter,
+                    result,
+                    started.elapsed(),
+                    |resp| {
+                        let verdict =
+                            verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
+                        Ok(Answer {
+                            verdict,
+                            reason: resp.reason,
+                            reason_code: resp.reason_code,
+                            error: None,
+                            attributes: HashMap::new(),
+                            cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
+                        })
+                    },
+                )
             }
         };
         let action = pb::Action::try_from(request.action)

@@ -182,6 +182,8 @@ struct State {
     sent_total: u64,
     /// Events queued since start.
     queued_total: u64,
+    /// Events handed to a stream again after a reconnect, since start.
+    resent_total: u64,
 }
 
 /// One plugin's event queue.
@@ -331,7 +333,15 @@ impl EventQueue {
     /// A new stream starts: everything unacked is sent again.
     pub fn rewind(&self) {
         let mut s = self.state.lock();
+        let sent = s.sent;
+        // Everything queued is unacked; what was handed to the old stream goes again.
+        s.resent_total += s.events.partition_point(|e| e.event.sequence <= sent) as u64;
         s.sent = s.acked;
+    }
+
+    /// Events handed to a stream again after a reconnect, since start.
+    pub fn resent(&self) -> u64 {
+        self.state.lock().resent_total
     }
 
     /// Waits until `sequence` is acked, up to `timeout`. Returns whether it was.

@@ -81,6 +81,53 @@ pub struct RpcStats {
     pub verdicts: [AtomicU64; 3],
     /// Errors by [`ErrorKind`].
     pub errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// How long calls took, sent to a replica (shed and circuit-open answers, which
+    /// make no call, are not in it).
+    pub latency: Latency,
+}
+
+/// Upper bounds of the [`Latency`] buckets, in microseconds: 250µs to 5s, roughly
+/// doubling, covering a fast local plugin and the largest sensible deadline.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000,
+];
+
+/// A fixed-bucket histogram of call durations: one relaxed atomic add per bucket and
+/// sum, no lock, so recording costs the call path almost nothing; `/metrics` reads it.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    /// Sum of every observation, in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    /// Records one call's duration.
+    pub fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The sum in seconds, the count, and the observations per bucket (not cumulative)
+    /// by upper bound in seconds, the last one `+Inf`.
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let bounds = LATENCY_BUCKETS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
 }
 
 /// A replica: one address serving the plugin.
@@ -673,6 +720,54 @@ impl Plugin {
         })
     }
 
+    /// Asks each up replica's gRPC health service, on the connection calls use, whether
+    /// it still answers; returns how many said SERVING (a plugin without the health
+    /// service counts as serving when it answers). A replica whose connection is gone,
+    /// or that says it is not serving, is marked down and probed, as after a failed
+    /// call. So a plugin that died is seen down without waiting for a client's call.
+    pub async fn check_health(self: &Arc<Self>) -> usize {
+        let up: Vec<Arc<Replica>> = self
+            .replicas
+            .read()
+            .iter()
+            .filter(|r| r.up.load(Ordering::Acquire))
+            .cloned()
+            .collect();
+        let timeout = self.config.timeout.max(Duration::from_millis(500));
+        let checks = up.iter().map(|replica| async move {
+            let mut health = Health::new(replica.channel.read().clone());
+            let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            });
+            req.set_timeout(timeout);
+            let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+            match tokio::time::timeout(timeout, health.check(req)).await {
+                Ok(Ok(resp)) if resp.get_ref().status == serving => true,
+                Ok(Ok(_)) => {
+                    self.mark_down(replica, "health check: not serving");
+                    false
+                }
+                Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => true,
+                Ok(Err(s))
+                    if s.code() == tonic::Code::Unavailable
+                        || (s.code() == tonic::Code::Unknown
+                            && std::error::Error::source(&s).is_some()) =>
+                {
+                    self.mark_down(replica, "health check: transport failure");
+                    false
+                }
+                // Slow or failing otherwise: not counted as answering now; calls and
+                // failure_threshold decide whether it is down.
+                Ok(Err(_)) | Err(_) => false,
+            }
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+
     /// An up replica and its channel, for the `Events` stream.
     pub(crate) fn up_replica(&self) -> Option<(Arc<Replica>, Channel)> {
         self.pick(None).map(|r| {
@@ -780,10 +875,19 @@ impl Plugin {
         Err(ErrorKind::Unavailable)
     }
 
-    /// Counts a call's outcome for `rpc`.
-    pub(super) fn record(&self, rpc: Rpc, verdict: Verdict, error: Option<ErrorKind>) {
+    /// Counts a call's outcome for `rpc`, and its duration if a call was made.
+    pub(super) fn record(
+        &self,
+        rpc: Rpc,
+        verdict: Verdict,
+        error: Option<ErrorKind>,
+        took: Duration,
+    ) {
         let s = &self.stats[rpc as usize];
         s.calls.fetch_add(1, Ordering::Relaxed);
+        if !matches!(error, Some(ErrorKind::Shed | ErrorKind::CircuitOpen)) {
+            s.latency.observe(took);
+        }
         s.verdicts[verdict as usize].fetch_add(1, Ordering::Relaxed);
         if let Some(kind) = error {
             s.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
@@ -813,3 +917,26 @@ impl Plugin {
 /// Object-safe alias for the stream types a connector hands to hyper.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_at_or_above_it() {
+        let l = Latency::default();
+        l.observe(Duration::from_micros(250)); // on a bound: that bucket (le is inclusive)
+        l.observe(Duration::from_micros(251));
+        l.observe(Duration::from_millis(200));
+        l.observe(Duration::from_secs(60)); // above every bound: +Inf only
+        let (sum, count, buckets) = l.snapshot();
+        assert_eq!(count, 4);
+        assert!((sum - 60.200501).abs() < 1e-9, "{sum}");
+        assert_eq!(buckets.len(), LATENCY_BUCKETS_US.len() + 1);
+        assert_eq!(buckets[0], (0.00025, 1));
+        assert_eq!(buckets[1], (0.0005, 1));
+        assert_eq!(buckets[9], (0.25, 1));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), count);
+    }
+}

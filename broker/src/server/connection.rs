@@ -455,9 +455,9 @@ impl Connected {
                 },
                 now: Instant::now(),
             }),
-            messages_in: 0,
+            messages_in: [0; 3],
             bytes_in: 0,
-            messages_out: 0,
+            messages_out: [0; 3],
             pending_connected: None,
             plugins,
         };
@@ -536,10 +536,10 @@ struct Connection {
     event_client: Option<Arc<pb::ClientRef>>,
     max_packet_size: usize,
     max_inflight: usize,
-    /// Traffic not yet added to the shared counters.
-    messages_in: u64,
+    /// Traffic not yet added to the shared counters (messages by QoS).
+    messages_in: [u64; 3],
     bytes_in: u64,
-    messages_out: u64,
+    messages_out: [u64; 3],
     /// The `client_connected` event, held until the CONNACK has been written.
     pending_connected: Option<pb::ClientConnected>,
     /// The plugin set this connection uses, replaced after a reload at the next loop
@@ -581,7 +581,7 @@ impl Connection {
                 }
                 self.wbuf.clear();
                 self.broker.stats.add_sent(self.messages_out, bytes);
-                self.messages_out = 0;
+                self.messages_out = [0; 3];
                 for (header, frame) in sent.into_iter().flatten() {
                     self.emit_packet_header(pb::EventKind::MqttPacketSent, &header, &frame)
                         .await;
@@ -655,7 +655,7 @@ impl Connection {
         self.broker
             .stats
             .add_received(self.messages_in, self.bytes_in);
-        self.messages_in = 0;
+        self.messages_in = [0; 3];
         self.bytes_in = 0;
         result
     }
@@ -663,7 +663,7 @@ impl Connection {
     async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
             Packet::Publish(p) => {
-                self.messages_in += 1;
+                self.messages_in[p.qos as usize] += 1;
                 self.emit(pb::EventKind::MessageReceived, Some(&p.topic), |payloads| {
                     pb::event::Kind::MessageReceived(pb::MessageReceived {
                         message: Some(pb_message(&p.topic, &p.payload, p.qos, p.retain, payloads)),
@@ -1039,7 +1039,7 @@ impl Connection {
         if !allowed {
             return;
         }
-        self.messages_out += 1;
+        self.messages_out[delivery.qos as usize] += 1;
         let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
             _ => self.state.inflight.push(delivery.clone()),

@@ -75,6 +75,14 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The admin listener could not bind its address.
+    #[error("admin.bind: cannot bind {addr}: {source}")]
+    AdminBind {
+        /// Address it tried.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The plugin host did not start.
     #[error(transparent)]
     Plugins(#[from] PluginError),
@@ -84,6 +92,8 @@ pub enum ServerError {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<(String, TcpListener)>,
+    /// The admin HTTP listener, when `admin.bind` is set.
+    admin: Option<TcpListener>,
 }
 
 impl Server {
@@ -113,9 +123,18 @@ impl Server {
                 })?;
             listeners.push((name.clone(), listener));
         }
+        let admin = match config.admin.bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::AdminBind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             broker: Arc::new(Broker::new(config, plugins)),
             listeners,
+            admin,
         })
     }
 
@@ -140,6 +159,11 @@ impl Server {
             .collect()
     }
 
+    /// The admin listener's bound address, if `admin.bind` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` is cancelled, then closes the listeners, tells every
     /// connection to close and waits for them up to the configured shutdown timeout.
     pub async fn serve(self, shutdown: CancellationToken) {
@@ -160,6 +184,20 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        // Not in `tracker`: the admin listener outlives the drain (so `/readyz` answers
+        // 503 meanwhile) and is stopped last.
+        let admin_stop = CancellationToken::new();
+        let admin = self.admin.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "admin listening");
+            }
+            tokio::spawn(crate::admin::serve(
+                listener,
+                self.broker.clone(),
+                shutdown.clone(),
+                admin_stop.clone(),
+            ))
+        });
         let plugins = self.broker.plugins.current();
         let events = &plugins.events;
         let listening = self
@@ -222,6 +260,10 @@ impl Server {
             })
             .await;
         self.broker.plugins.stop(timeout).await;
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
     }
 }
 

@@ -1,0 +1,311 @@
+//! `/metrics`: the broker's counters in the OpenMetrics text format, which Prometheus
+//! scrapes.
+//!
+//! Nothing here counts. The collector reads, on each scrape, the same counters `$SYS`
+//! publishes ([`Stats`](crate::stats::Stats), each plugin's
+//! [`RpcStats`](crate::plugins::plugin::RpcStats), each event queue), so there is one
+//! source of truth shown twice and the message path pays nothing for being scraped.
+//! Every metric is listed with its labels in `docs/operations.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::plugins::{ErrorKind, Rpc, Verdict};
+use crate::server::Broker;
+
+/// The `Content-Type` of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A registry whose one collector reads `broker` on every scrape.
+pub fn registry(broker: Arc<Broker>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(BrokerCollector(broker)));
+    registry
+}
+
+/// The OpenMetrics text exposition of `registry`.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+struct BrokerCollector(Arc<Broker>);
+
+impl std::fmt::Debug for BrokerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerCollector")
+    }
+}
+
+/// One metric family: its samples are written through [`Family::counter`] and
+/// [`Family::gauge`].
+struct Family<'a>(prometheus_client::encoding::MetricEncoder<'a>);
+
+impl<'a> Family<'a> {
+    fn new(
+        encoder: &'a mut DescriptorEncoder<'_>,
+        name: &'a str,
+        help: &str,
+        kind: MetricType,
+    ) -> Result<Self, std::fmt::Error> {
+        Ok(Self(encoder.encode_descriptor(name, help, None, kind)?))
+    }
+
+    fn counter(&mut self, labels: &impl EncodeLabelSet, v: u64) -> std::fmt::Result {
+        self.0
+            .encode_family(labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)
+    }
+
+    fn gauge(&mut self, labels: &impl EncodeLabelSet, v: i64) -> std::fmt::Result {
+        self.0.encode_family(labels)?.encode_gauge(&v)
+    }
+}
+
+/// Writes a single unlabelled sample.
+fn single(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    v: u64,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&v, None),
+        _ => metric.encode_gauge(&i64::try_from(v).unwrap_or(i64::MAX)),
+    }
+}
+
+/// One event queue's counters, read once per scrape.
+struct EventCounts {
+    queued: u64,
+    sent: u64,
+    acked: u64,
+    resent: u64,
+    dropped: u64,
+}
+
+/// Reads one counter out of [`EventCounts`].
+type Pick = fn(&EventCounts) -> u64;
+
+const QOS: [&str; 3] = ["0", "1", "2"];
+const RPCS: [Rpc; 2] = [Rpc::Authenticate, Rpc::TopicFilter];
+const VERDICTS: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::Abstain];
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let broker = &self.0;
+        let s = broker.stats.snapshot();
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        Family::new(&mut e, "tandem_build_info", "The broker's version.", Gauge)?
+            .gauge(&version, 1)?;
+        #[rustfmt::skip]
+        let singles: [(&str, &str, MetricType, u64); 12] = [
+            ("tandem_uptime_seconds", "Seconds since the broker started.", Gauge, s.uptime_secs),
+            ("tandem_clients_connected", "Clients connected now.", Gauge, s.clients_connected as u64),
+            ("tandem_clients_maximum", "Most clients connected at once since start.", Gauge, s.clients_maximum as u64),
+            ("tandem_sessions", "Sessions known: online plus parked persistent ones.", Gauge, broker.registry.len() as u64),
+            ("tandem_connections", "Connections that completed CONNECT.", Counter, s.connections_total),
+            ("tandem_connections_refused", "Connections refused at mqtt.max_connections.", Counter, s.connections_refused),
+            ("tandem_connections_protocol_errors", "Connections closed for a protocol violation or malformed packet.", Counter, s.protocol_errors),
+            ("tandem_clients_denied", "CONNECTs denied by the auth chain.", Counter, s.auth_denied),
+            ("tandem_topics_denied", "Topic actions denied by the topic-check chain (cache hits not counted).", Counter, s.topic_denied),
+            ("tandem_bytes_received", "Bytes read from clients.", Counter, s.bytes_received),
+            ("tandem_bytes_sent", "Bytes written to clients.", Counter, s.bytes_sent),
+            ("tandem_retained_messages", "Retained messages stored.", Gauge, broker.router.retained_count() as u64),
+        ];
+        for (name, help, kind, v) in singles {
+            single(&mut e, name, help, kind, v)?;
+        }
+        single(
+            &mut e,
+            "tandem_subscriptions",
+            "Subscriptions in the router.",
+            Gauge,
+            broker.router.subscription_count() as u64,
+        )?;
+        let mut f = Family::new(
+            &mut e,
+            "tandem_messages_received",
+            "PUBLISH packets received from clients, by QoS.",
+            Counter,
+        )?;
+        for (qos, n) in QOS.iter().zip(s.messages_received_by_qos) {
+            f.counter(&[("qos", *qos)], n)?;
+        }
+        let mut f = Family::new(
+            &mut e,
+            "tandem_messages_sent",
+            "PUBLISH packets sent to clients, by QoS.",
+            Counter,
+        )?;
+        for (qos, n) in QOS.iter().zip(s.messages_sent_by_qos) {
+            f.counter(&[("qos", *qos)], n)?;
+        }
+        Family::new(
+            &mut e,
+            "tandem_messages_dropped",
+            "Messages not delivered to a session, by reason (queue_full: mqtt.max_queued_messages).",
+            Counter,
+        )?
+        .counter(&[("reason", "queue_full")], s.messages_dropped)?;
+
+        self.encode_plugins(&mut e)
+    }
+}
+
+impl BrokerCollector {
+    fn encode_plugins(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge, Histogram};
+        let set = self.0.plugins.current();
+        let plugins: Vec<_> = set.plugins().collect();
+        if plugins.is_empty() {
+            return Ok(());
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_replicas",
+            "Replicas the plugin's endpoint resolves to.",
+            Gauge,
+        )?;
+        for p in &plugins {
+            f.gauge(&[("plugin", p.alias.as_str())], p.replica_health().0 as i64)?;
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_replicas_up",
+            "Replicas described and answering.",
+            Gauge,
+        )?;
+        for p in &plugins {
+            f.gauge(&[("plugin", p.alias.as_str())], p.replica_health().1 as i64)?;
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_circuit_open",
+            "1 while no replica is up: calls answer on_error at once without being made.",
+            Gauge,
+        )?;
+        for p in &plugins {
+            let open = p.replica_health().1 == 0;
+            f.gauge(&[("plugin", p.alias.as_str())], i64::from(open))?;
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_calls",
+            "Decisions asked of the plugin, including those answered by on_error without a call.",
+            Counter,
+        )?;
+        for p in &plugins {
+            for rpc in RPCS {
+                let n = p.stats[rpc as usize].calls.load(Relaxed);
+                f.counter(&[("plugin", p.alias.as_str()), ("rpc", rpc.as_str())], n)?;
+            }
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_verdicts",
+            "Verdicts, after on_error was applied to failures.",
+            Counter,
+        )?;
+        for p in &plugins {
+            for rpc in RPCS {
+                for v in VERDICTS {
+                    let n = p.stats[rpc as usize].verdicts[v as usize].load(Relaxed);
+                    let labels = [
+                        ("plugin", p.alias.as_str()),
+                        ("rpc", rpc.as_str()),
+                        ("verdict", v.as_str()),
+                    ];
+                    f.counter(&labels, n)?;
+                }
+            }
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_errors",
+            "Calls that produced no verdict, by kind: deadline, unavailable, status, unspecified, shed, circuit_open.",
+            Counter,
+        )?;
+        for p in &plugins {
+            for rpc in RPCS {
+                for kind in ErrorKind::ALL {
+                    let n = p.stats[rpc as usize].errors[kind as usize].load(Relaxed);
+                    let labels = [
+                        ("plugin", p.alias.as_str()),
+                        ("rpc", rpc.as_str()),
+                        ("kind", kind.as_str()),
+                    ];
+                    f.counter(&labels, n)?;
+                }
+            }
+        }
+        {
+            let mut f = e.encode_descriptor(
+            "tandem_plugin_call_duration_seconds",
+            "Time from sending a call to its answer or failure (shed and circuit_open excluded).",
+            None,
+            Histogram,
+        )?;
+            for p in &plugins {
+                for rpc in RPCS {
+                    let (sum, count, buckets) = p.stats[rpc as usize].latency.snapshot();
+                    f.encode_family(&[("plugin", p.alias.as_str()), ("rpc", rpc.as_str())])?
+                        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+                }
+            }
+        }
+
+        let subscribers = set.events.subscribers();
+        if subscribers.is_empty() {
+            return Ok(());
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_events_queue_depth",
+            "Events queued for the plugin and not yet acknowledged.",
+            Gauge,
+        )?;
+        for sub in subscribers {
+            f.gauge(&[("plugin", sub.alias.as_str())], sub.queue.depth() as i64)?;
+        }
+        let counters: Vec<(&str, EventCounts)> = subscribers
+            .iter()
+            .map(|sub| {
+                let (queued, sent, acked, dropped) = sub.queue.counters();
+                let resent = sub.queue.resent();
+                let c = EventCounts {
+                    queued,
+                    sent,
+                    acked,
+                    resent,
+                    dropped,
+                };
+                (sub.alias.as_str(), c)
+            })
+            .collect();
+        #[rustfmt::skip]
+        let families: [(&str, &str, Pick); 5] = [
+            ("tandem_plugin_events_queued", "Events queued for the plugin.", |c| c.queued),
+            ("tandem_plugin_events_sent", "Events handed to the plugin's stream, resends included.", |c| c.sent),
+            ("tandem_plugin_events_acked", "Events the plugin acknowledged.", |c| c.acked),
+            ("tandem_plugin_events_resent", "Unacknowledged events sent again on a new stream after a reconnect.", |c| c.resent),
+            ("tandem_plugin_events_dropped", "Events dropped because the plugin's queue was full (overflow: drop_oldest).", |c| c.dropped),
+        ];
+        for (name, help, pick) in families {
+            let mut f = Family::new(e, name, help, Counter)?;
+            for (alias, counts) in &counters {
+                f.counter(&[("plugin", *alias)], pick(counts))?;
+            }
+        }
+        Ok(())
+    }
+}

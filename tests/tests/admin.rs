@@ -1,0 +1,342 @@
+//! The admin listener: `/metrics` counts what happened (connections, traffic by QoS,
+//! verdicts, plugin timeouts, dropped events), `/healthz` answers while the process
+//! runs, `/readyz` follows the plugins a chain needs; and JSON logs carry the client id.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tandem_broker::protocol::{ConnectReason, QoS};
+use tandem_tests::{
+    DEADLINE, PluginProcess, RawClient, Tandem, connect_as, event_logger_bin, policy_bin,
+    tandem_bin,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 GET over a plain socket: (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect to admin");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
+        .await
+        .expect("admin answers in time")
+        .unwrap();
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a scrape.
+fn series(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().expect("a number"))
+        })
+}
+
+/// Scrapes until `name` has a value satisfying `ok`; returns the last scrape.
+async fn wait_metric(admin: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = get(admin, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        if series(&body, name).is_some_and(&ok) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never satisfied the condition; last scrape:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asks `/readyz` until its status is `want`; returns the body.
+async fn wait_ready(admin: SocketAddr, want: u16) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed {status} (want {want}): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const ADMIN: &str = "admin: { bind: 127.0.0.1:0 }\n";
+
+#[tokio::test]
+async fn metrics_count_connections_verdicts_and_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tandem::start(&format!(
+        "{ADMIN}plugins:\n  policy:\n    endpoint: unix://{}/p.sock\n    command: [{}, --roles, auth]\n    config: {{ users: {{ alice: {{ password: secret }} }}, auth_default: deny }}\nauth: {{ plugins: [policy] }}\n",
+        dir.path().display(),
+        policy_bin().display()
+    ));
+    let admin = broker.admin_addr();
+    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    assert_eq!(get(admin, "/nope").await.0, 404);
+
+    let mut alice = connect_as(broker.addr, "alice-1", "alice", "secret")
+        .await
+        .expect("alice may connect");
+    let denied = connect_as(broker.addr, "mallory", "alice", "wrong").await;
+    assert_eq!(denied.err(), Some(ConnectReason::NotAuthorized));
+    alice.publish("t/1", b"one", QoS::AtLeastOnce, false).await;
+    alice.publish("t/2", b"two", QoS::ExactlyOnce, false).await;
+
+    let m = wait_metric(admin, r#"tandem_messages_received_total{qos="2"}"#, |v| {
+        v == 1.0
+    })
+    .await;
+    let v = |name: &str| series(&m, name).unwrap_or_else(|| panic!("no {name} in:\n{m}"));
+    assert_eq!(v("tandem_connections_total"), 1.0);
+    assert_eq!(v("tandem_clients_connected"), 1.0);
+    assert_eq!(v("tandem_clients_denied_total"), 1.0);
+    assert_eq!(v(r#"tandem_messages_received_total{qos="0"}"#), 0.0);
+    assert_eq!(v(r#"tandem_messages_received_total{qos="1"}"#), 1.0);
+    assert!(v("tandem_bytes_received_total") > 0.0);
+    let auth = r#"plugin="policy",rpc="authenticate""#;
+    assert_eq!(v(&format!("tandem_plugin_calls_total{{{auth}}}")), 2.0);
+    assert_eq!(
+        v(&format!(
+            r#"tandem_plugin_verdicts_total{{{auth},verdict="allow"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        v(&format!(
+            r#"tandem_plugin_verdicts_total{{{auth},verdict="deny"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        v(&format!(
+            r#"tandem_plugin_errors_total{{{auth},kind="deadline"}}"#
+        )),
+        0.0
+    );
+    assert_eq!(
+        v(&format!(
+            "tandem_plugin_call_duration_seconds_count{{{auth}}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        v(&format!(
+            r#"tandem_plugin_call_duration_seconds_bucket{{le="+Inf",{auth}}}"#
+        )),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(v(r#"tandem_plugin_replicas_up{plugin="policy"}"#), 1.0);
+    assert_eq!(v(r#"tandem_plugin_circuit_open{plugin="policy"}"#), 0.0);
+    assert!(m.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+}
+
+#[tokio::test]
+async fn a_plugin_timeout_is_counted_as_a_deadline_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tandem::start(&format!(
+        "{ADMIN}plugins:\n  slow:\n    endpoint: unix://{}/s.sock\n    command: [{}, --roles, auth]\n    timeout: 200ms\n    config: {{ delay_ms: 3000, auth_default: allow }}\nauth: {{ plugins: [slow] }}\n",
+        dir.path().display(),
+        policy_bin().display()
+    ));
+    let admin = broker.admin_addr();
+    let refused = connect_as(broker.addr, "c1", "u", "p").await.err();
+    assert_eq!(refused, Some(ConnectReason::NotAuthorized));
+    let auth = r#"plugin="slow",rpc="authenticate""#;
+    let m = wait_metric(
+        admin,
+        &format!(r#"tandem_plugin_errors_total{{{auth},kind="deadline"}}"#),
+        |v| v == 1.0,
+    )
+    .await;
+    let deny = format!(r#"tandem_plugin_verdicts_total{{{auth},verdict="deny"}}"#);
+    assert_eq!(series(&m, &deny), Some(1.0), "on_error: deny");
+    // The call took its whole 200ms deadline: it is in no bucket below 0.1s.
+    let fast = format!(r#"tandem_plugin_call_duration_seconds_bucket{{le="0.1",{auth}}}"#);
+    assert_eq!(series(&m, &fast), Some(0.0), "{m}");
+}
+
+#[tokio::test]
+async fn dropped_events_are_counted_for_their_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix://{}/log.sock", dir.path().display());
+    let out = dir.path().join("events.jsonl").display().to_string();
+    let mut logger = PluginProcess::start(
+        &event_logger_bin(),
+        &["--kinds", "message_received", "--output", &out],
+        &sock,
+    );
+    let broker = Tandem::start(&format!(
+        "{ADMIN}plugins:\n  log:\n    endpoint: {sock}\n    events: {{ queue: 10 }}\n"
+    ));
+    let admin = broker.admin_addr();
+    let mut p = RawClient::connect(broker.addr, "pub").await;
+    p.publish("q/x", b"before", QoS::AtLeastOnce, false).await;
+    wait_metric(
+        admin,
+        r#"tandem_plugin_events_acked_total{plugin="log"}"#,
+        |v| v == 1.0,
+    )
+    .await;
+
+    logger.kill();
+    for i in 0..30 {
+        p.publish("q/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let m = wait_metric(
+        admin,
+        r#"tandem_plugin_events_dropped_total{plugin="log"}"#,
+        |v| v == 20.0,
+    )
+    .await;
+    assert_eq!(
+        series(&m, r#"tandem_plugin_events_queued_total{plugin="log"}"#),
+        Some(31.0)
+    );
+    assert_eq!(
+        series(&m, r#"tandem_plugin_events_queue_depth{plugin="log"}"#),
+        Some(10.0)
+    );
+    // A plugin streaming events is required: with it gone the broker is not ready.
+    let why = wait_ready(admin, 503).await;
+    assert!(why.contains("plugin log"), "{why}");
+}
+
+#[tokio::test]
+async fn readyz_follows_a_required_plugin_going_away_and_coming_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix://{}/auth.sock", dir.path().display());
+    let mut plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
+    let broker = Tandem::start(&format!(
+        "{ADMIN}plugins:\n  gate:\n    endpoint: {listen}\n    config: {{ auth_default: allow }}\nauth: {{ plugins: [gate] }}\n"
+    ));
+    let admin = broker.admin_addr();
+    assert_eq!(wait_ready(admin, 200).await, "ready\n");
+
+    // No client calls the plugin meanwhile: /readyz itself finds it gone.
+    plugin.kill();
+    let why = wait_ready(admin, 503).await;
+    assert!(why.contains("plugin gate"), "{why}");
+    assert_eq!(get(admin, "/healthz").await.0, 200, "alive while not ready");
+
+    let _plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
+    assert_eq!(wait_ready(admin, 200).await, "ready\n");
+    connect_as(broker.addr, "back", "u", "p")
+        .await
+        .expect("allowed again");
+}
+
+#[tokio::test]
+async fn readyz_answers_503_while_shutting_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix://{}/log.sock", dir.path().display());
+    let out = dir.path().join("events.jsonl").display().to_string();
+    let logger = PluginProcess::start(
+        &event_logger_bin(),
+        &["--kinds", "broker_post_shutdown", "--output", &out],
+        &sock,
+    );
+    let mut broker = Tandem::start(&format!(
+        "{ADMIN}plugins:\n  log:\n    endpoint: {sock}\n    events: {{ lifecycle_timeout: 5s }}\n"
+    ));
+    let admin = broker.admin_addr();
+    assert_eq!(wait_ready(admin, 200).await, "ready\n");
+    // A stalled event plugin holds the end of the shutdown for its lifecycle_timeout
+    // (broker_post_shutdown is never acked): a window to ask /readyz in.
+    signal(logger.pid(), "-STOP");
+    signal(broker.pid(), "-TERM");
+    let why = wait_ready(admin, 503).await;
+    assert_eq!(why, "shutting down\n");
+    assert_eq!(get(admin, "/healthz").await.0, 200, "alive while draining");
+    assert!(broker.terminate(DEADLINE).is_some(), "broker exits");
+    assert!(
+        TcpStream::connect(admin).await.is_err(),
+        "the admin listener closed with the broker"
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_client_id() {
+    let broker = Tandem::start("log: { format: json }\n");
+    let c = RawClient::connect(broker.addr, "json-test").await;
+    c.disconnect().await;
+    let line = broker
+        .wait_log_where(
+            |l| {
+                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                    v["spans"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s["client_id"] == "json-test"))
+                })
+            },
+            DEADLINE,
+        )
+        .unwrap_or_else(|| panic!("no JSON line with the client id:\n{:?}", broker.logs()));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        v["level"].is_string() && v["fields"]["message"].is_string(),
+        "{line}"
+    );
+    assert!(
+        broker.logs().iter().all(|l| l.starts_with('{')),
+        "every line is JSON"
+    );
+}
+
+#[test]
+fn check_config_accepts_admin_and_log_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "admin:\n  bind: 127.0.0.1:9090\n  max_connections: 4\nlog:\n  format: json\n  level: warn,tandem_broker=debug\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(tandem_bin())
+        .args(["check-config", "--offline"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "log:\n  format: xml\n").unwrap();
+    let out = std::process::Command::new(tandem_bin())
+        .args(["check-config", "--offline"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml: line 2") && err.contains("log.format"),
+        "{err}"
+    );
+}
