@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::plugins::config::{
     AuthConfig, CacheConfig, OnError, PluginConfig, PluginTls, TopicCheckConfig,
 };
+pub use crate::telemetry::TracingConfig;
 
 /// The commented default configuration, embedded at build time.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
@@ -76,6 +77,8 @@ pub struct Config {
     /// The TopicFilter chain. Absent or `enable: false`: every topic is allowed.
     #[serde(rename = "topic-check")]
     pub topic_check: Option<TopicCheckConfig>,
+    /// OpenTelemetry tracing: where spans are exported, sampling.
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             auth: None,
             topic_check: None,
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -243,6 +247,9 @@ impl Config {
         if self.sys.enable && self.sys.interval < Duration::from_secs(1) {
             return Err(invalid("sys.interval", "must be at least 1s"));
         }
+        if let Err((path, message)) = self.tracing.check() {
+            return Err(invalid(path, &message));
+        }
         let chains = [
             ("auth.plugins", self.auth.as_ref().map(|a| &a.plugins)),
             (
@@ -366,6 +373,29 @@ mod tests {
         let t = c.topic_check.unwrap();
         assert!(t.enable);
         assert_eq!(t.cache.max_entries, 1024);
+    }
+
+    #[test]
+    fn tracing_section() {
+        let text = "tracing:\n  otlp_endpoint: http://127.0.0.1:4317\n  sample_ratio: 0.25\n";
+        let c = Config::from_yaml(text, Path::new("t")).unwrap();
+        assert_eq!(
+            c.tracing.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(c.tracing.service_name, "tandem");
+        assert_eq!(c.tracing.sample_ratio, 0.25);
+        let msg = Config::from_yaml(
+            "tracing:\n  otlp_endpoint: localhost:4317\n",
+            Path::new("t"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.starts_with("t: tracing.otlp_endpoint: "), "{msg}");
+        let msg = Config::from_yaml("tracing:\n  sample: 1\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("unknown field `sample`"), "{msg}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`sys`]: `$SYS/broker/...` statistics.
 //! - [`stats`]: broker-wide counters.
 //! - [`config`]: strict YAML configuration with embedded defaults.
+//! - [`telemetry`]: OpenTelemetry export and the trace context sent to plugins.
 //!
 //! # Quick start
 //! ```no_run
@@ -33,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod telemetry;
 
 pub use server::{Server, ServerError};
 use tokio_util::sync::CancellationToken;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tandem_broker::config::{Config, DEFAULT_CONFIG};
+use tandem_broker::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// mimalloc: a connection, a session and a routed message each allocate a little, from
 /// many threads; glibc's allocator showed up at ~7% of the broker's CPU under a connect
@@ -105,12 +107,10 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
     })
 }
 
+/// How long the spans still queued at exit may take to reach the OTLP collector.
+const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let config = match &file {
         Some(file) => match Config::from_file(file) {
             Ok(c) => c,
@@ -119,10 +119,7 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => {
-            tracing::info!("no --config given: serving the embedded default configuration");
-            Config::embedded_default()
-        }
+        None => Config::embedded_default(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,7 +131,21 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    // The OTLP exporter's connection is spawned on the runtime: set up inside it.
+    let telemetry = match runtime.block_on(async { init_tracing(log, &config.tracing) }) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if file.is_none() {
+        tracing::info!("no --config given: serving the embedded default configuration");
+    }
+    if let Some(endpoint) = telemetry.endpoint() {
+        tracing::info!(%endpoint, "exporting traces over OTLP");
+    }
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
         match tandem_broker::run(config, shutdown).await {
@@ -147,7 +158,24 @@ fn serve(file: Option<PathBuf>, log: &str) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Blocks this thread while the runtime's workers still drive the exporter's connection.
+    telemetry.shutdown(TRACE_FLUSH_TIMEOUT);
+    code
+}
+
+/// Logs to stderr (filtered by `log`) and spans to OpenTelemetry (see `telemetry`).
+fn init_tracing(
+    log: &str,
+    tracing: &tandem_broker::config::TracingConfig,
+) -> Result<Telemetry, tandem_broker::telemetry::TelemetryError> {
+    let (otel, telemetry) = tandem_broker::telemetry::layer(tracing)?;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")));
+    tracing_subscriber::registry().with(otel).with(fmt).init();
+    Ok(telemetry)
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once.
