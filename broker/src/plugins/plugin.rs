@@ -634,7 +634,7 @@ impl Plugin {
                 return Err(ErrorKind::Deadline);
             }
             // One span per attempt; its trace context goes to the plugin in the metadata.
-            let span = info_span!("plugin_call", plugin = %self.alias, rpc = Req::RPC,
+            let span = info_span!("plugin_call", "otel.kind" = "client", plugin = %self.alias, rpc = Req::RPC,
                 replica = %replica.label, verdict = Empty, error = Empty, "otel.status_code" = Empty);
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(left);
