@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::plugins::config::{
     AuthConfig, CacheConfig, OnError, PluginConfig, PluginTls, TopicCheckConfig,
 };
+pub use crate::telemetry::TracingConfig;
 
 /// The commented default configuration, embedded at build time.
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
@@ -80,6 +81,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Log format and default filter.
     pub log: LogConfig,
+    /// OpenTelemetry tracing: where spans are exported, sampling.
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             topic_check: None,
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -334,6 +338,9 @@ impl Config {
         if self.sys.enable && self.sys.interval < Duration::from_secs(1) {
             return Err(invalid("sys.interval", "must be at least 1s"));
         }
+        if let Err((path, message)) = self.tracing.check() {
+            return Err(invalid(path, &message));
+        }
         let chains = [
             ("auth.plugins", self.auth.as_ref().map(|a| &a.plugins)),
             (
@@ -495,6 +502,29 @@ mod tests {
             msg.contains("line 2") && msg.contains("admin.bind"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn tracing_section() {
+        let text = "tracing:\n  otlp_endpoint: http://127.0.0.1:4317\n  sample_ratio: 0.25\n";
+        let c = Config::from_yaml(text, Path::new("t")).unwrap();
+        assert_eq!(
+            c.tracing.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(c.tracing.service_name, "tandem");
+        assert_eq!(c.tracing.sample_ratio, 0.25);
+        let msg = Config::from_yaml(
+            "tracing:\n  otlp_endpoint: localhost:4317\n",
+            Path::new("t"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.starts_with("t: tracing.otlp_endpoint: "), "{msg}");
+        let msg = Config::from_yaml("tracing:\n  sample: 1\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("unknown field `sample`"), "{msg}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`metrics`]: the counters in the OpenMetrics text format, read on each scrape.
 //! - [`config`]: strict YAML configuration with embedded defaults.
 //! - [`reload`]: SIGHUP / `tandem reload`: the plugin sections applied while serving.
+//! - [`telemetry`]: OpenTelemetry export and the trace context sent to plugins.
 //!
 //! # Quick start
 //! ```no_run
@@ -39,6 +40,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod telemetry;
 
 pub use server::{Server, ServerError};
 use tokio_util::sync::CancellationToken;

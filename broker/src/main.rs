@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tandem_broker::config::{Config, DEFAULT_CONFIG, LogConfig, LogFormat};
+use tandem_broker::config::{Config, DEFAULT_CONFIG, LogFormat};
+use tandem_broker::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// mimalloc: a connection, a session and a routed message each allocate a little, from
 /// many threads; glibc's allocator showed up at ~7% of the broker's CPU under a connect
@@ -126,6 +128,9 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
     })
 }
 
+/// How long the spans still queued at exit may take to reach the OTLP collector.
+const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
     // The config is read before logging starts, as it says how to log; its errors go
     // to stderr as they do for check-config.
@@ -139,13 +144,6 @@ fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
-    if let Err(err) = init_logging(&config.log, log) {
-        eprintln!("error: {err}");
-        return ExitCode::FAILURE;
-    }
-    if file.is_none() {
-        tracing::info!("no --config given: serving the embedded default configuration");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -156,7 +154,21 @@ fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    // The OTLP exporter's connection is spawned on the runtime: set up inside it.
+    let telemetry = match runtime.block_on(async { init_tracing(&config, log) }) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if file.is_none() {
+        tracing::info!("no --config given: serving the embedded default configuration");
+    }
+    if let Some(endpoint) = telemetry.endpoint() {
+        tracing::info!(%endpoint, "exporting traces over OTLP");
+    }
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
         let served = match file {
@@ -173,35 +185,52 @@ fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Blocks this thread while the runtime's workers still drive the exporter's connection.
+    telemetry.shutdown(TRACE_FLUSH_TIMEOUT);
+    code
 }
 
-/// Starts the tracing subscriber: `RUST_LOG`, else `--log`/`TANDEM_LOG`, else
-/// `log.level` filters; `log.format` picks text or JSON lines on stderr.
-fn init_logging(log: &LogConfig, cli: Option<String>) -> Result<(), String> {
+/// One subscriber for logs and spans: logs to stderr, filtered by `RUST_LOG`, else
+/// `--log`/`TANDEM_LOG`, else `log.level`, as text or JSON lines (`log.format`); spans
+/// to OpenTelemetry with their own filter (see `telemetry`), so a quiet log level does
+/// not switch trace propagation off.
+fn init_tracing(config: &Config, cli: Option<String>) -> Result<Telemetry, String> {
     let (source, filter) = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => ("RUST_LOG", env),
         _ => match cli {
             Some(cli) => ("--log/TANDEM_LOG", cli),
-            None => ("log.level", log.level.as_str().to_owned()),
+            None => ("log.level", config.log.level.as_str().to_owned()),
         },
     };
     let filter = EnvFilter::builder()
         .parse(&filter)
         .map_err(|e| format!("{source}: invalid log filter `{filter}`: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    let (otel, telemetry) =
+        tandem_broker::telemetry::layer(&config.tracing).map_err(|e| e.to_string())?;
+    let registry = tracing_subscriber::registry().with(otel);
+    match config.log.format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
+            .init(),
         // Each line carries its spans' fields (a connection's client_id) under "spans".
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(false)
-            .with_span_list(true)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .init(),
     }
-    Ok(())
+    Ok(telemetry)
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once.

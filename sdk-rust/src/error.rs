@@ -61,6 +61,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Tracing could not be set up (feature `otel`): a bad `OTEL_EXPORTER_OTLP_ENDPOINT`, or a
+    /// subscriber already installed.
+    #[error("tracing: {reason}")]
+    Telemetry {
+        /// What went wrong, naming the variable to fix.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),

@@ -22,6 +22,8 @@
 //! - `convert.rs`: every conversion between these types and the protobuf ones, in one place.
 //! - [`ListenAddr`], [`Listener`], [`Plugin::serve`] (`serve.rs`): serving and shutdown.
 //! - [`TlsConfig`] (`tls.rs`): TLS and mTLS for TCP listeners.
+//! - `telemetry` (feature `otel`): the handler spans continue the broker's OpenTelemetry trace,
+//!   and spans are exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`testing`]: a stand-in broker that drives a plugin in-process, for unit tests.
 //! - [`Error`], [`HandlerError`] (`error.rs`).
 //!
@@ -147,6 +149,8 @@ mod error;
 mod events;
 mod plugin;
 mod serve;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 pub mod testing;
 mod tls;
 mod topic;

@@ -289,13 +289,17 @@ fn traceparent<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The span a handler runs in: with feature `otel`, a child of the broker's span.
 fn rpc_span(rpc: &'static str, ctx: &Context) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "plugin_rpc",
         rpc,
         plugin = %ctx.plugin_alias(),
         trace_id = ctx.trace_id().unwrap_or(""),
-    )
+    );
+    #[cfg(feature = "otel")]
+    crate::telemetry::continue_trace(&span, ctx.traceparent());
+    span
 }
 
 #[tonic::async_trait]

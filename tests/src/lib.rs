@@ -88,12 +88,19 @@ impl Tandem {
     /// Starts the broker with `yaml` as its whole config file. Use `127.0.0.1:0` as the
     /// bind address; the harness reads the bound port from the broker's log.
     pub fn start_config(yaml: &str) -> Self {
+        Self::start_config_env(yaml, &[])
+    }
+
+    /// Like [`start_config`](Self::start_config), with extra environment variables (the
+    /// plugin processes the broker starts inherit them).
+    pub fn start_config_env(yaml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("tandem.yaml");
         std::fs::write(&path, yaml).expect("write config");
         let mut child = Command::new(tandem_bin())
             .arg("--config")
             .arg(&path)
+            .envs(env.iter().copied())
             .env("TANDEM_LOG", "info,tandem_broker=debug")
             // RUST_LOG would override TANDEM_LOG, and the harness reads info lines.
             .env_remove("RUST_LOG")

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tandem_proto::v1 as pb;
-use tracing::info;
+use tracing::field::Empty;
+use tracing::{Instrument, info, info_span};
 
 use super::config::OnError;
 use super::{ErrorKind, Plugin, Rpc, Verdict};
@@ -193,6 +194,24 @@ impl Chain {
                 )
             }
         };
+        let span = info_span!("authenticate", chain = self.section, client_id = %request.client_id, allowed = Empty);
+        let outcome = self
+            .authenticate_in(ask, &request)
+            .instrument(span.clone())
+            .await;
+        span.record("allowed", outcome.allowed);
+        outcome
+    }
+
+    async fn authenticate_in<F, Fut>(
+        &self,
+        ask: F,
+        request: &pb::AuthenticateRequest,
+    ) -> AuthOutcome
+    where
+        F: Fn(Arc<Plugin>) -> Fut,
+        Fut: std::future::Future<Output = Answer>,
+    {
         match self.run(ask).await {
             Err((i, a)) => {
                 let alias = self.plugins[i].alias.clone();
@@ -258,6 +277,27 @@ impl Chain {
         let action = pb::Action::try_from(request.action)
             .map(|a| a.as_str_name())
             .unwrap_or("?");
+        // Only a check that reaches the plugins gets here: cache hits make no span.
+        let span = info_span!("topic_check", chain = self.section, client_id = %request.client_id,
+            topic = %request.topic, action, allowed = Empty);
+        let outcome = self
+            .topic_filter_in(ask, &request, action)
+            .instrument(span.clone())
+            .await;
+        span.record("allowed", outcome.allowed);
+        outcome
+    }
+
+    async fn topic_filter_in<F, Fut>(
+        &self,
+        ask: F,
+        request: &pb::TopicFilterRequest,
+        action: &'static str,
+    ) -> TopicOutcome
+    where
+        F: Fn(Arc<Plugin>) -> Fut,
+        Fut: std::future::Future<Output = Answer>,
+    {
         match self.run(ask).await {
             Err((i, a)) => {
                 let alias = self.plugins[i].alias.clone();

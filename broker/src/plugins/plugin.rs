@@ -28,11 +28,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri};
-use tracing::{info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, info, info_span, warn};
 
 use super::config::{OnError, PluginConfig};
 use super::endpoint::Endpoint;
 use super::{ErrorKind, PluginError, Rpc, Verdict};
+use crate::telemetry::TracedRpc;
 
 type Client = pb::plugin_client::PluginClient<Channel>;
 type Health = tonic_health::pb::health_client::HealthClient<Channel>;
@@ -818,7 +820,7 @@ impl Plugin {
         f: F,
     ) -> Result<Resp, ErrorKind>
     where
-        Req: Clone,
+        Req: Clone + TracedRpc<Response = Resp>,
         F: Fn(Client, tonic::Request<Req>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
@@ -839,12 +841,19 @@ impl Plugin {
             if left.is_zero() {
                 return Err(ErrorKind::Deadline);
             }
+            // One span per attempt; its trace context goes to the plugin in the metadata.
+            let span = info_span!("plugin_call", "otel.kind" = "client", plugin = %self.alias, rpc = Req::RPC,
+                replica = %replica.label, verdict = Empty, error = Empty, "otel.status_code" = Empty);
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(left);
+            crate::telemetry::inject(&span, req.metadata_mut());
             let client = Client::new(replica.channel.read().clone());
             replica.calls.fetch_add(1, Ordering::Relaxed);
-            let kind = match tokio::time::timeout_at(deadline, f(client, req)).await {
+            let attempt =
+                tokio::time::timeout_at(deadline, f(client, req)).instrument(span.clone());
+            let kind = match attempt.await {
                 Ok(Ok(resp)) => {
+                    span.record("verdict", Req::verdict(resp.get_ref()));
                     replica.consecutive_errors.store(0, Ordering::Release);
                     replica.trips.store(0, Ordering::Release);
                     return Ok(resp.into_inner());
@@ -866,6 +875,8 @@ impl Plugin {
                     }
                 },
             };
+            span.record("error", kind.as_str());
+            span.record("otel.status_code", "ERROR");
             self.failure(&replica, kind);
             if kind != ErrorKind::Unavailable {
                 return Err(kind);
