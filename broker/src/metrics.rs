@@ -108,7 +108,7 @@ impl Collector for BrokerCollector {
         Family::new(&mut e, "tandem_build_info", "The broker's version.", Gauge)?
             .gauge(&version, 1)?;
         #[rustfmt::skip]
-        let singles: [(&str, &str, MetricType, u64); 12] = [
+        let singles: [(&str, &str, MetricType, u64); 13] = [
             ("tandem_uptime_seconds", "Seconds since the broker started.", Gauge, s.uptime_secs),
             ("tandem_clients_connected", "Clients connected now.", Gauge, s.clients_connected as u64),
             ("tandem_clients_maximum", "Most clients connected at once since start.", Gauge, s.clients_maximum as u64),
@@ -121,6 +121,7 @@ impl Collector for BrokerCollector {
             ("tandem_bytes_received", "Bytes read from clients.", Counter, s.bytes_received),
             ("tandem_bytes_sent", "Bytes written to clients.", Counter, s.bytes_sent),
             ("tandem_retained_messages", "Retained messages stored.", Gauge, broker.router.retained_count() as u64),
+            ("tandem_messages_queued", "Messages waiting in session queues, online and offline (bounded per session by mqtt.max_queued_messages).", Gauge, broker.registry.queued_messages()),
         ];
         for (name, help, kind, v) in singles {
             single(&mut e, name, help, kind, v)?;

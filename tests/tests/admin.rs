@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tandem_broker::protocol::{ConnectReason, QoS};
 use tandem_tests::{
-    DEADLINE, PluginProcess, RawClient, Tandem, connect_as, event_logger_bin, policy_bin,
-    tandem_bin,
+    DEADLINE, PluginProcess, RawClient, Tandem, connect_as, connect_packet, event_logger_bin,
+    policy_bin, tandem_bin,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -150,6 +150,28 @@ async fn metrics_count_connections_verdicts_and_traffic() {
 }
 
 #[tokio::test]
+async fn queued_messages_are_counted_while_a_session_is_offline() {
+    let broker = Tandem::start(ADMIN);
+    let admin = broker.admin_addr();
+    let (mut s, _) = RawClient::connect_with(broker.addr, connect_packet("q", false, 0)).await;
+    s.subscribe("q/#", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    let mut p = RawClient::connect(broker.addr, "p").await;
+    for i in 0..3u8 {
+        p.publish("q/x", &[i], QoS::AtLeastOnce, false).await;
+    }
+    wait_metric(admin, "tandem_messages_queued", |v| v == 3.0).await;
+    // Back online: the queue drains into the inflight window.
+    let (mut s, ack) = RawClient::connect_with(broker.addr, connect_packet("q", false, 0)).await;
+    assert!(ack.session_present);
+    for _ in 0..3 {
+        let m = s.recv_publish().await;
+        s.ack(&m).await;
+    }
+    wait_metric(admin, "tandem_messages_queued", |v| v == 0.0).await;
+}
+
+#[tokio::test]
 async fn a_plugin_timeout_is_counted_as_a_deadline_error() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Tandem::start(&format!(
@@ -264,8 +286,17 @@ async fn readyz_answers_503_while_shutting_down() {
     // (broker_post_shutdown is never acked): a window to ask /readyz in.
     signal(logger.pid(), "-STOP");
     signal(broker.pid(), "-TERM");
-    let why = wait_ready(admin, 503).await;
-    assert_eq!(why, "shutting down\n");
+    // Until the broker has seen SIGTERM, /readyz may already answer 503 for the stopped
+    // plugin (its health check times out): wait for the shutdown's own answer.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let why = wait_ready(admin, 503).await;
+        if why == "shutting down\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never said shutting down: {why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(get(admin, "/healthz").await.0, 200, "alive while draining");
     assert!(broker.terminate(DEADLINE).is_some(), "broker exits");
     assert!(

@@ -415,6 +415,9 @@ impl Connected {
             }
         };
         state.mailbox.set_online(true);
+        broker
+            .registry
+            .serving(&client_id, &claim, state.mailbox.clone());
 
         // Built whether or not a plugin wants events now: a reload may add one.
         let event_client = Some(Arc::new(pb::ClientRef {

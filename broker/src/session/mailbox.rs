@@ -43,6 +43,12 @@ impl Mailbox {
         self.online.store(online, Ordering::Release);
     }
 
+    /// Messages in the queue now (read from the channel's free capacity: no counter
+    /// on the message path).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Messages dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

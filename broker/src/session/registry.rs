@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::SessionState;
+use super::{Mailbox, SessionState};
 use crate::router::Router;
 
 /// How long a new connection waits for the old one to hand its session over.
@@ -34,6 +34,8 @@ struct Entry {
 struct Live {
     stop: CancellationToken,
     handoff: oneshot::Receiver<SessionState>,
+    /// The connection's session queue, once its session is settled (for metrics).
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 /// A connection's claim on a client id, returned by [`Registry::claim`].
@@ -51,6 +53,35 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Records the queue of the session a claim's connection serves, so that
+    /// [`queued_messages`](Self::queued_messages) counts it while it is online.
+    pub fn serving(&self, client_id: &ByteString, claim: &Claim, mailbox: Arc<Mailbox>) {
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.get_mut(client_id)
+            && entry.generation == claim.generation
+            && let Some(live) = entry.live.as_mut()
+        {
+            live.mailbox = Some(mailbox);
+        }
+    }
+
+    /// Messages waiting in every session's queue, online and parked. Walks the
+    /// sessions under the registry lock: for a scrape, not for the message path.
+    pub fn queued_messages(&self) -> u64 {
+        let entries = self.entries.lock();
+        entries
+            .values()
+            .map(|e| {
+                let live = e.live.as_ref().and_then(|l| l.mailbox.as_ref());
+                let parked = e.parked.as_ref().map(|s| &s.mailbox);
+                live.into_iter()
+                    .chain(parked)
+                    .map(|m| m.queued() as u64)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// An empty registry whose sessions subscribe through `router`.
     pub fn new(router: Arc<Router>) -> Self {
         Self {
@@ -82,6 +113,7 @@ impl Registry {
             let previous = entry.live.replace(Live {
                 stop: stop.clone(),
                 handoff: handoff_rx,
+                mailbox: None,
             });
             (entry.generation, previous, entry.parked.take())
         };
