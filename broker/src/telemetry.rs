@@ -196,8 +196,12 @@ where
     }
     let provider = provider.build();
     let tracer = provider.tracer("tandem-broker");
+    // No busy/idle tracking: it reads the clock on every enter and exit of a span, and a
+    // connection's span is entered on every poll of its task.
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
         .with_filter(Targets::new().with_target("tandem_broker", tracing::Level::INFO));
     Ok((layer, Telemetry { provider, endpoint }))
 }

@@ -109,7 +109,10 @@ where
         .with_resource(resource.build())
         .with_batch_exporter(exporter)
         .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("tandem-plugin"));
+    // No busy/idle tracking: it reads the clock on every enter and exit of a span.
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("tandem-plugin"))
+        .with_tracked_inactivity(false);
     Ok(Some((
         layer,
         Telemetry {
