@@ -94,7 +94,7 @@ impl EventSubscription {
             Some(message) if !self.topics.is_empty() => self
                 .topics
                 .iter()
-                .any(|filter| topic_matches(filter, &message.topic)),
+                .any(|filter| crate::filter::topic_matches(filter, &message.topic)),
             _ => true,
         }
     }
@@ -540,28 +540,10 @@ pub struct MqttPacket {
     pub raw: Option<Vec<u8>>,
 }
 
-/// Whether an MQTT topic filter matches a topic name (MQTT 3.1.1 section 4.7): `+` matches one
-/// level, a trailing `#` the parent level and everything below, and wildcards at the first level
-/// do not match topics starting with `$`.
-pub(crate) fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut topic_levels = topic.split('/');
-    for level in filter.split('/') {
-        match (level, topic_levels.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (expected, Some(actual)) if expected == actual => {}
-            _ => return false,
-        }
-    }
-    topic_levels.next().is_none()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::topic_matches;
 
     #[test]
     fn event_kind_names_round_trip() {

@@ -18,6 +18,7 @@
 //!   its [`TopicRequest`]/[`TopicDecision`] (`topic.rs`); [`EventHandler`], [`EventSubscription`],
 //!   [`Event`] and [`EventData`] (`events.rs`); shared domain types such as [`Verdict`],
 //!   [`Action`] and [`Client`] (`types.rs`).
+//! - [`filter`]: MQTT topic matching and filter coverage, for topic-check plugins.
 //! - [`Context`] (`context.rs`): the pushed configuration and the call's trace.
 //! - `convert.rs`: every conversion between these types and the protobuf ones, in one place.
 //! - [`ListenAddr`], [`Listener`], [`Plugin::serve`] (`serve.rs`): serving and shutdown.
@@ -147,6 +148,7 @@ mod context;
 mod convert;
 mod error;
 mod events;
+pub mod filter;
 mod plugin;
 mod serve;
 #[cfg(feature = "otel")]

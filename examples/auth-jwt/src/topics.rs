@@ -109,45 +109,7 @@ fn strip_share(filter: &str) -> Option<&str> {
     }
 }
 
-/// Whether the topic name `topic` matches `filter` (a topic starting with `$` is not matched by
-/// a leading wildcard).
-pub(crate) fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && filter.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether every topic the subscription filter `requested` can match is matched by `granted`:
-/// `a/#` covers `a/+/c`, but `a/+` does not cover `a/#` (aMQTT's matcher compares the
-/// requested filter as if it were a topic name, and would let `a/+` grant `a/#`).
-pub(crate) fn covers(granted: &str, requested: &str) -> bool {
-    if requested.starts_with('$') && granted.starts_with(['+', '#']) {
-        return false;
-    }
-    let mut g = granted.split('/');
-    let mut r = requested.split('/');
-    loop {
-        match (g.next(), r.next()) {
-            // `#` also matches the parent level (`a/#` matches `a`), so it covers `a` too.
-            (Some("#"), _) => return true,
-            (Some("+"), Some(level)) if level != "#" => {}
-            (Some(a), Some(b)) if a == b && b != "+" && b != "#" => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+pub(crate) use tandem_plugin::filter::{filter_covers as covers, topic_matches as matches};
 
 #[cfg(test)]
 mod tests {

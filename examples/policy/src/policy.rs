@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tandem_plugin::filter::{filter_covers as covers, topic_matches};
 use tandem_plugin::serde::Deserialize;
 use tandem_plugin::{
     Action, AuthDecision, AuthRequest, Authenticator, Context, HandlerError, TopicDecision,
@@ -179,40 +180,6 @@ fn expand(filter: &str, req: &TopicRequest) -> Option<String> {
     }
     out.push_str(rest);
     Some(out)
-}
-
-/// MQTT topic matching (`$` topics are not matched by a leading wildcard).
-fn topic_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether every topic the subscription filter `requested` can match is matched by
-/// the rule filter `rule` (so `a/+` does not grant a subscription to `a/#`).
-fn covers(rule: &str, requested: &str) -> bool {
-    let mut r = rule.split('/');
-    let mut q = requested.split('/');
-    loop {
-        match (r.next(), q.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(level)) if level != "#" => {}
-            (Some(a), Some(b)) if a == b && b != "+" && b != "#" => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 #[cfg(test)]
