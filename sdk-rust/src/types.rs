@@ -50,6 +50,29 @@ pub enum Role {
     TopicFilter,
 }
 
+impl Role {
+    /// The roles named by the program's `--roles auth,topic` argument (both when it is
+    /// absent), for one binary that can play an auth-only or a topic-only plugin in a chain.
+    /// Names other than `auth` and `topic` are ignored.
+    pub fn from_args() -> Vec<Role> {
+        let args: Vec<String> = std::env::args().collect();
+        let value = args
+            .iter()
+            .position(|a| a == "--roles")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+            .unwrap_or("auth,topic");
+        value
+            .split(',')
+            .filter_map(|r| match r.trim() {
+                "auth" => Some(Role::Authenticate),
+                "topic" => Some(Role::TopicFilter),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// The MQTT version a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ProtocolVersion {

@@ -25,7 +25,7 @@ use tandem_plugin::{Plugin, Role};
 pub(crate) struct Jwt;
 
 fn main() -> Result<(), tandem_plugin::Error> {
-    let roles = roles_from_args();
+    let roles = Role::from_args();
     let mut plugin =
         Plugin::new("tandem-auth-jwt", env!("CARGO_PKG_VERSION")).config::<config::Config>();
     if roles.contains(&Role::Authenticate) {
@@ -35,23 +35,4 @@ fn main() -> Result<(), tandem_plugin::Error> {
         plugin = plugin.topic_filter(Jwt);
     }
     plugin.run()
-}
-
-/// `--roles auth,topic` (default both).
-fn roles_from_args() -> Vec<Role> {
-    let args: Vec<String> = std::env::args().collect();
-    let value = args
-        .iter()
-        .position(|a| a == "--roles")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-        .unwrap_or("auth,topic");
-    value
-        .split(',')
-        .filter_map(|r| match r.trim() {
-            "auth" => Some(Role::Authenticate),
-            "topic" => Some(Role::TopicFilter),
-            _ => None,
-        })
-        .collect()
 }
