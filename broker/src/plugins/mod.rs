@@ -586,24 +586,22 @@ impl PluginHost {
         };
         let fresh_list: Vec<Arc<Plugin>> = fresh.values().cloned().collect();
         let fresh_names: Vec<String> = fresh.keys().cloned().collect();
-        // Push changed configurations; the first refusal undoes the pushes before it.
+        // Push changed configurations, then build the new set. Any failure undoes the
+        // pushes made so far (newest first), stops the plugins just started and gives the
+        // replaced ones their processes back: the set in force is untouched.
         let mut pushed: Vec<(Arc<Plugin>, Option<serde_json::Value>)> = Vec::new();
-        for (plugin, new_config) in to_push {
-            let before = plugin.pushed_config();
-            if let Err(err) = plugin.push_config(new_config).await {
-                for (p, previous) in pushed.into_iter().rev() {
-                    let _ = p.push_config(previous).await;
-                }
-                self.retire(&fresh_names, fresh_list, Duration::from_secs(5))
-                    .await;
-                restore(set_aside);
-                return Err(err);
+        let built = async {
+            for (plugin, new_config) in to_push {
+                let before = plugin.pushed_config();
+                plugin.push_config(new_config).await?;
+                summary.reconfigured.push(plugin.alias.clone());
+                pushed.push((plugin, before));
             }
-            summary.reconfigured.push(plugin.alias.clone());
-            pushed.push((plugin, before));
+            summary.generation = old.generation + 1;
+            self.assemble(config, fresh, &kept, summary.generation)
         }
-        summary.generation = old.generation + 1;
-        let set = match self.assemble(config, fresh, &kept, summary.generation) {
+        .await;
+        let set = match built {
             Ok(set) => set,
             Err(err) => {
                 for (p, previous) in pushed.into_iter().rev() {
