@@ -209,6 +209,21 @@ fn pushed_struct(
     }
 }
 
+/// One gRPC health check of the whole server (service ""), bounded by `timeout` both as
+/// the gRPC deadline and locally.
+async fn health_check(
+    channel: Channel,
+    timeout: Duration,
+) -> Result<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>, tokio::time::error::Elapsed>
+{
+    let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    req.set_timeout(timeout);
+    let checked = tokio::time::timeout(timeout, Health::new(channel).check(req)).await?;
+    Ok(checked.map(tonic::Response::into_inner))
+}
+
 fn read_pem(path: &std::path::Path, what: &str, alias: &str) -> Result<Vec<u8>, PluginError> {
     std::fs::read(path).map_err(|e| PluginError::Config {
         alias: alias.to_owned(),
@@ -670,15 +685,10 @@ impl Plugin {
     /// gRPC health (a plugin without the health service passes), then `Describe`.
     async fn describe_on(&self, channel: Channel) -> Result<Described, String> {
         let timeout = self.config.timeout.max(Duration::from_secs(1));
-        let mut health = Health::new(channel.clone());
-        let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        });
-        req.set_timeout(timeout);
-        match tokio::time::timeout(timeout, health.check(req)).await {
+        match health_check(channel.clone(), timeout).await {
             Err(_) => return Err("health check timed out".into()),
             Ok(Ok(resp)) => {
-                let status = resp.into_inner().status;
+                let status = resp.status;
                 if status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32
                 {
                     return Err(format!("health status {status} is not SERVING"));
@@ -737,14 +747,10 @@ impl Plugin {
             .collect();
         let timeout = self.config.timeout.max(Duration::from_millis(500));
         let checks = up.iter().map(|replica| async move {
-            let mut health = Health::new(replica.channel.read().clone());
-            let mut req = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            });
-            req.set_timeout(timeout);
+            let channel = replica.channel.read().clone();
             let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-            match tokio::time::timeout(timeout, health.check(req)).await {
-                Ok(Ok(resp)) if resp.get_ref().status == serving => true,
+            match health_check(channel, timeout).await {
+                Ok(Ok(resp)) if resp.status == serving => true,
                 Ok(Ok(_)) => {
                     self.mark_down(replica, "health check: not serving");
                     false
