@@ -16,6 +16,7 @@
 //! - [`config`]: strict YAML configuration with embedded defaults.
 //! - [`reload`]: SIGHUP / `tandem reload`: the plugin sections applied while serving.
 //! - [`telemetry`]: OpenTelemetry export and the trace context sent to plugins.
+//! - [`logging`]: text log lines a client cannot forge (control characters escaped).
 //!
 //! # Quick start
 //! ```no_run
@@ -31,6 +32,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod plugins;
 pub mod protocol;

@@ -213,6 +213,7 @@ fn init_tracing(config: &Config, cli: Option<String>) -> Result<Telemetry, Strin
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(tandem_broker::logging::EscapedFields)
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::stderr().is_terminal())
                     .with_filter(filter),
