@@ -158,9 +158,11 @@ pub async fn not_ready(broker: &Broker, shutdown: &CancellationToken) -> Option<
     for (plugin, answering) in futures_util::future::join_all(checks).await {
         if answering == 0 {
             let (replicas, _) = plugin.replica_health();
+            // The alias only: /readyz is often reachable from outside the pod, and the
+            // endpoint (a socket path, an address) is not for strangers to learn.
             reasons.push_str(&format!(
-                "plugin {}: no replica answering (of {replicas}) at {}\n",
-                plugin.alias, plugin.config.endpoint
+                "plugin {}: no replica answering (of {replicas})\n",
+                plugin.alias
             ));
         }
     }

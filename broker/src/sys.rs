@@ -83,10 +83,12 @@ pub fn publish_once(broker: &Broker) {
         let base = format!("$SYS/broker/plugins/{}", plugin.alias);
         publish(broker, format!("{base}/replicas"), replicas.to_string());
         publish(broker, format!("{base}/replicas_up"), up.to_string());
-        for (label, _, calls) in plugin.replicas() {
+        // Replicas by number, not address: `$SYS` is readable by any client, and a
+        // plugin's socket path or address is not theirs to learn.
+        for (number, (_, _, calls)) in plugin.replicas().into_iter().enumerate() {
             publish(
                 broker,
-                format!("{base}/replica/{label}/calls"),
+                format!("{base}/replica/{number}/calls"),
                 calls.to_string(),
             );
         }
