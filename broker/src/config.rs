@@ -227,6 +227,22 @@ pub struct MqttConfig {
     /// Messages queued per session (online behind the inflight window, or offline for
     /// a persistent session); a message beyond it is dropped for that session and counted.
     pub max_queued_messages: usize,
+    /// Levels (`/`-separated parts) a topic name or filter may have. A deeper SUBSCRIBE
+    /// filter is answered 0x80; a deeper PUBLISH topic or will topic closes the
+    /// connection. Counted and logged.
+    pub max_topic_levels: usize,
+    /// Subscriptions one session may hold. A SUBSCRIBE filter that would add one more
+    /// is answered 0x80 (re-subscribing to a held filter still works); counted. This
+    /// also bounds what one SUBSCRIBE can cost: duplicate filters in it are collapsed
+    /// (the last QoS wins), and only this many distinct filters can be granted.
+    pub max_subscriptions_per_client: usize,
+    /// Retained topics stored at most. At the bound, a retained message on a new topic
+    /// is not stored (it is still routed); replacing or clearing a stored topic works.
+    /// Counted and logged at a falling rate. `$SYS/` topics are exempt.
+    pub max_retained_messages: usize,
+    /// Bytes (topic plus payload) the retained store holds at most. A retained message
+    /// that does not fit is not stored, and a stored one it would replace is removed.
+    pub max_retained_bytes: usize,
     /// How long a new connection may take to send CONNECT before it is closed.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -239,6 +255,10 @@ impl Default for MqttConfig {
             max_packet_size: 1024 * 1024,
             max_inflight: 100,
             max_queued_messages: 1000,
+            max_topic_levels: 128,
+            max_subscriptions_per_client: 1000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -331,6 +351,9 @@ impl Config {
         }
         if self.mqtt.max_queued_messages == 0 {
             return Err(invalid("mqtt.max_queued_messages", "must be at least 1"));
+        }
+        if self.mqtt.max_topic_levels == 0 {
+            return Err(invalid("mqtt.max_topic_levels", "must be at least 1"));
         }
         if self.admin.max_connections == 0 {
             return Err(invalid("admin.max_connections", "must be at least 1"));

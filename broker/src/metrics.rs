@@ -158,12 +158,60 @@ impl Collector for BrokerCollector {
             Counter,
         )?
         .counter(&[("reason", "queue_full")], s.messages_dropped)?;
+        self.encode_limits(&mut e)?;
 
         self.encode_plugins(&mut e)
     }
 }
 
 impl BrokerCollector {
+    /// Refusals at the router's bounds, and the retained store's size in bytes.
+    fn encode_limits(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let broker = &self.0;
+        let limits = &broker.stats.limits;
+        let mut f = Family::new(
+            e,
+            "tandem_topic_levels_refused",
+            "Topics past mqtt.max_topic_levels, by packet (subscribe: SUBACK 0x80; publish, will: connection closed).",
+            Counter,
+        )?;
+        for (packet, n) in ["subscribe", "publish", "will"]
+            .iter()
+            .zip(&limits.topic_levels)
+        {
+            f.counter(&[("packet", *packet)], n.load(Relaxed))?;
+        }
+        single(
+            e,
+            "tandem_subscriptions_refused",
+            "SUBSCRIBE filters answered 0x80 at mqtt.max_subscriptions_per_client.",
+            Counter,
+            limits.subscriptions.load(Relaxed),
+        )?;
+        let mut f = Family::new(
+            e,
+            "tandem_retained_refused",
+            "Retained messages not stored, by the bound that refused them (still routed).",
+            Counter,
+        )?;
+        f.counter(
+            &[("bound", "max_retained_messages")],
+            limits.retained_count.load(Relaxed),
+        )?;
+        f.counter(
+            &[("bound", "max_retained_bytes")],
+            limits.retained_bytes.load(Relaxed),
+        )?;
+        single(
+            e,
+            "tandem_retained_bytes",
+            "Topic plus payload bytes in the retained store (bounded by mqtt.max_retained_bytes).",
+            Gauge,
+            broker.router.retained_bytes() as u64,
+        )
+    }
+
     fn encode_plugins(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         use MetricType::{Counter, Gauge, Histogram};
         let set = self.0.plugins.current();

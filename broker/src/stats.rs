@@ -11,6 +11,8 @@ use std::time::Instant;
 pub struct Stats {
     /// When the broker started.
     pub started: Instant,
+    /// Refusals at the router's bounds (topic levels, subscriptions, retained store).
+    pub limits: LimitCounters,
     clients_connected: AtomicUsize,
     clients_maximum: AtomicUsize,
     connections_total: AtomicU64,
@@ -30,6 +32,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             started: Instant::now(),
+            limits: LimitCounters::default(),
             clients_connected: AtomicUsize::new(0),
             clients_maximum: AtomicUsize::new(0),
             connections_total: AtomicU64::new(0),
@@ -150,5 +153,54 @@ fn add_by_qos(counters: &[AtomicU64; 3], batch: [u64; 3]) {
         if n > 0 {
             counter.fetch_add(n, Relaxed);
         }
+    }
+}
+
+/// Refusals at the bounds of topics, subscriptions and the retained store, each counted
+/// where it happens and read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    /// Topics or filters past `mqtt.max_topic_levels`, by packet: SUBSCRIBE filters
+    /// (answered 0x80), PUBLISH topics and will topics (connection closed).
+    pub topic_levels: [AtomicU64; 3],
+    /// SUBSCRIBE filters answered 0x80 at `mqtt.max_subscriptions_per_client`.
+    pub subscriptions: AtomicU64,
+    /// Retained messages not stored at `mqtt.max_retained_messages`.
+    pub retained_count: AtomicU64,
+    /// Retained messages not stored at `mqtt.max_retained_bytes`.
+    pub retained_bytes: AtomicU64,
+}
+
+/// Which packet carried a topic past `mqtt.max_topic_levels` (index into
+/// [`LimitCounters::topic_levels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicIn {
+    /// A SUBSCRIBE filter.
+    Subscribe = 0,
+    /// A PUBLISH topic name.
+    Publish = 1,
+    /// A CONNECT will topic.
+    Will = 2,
+}
+
+impl LimitCounters {
+    /// Counts one topic past `mqtt.max_topic_levels`.
+    pub fn topic_levels(&self, packet: TopicIn) {
+        self.topic_levels[packet as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` filters refused at `mqtt.max_subscriptions_per_client`.
+    pub fn subscriptions_refused(&self, n: u64) {
+        self.subscriptions.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one retained message not stored; returns how many that bound has refused
+    /// so far (for logging at a falling rate).
+    pub fn retained_refused(&self, bytes: bool) -> u64 {
+        let counter = match bytes {
+            true => &self.retained_bytes,
+            false => &self.retained_count,
+        };
+        counter.fetch_add(1, Relaxed) + 1
     }
 }

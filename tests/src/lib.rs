@@ -27,6 +27,8 @@ use tandem_broker::protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod scrape;
+
 /// How long a test waits for anything it expects before failing.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 

@@ -88,6 +88,16 @@ pub enum Error {
     /// A packet that only CONNECT may start with, received later, or the reverse.
     #[error("unexpected {0} packet")]
     Unexpected(PacketType),
+    /// A topic name with more levels than `mqtt.max_topic_levels` allows.
+    #[error("{what} has {levels} topic levels, more than mqtt.max_topic_levels ({max})")]
+    TooManyTopicLevels {
+        /// Where the topic was (`PUBLISH topic`, `will topic`).
+        what: &'static str,
+        /// Levels it has.
+        levels: usize,
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 /// The fixed header of a packet whose bytes are all buffered.

@@ -8,9 +8,9 @@
 //! a full mailbox drops the message for that subscriber and counts it.
 //!
 //! # Layout
-//! - [`topic`]: filter validation and matching rules.
+//! - [`topic`]: filter validation, level counting and matching rules.
 //! - [`tree`]: the subscription tree.
-//! - [`retained`]: the retained store.
+//! - [`retained`]: the retained store, a tree of topic levels with count and bytes bounds.
 
 pub mod retained;
 pub mod topic;
@@ -26,7 +26,7 @@ use smallvec::SmallVec;
 use crate::protocol::QoS;
 use crate::session::{Mailbox, Offer, SessionId};
 use crate::stats::Stats;
-use retained::RetainedStore;
+use retained::{Applied, Bounds, Refused, RetainedStore};
 use tree::SubscriptionTree;
 
 /// An application message as routed: one allocation shared by every subscriber.
@@ -72,11 +72,11 @@ pub struct Router {
 }
 
 impl Router {
-    /// An empty router counting into `stats`.
-    pub fn new(stats: Arc<Stats>) -> Self {
+    /// An empty router counting into `stats`, its retained store within `retained`.
+    pub fn new(stats: Arc<Stats>, retained: Bounds) -> Self {
         Self {
             subscriptions: RwLock::default(),
-            retained: RwLock::default(),
+            retained: RwLock::new(RetainedStore::new(retained)),
             stats,
         }
     }
@@ -113,9 +113,51 @@ impl Router {
         self.retained.read().len()
     }
 
-    /// Retained messages matching a filter, for a new subscription.
-    pub fn retained_for(&self, filter: &str) -> Vec<Arc<Message>> {
-        self.retained.read().matching(filter)
+    /// Topic plus payload bytes of the retained store.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
+    }
+
+    /// The retained messages for the subscriptions one SUBSCRIBE granted: each matching
+    /// retained message once, at the highest QoS of the granted filters it matches
+    /// (capped by its own QoS), as overlapping subscriptions deliver a publish once. At
+    /// most `limit` messages (the room left in the session's queue): the walk stops
+    /// there, since what is past it could not be queued anyway. Returns the messages and
+    /// whether the walk stopped at `limit`.
+    pub fn retained_for_subscribe(
+        &self,
+        granted: &[(ByteString, QoS)],
+        limit: usize,
+    ) -> (Vec<(Arc<Message>, QoS)>, bool) {
+        let store = self.retained.read();
+        let mut out: Vec<(Arc<Message>, QoS)> = Vec::new();
+        // Each stored message is one allocation: its address identifies it.
+        let mut seen: foldhash::HashMap<*const Message, usize> = Default::default();
+        let mut full = false;
+        for (filter, qos) in granted {
+            store.for_each_matching(filter, &mut |m| {
+                let qos = (*qos).min(m.qos);
+                match seen.entry(Arc::as_ptr(m)) {
+                    std::collections::hash_map::Entry::Occupied(at) => {
+                        let held = &mut out[*at.get()].1;
+                        *held = (*held).max(qos);
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        if out.len() >= limit {
+                            full = true;
+                            return false;
+                        }
+                        slot.insert(out.len());
+                        out.push((m.clone(), qos));
+                    }
+                }
+                true
+            });
+            if full {
+                break;
+            }
+        }
+        (out, full)
     }
 
     /// Routes a message: updates the retained store if it is retained, then offers it
@@ -139,7 +181,10 @@ impl Router {
 
     fn route(&self, message: Arc<Message>, mut queued_offline: impl FnMut(&ByteString)) -> usize {
         if message.retain {
-            self.retained.write().apply(&message);
+            let applied = self.retained.write().apply(&message);
+            if let Applied::Refused(why) = applied {
+                self.retained_refused(&message, why);
+            }
         }
         let tree = self.subscriptions.read();
         let mut matches: SmallVec<[&Subscriber; 16]> = SmallVec::new();
@@ -168,5 +213,29 @@ impl Router {
             }
         }
         queued
+    }
+
+    /// Counts a retained message the store refused, and logs at a falling rate (the
+    /// 1st, 2nd, 4th, 8th... refusal of each bound): a client filling the store must not
+    /// fill the log too.
+    fn retained_refused(&self, message: &Message, why: Refused) {
+        let (n, bound) = match why {
+            Refused::Count => (
+                self.stats.limits.retained_refused(false),
+                "mqtt.max_retained_messages",
+            ),
+            Refused::Bytes => (
+                self.stats.limits.retained_refused(true),
+                "mqtt.max_retained_bytes",
+            ),
+        };
+        if n.is_power_of_two() {
+            tracing::warn!(
+                topic = ?message.topic,
+                refused = n,
+                bound,
+                "retained store full; retained message not stored (still routed)"
+            );
+        }
     }
 }

@@ -18,6 +18,28 @@ pub fn valid_filter(filter: &str) -> bool {
     true
 }
 
+/// Number of levels in a topic name or filter: one more than its `/` separators
+/// (`a` has one, `a/b` two, `/` two, `a//` three).
+pub fn levels(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
+}
+
+/// `Err(levels)` when `topic` has more than `max` levels (`mqtt.max_topic_levels`), else
+/// `Ok(())`. Counting stops just past the bound, so a hostile 10,000-level topic
+/// costs no more than a legal one to refuse; the error reports the full count for logs.
+pub fn check_levels(topic: &str, max: usize) -> Result<(), usize> {
+    let mut seen = 1;
+    for b in topic.bytes() {
+        if b == b'/' {
+            seen += 1;
+            if seen > max {
+                return Err(levels(topic));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether `filter` has a wildcard level.
 pub fn has_wildcard(filter: &str) -> bool {
     filter.bytes().any(|b| b == b'+' || b == b'#')
@@ -58,6 +80,27 @@ mod tests {
         for bad in ["", "a#", "a/#/b", "a/b#", "a+", "a/+b", "#/a", "##"] {
             assert!(!valid_filter(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn level_counting_and_bound() {
+        for (t, n) in [
+            ("a", 1),
+            ("a/b", 2),
+            ("/", 2),
+            ("a//", 3),
+            ("#", 1),
+            ("+/+/#", 3),
+        ] {
+            assert_eq!(levels(t), n, "{t}");
+        }
+        assert_eq!(check_levels("a/b/c", 3), Ok(()));
+        assert_eq!(check_levels("a/b/c/d", 3), Err(4));
+        assert_eq!(check_levels("a", 1), Ok(()));
+        assert_eq!(check_levels("/", 1), Err(2));
+        let deep = format!("a{}", "/".repeat(10_000));
+        assert_eq!(check_levels(&deep, 128), Err(10_001));
+        assert_eq!(check_levels(&deep, 10_001), Ok(()));
     }
 
     #[test]

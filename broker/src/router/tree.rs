@@ -3,6 +3,11 @@
 //! Matching walks the topic's levels once, following the exact level, `+` and `#` at
 //! each node, so its cost grows with the topic's depth and the number of matching
 //! filters, not with the number of subscriptions.
+//!
+//! No walk recurses: insert, remove, match and even dropping a node use loops and
+//! explicit stacks, so a filter of any depth costs heap, never stack (a 10,000-level
+//! filter once overflowed the stack on removal and aborted the broker).
+//! `mqtt.max_topic_levels` bounds the depth the connection accepts in the first place.
 
 use foldhash::HashMap;
 
@@ -24,8 +29,19 @@ struct Node {
 }
 
 impl Node {
+    #[cfg(test)]
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.subscribers.is_empty()
+    }
+}
+
+impl Drop for Node {
+    /// Drops the subtree with a loop: the derived drop would recurse once per level.
+    fn drop(&mut self) {
+        let mut stack: Vec<Node> = self.children.drain().map(|(_, n)| n).collect();
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, n)| n));
+        }
     }
 }
 
@@ -62,68 +78,78 @@ impl SubscriptionTree {
     }
 
     /// Removes the subscription of `session` to `filter`; returns whether there was one.
+    /// Nodes left empty are pruned.
     pub fn remove(&mut self, filter: &str, session: SessionId) -> bool {
-        fn walk<'a>(
-            node: &mut Node,
-            mut levels: impl Iterator<Item = &'a str>,
-            session: SessionId,
-        ) -> bool {
-            match levels.next() {
-                None => {
-                    let before = node.subscribers.len();
-                    node.subscribers.retain(|s| s.session != session);
-                    node.subscribers.len() != before
-                }
-                Some(level) => {
-                    let Some(child) = node.children.get_mut(level) else {
-                        return false;
-                    };
-                    let removed = walk(child, levels, session);
-                    if child.is_empty() {
-                        node.children.remove(level);
-                    }
-                    removed
+        let levels: Vec<&str> = filter.split('/').collect();
+        // First pass, read-only: find the subscription and the shallowest level from
+        // which the path holds nothing but it (a chain of nodes with no subscriber and
+        // one child), which is the subtree to cut off once it goes.
+        let mut node = &self.root;
+        let mut chain_start = None;
+        for (depth, level) in levels.iter().enumerate() {
+            let Some(child) = node.children.get(*level) else {
+                return false;
+            };
+            node = child;
+            let last = depth + 1 == levels.len();
+            if !last {
+                if node.subscribers.is_empty() && node.children.len() == 1 {
+                    chain_start.get_or_insert(depth);
+                } else {
+                    chain_start = None;
                 }
             }
         }
-        let removed = walk(&mut self.root, filter.split('/'), session);
-        if removed {
-            self.count -= 1;
+        if !node.subscribers.iter().any(|s| s.session == session) {
+            return false;
         }
-        removed
+        let leaf_goes = node.children.is_empty() && node.subscribers.len() == 1;
+        // Second pass: cut the subtree at `cut`, or remove the subscriber from the leaf.
+        let cut = leaf_goes.then(|| chain_start.unwrap_or(levels.len() - 1));
+        let stop = cut.unwrap_or(levels.len());
+        let mut node = &mut self.root;
+        for level in &levels[..stop] {
+            let Some(child) = node.children.get_mut(*level) else {
+                return false;
+            };
+            node = child;
+        }
+        match cut {
+            Some(depth) => {
+                node.children.remove(levels[depth]);
+            }
+            None => node.subscribers.retain(|s| s.session != session),
+        }
+        self.count -= 1;
+        true
     }
 
     /// Calls `f` for every subscription whose filter matches `topic`. A session with
     /// several matching filters is reported once per filter; the caller deduplicates.
     pub fn for_each_match<'a>(&'a self, topic: &str, f: &mut impl FnMut(&'a Subscriber)) {
+        // A topic starting with `$` is not matched by a first-level wildcard (MQTT-4.7.2-1).
         let dollar = topic.starts_with('$');
-        walk(&self.root, Some(topic), true, dollar, f);
-
-        fn walk<'a>(
-            node: &'a Node,
-            rest: Option<&str>,
-            first: bool,
-            dollar: bool,
-            f: &mut impl FnMut(&'a Subscriber),
-        ) {
+        // (node, the topic's levels still to match, whether `node` is the root)
+        let mut stack: Vec<(&'a Node, Option<&str>, bool)> = vec![(&self.root, Some(topic), true)];
+        while let Some((node, rest, first)) = stack.pop() {
             let wildcards = !(first && dollar);
             // `a/#` also matches `a` itself: the parent level (MQTT-4.7.1-2).
             if wildcards && let Some(hash) = node.children.get("#") {
                 hash.subscribers.iter().for_each(&mut *f);
             }
             let Some(rest) = rest else {
-                node.subscribers.iter().for_each(f);
-                return;
+                node.subscribers.iter().for_each(&mut *f);
+                continue;
             };
             let (level, next) = match rest.split_once('/') {
                 Some((level, next)) => (level, Some(next)),
                 None => (rest, None),
             };
             if wildcards && let Some(plus) = node.children.get("+") {
-                walk(plus, next, false, dollar, f);
+                stack.push((plus, next, false));
             }
             if let Some(child) = node.children.get(level) {
-                walk(child, next, false, dollar, f);
+                stack.push((child, next, false));
             }
         }
     }
@@ -189,5 +215,51 @@ mod tests {
         assert!(tree.remove("a/b", SessionId(2)));
         assert!(tree.is_empty());
         assert!(tree.root.is_empty(), "empty nodes are pruned");
+    }
+
+    #[test]
+    fn remove_prunes_only_what_it_empties() {
+        let mut tree = SubscriptionTree::default();
+        tree.insert("a/b/c/d", sub(1));
+        tree.insert("a/b", sub(2));
+        tree.insert("a/x/y", sub(3));
+        tree.insert("a/b/c/d/e", sub(4));
+        // A leaf with children stays, without the subscriber.
+        assert!(tree.remove("a/b/c/d", SessionId(1)));
+        assert_eq!(matched(&tree, "a/b/c/d"), Vec::<u64>::new());
+        assert_eq!(matched(&tree, "a/b/c/d/e"), vec![4]);
+        // The chain c/d/e below a/b (which has a subscriber) is cut.
+        assert!(tree.remove("a/b/c/d/e", SessionId(4)));
+        assert!(
+            !tree.root.children["a"].children["b"]
+                .children
+                .contains_key("c")
+        );
+        assert_eq!(matched(&tree, "a/b"), vec![2]);
+        assert!(tree.remove("a/x/y", SessionId(3)));
+        assert!(!tree.root.children["a"].children.contains_key("x"));
+        assert!(tree.remove("a/b", SessionId(2)));
+        assert!(tree.root.is_empty());
+        assert!(tree.is_empty());
+    }
+
+    #[test]
+    fn deep_filters_need_no_stack() {
+        // Far deeper than mqtt.max_topic_levels allows, to prove no walk recurses.
+        let deep = format!("a{}", "/".repeat(50_000));
+        let deep_hash = format!("{deep}#");
+        let mut tree = SubscriptionTree::default();
+        tree.insert(&deep, sub(1));
+        tree.insert(&deep_hash, sub(2));
+        tree.insert("#", sub(3));
+        assert_eq!(matched(&tree, &deep), vec![1, 2, 3]);
+        assert!(tree.remove(&deep, SessionId(1)));
+        assert_eq!(matched(&tree, &deep), vec![2, 3]);
+        // Dropping the tree with a deep path left in it must not recurse either.
+        drop(tree);
+        let mut tree = SubscriptionTree::default();
+        tree.insert(&deep, sub(1));
+        assert!(tree.remove(&deep, SessionId(1)));
+        assert!(tree.root.is_empty());
     }
 }

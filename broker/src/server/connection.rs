@@ -33,6 +33,7 @@ use crate::protocol::{
 use crate::router::{Delivery, Message, Subscriber, topic};
 use crate::session::registry::Claim;
 use crate::session::{Offer, OutState, SessionState};
+use crate::stats::TopicIn;
 
 /// Encoded bytes past which a turn stops draining the queue and writes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -200,6 +201,19 @@ pub(crate) async fn serve(
         }
     };
 
+    if let Some(will) = &connect.will
+        && let Err(levels) = topic::check_levels(&will.topic, mqtt.max_topic_levels)
+    {
+        broker.stats.protocol_error();
+        broker.stats.limits.topic_levels(TopicIn::Will);
+        warn!(
+            %peer,
+            levels,
+            max = mqtt.max_topic_levels,
+            "closing connection: will topic deeper than mqtt.max_topic_levels"
+        );
+        return;
+    }
     let version = connect.protocol;
     let client_id = if connect.client_id.is_empty() {
         // 3.1.1 lets the server assign an id to a clean session only (MQTT-3.1.3-8);
@@ -666,6 +680,15 @@ impl Connection {
     async fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
             Packet::Publish(p) => {
+                let max_levels = self.broker.config.mqtt.max_topic_levels;
+                if let Err(levels) = topic::check_levels(&p.topic, max_levels) {
+                    self.broker.stats.limits.topic_levels(TopicIn::Publish);
+                    return Err(Exit::Protocol(protocol::Error::TooManyTopicLevels {
+                        what: "PUBLISH topic",
+                        levels,
+                        max: max_levels,
+                    }));
+                }
                 self.messages_in[p.qos as usize] += 1;
                 self.emit(pb::EventKind::MessageReceived, Some(&p.topic), |payloads| {
                     pb::event::Kind::MessageReceived(pb::MessageReceived {
@@ -729,40 +752,99 @@ impl Connection {
                 self.state.inflight.complete(a.pkid);
             }
             Packet::Subscribe(s) => {
-                let mut reasons = Vec::with_capacity(s.filters.len());
-                let mut granted = Vec::with_capacity(s.filters.len());
-                let requested: Vec<(ByteString, QoS)> = s
-                    .filters
-                    .iter()
-                    .map(|f| (f.filter.clone(), f.options.qos))
-                    .collect();
-                for f in s.filters {
-                    if !topic::valid_filter(&f.filter) {
-                        info!(filter = %f.filter, "refusing invalid topic filter");
-                        reasons.push(SubscribeReason::FILTER_INVALID);
+                let mqtt = &self.broker.config.mqtt;
+                let (max_levels, max_subscriptions) =
+                    (mqtt.max_topic_levels, mqtt.max_subscriptions_per_client);
+                // Copies of one filter are decided once, with the QoS of the last copy
+                // (as if applied in order); each copy still gets its own SUBACK code.
+                let mut slot_of = Vec::with_capacity(s.filters.len());
+                let mut distinct: Vec<(ByteString, QoS)> = Vec::new();
+                let mut index: foldhash::HashMap<&str, usize> = Default::default();
+                for f in &s.filters {
+                    let slot = *index.entry(&f.filter).or_insert_with(|| {
+                        distinct.push((f.filter.clone(), f.options.qos));
+                        distinct.len() - 1
+                    });
+                    distinct[slot].1 = f.options.qos;
+                    slot_of.push(slot);
+                }
+                drop(index);
+                let (mut invalid, mut too_deep, mut over_limit) = (0u64, 0u64, 0u64);
+                let mut decided = Vec::with_capacity(distinct.len());
+                let mut granted = Vec::new();
+                for (filter, qos) in distinct {
+                    if !topic::valid_filter(&filter) {
+                        if invalid == 0 {
+                            info!(filter = ?filter, "refusing invalid topic filter");
+                        }
+                        invalid += 1;
+                        decided.push(Some(SubscribeReason::FILTER_INVALID));
                         continue;
                     }
-                    let qos = f.options.qos;
+                    if let Err(levels) = topic::check_levels(&filter, max_levels) {
+                        self.broker.stats.limits.topic_levels(TopicIn::Subscribe);
+                        if too_deep == 0 {
+                            info!(
+                                levels,
+                                max = max_levels,
+                                "refusing a topic filter deeper than mqtt.max_topic_levels"
+                            );
+                        }
+                        too_deep += 1;
+                        decided.push(Some(SubscribeReason::FILTER_INVALID));
+                        continue;
+                    }
+                    if self.state.subscriptions.len() >= max_subscriptions
+                        && !self.state.subscriptions.contains_key(&filter)
+                    {
+                        over_limit += 1;
+                        // MQTT 5 "quota exceeded"; 0x80 under 3.1.1.
+                        decided.push(Some(SubscribeReason::Failure(0x97)));
+                        continue;
+                    }
                     if !self
-                        .allowed(CachedAction::Subscribe, &f.filter, qos, false)
+                        .allowed(CachedAction::Subscribe, &filter, qos, false)
                         .await
                     {
-                        reasons.push(SubscribeReason::NOT_AUTHORIZED);
+                        decided.push(Some(SubscribeReason::NOT_AUTHORIZED));
                         continue;
                     }
                     self.broker.router.subscribe(
-                        &f.filter,
+                        &filter,
                         Subscriber {
                             session: self.state.id,
                             qos,
                             mailbox: self.state.mailbox.clone(),
                         },
                     );
-                    self.state.subscriptions.insert(f.filter.clone(), qos);
-                    debug!(filter = %f.filter, ?qos, "subscribed");
-                    reasons.push(SubscribeReason::Granted(qos));
-                    granted.push((f.filter, qos));
+                    self.state.subscriptions.insert(filter.clone(), qos);
+                    debug!(filter = ?filter, ?qos, "subscribed");
+                    decided.push(None);
+                    granted.push((filter, qos));
                 }
+                if too_deep > 1 || invalid > 1 {
+                    info!(invalid, too_deep, "refused topic filters in one SUBSCRIBE");
+                }
+                if over_limit > 0 {
+                    self.broker.stats.limits.subscriptions_refused(over_limit);
+                    info!(
+                        refused = over_limit,
+                        max = max_subscriptions,
+                        "refusing subscriptions past mqtt.max_subscriptions_per_client"
+                    );
+                }
+                let requested: Vec<(ByteString, QoS)> = s
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.filter, f.options.qos))
+                    .collect();
+                let reasons: Vec<SubscribeReason> = requested
+                    .iter()
+                    .zip(&slot_of)
+                    .map(|((_, qos), slot)| {
+                        decided[*slot].unwrap_or(SubscribeReason::Granted(*qos))
+                    })
+                    .collect();
                 self.emit(pb::EventKind::ClientSubscribed, None, |_| {
                     pb::event::Kind::ClientSubscribed(pb::ClientSubscribed {
                         subscriptions: requested
@@ -789,10 +871,24 @@ impl Connection {
                 });
                 protocol::encode(&ack, self.version, &mut self.wbuf);
                 // Retained messages follow the SUBACK through the session's own queue,
-                // behind the inflight window like any other message.
-                for (filter, qos) in granted {
-                    for message in self.broker.router.retained_for(&filter) {
-                        let qos = qos.min(message.qos);
+                // behind the inflight window like any other message: each once, however
+                // many granted filters match it, and no more than the queue has room for.
+                if !granted.is_empty() {
+                    let room = self
+                        .broker
+                        .config
+                        .mqtt
+                        .max_queued_messages
+                        .saturating_sub(self.state.mailbox.queued());
+                    let (retained, full) =
+                        self.broker.router.retained_for_subscribe(&granted, room);
+                    if full {
+                        info!(
+                            queued = retained.len(),
+                            "retained messages past the session queue's room not sent (mqtt.max_queued_messages)"
+                        );
+                    }
+                    for (message, qos) in retained {
                         let offer = self.state.mailbox.offer(Delivery {
                             message,
                             qos,

@@ -50,7 +50,11 @@ impl Broker {
     /// A broker with empty state for `config`, consulting `plugins`.
     pub fn new(config: Config, plugins: PluginHost) -> Self {
         let stats = Arc::new(Stats::default());
-        let router = Arc::new(Router::new(stats.clone()));
+        let retained = crate::router::retained::Bounds {
+            max_messages: config.mqtt.max_retained_messages,
+            max_bytes: config.mqtt.max_retained_bytes,
+        };
+        let router = Arc::new(Router::new(stats.clone(), retained));
         Self {
             config,
             registry: Registry::new(router.clone()),
