@@ -23,7 +23,9 @@ use crate::{
 /// impl Authenticator for OnlyAlice {
 ///     async fn authenticate(&self, _ctx: &Context, req: AuthRequest) -> Result<AuthDecision, HandlerError> {
 ///         Ok(match req.username.as_deref() {
-///             Some("alice") => AuthDecision::allow().with_attribute("role", "admin"),
+///             Some("alice") => AuthDecision::allow()
+///                 .with_identity("alice")
+///                 .with_attribute("role", "admin"),
 ///             Some(_) => AuthDecision::deny("unknown user"),
 ///             None => AuthDecision::abstain(),
 ///         })
@@ -126,6 +128,11 @@ pub struct AuthDecision {
     pub attributes: Attributes,
     /// MQTT 5 user properties to add to the CONNACK.
     pub user_properties: UserProperties,
+    /// The identity the credentials proved (read on `Allow` only): sent to topic checks and
+    /// events as the client's `username` instead of what the client typed. `None` leaves the
+    /// CONNECT username (unless another allowing plugin sets one; two allowing plugins that set
+    /// different identities deny the connection).
+    pub identity: Option<String>,
 }
 
 impl AuthDecision {
@@ -136,6 +143,7 @@ impl AuthDecision {
             reason_code: None,
             attributes: Attributes::new(),
             user_properties: UserProperties::new(),
+            identity: None,
         }
     }
 
@@ -169,6 +177,15 @@ impl AuthDecision {
     /// Adds a session attribute.
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.attributes.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the identity the credentials proved (a token's subject, the user whose password
+    /// verified): topic checks and events then name the client by it, whatever username it
+    /// typed. An empty string sets none.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        let identity = identity.into();
+        self.identity = (!identity.is_empty()).then_some(identity);
         self
     }
 }

@@ -263,6 +263,7 @@ impl From<pb::ClientRef> for Client {
             client_id: c.client_id,
             username: non_empty(c.username),
             attributes: c.attributes,
+            connect_username: non_empty(c.connect_username),
         }
     }
 }
@@ -273,6 +274,7 @@ impl From<Client> for pb::ClientRef {
             client_id: c.client_id,
             username: c.username.unwrap_or_default(),
             attributes: c.attributes,
+            connect_username: c.connect_username.unwrap_or_default(),
         }
     }
 }
@@ -420,6 +422,7 @@ impl From<AuthDecision> for pb::AuthenticateResponse {
             auth_continue: None,
             auth_data: Vec::new(),
             user_properties: props_to(d.user_properties),
+            identity: d.identity.unwrap_or_default(),
         }
     }
 }
@@ -433,6 +436,7 @@ impl TryFrom<pb::AuthenticateResponse> for AuthDecision {
             reason_code: (r.reason_code != 0).then(|| byte(r.reason_code)),
             attributes: r.attributes,
             user_properties: props_from(r.user_properties),
+            identity: non_empty(r.identity),
         })
     }
 }
@@ -455,6 +459,7 @@ impl TryFrom<pb::TopicFilterRequest> for TopicRequest {
                 client_id: r.client_id,
                 username: non_empty(r.username),
                 attributes: r.attributes,
+                connect_username: non_empty(r.connect_username),
             },
             qos: byte(r.qos),
             retain: r.retain,
@@ -471,6 +476,7 @@ impl From<TopicRequest> for pb::TopicFilterRequest {
             action: pb::Action::from(r.action).into(),
             client_id: r.client.client_id,
             username: r.client.username.unwrap_or_default(),
+            connect_username: r.client.connect_username.unwrap_or_default(),
             attributes: r.client.attributes,
             qos: u32::from(r.qos),
             retain: r.retain,
@@ -853,6 +859,8 @@ mod tests {
         let req = TopicRequest::try_from(wire).unwrap();
         assert_eq!(req.action, Action::Subscribe);
         assert_eq!(req.client.username, None, "empty username means none");
+        assert_eq!(req.client.connect_username, None);
+        assert_eq!(req.client.identity(), None);
         assert_eq!(req.qos, 1);
         assert_eq!(req.protocol_version, ProtocolVersion::V5);
         assert_eq!(req.remote_addr, Some("10.0.0.1:5000".parse().unwrap()));
@@ -918,12 +926,18 @@ mod tests {
     fn auth_decision_round_trips() {
         let decision = AuthDecision::allow()
             .with_attribute("tenant", "acme")
-            .with_reason("known device");
+            .with_reason("known device")
+            .with_identity("device-17");
         let wire = pb::AuthenticateResponse::from(decision.clone());
         assert_eq!(wire.verdict(), pb::Verdict::Allow);
         assert_eq!(wire.attributes["tenant"], "acme");
         assert_eq!(wire.reason_code, 0);
+        assert_eq!(wire.identity, "device-17");
         assert_eq!(AuthDecision::try_from(wire).unwrap(), decision);
+        // No identity set: the field stays empty, and empty reads back as none.
+        let plain = pb::AuthenticateResponse::from(AuthDecision::allow());
+        assert_eq!(plain.identity, "");
+        assert_eq!(AuthDecision::try_from(plain).unwrap().identity, None);
     }
 
     #[test]

@@ -88,14 +88,26 @@ pub enum ProtocolVersion {
 }
 
 /// Who a check or an event is about.
+///
+/// `username` is the client's **established identity**: the identity the allowing
+/// [`Authenticator`](crate::Authenticator)s set with
+/// [`AuthDecision::with_identity`](crate::AuthDecision::with_identity) (a JWT's subject, the
+/// user whose password verified), or the CONNECT username when none set one. Key per-user rules
+/// on it (or on [`identity`](Client::identity)); `connect_username` is what the client typed,
+/// for audit only.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Client {
     /// The MQTT client identifier.
     pub client_id: String,
-    /// The username from CONNECT; `None` when the client gave none.
+    /// The established identity (see above); `None` when there is none (no identity set and
+    /// no username in CONNECT). Named `username` on the wire, where the field name is fixed.
     pub username: Option<String>,
     /// The session attributes set by the allowing authentication plugins.
     pub attributes: Attributes,
+    /// The username exactly as given in CONNECT; `None` when the client gave none. Differs
+    /// from `username` when an authentication plugin established another identity. Never key
+    /// authorization on it.
+    pub connect_username: Option<String>,
 }
 
 impl Client {
@@ -107,9 +119,15 @@ impl Client {
         }
     }
 
-    /// Sets the username.
+    /// Sets the established identity (`username`).
     pub fn with_username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
+        self
+    }
+
+    /// Sets the username as typed in CONNECT (`connect_username`).
+    pub fn with_connect_username(mut self, username: impl Into<String>) -> Self {
+        self.connect_username = Some(username.into());
         self
     }
 
@@ -117,6 +135,12 @@ impl Client {
     pub fn with_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.attributes.insert(key.into(), value.into());
         self
+    }
+
+    /// The established identity: who the auth chain says the client is (the same as
+    /// `username`). `None` when there is none.
+    pub fn identity(&self) -> Option<&str> {
+        self.username.as_deref()
     }
 }
 

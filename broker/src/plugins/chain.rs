@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tandem_proto::v1 as pb;
 use tracing::field::Empty;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::config::OnError;
 use super::{ErrorKind, Plugin, Rpc, Verdict};
@@ -27,6 +27,8 @@ struct Answer {
     reason_code: u32,
     error: Option<ErrorKind>,
     attributes: HashMap<String, String>,
+    /// The identity an Authenticate answer established (empty: none).
+    identity: String,
     cache_ttl: Duration,
 }
 
@@ -42,6 +44,7 @@ impl Answer {
             reason_code: 0,
             error: Some(kind),
             attributes: HashMap::new(),
+            identity: String::new(),
             cache_ttl: Duration::ZERO,
         }
     }
@@ -88,12 +91,57 @@ pub struct AuthOutcome {
     pub allowed: bool,
     /// Merged attributes of the allowing plugins, in chain order.
     pub attributes: HashMap<String, String>,
+    /// The identity the allowing plugins established (see [`established_identity`]);
+    /// `None` when none set one, and the CONNECT username stands.
+    pub identity: Option<String>,
     /// The plugin whose answer decided a denial, and its reason.
     pub denied_by: Option<(String, String)>,
     /// Whether the denial came from a plugin failure (MQTT 5: 0x88, not 0x87).
     pub from_error: bool,
     /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
     pub reason_code: u32,
+}
+
+/// Two allowing plugins that set different identities: (alias, identity) of each.
+#[derive(Debug, PartialEq, Eq)]
+struct IdentityConflict {
+    first: (String, String),
+    other: (String, String),
+}
+
+/// The identity the chain established: the non-empty `identity` of the allowing answers
+/// (`answers[i]` is `plugins[i]`'s, in `auth.plugins` order). `None` when no allowing plugin
+/// set one. Two allowing plugins that set different identities are a conflict: nobody can
+/// tell which one the credentials proved, so the caller denies rather than pick one.
+fn established_identity(
+    plugins: &[Arc<Plugin>],
+    answers: &[Answer],
+) -> Result<Option<String>, IdentityConflict> {
+    let aliases: Vec<&str> = plugins.iter().map(|p| p.alias.as_str()).collect();
+    established_identity_of(&aliases, answers)
+}
+
+fn established_identity_of(
+    aliases: &[&str],
+    answers: &[Answer],
+) -> Result<Option<String>, IdentityConflict> {
+    let mut first: Option<(&str, &str)> = None;
+    for (alias, a) in aliases.iter().zip(answers) {
+        if a.verdict != Verdict::Allow || a.identity.is_empty() {
+            continue;
+        }
+        match first {
+            None => first = Some((alias, &a.identity)),
+            Some((_, id)) if id == a.identity => {}
+            Some((first_alias, id)) => {
+                return Err(IdentityConflict {
+                    first: (first_alias.to_owned(), id.to_owned()),
+                    other: ((*alias).to_owned(), a.identity.clone()),
+                });
+            }
+        }
+    }
+    Ok(first.map(|(_, id)| id.to_owned()))
 }
 
 /// The outcome of the TopicFilter chain.
@@ -188,6 +236,7 @@ impl Chain {
                             reason_code: resp.reason_code,
                             error: None,
                             attributes: resp.attributes,
+                            identity: resp.identity,
                             cache_ttl: Duration::ZERO,
                         })
                     },
@@ -219,6 +268,7 @@ impl Chain {
                 AuthOutcome {
                     allowed: false,
                     attributes: HashMap::new(),
+                    identity: None,
                     denied_by: Some((alias, a.reason)),
                     from_error: a.error.is_some(),
                     reason_code: a.reason_code,
@@ -233,9 +283,30 @@ impl Chain {
                 if !allowed {
                     info!(chain = self.section, client_id = %request.client_id, "authentication denied: every plugin abstained");
                 }
+                let identity = match established_identity(&self.plugins, &answers) {
+                    Ok(identity) => identity,
+                    Err(conflict) => {
+                        warn!(chain = self.section, client_id = ?request.client_id,
+                            first = %conflict.first.0, first_identity = ?conflict.first.1,
+                            other = %conflict.other.0, other_identity = ?conflict.other.1,
+                            "authentication denied: allowing plugins established different identities");
+                        return AuthOutcome {
+                            allowed: false,
+                            attributes: HashMap::new(),
+                            identity: None,
+                            denied_by: Some((
+                                conflict.other.0,
+                                "established a different identity than an earlier plugin".into(),
+                            )),
+                            from_error: false,
+                            reason_code: 0,
+                        };
+                    }
+                };
                 AuthOutcome {
                     allowed,
                     attributes,
+                    identity: identity.filter(|_| allowed),
                     denied_by: (!allowed)
                         .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
                     from_error: !allowed && answers.iter().any(|a| a.error.is_some()),
@@ -268,6 +339,7 @@ impl Chain {
                             reason_code: resp.reason_code,
                             error: None,
                             attributes: HashMap::new(),
+                            identity: String::new(),
                             cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
                         })
                     },
@@ -328,5 +400,69 @@ impl Chain {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(verdict: Verdict, identity: &str) -> Answer {
+        Answer {
+            verdict,
+            reason: String::new(),
+            reason_code: 0,
+            error: None,
+            attributes: HashMap::new(),
+            identity: identity.to_owned(),
+            cache_ttl: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_identity_comes_from_the_allowing_plugins_that_agree() {
+        use Verdict::{Abstain, Allow};
+        let aliases = ["jwt", "file", "ip"];
+        // None set: the CONNECT username stands.
+        let none = [answer(Allow, ""), answer(Abstain, ""), answer(Allow, "")];
+        assert_eq!(established_identity_of(&aliases, &none), Ok(None));
+        // One sets it, wherever it is in the chain.
+        let later = [
+            answer(Allow, ""),
+            answer(Allow, "device-17"),
+            answer(Allow, ""),
+        ];
+        assert_eq!(
+            established_identity_of(&aliases, &later),
+            Ok(Some("device-17".into()))
+        );
+        // An abstaining plugin's identity is not read: it vouched for nothing.
+        let abstained = [answer(Abstain, "admin"), answer(Allow, "device-17")];
+        assert_eq!(
+            established_identity_of(&aliases, &abstained),
+            Ok(Some("device-17".into()))
+        );
+        // Several agree.
+        let agree = [answer(Allow, "d"), answer(Allow, "d"), answer(Allow, "")];
+        assert_eq!(
+            established_identity_of(&aliases, &agree),
+            Ok(Some("d".into()))
+        );
+        // Two allowing plugins disagree: a conflict naming both.
+        let conflict = [
+            answer(Allow, "device-17"),
+            answer(Allow, ""),
+            answer(Allow, "admin"),
+        ];
+        assert_eq!(
+            established_identity_of(&aliases, &conflict),
+            Err(IdentityConflict {
+                first: ("jwt".into(), "device-17".into()),
+                other: ("ip".into(), "admin".into()),
+            })
+        );
+        // Case matters: identities are compared exactly.
+        let case = [answer(Allow, "Admin"), answer(Allow, "admin")];
+        assert!(established_identity_of(&aliases, &case).is_err());
     }
 }

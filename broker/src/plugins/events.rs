@@ -722,6 +722,7 @@ mod tests {
             client_id: "c1".into(),
             username: "alice".into(),
             attributes: [("tenant".to_owned(), "acme".to_owned())].into(),
+            connect_username: "al".into(),
         });
         for topic in ["a/1", "a/2", "a/3"] {
             let event = pb::Event {

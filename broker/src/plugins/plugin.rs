@@ -16,6 +16,16 @@
 //! (deadline, bad status, unspecified verdict) count towards `failure_threshold`
 //! consecutive errors, after which the replica is marked down too. With no replica up the
 //! plugin's circuit is open: calls answer `on_error` at once, without waiting.
+//!
+//! A plugin that is busy is not a plugin that is broken, and only the broken one may open
+//! the circuit for everyone:
+//! - a call shed at `max_concurrency` never reached a replica: it is answered `on_error`
+//!   and counted as shed, never as a replica's error;
+//! - a call that passed its deadline while the same replica answered other calls (it is
+//!   alive, only queueing, for example under an authentication flood) is a real error for
+//!   that call (`on_error`, counted as a deadline error) but not a strike against the
+//!   replica. A replica that answers nothing at all still trips after `failure_threshold`
+//!   deadlines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -29,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri};
 use tracing::field::Empty;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{OnError, PluginConfig};
 use super::endpoint::Endpoint;
@@ -143,6 +153,9 @@ pub(crate) struct Replica {
     consecutive_errors: AtomicU32,
     /// Calls sent to this replica.
     calls: AtomicU64,
+    /// Calls this replica answered successfully: the evidence that it is alive, only busy,
+    /// when one of its calls times out meanwhile.
+    answered: AtomicU64,
     /// Times in a row the replica was marked down for errors without a successful call
     /// in between: each one doubles the wait before the next probe.
     trips: AtomicU32,
@@ -517,6 +530,7 @@ impl Plugin {
                     probing: AtomicBool::new(false),
                     consecutive_errors: AtomicU32::new(0),
                     calls: AtomicU64::new(0),
+                    answered: AtomicU64::new(0),
                     trips: AtomicU32::new(0),
                 });
                 replicas.push(replica.clone());
@@ -855,11 +869,13 @@ impl Plugin {
             crate::telemetry::inject(&span, req.metadata_mut());
             let client = Client::new(replica.channel.read().clone());
             replica.calls.fetch_add(1, Ordering::Relaxed);
+            let answered_before = replica.answered.load(Ordering::Acquire);
             let attempt =
                 tokio::time::timeout_at(deadline, f(client, req)).instrument(span.clone());
             let kind = match attempt.await {
                 Ok(Ok(resp)) => {
                     span.record("verdict", Req::verdict(resp.get_ref()));
+                    replica.answered.fetch_add(1, Ordering::AcqRel);
                     replica.consecutive_errors.store(0, Ordering::Release);
                     replica.trips.store(0, Ordering::Release);
                     return Ok(resp.into_inner());
@@ -883,7 +899,15 @@ impl Plugin {
             };
             span.record("error", kind.as_str());
             span.record("otel.status_code", "ERROR");
-            self.failure(&replica, kind);
+            let busy = kind == ErrorKind::Deadline
+                && replica.answered.load(Ordering::Acquire) != answered_before;
+            if busy {
+                // It answered others meanwhile: queueing, not broken (see the module docs).
+                debug!(plugin = %self.alias, replica = %replica.label,
+                    "deadline passed while the replica answered other calls; not counted against it");
+            } else {
+                self.failure(&replica, kind);
+            }
             if kind != ErrorKind::Unavailable {
                 return Err(kind);
             }

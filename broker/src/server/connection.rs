@@ -399,6 +399,7 @@ impl Connected {
         let mqtt = &broker.config.mqtt;
         let version = connect.protocol;
         let mut attributes = HashMap::new();
+        let mut identity = None;
         let plugins = broker.plugins.current();
         if let Some(auth) = &plugins.auth {
             let request = authenticate_request(&connect, &client_id, peer, &listener);
@@ -409,6 +410,20 @@ impl Connected {
                 return;
             }
             attributes = outcome.attributes;
+            identity = outcome.identity;
+        }
+        // Who the client is from here on: session, topic checks and events all read it.
+        let client = ClientIdentity::new(
+            client_id.to_string(),
+            identity,
+            connect.username.as_ref().map(|u| u.to_string()),
+            attributes,
+            listener.to_string(),
+            peer.to_string(),
+        );
+        if client.identity() != client.connect_username() {
+            debug!(identity = ?client.identity(), username = ?client.connect_username(),
+                "identity established by the auth chain");
         }
         let (claim, previous) = broker.registry.claim(&client_id).await;
         let mut session_present = false;
@@ -434,15 +449,7 @@ impl Connected {
             .serving(&client_id, &claim, state.mailbox.clone());
 
         // Built whether or not a plugin wants events now: a reload may add one.
-        let event_client = Some(Arc::new(pb::ClientRef {
-            client_id: client_id.to_string(),
-            username: connect
-                .username
-                .as_ref()
-                .map(|u| u.to_string())
-                .unwrap_or_default(),
-            attributes: attributes.clone(),
-        }));
+        let event_client = Some(Arc::new(client.client_ref()));
         let mut conn = Connection {
             event_client,
             max_packet_size: mqtt.max_packet_size,
@@ -459,17 +466,7 @@ impl Connected {
             // chain, which a reload may add.
             checks: Some(TopicChecks {
                 cache: DecisionCache::new(&plugins.cache),
-                client: ClientIdentity {
-                    client_id: client_id.to_string(),
-                    username: connect
-                        .username
-                        .as_ref()
-                        .map(|u| u.to_string())
-                        .unwrap_or_default(),
-                    attributes,
-                    listener: listener.to_string(),
-                    remote_addr: peer.to_string(),
-                },
+                client,
                 now: Instant::now(),
             }),
             messages_in: [0; 3],
@@ -516,14 +513,65 @@ impl Connected {
     }
 }
 
-/// The client as plugins see it: fixed for the connection.
-struct ClientIdentity {
+/// The client as plugins see it: fixed for the connection, built once in
+/// [`Connected::serve`] after the auth chain allowed it.
+pub(crate) struct ClientIdentity {
     client_id: String,
-    username: String,
+    /// The established identity: what the allowing Authenticate plugins set, else the
+    /// CONNECT username (empty when neither). Sent as `username` to plugins.
+    identity: String,
+    /// The username as typed in CONNECT (empty when none): for audit only.
+    connect_username: String,
     /// Session attributes from the allowing Authenticate plugins.
     attributes: HashMap<String, String>,
     listener: String,
     remote_addr: String,
+}
+
+impl ClientIdentity {
+    /// `identity` is what the auth chain established, `None` when it set none (or there
+    /// is no chain): the CONNECT `username` then stands.
+    fn new(
+        client_id: String,
+        identity: Option<String>,
+        username: Option<String>,
+        attributes: HashMap<String, String>,
+        listener: String,
+        remote_addr: String,
+    ) -> Self {
+        let connect_username = username.unwrap_or_default();
+        Self {
+            client_id,
+            identity: identity.unwrap_or_else(|| connect_username.clone()),
+            connect_username,
+            attributes,
+            listener,
+            remote_addr,
+        }
+    }
+
+    /// The established identity: who the auth chain says the client is (the CONNECT
+    /// username only when no allowing plugin set one; empty when there is neither).
+    /// Everything that acts per user (topic checks, events, session ownership) reads
+    /// this, never the CONNECT username.
+    pub(crate) fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The username as the client typed it in CONNECT (empty when none): for audit.
+    pub(crate) fn connect_username(&self) -> &str {
+        &self.connect_username
+    }
+
+    /// The client as events name it.
+    fn client_ref(&self) -> pb::ClientRef {
+        pb::ClientRef {
+            client_id: self.client_id.clone(),
+            username: self.identity.clone(),
+            attributes: self.attributes.clone(),
+            connect_username: self.connect_username.clone(),
+        }
+    }
 }
 
 /// What a connection needs to run topic checks.
@@ -1102,7 +1150,8 @@ impl Connection {
                 CachedAction::Receive => pb::Action::Receive,
             } as i32,
             client_id: checks.client.client_id.clone(),
-            username: checks.client.username.clone(),
+            username: checks.client.identity.clone(),
+            connect_username: checks.client.connect_username.clone(),
             attributes: checks.client.attributes.clone(),
             qos: qos as u32,
             retain,

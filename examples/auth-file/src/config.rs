@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tandem_plugin::serde::Deserialize;
 
 use crate::store::Store;
+use crate::throttle::ThrottleSettings;
 use crate::watch::{self, Watch};
 
 /// What to answer for a username that is not in the file.
@@ -37,6 +38,9 @@ pub(crate) struct Settings {
     pub(crate) allow_anonymous: bool,
     #[serde(default)]
     pub(crate) unknown_user: UnknownUser,
+    /// Failed-login throttling (see `throttle.rs`).
+    #[serde(default)]
+    pub(crate) throttle: ThrottleSettings,
 }
 
 /// The settings with the opened password file; see the module documentation.
@@ -55,6 +59,13 @@ impl TryFrom<Settings> for Config {
     fn try_from(settings: Settings) -> Result<Self, String> {
         if settings.password_file.as_os_str().is_empty() {
             return Err("password_file is empty: give the path of the password file".into());
+        }
+        let t = &settings.throttle;
+        if (t.user_failures > 0 || t.address_failures > 0) && t.window.is_zero() {
+            return Err("throttle.window is 0: give a duration such as 1m (or set user_failures and address_failures to 0 to turn throttling off)".into());
+        }
+        if t.max_entries == 0 {
+            return Err("throttle.max_entries is 0: give the most usernames (and addresses) to track, such as 10000".into());
         }
         let store = Arc::new(Store::open(&settings.password_file)?);
         let watch = watch::spawn(Arc::clone(&store));

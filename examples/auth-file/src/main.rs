@@ -6,7 +6,8 @@
 //! - `config.rs`: the configuration pushed in `Describe`, which opens the file.
 //! - `store.rs`: the loaded file and reloading; `watch.rs`: noticing changes.
 //! - `passwd.rs`: the file format (reading, editing, atomic writes); `hash.rs`: the hashes.
-//! - `auth.rs`: the decision; `cache.rs`: recent successful verifications.
+//! - `auth.rs`: the decision; `cache.rs`: recent successful verifications; `throttle.rs`:
+//!   failed-login throttling per username and per address.
 //! - `cli.rs`: the command line.
 
 mod auth;
@@ -16,6 +17,7 @@ mod config;
 mod hash;
 mod passwd;
 mod store;
+mod throttle;
 mod watch;
 
 use std::process::ExitCode;

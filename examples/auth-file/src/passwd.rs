@@ -16,12 +16,21 @@ use crate::hash::{Hash, HashError};
 #[derive(Debug, Default)]
 pub(crate) struct Users {
     entries: HashMap<String, Result<Hash, HashError>>,
+    /// The first usable hash of the file: unknown users are verified against it (and always
+    /// denied), so they cost what a known user costs and cannot be told apart by timing.
+    decoy: Option<Hash>,
 }
 
 impl Users {
     /// The user's hash, or why it cannot be used; `None` for a user not in the file.
     pub(crate) fn get(&self, user: &str) -> Option<&Result<Hash, HashError>> {
         self.entries.get(user)
+    }
+
+    /// A usable hash of this file (the first one), of the kind and cost its users' hashes
+    /// have, to verify unknown users against; `None` when the file has none.
+    pub(crate) fn decoy(&self) -> Option<&Hash> {
+        self.decoy.as_ref()
     }
 
     /// Users with a usable hash.
@@ -104,6 +113,9 @@ pub(crate) fn parse(text: &str) -> Parsed {
                 Some(user),
                 format!("{e}; line skipped, the user will be denied"),
             ));
+        }
+        if let (None, Ok(hash)) = (&parsed.users.decoy, &hash) {
+            parsed.users.decoy = Some(hash.clone());
         }
         parsed.users.entries.insert(user.to_owned(), hash);
     }

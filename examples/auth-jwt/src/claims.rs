@@ -72,7 +72,11 @@ pub(crate) fn decide(
         }
     }
     if let Some(id) = identity {
-        decision = decision.with_attribute(USERNAME_ATTRIBUTE, id);
+        // The token's subject is who the client is, whatever username it typed: the broker
+        // sends it to topic checks and events as the client's identity.
+        decision = decision
+            .with_attribute(USERNAME_ATTRIBUTE, id.clone())
+            .with_identity(id);
     }
     if let Some(exp) = claims.get("exp").and_then(Value::as_i64) {
         decision = decision.with_attribute(EXP_ATTRIBUTE, exp.to_string());
@@ -127,6 +131,11 @@ mod tests {
         assert_eq!(a["ns"], "prod");
         assert_eq!(a["groups"], r#"["a","b"]"#);
         assert_eq!(a["jwt.username"], "dev-1");
+        assert_eq!(
+            d.identity.as_deref(),
+            Some("dev-1"),
+            "the subject is the identity, not the typed username"
+        );
         assert_eq!(a["jwt.exp"], "2000000000");
         assert_eq!(a["jwt.publish"], r#"["t/acme/#"]"#);
         assert_eq!(a["jwt.subscribe"], r#"["t/acme/+"]"#);

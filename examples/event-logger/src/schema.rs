@@ -1,7 +1,8 @@
 //! The JSON line written for each event: one stable schema, built from the SDK's typed events.
 //!
 //! Every line has the common fields `ts`, `seq`, `broker_instance_id`, `kind`, `client_id`,
-//! `username` and `attributes`, then the fields of its kind (see the README for the table).
+//! `username` (the established identity), `connect_username` (as typed) and `attributes`, then
+//! the fields of its kind (see the README for the table).
 //! A field is always present for its kind: what the event does not carry is `null` (or empty
 //! for lists), never missing, so a log pipeline can rely on the shape.
 
@@ -43,6 +44,10 @@ pub(crate) fn line(event: &Event, broker_instance_id: &str, payloads: PayloadMod
     out.insert(
         "username".into(),
         json!(client.and_then(|c| c.username.as_ref())),
+    );
+    out.insert(
+        "connect_username".into(),
+        json!(client.and_then(|c| c.connect_username.as_ref())),
     );
     // Sorted, so that equal attributes always print the same.
     let attributes: std::collections::BTreeMap<_, _> = client
@@ -275,6 +280,7 @@ mod tests {
         .with_client(
             Client::new("c1")
                 .with_username("alice")
+                .with_connect_username("al")
                 .with_attribute("tenant", "acme"),
         );
         e.timestamp = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
@@ -293,6 +299,7 @@ mod tests {
                 "kind": "message_received",
                 "client_id": "c1",
                 "username": "alice",
+                "connect_username": "al",
                 "attributes": { "tenant": "acme" },
                 "topic": "a/b",
                 "qos": 1,
@@ -336,6 +343,7 @@ mod tests {
         );
         assert_eq!(v["client_id"], Value::Null);
         assert_eq!(v["username"], Value::Null);
+        assert_eq!(v["connect_username"], Value::Null);
         assert_eq!(v["attributes"], json!({}));
         assert_eq!(v["kind"], "broker_post_shutdown");
     }

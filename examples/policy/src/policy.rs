@@ -93,7 +93,8 @@ impl Authenticator for Policy {
         if req.password_str() != Some(user.password.as_str()) {
             return Ok(AuthDecision::deny("bad password").with_reason_code(0x86));
         }
-        let mut decision = AuthDecision::allow();
+        // The password verified for this user: it is the client's identity.
+        let mut decision = AuthDecision::allow().with_identity(req.username.unwrap_or_default());
         for (k, v) in &user.attributes {
             decision = decision.with_attribute(k, v);
         }
@@ -117,9 +118,8 @@ impl TopicFilter for Policy {
             if let Some(users) = &rule.users
                 && !req
                     .client
-                    .username
-                    .as_ref()
-                    .is_some_and(|u| users.contains(u))
+                    .identity()
+                    .is_some_and(|u| users.iter().any(|x| x == u))
             {
                 continue;
             }
@@ -167,7 +167,7 @@ fn expand(filter: &str, req: &TopicRequest) -> Option<String> {
         let end = rest[start..].find('}')? + start;
         let name = &rest[start + 1..end];
         let value = match name {
-            "username" => req.client.username.clone()?,
+            "username" => req.client.identity()?.to_owned(),
             "client_id" => req.client.client_id.clone(),
             attr => req.client.attributes.get(attr)?.clone(),
         };

@@ -77,7 +77,8 @@ impl Pattern {
             out.push_str(&rest[..start]);
             let end = rest[start..].find('}')? + start;
             let value = match &rest[start + 1..end] {
-                "username" => client.username.as_deref()?,
+                // The established identity, not what the client typed.
+                "username" => client.identity()?,
                 "client_id" => client.client_id.as_str(),
                 attribute => client.attributes.get(attribute)?.as_str(),
             };
@@ -290,7 +291,10 @@ impl Acl {
         if let Err(err) = valid {
             return Outcome::Deny(format!("invalid {name} topic `{topic}`: {err}"));
         }
-        let user = client.username.as_deref().unwrap_or(ANONYMOUS);
+        // Rules are keyed on the identity the auth chain established (a JWT's subject, the
+        // user whose password verified), which is the CONNECT username only when no auth
+        // plugin set one.
+        let user = client.identity().unwrap_or(ANONYMOUS);
         let hits = |rule: &str| match action {
             Action::Subscribe => covers(rule, topic),
             Action::Publish | Action::Receive => matches(rule, topic),
