@@ -326,6 +326,28 @@ impl BrokerCollector {
         for sub in subscribers {
             f.gauge(&[("plugin", sub.alias.as_str())], sub.queue.depth() as i64)?;
         }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_events_queue_bytes",
+            "Encoded bytes of the events queued for the plugin (bounded by events.max_bytes).",
+            Gauge,
+        )?;
+        for sub in subscribers {
+            let bytes = i64::try_from(sub.queue.bytes()).unwrap_or(i64::MAX);
+            f.gauge(&[("plugin", sub.alias.as_str())], bytes)?;
+        }
+        let mut f = Family::new(
+            e,
+            "tandem_plugin_events_dropped_for_bytes",
+            "Events dropped because the plugin's queue reached events.max_bytes (a part of tandem_plugin_events_dropped).",
+            Counter,
+        )?;
+        for sub in subscribers {
+            f.counter(
+                &[("plugin", sub.alias.as_str())],
+                sub.queue.dropped_for_bytes(),
+            )?;
+        }
         let counters: Vec<(&str, EventCounts)> = subscribers
             .iter()
             .map(|sub| {
@@ -347,7 +369,7 @@ impl BrokerCollector {
             ("tandem_plugin_events_sent", "Events handed to the plugin's stream, resends included.", |c| c.sent),
             ("tandem_plugin_events_acked", "Events the plugin acknowledged.", |c| c.acked),
             ("tandem_plugin_events_resent", "Unacknowledged events sent again on a new stream after a reconnect.", |c| c.resent),
-            ("tandem_plugin_events_dropped", "Events dropped because the plugin's queue was full (overflow: drop_oldest).", |c| c.dropped),
+            ("tandem_plugin_events_dropped", "Events dropped because the plugin's queue was full, by events.queue or events.max_bytes (overflow: drop_oldest).", |c| c.dropped),
         ];
         for (name, help, pick) in families {
             let mut f = Family::new(e, name, help, Counter)?;

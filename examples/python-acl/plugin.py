@@ -6,10 +6,20 @@ proto/tandem/plugin/v1/plugin.proto (see generate.sh), plus the standard gRPC he
 - Describe: declares ROLE_TOPIC_FILTER and takes the pushed config (see acl.py); a config it
   cannot accept is answered INVALID_ARGUMENT with what is wrong, and the broker refuses it.
 - TopicFilter: the ACL's verdict, with the configured cache_ttl_ms.
-- Authenticate and Events: not overridden, so grpcio answers UNIMPLEMENTED (the broker calls
-  neither: the plugin declares no auth role and asks for no event kinds).
+- Events (with --events-log FILE): declares broker_pre_start, client_connected,
+  client_disconnected and message_received, writes each event received as one JSON line to FILE
+  ({"seq", "kind", "client_id", "topic"}) and acks each batch. grpcio sends a stream's response
+  headers only with its first message, and this handler answers only after a batch: the broker
+  must not wait for headers before sending (it does not).
+- Authenticate: not overridden, so grpcio answers UNIMPLEMENTED (the broker does not call it: the
+  plugin declares no auth role).
 
-    python plugin.py [--listen ADDR] [--stubs DIR]
+    python plugin.py [--listen ADDR] [--stubs DIR] [--events-log FILE] [--token-file FILE]
+
+With --token-file FILE (else $TANDEM_PLUGIN_TOKEN_FILE) every call of the Plugin service must
+carry `authorization: Bearer <the file's token>` (the broker's plugins.<alias>.token_file) or is
+answered UNAUTHENTICATED; gRPC health stays open to probes. Without one, a TCP address that is not
+loopback is refused unless --insecure is given, as in the Rust SDK. A unix socket is made 0600.
 
 ADDR is unix:///abs/path.sock, unix:relative.sock, tcp://IP:PORT or http://IP:PORT
 (localhost stands for 127.0.0.1), else $TANDEM_PLUGIN_LISTEN, else tcp://127.0.0.1:50051: the
@@ -78,7 +88,7 @@ def prepare_socket(path):
     """Creates the socket's directory and removes a stale socket left by a killed run."""
     parent = os.path.dirname(path)
     if parent:
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -86,6 +96,40 @@ def prepare_socket(path):
     if not stat.S_ISSOCK(mode):
         raise ValueError(f"{path}: a file that is not a socket is in the way")
     os.remove(path)
+
+
+def read_token(path):
+    """The bearer token in a file (surrounding whitespace ignored), or raises ValueError."""
+    with open(path, encoding="ascii") as f:
+        token = f.read().strip()
+    if not token or any(not (0x21 <= ord(c) <= 0x7E) for c in token):
+        raise ValueError(f"{path}: the token must be printable ASCII without spaces, not empty")
+    return token
+
+
+def token_interceptor(grpc, token, service):
+    """A server interceptor answering UNAUTHENTICATED to Plugin calls without the token."""
+    import hmac
+
+    expected = ("Bearer " + token).encode()
+
+    def refuse(_request, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "this plugin requires the broker's bearer token")
+
+    class TokenInterceptor(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            if not details.method.startswith(f"/{service}/"):
+                return continuation(details)  # gRPC health: open to probes
+            given = dict(details.invocation_metadata).get("authorization", "")
+            if hmac.compare_digest(given.encode(), expected):
+                return continuation(details)
+            handler = continuation(details)
+            if handler is not None and handler.request_streaming:
+                return grpc.stream_unary_rpc_method_handler(refuse) if not handler.response_streaming \
+                    else grpc.stream_stream_rpc_method_handler(lambda it, ctx: refuse(None, ctx))
+            return grpc.unary_unary_rpc_method_handler(refuse)
+
+    return TokenInterceptor()
 
 
 def load_stubs(stubs_dir):
@@ -101,7 +145,18 @@ def load_stubs(stubs_dir):
     return plugin_pb2, plugin_pb2_grpc
 
 
-def build_servicer(pb, pb_grpc, grpc, json_format):
+def event_line(event):
+    """One event as the JSON object --events-log writes."""
+    kind = event.WhichOneof("kind")
+    line = {"seq": event.sequence, "kind": kind}
+    if event.HasField("client"):
+        line["client_id"] = event.client.client_id
+    if kind == "message_received":
+        line["topic"] = event.message_received.message.topic
+    return line
+
+
+def build_servicer(pb, pb_grpc, grpc, json_format, events_log=None):
     from acl import Acl, ConfigError
 
     actions = {
@@ -115,8 +170,15 @@ def build_servicer(pb, pb_grpc, grpc, json_format):
         "abstain": pb.VERDICT_ABSTAIN,
     }
 
+    event_kinds = [
+        pb.EVENT_KIND_BROKER_PRE_START,
+        pb.EVENT_KIND_CLIENT_CONNECTED,
+        pb.EVENT_KIND_CLIENT_DISCONNECTED,
+        pb.EVENT_KIND_MESSAGE_RECEIVED,
+    ] if events_log else []
+
     class AclServicer(pb_grpc.PluginServicer):
-        """Describe and TopicFilter; the inherited Authenticate and Events answer UNIMPLEMENTED."""
+        """Describe, TopicFilter and (with an events log) Events; Authenticate answers UNIMPLEMENTED."""
 
         def __init__(self):
             self._lock = threading.Lock()
@@ -138,7 +200,23 @@ def build_servicer(pb, pb_grpc, grpc, json_format):
                 default=acl.default,
                 cache_ttl_ms=acl.cache_ttl_ms,
             )
-            return pb.DescribeResponse(name=NAME, version=VERSION, roles=[pb.ROLE_TOPIC_FILTER])
+            return pb.DescribeResponse(
+                name=NAME, version=VERSION, roles=[pb.ROLE_TOPIC_FILTER], event_kinds=event_kinds
+            )
+
+        def Events(self, request_iterator, context):
+            if not events_log:
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, "no event kinds were asked for")
+            # Nothing is sent before the first batch has arrived: grpcio's headers go out with
+            # the first ack.
+            for batch in request_iterator:
+                if batch.dropped_events:
+                    log("events dropped by the broker", count=batch.dropped_events)
+                with open(events_log, "a", encoding="utf-8") as out:
+                    for event in batch.events:
+                        out.write(json.dumps(event_line(event)) + "\n")
+                if batch.events:
+                    yield pb.EventAck(acked_sequence=batch.events[-1].sequence)
 
         def TopicFilter(self, request, context):
             with self._lock:
@@ -163,12 +241,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog=NAME, description="Tandem TopicFilter plugin (MQTT topic ACL)")
     parser.add_argument("--listen", help=f"unix:///path.sock or tcp://IP:PORT (default ${LISTEN_ENV}, else {DEFAULT_LISTEN})")
     parser.add_argument("--stubs", default=os.path.join(HERE, "gen"), help="directory of the generated stubs")
+    parser.add_argument("--events-log", help="ask for events and append each one to this file as a JSON line")
+    parser.add_argument("--token-file", help="require the broker's bearer token from this file (default $TANDEM_PLUGIN_TOKEN_FILE)")
+    parser.add_argument("--insecure", action="store_true", help="serve a non-loopback TCP address without a token")
     args = parser.parse_args(argv)
     listen = args.listen or os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
+    token_file = args.token_file or os.environ.get("TANDEM_PLUGIN_TOKEN_FILE") or None
     try:
         address, socket_path = parse_listen(listen)
         if socket_path:
             prepare_socket(socket_path)
+        token = read_token(token_file) if token_file else None
+        if socket_path is None and token is None and not args.insecure:
+            host = address.rpartition(":")[0].strip("[]")
+            if not ipaddress.ip_address(host).is_loopback:
+                raise ValueError(
+                    f"refusing to serve on {listen} without authentication: give --token-file "
+                    "(or TANDEM_PLUGIN_TOKEN_FILE), listen on a unix socket or 127.0.0.1, or --insecure"
+                )
     except (ValueError, OSError) as err:
         sys.exit(f"{NAME}: {err}")
 
@@ -178,8 +268,10 @@ def main(argv=None):
     from google.protobuf import json_format
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    pb_grpc.add_PluginServicer_to_server(build_servicer(pb, pb_grpc, grpc, json_format), server)
+    service_name = pb.DESCRIPTOR.services_by_name["Plugin"].full_name
+    interceptors = [token_interceptor(grpc, token, service_name)] if token else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=interceptors)
+    pb_grpc.add_PluginServicer_to_server(build_servicer(pb, pb_grpc, grpc, json_format, args.events_log), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service = pb.DESCRIPTOR.services_by_name["Plugin"].full_name
@@ -203,6 +295,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
+    if socket_path:
+        os.chmod(socket_path, 0o600)  # the broker's user alone (a directory made here is 0700)
     log("listening", addr=listen if socket_path else f"tcp://{address.rpartition(':')[0]}:{port}")
     while not stop.wait(1.0):
         pass

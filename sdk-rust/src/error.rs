@@ -61,6 +61,34 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The bearer token is unusable (empty, or not a header value).
+    #[error("invalid bearer token: {reason}")]
+    Token {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The token file could not be read.
+    #[error("cannot read the token file {}: {source}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TCP listener reachable from other hosts, with neither a bearer token nor mTLS: anyone who
+    /// reaches the port could push the plugin a configuration with `Describe`.
+    #[error(
+        "refusing to serve on {addr} without authentication: it is not a loopback address, so \
+         anyone who can reach it could call the plugin (and push it a new config). Give \
+         --token-file FILE (or TANDEM_PLUGIN_TOKEN_FILE) holding the token of the broker's \
+         plugins.<alias>.token_file, or mTLS (--tls-cert, --tls-key and --tls-client-ca), or \
+         listen on a unix socket or 127.0.0.1; --insecure serves anyway"
+    )]
+    Insecure {
+        /// The address, as a URL.
+        addr: String,
+    },
     /// Tracing could not be set up (feature `otel`): a bad `OTEL_EXPORTER_OTLP_ENDPOINT`, or a
     /// subscriber already installed.
     #[error("tracing: {reason}")]

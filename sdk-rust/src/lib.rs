@@ -123,6 +123,15 @@
 //! | `--tls-key FILE` | [`TANDEM_PLUGIN_TLS_KEY`](TLS_KEY_ENV) | PEM private key of that certificate |
 //! | `--tls-client-ca FILE` | [`TANDEM_PLUGIN_TLS_CLIENT_CA`](TLS_CLIENT_CA_ENV) | PEM CA: require client certificates it signed (mTLS) |
 //!
+//! | `--token-file FILE` | [`TANDEM_PLUGIN_TOKEN_FILE`](TOKEN_FILE_ENV) | the broker's bearer token: every plugin RPC without it answers `UNAUTHENTICATED` (health stays open to probes) |
+//! | `--insecure` | | serve a non-loopback TCP address with neither token nor mTLS |
+//!
+//! A plugin is only as safe as who can call it: whoever reaches it can push it a configuration
+//! with `Describe`. So the SDK refuses to listen on a TCP address that is not loopback unless the
+//! caller must prove itself, with a bearer token ([`BearerToken`], the broker's
+//! `plugins.<alias>.token_file`) or mTLS, or `--insecure` says to serve anyway. Unix sockets are
+//! created mode 0600 (put them in a directory only the broker's user can write).
+//!
 //! With TLS the broker reaches the plugin at `https://host:port` (its `tls:` names the CA, the
 //! client certificate for mTLS, and the name the certificate is checked against). TLS is for TCP
 //! only. A certificate without its key, a client CA without both, an unusable PEM file, or TLS
@@ -139,6 +148,7 @@
 //! let tls = TlsConfig::from_files("/etc/acl/tls.crt", "/etc/acl/tls.key")?
 //!     .with_client_ca_file("/etc/acl/broker-ca.crt")?; // mTLS: only the broker gets in
 //! let listener = Listener::bind(&"tcp://0.0.0.0:50051".parse()?).await?.with_tls(tls)?;
+//! // or, with a token the broker sends: `.with_token(BearerToken::from_file("/etc/acl/token")?)`
 //! Plugin::new("acl", "1.0").serve_on(listener, shutdown_signal()).await
 //! # }
 //! ```
@@ -155,6 +165,7 @@ mod serve;
 pub mod telemetry;
 pub mod testing;
 mod tls;
+mod token;
 mod topic;
 mod types;
 
@@ -170,6 +181,7 @@ pub use events::{
 pub use plugin::{Plugin, PluginService};
 pub use serve::{DEFAULT_LISTEN, DRAIN_TIMEOUT, LISTEN_ENV, ListenAddr, Listener, shutdown_signal};
 pub use tls::{TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV, TlsConfig};
+pub use token::{BearerToken, TOKEN_FILE_ENV};
 pub use topic::{TopicDecision, TopicFilter, TopicRequest};
 pub use types::{
     Action, Attributes, Client, ProtocolVersion, Role, TlsInfo, UserProperties, Verdict, Will,

@@ -12,11 +12,13 @@ use tandem_proto::v1::plugin_server::PluginServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::tls::tls_on_unix;
-use crate::{Error, Plugin, PluginService, TlsConfig};
+use crate::token::TokenCheck;
+use crate::{BearerToken, Error, Plugin, PluginService, TlsConfig};
 
 /// The environment variable read for the listen address when no `--listen` flag is given.
 pub const LISTEN_ENV: &str = "TANDEM_PLUGIN_LISTEN";
@@ -119,6 +121,8 @@ impl fmt::Display for ListenAddr {
 pub struct Listener {
     inner: Bound,
     tls: Option<TlsConfig>,
+    token: Option<BearerToken>,
+    insecure: bool,
 }
 
 #[derive(Debug)]
@@ -141,10 +145,56 @@ impl Listener {
             }
             ListenAddr::Unix(path) => {
                 prepare_socket_path(path)?;
-                Bound::Unix(UnixListener::bind(path).map_err(bind_error)?, path.clone())
+                Bound::Unix(bind_private(path).map_err(bind_error)?, path.clone())
             }
         };
-        Ok(Listener { inner, tls: None })
+        Ok(Listener {
+            inner,
+            tls: None,
+            token: None,
+            insecure: false,
+        })
+    }
+
+    /// Requires the broker's bearer token on every call of the plugin service: a call without
+    /// `authorization: Bearer <token>` is answered `UNAUTHENTICATED`. gRPC health stays open (it
+    /// tells only whether the plugin serves, and orchestrators' probes send no token).
+    pub fn with_token(self, token: BearerToken) -> Self {
+        Listener {
+            token: Some(token),
+            ..self
+        }
+    }
+
+    /// Serves a TCP address that is not loopback even with neither a token nor mTLS (anyone who
+    /// reaches it may call the plugin). Without this, [`Plugin::serve_on`] refuses.
+    pub fn allow_insecure(self) -> Self {
+        Listener {
+            insecure: true,
+            ..self
+        }
+    }
+
+    /// Refuses a listener reachable from other hosts whose callers need not prove anything.
+    fn check_exposure(&self) -> Result<(), Error> {
+        let Bound::Tcp(tcp) = &self.inner else {
+            return Ok(());
+        };
+        let authenticated = self.token.is_some()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(TlsConfig::requires_client_cert);
+        let local = tcp.local_addr().map_err(|source| Error::Bind {
+            addr: "tcp".into(),
+            source,
+        })?;
+        if authenticated || self.insecure || local.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(Error::Insecure {
+            addr: ListenAddr::Tcp(local).to_string(),
+        })
     }
 
     /// Serves TLS on this TCP listener (gRPC health included), so clients connect to
@@ -185,6 +235,29 @@ impl Listener {
     }
 }
 
+/// Binds a unix socket that only this user may connect to (mode 0600): bound under a temporary
+/// name beside `path`, restricted, then renamed into place, so nobody can connect before the mode
+/// is set.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the socket path has no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
 fn prepare_socket_path(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::FileTypeExt as _;
     let fail = |reason: String| Error::SocketPath {
@@ -192,7 +265,12 @@ fn prepare_socket_path(path: &Path) -> Result<(), Error> {
         reason,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
+        // A directory made here is this user's alone (0700).
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
             .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
     }
     match std::fs::symlink_metadata(path) {
@@ -238,6 +316,10 @@ impl Plugin {
     /// gRPC health, then drains in-flight calls and exits. Installs a `tracing` subscriber
     /// (`RUST_LOG`, default `info`) unless the program set one.
     ///
+    /// Requires the broker's bearer token when `--token-file FILE` (or `TANDEM_PLUGIN_TOKEN_FILE`)
+    /// is given, and refuses a non-loopback TCP address with neither a token nor mTLS unless
+    /// `--insecure` is given (see [`Listener::allow_insecure`]).
+    ///
     /// Serves TLS when `--tls-cert FILE` and `--tls-key FILE` (or `TANDEM_PLUGIN_TLS_CERT` and
     /// `TANDEM_PLUGIN_TLS_KEY`) are given, and requires client certificates signed by the CA of
     /// `--tls-client-ca FILE` (`TANDEM_PLUGIN_TLS_CLIENT_CA`) when that is given too: see
@@ -247,6 +329,10 @@ impl Plugin {
         let tracing = init_tracing(self.name());
         let served = self.serve_from_args().await;
         tracing.finish().await;
+        if let Err(e) = &served {
+            // `main` returning the error prints its Debug form; say it in words too.
+            eprintln!("error: {e}");
+        }
         served
     }
 
@@ -256,9 +342,17 @@ impl Plugin {
         if let (Some(_), ListenAddr::Unix(path)) = (&tls, &addr) {
             return Err(tls_on_unix(path));
         }
+        let token = BearerToken::from_args_or_env()?;
+        let insecure = std::env::args().skip(1).any(|a| a == "--insecure");
         let mut listener = Listener::bind(&addr).await?;
         if let Some(tls) = tls {
             listener = listener.with_tls(tls)?;
+        }
+        if let Some(token) = token {
+            listener = listener.with_token(token);
+        }
+        if insecure {
+            listener = listener.allow_insecure();
         }
         self.serve_on(listener, shutdown_signal()).await
     }
@@ -274,17 +368,26 @@ impl Plugin {
 
     /// Serves on a bound listener until `shutdown` resolves, then stops accepting, reports
     /// NOT_SERVING on health, drains in-flight calls, and removes the unix socket file. Over TLS
-    /// when the listener has it ([`Listener::with_tls`]).
+    /// when the listener has it ([`Listener::with_tls`]); requiring a bearer token when it has one
+    /// ([`Listener::with_token`]). A TCP listener on an address that is not loopback, with neither
+    /// a token nor mTLS, is refused ([`Error::Insecure`]) unless [`Listener::allow_insecure`].
     pub async fn serve_on(
         self,
         listener: Listener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        if let Err(e) = listener.check_exposure() {
+            if let Bound::Unix(_, path) = &listener.inner {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
         let (mut server, tls) = match &listener.tls {
             Some(tls) if tls.requires_client_cert() => (tls.apply(Server::builder())?, "mtls"),
             Some(tls) => (tls.apply(Server::builder())?, "tls"),
             None => (Server::builder(), "off"),
         };
+        let token = listener.token.is_some();
         let name = self.name().to_owned();
         let roles = self.roles();
         let plugin = self.into_service();
@@ -311,9 +414,15 @@ impl Plugin {
         };
         let router = server
             .add_service(health_service)
-            .add_service(PluginServer::new(plugin));
+            // Every Plugin RPC is behind the token check (a no-op without a token). gRPC health
+            // is not: it tells only SERVING or not, and Kubernetes' and compose's probes
+            // cannot send a token.
+            .add_service(InterceptedService::new(
+                PluginServer::new(plugin),
+                TokenCheck(listener.token.clone()),
+            ));
         let local = listener.local_addr()?;
-        info!(plugin = %name, listen = %local, tls, ?roles, "plugin serving");
+        info!(plugin = %name, listen = %local, tls, token, insecure = listener.insecure, ?roles, "plugin serving");
         let (served, socket_path) = match listener.inner {
             Bound::Tcp(tcp) => {
                 let serve =

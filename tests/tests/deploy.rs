@@ -304,6 +304,34 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
     served
 }
 
+/// The value following `flag` in a container's args.
+fn arg_value(c: &Value, flag: &str) -> Option<String> {
+    let args: Vec<&str> = c["args"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let i = args.iter().position(|a| *a == flag)?;
+    args.get(i + 1).map(|v| (*v).to_owned())
+}
+
+/// The Secret mounted (with `file`'s name as a key) on `file`'s directory in container `c`.
+fn mounted_secret(r: &Rendered, pod: &Value, c: &Value, file: &str) -> String {
+    let (dir, key) = file.rsplit_once('/').expect("an absolute path");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing mounted at {dir} for {file}"));
+    let vol = volume(pod, mount["name"].as_str().unwrap());
+    assert!(r.has_key(vol, key), "{file} is not in {vol}");
+    vol["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{file}: a token comes from a Secret, not {vol}"))
+        .to_owned()
+}
+
 /// Every `*_file` in a plugin's `config:` is a key of the ConfigMap or Secret that the plugin's
 /// container mounts on that file's directory.
 fn check_plugin_files(r: &Rendered, pod: &Value, c: &Value, alias: &str, config: Option<&Value>) {
@@ -393,6 +421,22 @@ fn scaled_auth_is_reached_through_its_headless_service() {
         other => panic!("{other}: a scaled plugin listens on TCP"),
     }
     assert_eq!(plugin["ports"][0]["containerPort"], *port);
+    // On the pod network the plugin requires the broker's token: both sides read it from the
+    // same Secret (the broker's token_file, the plugin's --token-file).
+    let broker_file = config.plugins[alias]
+        .token_file
+        .as_ref()
+        .expect("the scaled plugin is called with a token")
+        .display()
+        .to_string();
+    let plugin_file = arg_value(plugin, "--token-file").expect("the plugin requires a token");
+    let broker_pod = &r.get("Deployment", "tandem")["spec"]["template"]["spec"];
+    let broker_c = &broker_pod["containers"][0];
+    assert_eq!(
+        mounted_secret(&r, broker_pod, broker_c, &broker_file),
+        mounted_secret(&r, pod, plugin, &plugin_file),
+        "one token on both sides"
+    );
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(plugin[probe]["grpc"]["port"], *port, "{probe}: gRPC health");
     }

@@ -201,3 +201,57 @@ async fn dns_endpoint_balances_across_replicas_and_survives_losing_one() {
     assert_eq!(c.1.reason, ConnectReason::NotAuthorized);
     c.0.expect_closed().await;
 }
+
+/// `tls:` on a `dns:///` endpoint: every address the name resolves to is a replica dialed
+/// with TLS, its certificate checked against the name (no plaintext left for credentials).
+#[tokio::test]
+async fn dns_endpoint_with_tls_dials_every_replica_with_tls() {
+    ensure_replica_hosts();
+    let pki = Pki::new("tandem dns CA");
+    pki.sign(
+        "replica",
+        &[REPLICAS_HOST],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (cert, key, ca) = (
+        p(&pki.path("replica.pem")),
+        p(&pki.path("replica.key")),
+        p(&pki.path("ca.pem")),
+    );
+    let port = free_port();
+    let tls_args = ["--roles", "auth", "--tls-cert", &cert, "--tls-key", &key];
+    let _a = PluginProcess::start(&policy_bin(), &tls_args, &format!("tcp://127.0.0.2:{port}"));
+    let _b = PluginProcess::start(&policy_bin(), &tls_args, &format!("tcp://127.0.0.3:{port}"));
+    let endpoint = format!("dns:///{REPLICAS_HOST}:{port}");
+    let broker = broker_with(&endpoint, &format!("    tls: {{ ca: {ca} }}\n"));
+    assert_auth_works(&broker).await;
+    let mut watcher = connect_as(broker.addr, "watcher", "alice", "pa")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        assert!(
+            connect_as(broker.addr, &format!("c{i}"), "alice", "pa")
+                .await
+                .is_ok()
+        );
+    }
+    for replica in ["127.0.0.2", "127.0.0.3"] {
+        wait_sys(
+            &mut watcher,
+            &format!("$SYS/broker/plugins/users/replica/{replica}:{port}/calls"),
+            |v| v.parse::<u64>().is_ok_and(|n| n >= 5),
+        )
+        .await;
+    }
+
+    // The certificate is checked: a CA that did not sign it gets no replica up.
+    let other = Pki::new("another CA");
+    let err = Tandem::expect_startup_failure(
+        &format!(
+            "listeners: {{ default: {{ type: tcp, bind: 127.0.0.1:0 }} }}\nplugins:\n  users:\n    endpoint: {endpoint}\n    startup_timeout: 2s\n    tls: {{ ca: {} }}\n    config: {USERS}\nauth: {{ plugins: [users] }}\n",
+            p(&other.path("ca.pem"))
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(err.contains("did not answer Describe"), "{err}");
+}

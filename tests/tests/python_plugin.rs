@@ -279,3 +279,159 @@ fn python_plugin_refuses_a_bad_config_and_the_broker_does_not_start() {
         "{err}"
     );
 }
+
+/// The JSON lines the plugin's `--events-log` holds so far (a line being written is skipped).
+fn event_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits until the events log has a line satisfying `ok`.
+async fn wait_event(path: &Path, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !event_lines(path).iter().any(&ok) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Python plugin never received {what}; it has: {:?}",
+            event_lines(path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// grpcio sends a stream's response headers with its first message, and the plugin answers
+/// only after a batch: the broker must send before it sees headers, or nothing ever flows and
+/// `broker_pre_start` is given up after `lifecycle_timeout`.
+#[tokio::test]
+async fn python_plugin_receives_events_including_broker_pre_start() {
+    let env = python_env();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let endpoint = format!("unix://{}/acl.sock", dir.path().display());
+    let command = format!(
+        "[{}, {}, --stubs, {}, --events-log, {}]\n    events: {{ lifecycle_timeout: 30s }}",
+        env.python.display(),
+        example_dir().join("plugin.py").display(),
+        env.stubs.display(),
+        events.display()
+    );
+    let started = std::time::Instant::now();
+    let broker = Tandem::start_config(&broker_with(&endpoint, Some(&command), ACL_CONFIG));
+    // With a 30 s lifecycle_timeout, a start-up that waited it out takes 30 s.
+    let took = started.elapsed();
+    wait_event(&events, "broker_pre_start", |l| {
+        l["kind"] == "broker_pre_start"
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(25),
+        "start-up waited {took:?}: broker_pre_start was not acked promptly"
+    );
+
+    let mut c = RawClient::connect(broker.addr, "py-events").await;
+    c.publish("test/ok", b"hello", QoS::AtLeastOnce, false)
+        .await;
+    // Delivered in order on one stream: the marker arrives after everything before it.
+    wait_event(&events, "message_received on test/ok", |l| {
+        l["kind"] == "message_received" && l["topic"] == "test/ok" && l["client_id"] == "py-events"
+    })
+    .await;
+    c.disconnect().await;
+    wait_event(&events, "client_disconnected", |l| {
+        l["kind"] == "client_disconnected" && l["client_id"] == "py-events"
+    })
+    .await;
+    let lines = event_lines(&events);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["kind"] == "client_connected" && l["client_id"] == "py-events"),
+        "{lines:?}"
+    );
+    let seqs: Vec<u64> = lines.iter().filter_map(|l| l["seq"].as_u64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "each event once, in order: {seqs:?}"
+    );
+    assert_eq!(
+        broker.count_log("lifecycle event not acked in time"),
+        0,
+        "{}",
+        broker.logs().join("\n")
+    );
+}
+
+/// The Python plugin, like the SDK, answers only a caller holding the broker's token, and
+/// refuses a public address with none.
+#[tokio::test]
+async fn python_plugin_requires_the_brokers_token() {
+    let env = python_env();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "py-t0ken\n").unwrap();
+    let script = example_dir().join("plugin.py");
+    let stubs = env.stubs.display().to_string();
+    let token_arg = token.display().to_string();
+
+    let refused = Command::new(&env.python)
+        .arg(&script)
+        .args([
+            "--stubs",
+            &stubs,
+            "--listen",
+            &format!("tcp://0.0.0.0:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("refusing to serve") && err.contains("--token-file"),
+        "{err}"
+    );
+
+    let port = free_port();
+    let plugin = PluginProcess::start(
+        &env.python,
+        &[
+            script.to_str().unwrap(),
+            "--stubs",
+            &stubs,
+            "--token-file",
+            &token_arg,
+        ],
+        &format!("tcp://127.0.0.1:{port}"),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut stranger = tandem_plugin::proto::v1::plugin_client::PluginClient::new(channel);
+    let status = stranger
+        .describe(tandem_plugin::proto::v1::DescribeRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    let broker = Tandem::start_config(&broker_with(
+        &format!("{}\n    token_file: {token_arg}", plugin.endpoint),
+        None,
+        ACL_CONFIG,
+    ));
+    let mut sub = RawClient::connect(broker.addr, "sub").await;
+    let ack = sub
+        .subscribe_many(&[("test/ok", QoS::AtMostOnce), ("private/x", QoS::AtMostOnce)])
+        .await;
+    assert_eq!(
+        ack.reasons,
+        vec![
+            SubscribeReason::Granted(QoS::AtMostOnce),
+            SubscribeReason::FAILURE
+        ],
+        "the broker, holding the token, gets the plugin's verdicts"
+    );
+}

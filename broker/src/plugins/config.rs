@@ -24,9 +24,15 @@ pub struct PluginConfig {
     /// The plugin's own configuration, pushed to it by `Describe`.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
-    /// TLS towards an `https://` endpoint (and client certificate for mTLS).
+    /// TLS towards an `https://` endpoint, or towards every replica of a `dns:///` one
+    /// (checked against the name resolved, or `tls.domain`), and client certificate for mTLS.
     #[serde(default)]
     pub tls: Option<PluginTls>,
+    /// File holding the bearer token the broker proves itself with: every call to the
+    /// plugin (Describe, health, Authenticate, TopicFilter, the Events stream) carries
+    /// `authorization: Bearer <token>`. Read at start and on each reload.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Optional: the broker starts this process, restarts it if it dies and stops it
     /// on shutdown (argv; the first element is the program).
     #[serde(default)]
@@ -85,7 +91,7 @@ pub enum OnError {
     Allow,
 }
 
-/// TLS settings for an `https://` plugin endpoint.
+/// TLS settings for an `https://` or `dns:///` plugin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginTls {

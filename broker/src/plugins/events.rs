@@ -7,6 +7,11 @@
 //! their sequence (at-least-once while they fit in the queue). At the bound,
 //! `drop_oldest` drops the oldest event and counts it (the plugin sees a gap and
 //! `EventBatch.dropped_events`); `backpressure` makes the producer wait for room.
+//! The queue is bounded twice: by events (`queue`) and by their encoded bytes
+//! (`max_bytes`), so a few large payloads cannot hold more memory than many small ones;
+//! whichever bound is reached first applies the overflow policy. One event larger than
+//! `max_bytes` on its own is queued only into an otherwise empty queue (so neither policy
+//! can wait or drop forever), and the bound is then exceeded by that event alone.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,6 +42,9 @@ pub enum Overflow {
 pub struct EventsConfig {
     /// Events kept for the plugin (sent and unacked, or waiting to be sent).
     pub queue: usize,
+    /// Encoded bytes of the events kept (payloads and raw packets included); at this
+    /// bound the overflow policy applies as at `queue`.
+    pub max_bytes: usize,
     /// Behaviour at the bound.
     pub overflow: Overflow,
     /// How long start-up waits for `broker_pre_start` to be acked, and shutdown for
@@ -49,6 +57,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             queue: 10_000,
+            max_bytes: 64 * 1024 * 1024,
             overflow: Overflow::DropOldest,
             lifecycle_timeout: Duration::from_secs(5),
         }
@@ -62,9 +71,16 @@ pub(crate) struct Queued {
     /// The event, with `client` unset.
     event: pb::Event,
     client: Option<Arc<pb::ClientRef>>,
+    /// What the entry costs the queue's byte bound: its encoded size.
+    bytes: usize,
 }
 
 impl Queued {
+    /// The entry's encoded size (the event and its client), as counted by `max_bytes`.
+    fn cost(event: &pb::Event, client: Option<&pb::ClientRef>) -> usize {
+        event.encoded_len() + client.map_or(0, |c| c.encoded_len() + 8)
+    }
+
     /// The event as one protobuf message (tests and diagnostics; the stream encodes
     /// without it).
     fn to_pb(&self) -> pb::Event {
@@ -182,14 +198,21 @@ struct State {
     sent_total: u64,
     /// Events queued since start.
     queued_total: u64,
+    /// Encoded bytes of `events`.
+    bytes: usize,
+    /// Drops since start because of the byte bound (included in `dropped_total`).
+    dropped_bytes_total: u64,
     /// Events handed to a stream again after a reconnect, since start.
     resent_total: u64,
+    /// `dropped_total` when drops were last logged, and when.
+    drops_logged: (u64, Option<std::time::Instant>),
 }
 
 /// One plugin's event queue.
 pub struct EventQueue {
     state: Mutex<State>,
     capacity: usize,
+    max_bytes: usize,
     overflow: Overflow,
     /// Wakes the stream when events arrive.
     ready: Notify,
@@ -198,14 +221,20 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
-    /// An empty queue.
+    /// An empty queue, bounded by events only.
     pub fn new(capacity: usize, overflow: Overflow) -> Self {
+        Self::with_bytes(capacity, usize::MAX, overflow)
+    }
+
+    /// An empty queue bounded by `capacity` events and `max_bytes` encoded bytes.
+    pub fn with_bytes(capacity: usize, max_bytes: usize, overflow: Overflow) -> Self {
         Self {
             state: Mutex::new(State {
                 next_seq: 1,
                 ..State::default()
             }),
             capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
             overflow,
             ready: Notify::new(),
             acked: Notify::new(),
@@ -219,36 +248,68 @@ impl EventQueue {
     }
 
     /// [`push`](Self::push) for an event about `client`.
-    pub async fn push_for(&self, mut event: pb::Event, client: Option<Arc<pb::ClientRef>>) -> u64 {
+    pub async fn push_for(&self, event: pb::Event, client: Option<Arc<pb::ClientRef>>) -> u64 {
+        self.push_logged(event, client).await.0
+    }
+
+    /// [`push_for`](Self::push_for), also returning the drops to log now, at most once a
+    /// second: (events dropped since the last log, of which for the byte bound, total).
+    async fn push_logged(
+        &self,
+        mut event: pb::Event,
+        client: Option<Arc<pb::ClientRef>>,
+    ) -> (u64, Option<(u64, u64)>) {
         let mut client = client;
+        let cost = Queued::cost(&event, client.as_deref());
         loop {
             let notified = self.acked.notified();
             // The lock is taken and released in this block, never across the await.
             let queued = {
                 let mut s = self.state.lock();
-                if s.events.len() >= self.capacity && self.overflow == Overflow::Backpressure {
+                let full = |s: &State| {
+                    !s.events.is_empty()
+                        && (s.events.len() >= self.capacity
+                            || s.bytes.saturating_add(cost) > self.max_bytes)
+                };
+                if full(&s) && self.overflow == Overflow::Backpressure {
                     None
                 } else {
-                    if s.events.len() >= self.capacity {
-                        s.events.pop_front();
+                    while full(&s) {
+                        let by_bytes = s.events.len() < self.capacity;
+                        if let Some(old) = s.events.pop_front() {
+                            s.bytes -= old.bytes;
+                        }
                         s.dropped_unreported += 1;
                         s.dropped_total += 1;
+                        if by_bytes {
+                            s.dropped_bytes_total += 1;
+                        }
                     }
                     let seq = s.next_seq;
                     s.next_seq += 1;
                     event.sequence = seq;
                     s.queued_total += 1;
+                    s.bytes += cost;
                     s.events.push_back(Arc::new(Queued {
                         event: std::mem::take(&mut event),
                         client: client.take(),
+                        bytes: cost,
                     }));
-                    Some(seq)
+                    let (logged, at) = s.drops_logged;
+                    let now = std::time::Instant::now();
+                    let log = (s.dropped_total > logged
+                        && at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)))
+                    .then(|| {
+                        s.drops_logged = (s.dropped_total, Some(now));
+                        (s.dropped_total - logged, s.dropped_bytes_total)
+                    });
+                    Some((seq, log))
                 }
             };
             match queued {
-                Some(seq) => {
+                Some(done) => {
                     self.ready.notify_one();
-                    return seq;
+                    return done;
                 }
                 None => notified.await,
             }
@@ -324,7 +385,9 @@ impl EventQueue {
             .front()
             .is_some_and(|e| e.event.sequence <= sequence)
         {
-            s.events.pop_front();
+            if let Some(old) = s.events.pop_front() {
+                s.bytes -= old.bytes;
+            }
         }
         drop(s);
         self.acked.notify_waiters();
@@ -361,6 +424,17 @@ impl EventQueue {
     /// Events queued (unacked).
     pub fn depth(&self) -> usize {
         self.state.lock().events.len()
+    }
+
+    /// Encoded bytes queued (unacked).
+    pub fn bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// Events dropped since start because of the byte bound (a part of
+    /// [`dropped`](Self::dropped)).
+    pub fn dropped_for_bytes(&self) -> u64 {
+        self.state.lock().dropped_bytes_total
     }
 
     /// Events dropped since start.
@@ -485,7 +559,16 @@ impl EventHub {
                     s.payloads
                 })),
             };
-            s.queue.push_for(event, client.cloned()).await;
+            let (_, drops) = s.queue.push_logged(event, client.cloned()).await;
+            if let Some((dropped, for_bytes)) = drops {
+                tracing::warn!(
+                    plugin = %s.alias,
+                    dropped,
+                    dropped_for_bytes_total = for_bytes,
+                    queued_bytes = s.queue.bytes(),
+                    "event queue full (events.queue or events.max_bytes); oldest events dropped"
+                );
+            }
         }
     }
 
@@ -531,7 +614,7 @@ const BATCH_LINGER: Duration = Duration::from_millis(1);
 /// Opens the `Events` call on `channel`, sending the batches from `rx` with
 /// [`EventsCodec`] (what the generated client does, with our codec).
 async fn open_stream(
-    channel: tonic::transport::Channel,
+    channel: super::plugin::Chan,
     rx: tokio::sync::mpsc::Receiver<OutBatch>,
 ) -> Result<tonic::Response<tonic::Streaming<pb::EventAck>>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
@@ -568,9 +651,21 @@ pub async fn drive(
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<OutBatch>(4);
         queue.rewind();
-        let opened = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = open_stream(channel, rx) => r,
+        // Batches go out while the call waits for the plugin's response headers: a
+        // server may send its headers only with its first ack (grpcio, grpc-go), and
+        // it acks only what it received, so waiting for them first would deadlock.
+        let mut opening = std::pin::pin!(open_stream(channel, rx));
+        let opened = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = &mut opening => break r,
+                batch = queue.next_batch_lingering(max_batch, BATCH_LINGER) => {
+                    if tx.send(batch).await.is_err() {
+                        // The call ended; its outcome says why.
+                        break opening.await;
+                    }
+                }
+            }
         };
         let mut acks = match opened {
             Ok(r) => r.into_inner(),
@@ -802,6 +897,67 @@ mod tests {
         let batch = queue.next_batch(10).await.to_pb();
         assert_eq!(batch.events.len(), 1);
         assert_eq!(batch.events[0].client.as_ref().unwrap().client_id, "c");
+    }
+
+    fn sized(n: usize) -> pb::Event {
+        pb::Event {
+            kind: Some(pb::event::Kind::MessageReceived(pb::MessageReceived {
+                message: Some(pb::Message {
+                    payload: vec![7; n],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_drops_the_oldest_and_counts_it() {
+        let one = Queued::cost(&sized(1000), None);
+        // Room for three 1000-byte events, not four; the count bound is far away.
+        let q = EventQueue::with_bytes(1000, 3 * one + one / 2, Overflow::DropOldest);
+        for _ in 0..5 {
+            q.push(sized(1000)).await;
+        }
+        assert_eq!(q.depth(), 3);
+        assert_eq!(q.bytes(), 3 * one);
+        assert_eq!((q.dropped(), q.dropped_for_bytes()), (2, 2));
+        let b = q.next_batch(10).await;
+        assert_eq!(b.sequences(), [3, 4, 5]);
+        assert_eq!(b.dropped_events(), 2);
+        q.ack(5);
+        assert_eq!((q.depth(), q.bytes()), (0, 0), "acks free the bytes");
+        // One event bigger than the whole bound goes only into an empty queue.
+        q.push(sized(100)).await;
+        q.push(sized(10 * 1000)).await;
+        assert_eq!(q.depth(), 1, "the small one was dropped to make room");
+        assert_eq!(q.dropped_for_bytes(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_applies_backpressure() {
+        let one = Queued::cost(&sized(1000), None);
+        let q = Arc::new(EventQueue::with_bytes(
+            1000,
+            2 * one,
+            Overflow::Backpressure,
+        ));
+        q.push(sized(1000)).await;
+        q.push(sized(1000)).await;
+        let mut producer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(sized(1000)).await })
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut producer)
+                .await
+                .is_err(),
+            "no room in bytes: the producer waits"
+        );
+        q.ack(1);
+        assert_eq!(producer.await.unwrap(), 3);
+        assert_eq!(q.dropped(), 0);
     }
 
     #[tokio::test]

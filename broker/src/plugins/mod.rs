@@ -451,8 +451,9 @@ impl PluginHost {
             // A kept plugin keeps its queue and stream (and what is unacked in it).
             let queue = match kept.get(&p.alias).and_then(|k| k.1.as_ref()) {
                 Some(sub) => sub.queue.clone(),
-                None => Arc::new(events::EventQueue::new(
+                None => Arc::new(events::EventQueue::with_bytes(
                     p.config.events.queue,
+                    p.config.events.max_bytes,
                     p.config.events.overflow,
                 )),
             };
@@ -552,6 +553,11 @@ impl PluginHost {
                     to_start.push(alias);
                 }
             }
+        }
+        // A kept plugin's token_file is read again (a rotated token applies now); one that
+        // cannot be read fails the reload before anything changed.
+        for (plugin, _) in kept.values() {
+            plugin.reload_token()?;
         }
         summary.removed = old
             .plugins

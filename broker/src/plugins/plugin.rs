@@ -46,8 +46,57 @@ use super::endpoint::Endpoint;
 use super::{ErrorKind, PluginError, Rpc, Verdict};
 use crate::telemetry::TracedRpc;
 
-type Client = pb::plugin_client::PluginClient<Channel>;
-type Health = tonic_health::pb::health_client::HealthClient<Channel>;
+/// A replica's channel with the broker's bearer token on every request.
+pub(crate) type Chan = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+type Client = pb::plugin_client::PluginClient<Chan>;
+type Health = tonic_health::pb::health_client::HealthClient<Chan>;
+
+/// The `authorization: Bearer <token>` a plugin's calls carry (see `token_file`), shared
+/// by every channel of the plugin so that a reload's new token applies to all at once.
+#[derive(Clone, Default)]
+pub(crate) struct Bearer(Arc<RwLock<Option<tonic::metadata::AsciiMetadataValue>>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = self.0.read().clone() {
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+}
+
+/// Reads a `token_file`: one token, surrounding whitespace ignored, as the header value
+/// `Bearer <token>` (marked sensitive, so it is never logged).
+fn read_token(
+    alias: &str,
+    path: &std::path::Path,
+) -> Result<tonic::metadata::AsciiMetadataValue, PluginError> {
+    let fail = |message: String| PluginError::Config {
+        alias: alias.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read token_file {}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail(format!("token_file {} is empty", path.display())));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(fail(format!(
+            "token_file {}: the token must be printable ASCII without spaces",
+            path.display()
+        )));
+    }
+    let mut value: tonic::metadata::AsciiMetadataValue =
+        format!("Bearer {token}").parse().map_err(|_| {
+            fail(format!(
+                "token_file {}: not a valid header value",
+                path.display()
+            ))
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
 
 /// Where a replica is reached.
 #[derive(Debug, Clone)]
@@ -183,6 +232,8 @@ pub struct Plugin {
     refused: Mutex<Option<String>>,
     suppressed_errors: AtomicU64,
     shutdown: CancellationToken,
+    /// The bearer token every call carries (`token_file`).
+    bearer: Bearer,
 }
 
 /// Converts a YAML/JSON value to a protobuf `Struct` value.
@@ -225,7 +276,7 @@ fn pushed_struct(
 /// One gRPC health check of the whole server (service ""), bounded by `timeout` both as
 /// the gRPC deadline and locally.
 async fn health_check(
-    channel: Channel,
+    channel: Chan,
     timeout: Duration,
 ) -> Result<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>, tokio::time::error::Elapsed>
 {
@@ -254,6 +305,8 @@ impl Plugin {
     ) -> Result<Self, PluginError> {
         let (scheme, host) = match &config.endpoint {
             Endpoint::Https { host, .. } => ("https", host.clone()),
+            // Every replica of the name is dialed with TLS, checked against the name.
+            Endpoint::Dns { host, .. } if config.tls.is_some() => ("https", host.clone()),
             Endpoint::Http { host, .. } | Endpoint::Dns { host, .. } => ("http", host.clone()),
             Endpoint::Unix(_) => ("http", "localhost".to_owned()),
         };
@@ -306,8 +359,12 @@ impl Plugin {
         } else if config.tls.is_some() {
             return Err(PluginError::Config {
                 alias: alias.to_owned(),
-                message: "tls: is only for https:// endpoints".into(),
+                message: "tls: is only for https:// and dns:/// endpoints".into(),
             });
+        }
+        let bearer = Bearer::default();
+        if let Some(path) = &config.token_file {
+            *bearer.0.write() = Some(read_token(alias, path)?);
         }
         let describe_request = pb::DescribeRequest {
             broker_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -331,7 +388,23 @@ impl Plugin {
             refused: Mutex::default(),
             suppressed_errors: AtomicU64::new(0),
             shutdown,
+            bearer,
         })
+    }
+
+    /// Reads `token_file` again (a reload): later calls carry the token it holds now. An
+    /// unreadable or empty file is an error and the token in use stays.
+    pub fn reload_token(&self) -> Result<(), PluginError> {
+        if let Some(path) = &self.config.token_file {
+            let value = read_token(&self.alias, path)?;
+            *self.bearer.0.write() = Some(value);
+        }
+        Ok(())
+    }
+
+    /// `channel` with the plugin's bearer token on every request.
+    fn authed(&self, channel: Channel) -> Chan {
+        tonic::service::interceptor::InterceptedService::new(channel, self.bearer.clone())
     }
 
     /// The `config:` section currently pushed to the plugin.
@@ -373,7 +446,7 @@ impl Plugin {
         }
         let timeout = self.config.timeout.max(Duration::from_secs(1));
         for (i, replica) in up.iter().enumerate() {
-            let mut client = Client::new(replica.channel.read().clone());
+            let mut client = Client::new(self.authed(replica.channel.read().clone()));
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(timeout);
             let answer = tokio::time::timeout(timeout, client.describe(req)).await;
@@ -699,7 +772,7 @@ impl Plugin {
     /// gRPC health (a plugin without the health service passes), then `Describe`.
     async fn describe_on(&self, channel: Channel) -> Result<Described, String> {
         let timeout = self.config.timeout.max(Duration::from_secs(1));
-        match health_check(channel.clone(), timeout).await {
+        match health_check(self.authed(channel.clone()), timeout).await {
             Err(_) => return Err("health check timed out".into()),
             Ok(Ok(resp)) => {
                 let status = resp.status;
@@ -711,7 +784,7 @@ impl Plugin {
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {}
             Ok(Err(s)) => return Err(format!("health check failed: {}", s.message())),
         }
-        let mut client = Client::new(channel);
+        let mut client = Client::new(self.authed(channel));
         let request = self.describe_request.read().clone();
         let mut req = tonic::Request::new(request);
         req.set_timeout(timeout);
@@ -761,7 +834,7 @@ impl Plugin {
             .collect();
         let timeout = self.config.timeout.max(Duration::from_millis(500));
         let checks = up.iter().map(|replica| async move {
-            let channel = replica.channel.read().clone();
+            let channel = self.authed(replica.channel.read().clone());
             let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
             match health_check(channel, timeout).await {
                 Ok(Ok(resp)) if resp.status == serving => true,
@@ -791,9 +864,9 @@ impl Plugin {
     }
 
     /// An up replica and its channel, for the `Events` stream.
-    pub(crate) fn up_replica(&self) -> Option<(Arc<Replica>, Channel)> {
+    pub(crate) fn up_replica(&self) -> Option<(Arc<Replica>, Chan)> {
         self.pick(None).map(|r| {
-            let channel = r.channel.read().clone();
+            let channel = self.authed(r.channel.read().clone());
             (r, channel)
         })
     }
@@ -867,7 +940,7 @@ impl Plugin {
             let mut req = tonic::Request::new(request.clone());
             req.set_timeout(left);
             crate::telemetry::inject(&span, req.metadata_mut());
-            let client = Client::new(replica.channel.read().clone());
+            let client = Client::new(self.authed(replica.channel.read().clone()));
             replica.calls.fetch_add(1, Ordering::Relaxed);
             let answered_before = replica.answered.load(Ordering::Acquire);
             let attempt =

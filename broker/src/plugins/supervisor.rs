@@ -37,6 +37,56 @@ fn terminate(child: &Child) {
     }
 }
 
+/// Makes sure the directory of a plugin's unix socket is writable by the broker's user
+/// alone: created 0700 when missing; refused when another user owns it or when group or
+/// others may write it. Whoever can write there could put their own socket in the
+/// plugin's place and be asked to check every client's password.
+fn private_socket_dir(alias: &str, socket: &std::path::Path) -> Result<(), PluginError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let fail = |message: String| PluginError::Config {
+        alias: alias.to_owned(),
+        message,
+    };
+    let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                fail(format!(
+                    "cannot create the socket directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        info!(plugin = %alias, dir = %dir.display(), "socket directory created (0700)");
+    }
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| fail(format!("socket directory {}: {e}", dir.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(fail(format!(
+            "the socket directory {} belongs to uid {}, not to the broker's user (uid {me}): \
+             whoever owns it could put their own socket there; use a directory only the \
+             broker's user can write (a missing one is created 0700)",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "the socket directory {} is writable by others (mode {:o}): anyone could put \
+             their own socket there; chmod 700 it, or use a directory only the broker's user \
+             can write (a missing one is created 0700)",
+            dir.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 impl Supervisor {
     /// Starts `command` and supervises it until `stop` is cancelled.
     pub fn spawn(
@@ -50,6 +100,9 @@ impl Supervisor {
                 alias: alias.to_owned(),
                 message: "command: must name a program".into(),
             });
+        }
+        if let Endpoint::Unix(path) = endpoint {
+            private_socket_dir(alias, path)?;
         }
         let first = spawn_child(alias, command, endpoint).map_err(|cause| PluginError::Spawn {
             alias: alias.to_owned(),

@@ -223,6 +223,37 @@ pub fn decode_connect(
     .map(Some)
 }
 
+/// `frame`, the wire form of `connect` as decoded by [`decode_connect`], with the
+/// password's bytes zeroed and everything else, lengths included, unchanged: what
+/// packet events may carry of a CONNECT.
+///
+/// In MQTT 3.1 and 3.1.1 the password is the CONNECT's last field and the decoder
+/// refuses trailing bytes, so it is exactly the frame's last `password.len()` bytes.
+/// (MQTT 5 authentication data, in CONNECT properties and AUTH, would be zeroed the same
+/// way; this broker speaks neither.) A frame that does not end as `connect` says is
+/// zeroed whole after its fixed header rather than risk leaking the secret.
+pub fn redacted_connect_frame(connect: &Connect, frame: &[u8]) -> Bytes {
+    let mut out = BytesMut::from(frame);
+    if let Some(password) = &connect.password {
+        let n = password.len();
+        let end = out.len();
+        if n + 2 <= end && out[end - n - 2..end - n] == (n as u16).to_be_bytes() {
+            out[end - n..].fill(0);
+        } else {
+            let body = 1
+                + frame
+                    .get(1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|b| *b & 0x80 != 0)
+                    .count()
+                + 1;
+            out[body.min(end)..].fill(0);
+        }
+    }
+    out.freeze()
+}
+
 /// Encodes `packet` in the wire form of `version`, appending it to `buf`.
 pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
     match version {

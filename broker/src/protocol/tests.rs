@@ -570,3 +570,43 @@ proptest! {
         while let Ok(Some(_)) = decode(&mut buf, V4, 1024) {}
     }
 }
+
+#[test]
+fn redacted_connect_frames_zero_the_password_only() {
+    for password in [&b"\x00secret\xff"[..], b"", b"p"] {
+        let Packet::Connect(mut connect) = samples().remove(0) else {
+            unreachable!()
+        };
+        connect.password = Some(Bytes::copy_from_slice(password));
+        let mut wire = BytesMut::new();
+        encode(&Packet::Connect(connect), V4, &mut wire);
+        let frame = wire.clone().freeze();
+        let decoded = decode_connect(&mut wire, MAX).unwrap().unwrap();
+        let redacted = redacted_connect_frame(&decoded, &frame);
+        assert_eq!(redacted.len(), frame.len(), "same length");
+        let n = password.len();
+        let split = frame.len() - n;
+        assert_eq!(
+            redacted[..split],
+            frame[..split],
+            "everything else unchanged"
+        );
+        assert!(redacted[split..].iter().all(|b| *b == 0), "password zeroed");
+        let again = decode_connect(&mut BytesMut::from(&redacted[..]), MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.username, decoded.username);
+        assert_eq!(again.password.as_deref(), Some(&vec![0u8; n][..]));
+    }
+    // Without a password, nothing changes.
+    let Packet::Connect(connect) = samples().remove(1) else {
+        unreachable!()
+    };
+    let mut wire = BytesMut::new();
+    encode(
+        &Packet::Connect(connect.clone()),
+        ProtocolVersion::V3_1,
+        &mut wire,
+    );
+    assert_eq!(redacted_connect_frame(&connect, &wire), wire.freeze());
+}

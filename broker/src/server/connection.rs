@@ -484,7 +484,9 @@ impl Connected {
         broker.stats.client_connected();
         if conn.plugins.events.wants(pb::EventKind::MqttPacketReceived) {
             let packet = Packet::Connect(connect.clone());
-            conn.emit_packet(pb::EventKind::MqttPacketReceived, &packet, &connect_frame)
+            // Raw bytes never carry the password (see plugin.proto's MqttPacket.raw).
+            let frame = protocol::redacted_connect_frame(&connect, &connect_frame);
+            conn.emit_packet(pb::EventKind::MqttPacketReceived, &packet, &frame)
                 .await;
         }
         if conn.plugins.events.wants(pb::EventKind::ClientConnected) {
