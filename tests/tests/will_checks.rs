@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tandem_broker::protocol::{Connect, LastWill, QoS};
-use tandem_tests::{DEADLINE, RawClient, Tandem, binary, connect_packet, eventually, policy_bin};
+use tandem_tests::{DEADLINE, RawClient, Tandem, binary, connect_packet, policy_bin};
 
 fn with_will(id: &str, topic: &str, retain: bool) -> Connect {
     let mut c = connect_packet(id, true, 0);
