@@ -487,6 +487,25 @@ mod tests {
         let t = c.topic_check.unwrap();
         assert!(t.enable);
         assert_eq!(t.cache.max_entries, 1024);
+        assert_eq!(t.cache.max_bytes, 64 * 1024);
+        assert_eq!(t.hold, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn topic_check_hold_and_cache_bytes() {
+        let text = "plugins:\n  a:\n    endpoint: http://127.0.0.1:1\ntopic-check:\n  plugins: [a]\n  hold: 2s\n  cache: { max_bytes: 100 }\n";
+        let t = Config::from_yaml(text, Path::new("t"))
+            .unwrap()
+            .topic_check
+            .unwrap();
+        assert_eq!(t.hold, Duration::from_secs(2));
+        assert_eq!(t.cache.max_bytes, 100);
+        assert_eq!(
+            t.cache.max_entries, 1024,
+            "the other cache keys keep defaults"
+        );
+        let typo = "plugins:\n  a:\n    endpoint: http://127.0.0.1:1\ntopic-check:\n  plugins: [a]\n  hold_time: 2s\n";
+        assert!(Config::from_yaml(typo, Path::new("t")).is_err());
     }
 
     #[test]

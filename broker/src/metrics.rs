@@ -151,13 +151,28 @@ impl Collector for BrokerCollector {
         for (qos, n) in QOS.iter().zip(s.messages_sent_by_qos) {
             f.counter(&[("qos", *qos)], n)?;
         }
-        Family::new(
+        let mut f = Family::new(
             &mut e,
             "tandem_messages_dropped",
-            "Messages not delivered to a session, by reason (queue_full: mqtt.max_queued_messages).",
+            "Messages not delivered to a session, by reason (queue_full: mqtt.max_queued_messages; hold_expired: topic-check.hold).",
             Counter,
-        )?
-        .counter(&[("reason", "queue_full")], s.messages_dropped)?;
+        )?;
+        f.counter(&[("reason", "queue_full")], s.messages_dropped)?;
+        f.counter(&[("reason", "hold_expired")], s.messages_hold_expired)?;
+        single(
+            &mut e,
+            "tandem_messages_held",
+            "Deliveries and wills held because their topic check failed with a plugin error (topic-check.hold).",
+            Counter,
+            s.messages_held,
+        )?;
+        single(
+            &mut e,
+            "tandem_topic_cache_full",
+            "Topic decisions not cached because the session's cache was at topic-check.cache.max_entries or max_bytes.",
+            Counter,
+            s.topic_cache_full,
+        )?;
         self.encode_limits(&mut e)?;
 
         self.encode_plugins(&mut e)

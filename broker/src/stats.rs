@@ -26,6 +26,12 @@ pub struct Stats {
     protocol_errors: AtomicU64,
     auth_denied: AtomicU64,
     topic_denied: AtomicU64,
+    /// Deliveries and wills held because their topic check failed with a plugin error.
+    messages_held: AtomicU64,
+    /// Held deliveries and wills dropped when `topic-check.hold` ran out.
+    messages_hold_expired: AtomicU64,
+    /// Topic decisions not cached: the session's cache was at a bound.
+    topic_cache_full: AtomicU64,
 }
 
 impl Default for Stats {
@@ -45,6 +51,9 @@ impl Default for Stats {
             protocol_errors: AtomicU64::new(0),
             auth_denied: AtomicU64::new(0),
             topic_denied: AtomicU64::new(0),
+            messages_held: AtomicU64::new(0),
+            messages_hold_expired: AtomicU64::new(0),
+            topic_cache_full: AtomicU64::new(0),
         }
     }
 }
@@ -70,6 +79,9 @@ pub struct Snapshot {
     pub protocol_errors: u64,
     pub auth_denied: u64,
     pub topic_denied: u64,
+    pub messages_held: u64,
+    pub messages_hold_expired: u64,
+    pub topic_cache_full: u64,
 }
 
 impl Stats {
@@ -103,6 +115,21 @@ impl Stats {
     /// A topic action was denied by the topic-check chain (cache hits not counted).
     pub fn topic_denied(&self) {
         self.topic_denied.fetch_add(1, Relaxed);
+    }
+
+    /// A delivery or will was held: its topic check failed with a plugin error.
+    pub fn message_held(&self) {
+        self.messages_held.fetch_add(1, Relaxed);
+    }
+
+    /// A held delivery or will was dropped at the end of `topic-check.hold`.
+    pub fn hold_expired(&self) {
+        self.messages_hold_expired.fetch_add(1, Relaxed);
+    }
+
+    /// A topic decision was not cached: the session's cache was full.
+    pub fn topic_cache_full(&self) {
+        self.topic_cache_full.fetch_add(1, Relaxed);
     }
 
     /// Inbound traffic: PUBLISH packets by QoS (index 0, 1, 2) in `bytes` bytes.
@@ -142,6 +169,9 @@ impl Stats {
             protocol_errors: self.protocol_errors.load(Relaxed),
             auth_denied: self.auth_denied.load(Relaxed),
             topic_denied: self.topic_denied.load(Relaxed),
+            messages_held: self.messages_held.load(Relaxed),
+            messages_hold_expired: self.messages_hold_expired.load(Relaxed),
+            topic_cache_full: self.topic_cache_full.load(Relaxed),
         }
     }
 }

@@ -2,8 +2,15 @@
 //!
 //! Owned by the connection task, so lookups take no lock. Keyed by action and topic;
 //! each entry expires after the TTL the plugins gave (the smallest in the chain), capped
-//! by `topic-check.cache.max_ttl`. Denials are cached like allows. At `max_entries`
-//! expired entries are swept; if none had expired, the new decision is not cached.
+//! by `topic-check.cache.max_ttl`. Denials are cached like allows.
+//!
+//! Bounded twice: `max_entries` decisions and `max_bytes` bytes of topics. At either
+//! bound expired entries are swept; if that does not make room, the new decision is not
+//! cached ([`Put::Full`]; the caller counts it) and the chain is asked next time.
+//!
+//! Keys own their bytes: a topic handed in is copied, never kept as a slice of the
+//! buffer it was decoded from, so a cached decision cannot pin a client's receive
+//! buffer (a 1 MB denied PUBLISH would otherwise stay in memory for the entry's TTL).
 
 use std::time::Duration;
 
@@ -21,8 +28,22 @@ pub struct DecisionCache {
     /// The last hit per action: a stream of messages on one topic (the common case)
     /// compares a string instead of hashing it.
     last_hit: [Option<(ByteString, bool, Instant)>; 3],
+    /// Bytes of the topics held as keys.
+    bytes: usize,
     max_entries: usize,
+    max_bytes: usize,
     max_ttl: Duration,
+}
+
+/// What [`DecisionCache::put`] did with a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// Cached.
+    Stored,
+    /// Not cacheable: a TTL of zero, or a cache configured off (`max_entries: 0`).
+    Uncacheable,
+    /// Not cached: the cache is at `max_entries` or `max_bytes` with nothing expired.
+    Full,
 }
 
 /// Which action a cached decision is for.
@@ -42,9 +63,20 @@ impl DecisionCache {
         Self {
             by_action: Default::default(),
             last_hit: Default::default(),
+            bytes: 0,
             max_entries: config.max_entries,
+            max_bytes: config.max_bytes,
             max_ttl: config.max_ttl,
         }
+    }
+
+    /// Bytes of topics held (expired entries included until swept).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn has_room_for(&self, topic_len: usize) -> bool {
+        self.len() < self.max_entries && self.bytes + topic_len <= self.max_bytes
     }
 
     /// Number of entries (expired ones included until swept).
@@ -74,46 +106,67 @@ impl DecisionCache {
         Some(*allowed)
     }
 
-    /// Caches a decision for `ttl` (capped). Returns whether it was stored.
+    /// Caches a decision for `ttl` (capped). The topic is copied: the cache never
+    /// shares the caller's buffer.
     pub fn put(
         &mut self,
         action: CachedAction,
-        topic: ByteString,
+        topic: &str,
         allowed: bool,
         ttl: Duration,
         now: Instant,
-    ) -> bool {
+    ) -> Put {
         let ttl = ttl.min(self.max_ttl);
         if ttl.is_zero() || self.max_entries == 0 {
-            return false;
+            return Put::Uncacheable;
         }
-        if self.len() >= self.max_entries {
+        let a = action as usize;
+        // A newer decision for a topic already held replaces it in place: no new bytes.
+        if let Some(entry) = self.by_action[a].get_mut(topic) {
+            *entry = (allowed, now + ttl);
+            if self.last_hit[a]
+                .as_ref()
+                .is_some_and(|(t, ..)| &**t == topic)
+            {
+                self.last_hit[a] = None;
+            }
+            return Put::Stored;
+        }
+        if !self.has_room_for(topic.len()) {
             for map in &mut self.by_action {
                 map.retain(|_, (_, expires)| *expires > now);
             }
+            self.bytes = self
+                .by_action
+                .iter()
+                .flat_map(|m| m.keys())
+                .map(|k| k.len())
+                .sum();
             self.last_hit = Default::default();
-            if self.len() >= self.max_entries {
-                return false;
+            if !self.has_room_for(topic.len()) {
+                return Put::Full;
             }
         }
-        // A newer decision for the memoized topic replaces the memo too.
-        let a = action as usize;
-        if self.last_hit[a].as_ref().is_some_and(|(t, ..)| *t == topic) {
-            self.last_hit[a] = None;
-        }
-        self.by_action[a].insert(topic, (allowed, now + ttl));
-        true
+        self.bytes += topic.len();
+        // `ByteString::from(&str)` copies into a buffer of its own.
+        self.by_action[a].insert(ByteString::from(topic), (allowed, now + ttl));
+        Put::Stored
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
 
     fn cache(max_entries: usize) -> DecisionCache {
         DecisionCache::new(&CacheConfig {
             max_entries,
             max_ttl: Duration::from_secs(10),
+            ..Default::default()
         })
     }
 
@@ -121,54 +174,36 @@ mod tests {
     fn entries_expire_and_are_per_action() {
         let mut c = cache(10);
         let t0 = Instant::now();
-        assert!(c.put(
-            CachedAction::Publish,
-            "a".into(),
-            false,
-            Duration::from_secs(1),
-            t0
-        ));
+        assert_eq!(
+            c.put(CachedAction::Publish, "a", false, SEC, t0),
+            Put::Stored
+        );
         assert_eq!(c.get(CachedAction::Publish, "a", t0), Some(false));
         assert_eq!(c.get(CachedAction::Receive, "a", t0), None);
-        assert_eq!(
-            c.get(CachedAction::Publish, "a", t0 + Duration::from_secs(2)),
-            None
-        );
+        assert_eq!(c.get(CachedAction::Publish, "a", t0 + 2 * SEC), None);
     }
 
     #[test]
     fn the_last_hit_memo_follows_updates_and_expiry() {
         let mut c = cache(10);
         let t0 = Instant::now();
-        c.put(
-            CachedAction::Receive,
-            "t".into(),
-            true,
-            Duration::from_secs(1),
-            t0,
-        );
+        c.put(CachedAction::Receive, "t", true, SEC, t0);
         assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(true));
         assert_eq!(
             c.get(CachedAction::Receive, "t", t0),
             Some(true),
             "from the memo"
         );
-        c.put(
-            CachedAction::Receive,
-            "t".into(),
-            false,
-            Duration::from_secs(5),
-            t0,
-        );
+        c.put(CachedAction::Receive, "t", false, 5 * SEC, t0);
         assert_eq!(
             c.get(CachedAction::Receive, "t", t0),
             Some(false),
             "memo replaced"
         );
+        assert_eq!(c.bytes(), 1, "a replaced decision adds no bytes");
         assert_eq!(c.get(CachedAction::Receive, "u", t0), None);
-        let later = t0 + Duration::from_secs(6);
         assert_eq!(
-            c.get(CachedAction::Receive, "t", later),
+            c.get(CachedAction::Receive, "t", t0 + 6 * SEC),
             None,
             "memo expires too"
         );
@@ -178,57 +213,102 @@ mod tests {
     fn ttl_is_capped_and_zero_is_not_cached() {
         let mut c = cache(10);
         let t0 = Instant::now();
-        assert!(!c.put(CachedAction::Publish, "z".into(), true, Duration::ZERO, t0));
-        c.put(
-            CachedAction::Publish,
-            "a".into(),
-            true,
-            Duration::from_secs(3600),
-            t0,
-        );
         assert_eq!(
-            c.get(CachedAction::Publish, "a", t0 + Duration::from_secs(9)),
-            Some(true)
+            c.put(CachedAction::Publish, "z", true, Duration::ZERO, t0),
+            Put::Uncacheable
         );
-        assert_eq!(
-            c.get(CachedAction::Publish, "a", t0 + Duration::from_secs(11)),
-            None
-        );
+        c.put(CachedAction::Publish, "a", true, 3600 * SEC, t0);
+        assert_eq!(c.get(CachedAction::Publish, "a", t0 + 9 * SEC), Some(true));
+        assert_eq!(c.get(CachedAction::Publish, "a", t0 + 11 * SEC), None);
     }
 
     #[test]
     fn bounded_sweeps_expired_then_refuses() {
         let mut c = cache(2);
         let t0 = Instant::now();
-        assert!(c.put(
-            CachedAction::Publish,
-            "a".into(),
-            true,
-            Duration::from_secs(1),
-            t0
-        ));
-        assert!(c.put(
-            CachedAction::Publish,
-            "b".into(),
-            true,
-            Duration::from_secs(5),
-            t0
-        ));
-        assert!(!c.put(
-            CachedAction::Publish,
-            "c".into(),
-            true,
-            Duration::from_secs(5),
-            t0
-        ));
-        let later = t0 + Duration::from_secs(2);
-        assert!(c.put(
-            CachedAction::Publish,
-            "c".into(),
-            true,
-            Duration::from_secs(5),
-            later
-        ));
+        assert_eq!(
+            c.put(CachedAction::Publish, "a", true, SEC, t0),
+            Put::Stored
+        );
+        assert_eq!(
+            c.put(CachedAction::Publish, "b", true, 5 * SEC, t0),
+            Put::Stored
+        );
+        assert_eq!(
+            c.put(CachedAction::Publish, "c", true, 5 * SEC, t0),
+            Put::Full
+        );
+        let later = t0 + 2 * SEC;
+        assert_eq!(
+            c.put(CachedAction::Publish, "c", true, 5 * SEC, later),
+            Put::Stored
+        );
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn bounded_in_bytes_of_topics() {
+        let mut c = DecisionCache::new(&CacheConfig {
+            max_entries: 100,
+            max_bytes: 10,
+            max_ttl: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        assert_eq!(
+            c.put(CachedAction::Publish, "aaaa", true, SEC, t0),
+            Put::Stored
+        );
+        assert_eq!(
+            c.put(CachedAction::Receive, "bbbbbb", true, 5 * SEC, t0),
+            Put::Stored
+        );
+        assert_eq!(c.bytes(), 10);
+        assert_eq!(
+            c.put(CachedAction::Subscribe, "c", true, 5 * SEC, t0),
+            Put::Full,
+            "one byte over max_bytes"
+        );
+        assert_eq!(
+            c.put(
+                CachedAction::Publish,
+                &"x".repeat(11),
+                true,
+                5 * SEC,
+                t0 + 2 * SEC
+            ),
+            Put::Full,
+            "a topic longer than max_bytes is never cached"
+        );
+        // The sweep above removed the expired "aaaa": room again.
+        assert_eq!(c.bytes(), 6);
+        assert_eq!(
+            c.put(CachedAction::Subscribe, "c", true, 5 * SEC, t0 + 2 * SEC),
+            Put::Stored
+        );
+        assert_eq!(c.bytes(), 7);
+    }
+
+    #[test]
+    fn a_cached_key_does_not_keep_the_source_buffer_alive() {
+        // A topic as the codec hands it over: a slice of a large receive buffer.
+        let buffer = Bytes::from(vec![b'x'; 1 << 20]);
+        let topic = ByteString::try_from(buffer.slice(0..16)).unwrap();
+        assert!(!buffer.is_unique(), "the topic shares the buffer");
+        let mut c = cache(10);
+        let t0 = Instant::now();
+        assert_eq!(
+            c.put(CachedAction::Publish, &topic, false, SEC, t0),
+            Put::Stored
+        );
+        assert_eq!(c.get(CachedAction::Publish, &topic, t0), Some(false));
+        drop(topic);
+        assert!(
+            buffer.is_unique(),
+            "the cache holds a copy of the topic, not a slice of the buffer"
+        );
+        assert_eq!(
+            c.get(CachedAction::Publish, &"x".repeat(16), t0),
+            Some(false)
+        );
     }
 }

@@ -153,6 +153,11 @@ pub struct TopicOutcome {
     pub cache_ttl: Option<Duration>,
     /// The plugin whose answer decided a denial, and its reason.
     pub denied_by: Option<(String, String)>,
+    /// Whether a denial came from a plugin failure with its `on_error` applied rather
+    /// than from a verdict: the deciding answer failed, or every plugin abstained and
+    /// one of them only because it failed. Always false when allowed. A caller may
+    /// hold what it cannot decide yet and ask again; a real DENY is final.
+    pub from_error: bool,
     /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
     pub reason_code: u32,
 }
@@ -378,6 +383,7 @@ impl Chain {
                     allowed: false,
                     cache_ttl: (a.error.is_none() && !a.cache_ttl.is_zero()).then_some(a.cache_ttl),
                     denied_by: Some((alias, a.reason)),
+                    from_error: a.error.is_some(),
                     reason_code: a.reason_code,
                 }
             }
@@ -396,6 +402,7 @@ impl Chain {
                         .flatten(),
                     denied_by: (!allowed)
                         .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
+                    from_error: !allowed && answers.iter().any(|a| a.error.is_some()),
                     reason_code: 0,
                 }
             }

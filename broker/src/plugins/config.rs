@@ -130,6 +130,15 @@ pub struct TopicCheckConfig {
     /// The per-session decision cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// How long a QoS 1/2 delivery (or a will) whose check failed with a plugin error
+    /// (not a DENY) is held and checked again before it is dropped and counted.
+    #[serde(default = "default_hold", with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+/// `topic-check.hold` when not written.
+pub fn default_hold() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_true() -> bool {
@@ -143,6 +152,9 @@ pub struct CacheConfig {
     /// Decisions kept per session; past it, expired entries are swept, and if none
     /// expired the new decision is not cached.
     pub max_entries: usize,
+    /// Bytes of topics kept per session (the keys are copies of the topics); past it,
+    /// as past `max_entries`.
+    pub max_bytes: usize,
     /// Cap on a plugin's `cache_ttl_ms`.
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
@@ -152,6 +164,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_entries: 1024,
+            max_bytes: 64 * 1024,
             max_ttl: Duration::from_secs(60),
         }
     }

@@ -193,6 +193,9 @@ pub struct PluginSet {
     pub topic_check: Option<Chain>,
     /// Bounds of each session's decision cache.
     pub cache: config::CacheConfig,
+    /// `topic-check.hold`: how long a QoS 1/2 delivery or a will whose check failed
+    /// with a plugin error is held and checked again before it is dropped.
+    pub hold: Duration,
     /// Plugins that asked for events, and their queues.
     pub events: events::EventHub,
     /// 1 at start-up, one more per successful reload. A session's cached decisions
@@ -275,6 +278,7 @@ impl PluginHost {
                 auth: None,
                 topic_check: None,
                 cache: config::CacheConfig::default(),
+                hold: config::default_hold(),
                 events: events::EventHub::default(),
                 generation: 0,
             }),
@@ -481,6 +485,10 @@ impl PluginHost {
                 .as_ref()
                 .map(|t| t.cache.clone())
                 .unwrap_or_default(),
+            hold: config
+                .topic_check
+                .as_ref()
+                .map_or_else(config::default_hold, |t| t.hold),
             events: events::EventHub::new(subscribers),
             generation,
         })

@@ -21,22 +21,67 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Broker;
-use crate::plugins::PluginSet;
-use crate::plugins::cache::{CachedAction, DecisionCache};
+use crate::plugins::cache::{CachedAction, DecisionCache, Put};
+use crate::plugins::events::EventHub;
+use crate::plugins::{PluginSet, TopicOutcome};
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, LastWill, Packet, PacketType, ProtocolVersion, QoS,
     SubAck, SubscribeReason, UnsubAck, v4,
 };
 use crate::router::{Delivery, Message, Subscriber, topic};
 use crate::session::registry::Claim;
-use crate::session::{Offer, OutState, SessionState};
+use crate::session::{Held, Offer, OutState, SessionState};
 use crate::stats::TopicIn;
 
 /// Encoded bytes past which a turn stops draining the queue and writes.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// First wait before a held check (see [`SessionState::held`]) is asked again; it
+/// doubles per failure up to [`HOLD_BACKOFF_MAX`]. A plugin that is down answers at
+/// once (circuit open), so retries cost little; the backoff keeps them from spinning.
+const HOLD_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between two checks of a held delivery or will.
+const HOLD_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a topic check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    /// Allowed: by a verdict, a cached one, `on_error: allow`, or no chain at all.
+    Allowed,
+    /// Denied by a verdict (or a cached one): final.
+    Denied,
+    /// Denied because a plugin failed (`on_error` applied): no verdict yet.
+    Failed,
+}
+
+/// What becomes of one delivery after its RECEIVE check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receive {
+    /// Write it to the client.
+    Deliver,
+    /// Skip it for this client: denied, or QoS 0 whose check failed (`on_error`).
+    Skip,
+    /// Hold it (and the queue behind it) and ask again: a QoS 1/2 delivery whose check
+    /// failed with a plugin error.
+    Hold,
+    /// Drop it and count it: its check failed after a hold already ran out on this
+    /// connection, and no verdict has come since.
+    Expire,
+}
+
+/// A held delivery's next check, in a task of its own: waits out the backoff, then
+/// asks the chain in force when it was scheduled. Yields that set's generation, the
+/// outcome and when it asked. Aborted if the connection ends first.
+type RetryCall = AbortOnDropHandle<(u64, TopicOutcome, Instant)>;
+
+/// `$SYS/` belongs to the broker: no client publish, and no will, may write there.
+fn reserved_for_broker(topic: &str) -> bool {
+    topic.starts_with("$SYS/")
+}
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -241,6 +286,185 @@ pub(crate) async fn serve(
         listener,
     };
     connected.serve(shutdown).instrument(span).await;
+}
+
+/// Queues an event for the plugins in `events` that want `kind` (nothing is built
+/// otherwise).
+async fn emit_to(
+    events: &EventHub,
+    client: Option<&Arc<pb::ClientRef>>,
+    kind: pb::EventKind,
+    topic: Option<&str>,
+    build: impl Fn(bool) -> pb::event::Kind,
+) {
+    if events.wants(kind) {
+        events.emit(kind, client, topic, build).await;
+    }
+}
+
+/// Routes a message that passed its checks, on behalf of `client`, and emits its
+/// events: broadcast, retained store or clear, and one QUEUED per offline session it
+/// was queued for.
+async fn route_message(
+    broker: &Broker,
+    events: &EventHub,
+    client: Option<&Arc<pb::ClientRef>>,
+    m: Arc<Message>,
+) {
+    let mut offline: Vec<ByteString> = Vec::new();
+    let matched = if events.wants(pb::EventKind::RetainedMessage) {
+        broker
+            .router
+            .publish_noting_offline(m.clone(), |id| offline.push(id.clone()))
+    } else {
+        broker.router.publish(m.clone())
+    };
+    emit_to(
+        events,
+        client,
+        pb::EventKind::MessageBroadcast,
+        Some(&m.topic),
+        |payloads| {
+            pb::event::Kind::MessageBroadcast(pb::MessageBroadcast {
+                message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
+                matched_subscriptions: matched as u32,
+            })
+        },
+    )
+    .await;
+    if m.retain {
+        let action = if m.payload.is_empty() {
+            pb::RetainedAction::Cleared
+        } else {
+            pb::RetainedAction::Stored
+        };
+        emit_to(
+            events,
+            client,
+            pb::EventKind::RetainedMessage,
+            Some(&m.topic),
+            |payloads| {
+                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
+                    action: action as i32,
+                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
+                    session_client_id: String::new(),
+                })
+            },
+        )
+        .await;
+    }
+    for session in &offline {
+        emit_to(
+            events,
+            client,
+            pb::EventKind::RetainedMessage,
+            Some(&m.topic),
+            |payloads| {
+                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
+                    action: pb::RetainedAction::Queued as i32,
+                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
+                    session_client_id: session.to_string(),
+                })
+            },
+        )
+        .await;
+    }
+}
+
+/// The TopicFilter request for `client` doing `action` on `topic`.
+fn topic_request(
+    client: &ClientIdentity,
+    version: ProtocolVersion,
+    action: CachedAction,
+    topic: &str,
+    qos: QoS,
+    retain: bool,
+) -> pb::TopicFilterRequest {
+    pb::TopicFilterRequest {
+        topic: topic.to_owned(),
+        action: match action {
+            CachedAction::Publish => pb::Action::Publish,
+            CachedAction::Subscribe => pb::Action::Subscribe,
+            CachedAction::Receive => pb::Action::Receive,
+        } as i32,
+        client_id: client.client_id.clone(),
+        username: client.identity.clone(),
+        connect_username: client.connect_username.clone(),
+        attributes: client.attributes.clone(),
+        qos: qos as u32,
+        retain,
+        protocol_version: pb_version(version) as i32,
+        user_properties: Vec::new(),
+        listener: client.listener.clone(),
+        remote_addr: client.remote_addr.clone(),
+    }
+}
+
+/// A will whose PUBLISH check failed with a plugin error, after its connection ended:
+/// asks the topic-check chain in force (read again for every attempt, so a reload
+/// applies) with backoff until a verdict comes or `topic-check.hold` runs out, and
+/// publishes it if allowed. Runs in its own task so the connection's slot and the
+/// client id are free meanwhile; a broker shutdown drops it.
+async fn hold_will(
+    broker: Arc<Broker>,
+    client: ClientIdentity,
+    event_client: Option<Arc<pb::ClientRef>>,
+    version: ProtocolVersion,
+    will: LastWill,
+    shutdown: CancellationToken,
+) {
+    let since = Instant::now();
+    let mut backoff = HOLD_BACKOFF_MIN;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                info!(topic = ?will.topic, "dropping a held will: the broker is shutting down");
+                return;
+            }
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        let plugins = broker.plugins.current();
+        let outcome = match &plugins.topic_check {
+            Some(chain) => {
+                let request = topic_request(
+                    &client,
+                    version,
+                    CachedAction::Publish,
+                    &will.topic,
+                    will.qos,
+                    will.retain,
+                );
+                chain.topic_filter(request).await
+            }
+            None => TopicOutcome {
+                allowed: true,
+                ..Default::default()
+            },
+        };
+        if outcome.allowed {
+            info!(topic = ?will.topic, held = ?since.elapsed(), "publishing a held will");
+            let message = Arc::new(Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+            });
+            route_message(&broker, &plugins.events, event_client.as_ref(), message).await;
+            return;
+        }
+        if !outcome.from_error {
+            broker.stats.topic_denied();
+            debug!(topic = ?will.topic, "held will denied");
+            return;
+        }
+        if since.elapsed() >= plugins.hold {
+            broker.stats.hold_expired();
+            warn!(topic = ?will.topic, hold = ?plugins.hold,
+                "dropping a will: its PUBLISH check kept failing for topic-check.hold");
+            return;
+        }
+        backoff = (backoff * 2).min(HOLD_BACKOFF_MAX);
+    }
 }
 
 /// A message as events carry it; the payload only when the plugin asked for it.
@@ -467,13 +691,16 @@ impl Connected {
             checks: Some(TopicChecks {
                 cache: DecisionCache::new(&plugins.cache),
                 client,
-                now: Instant::now(),
+                full_logged: false,
             }),
             messages_in: [0; 3],
             bytes_in: 0,
             messages_out: [0; 3],
             pending_connected: None,
             plugins,
+            retry: None,
+            hold_backoff: HOLD_BACKOFF_MIN,
+            gave_up: false,
         };
         protocol::encode(
             &connack(ConnectReason::Success, session_present),
@@ -481,6 +708,7 @@ impl Connected {
             &mut conn.wbuf,
         );
         conn.resend_inflight();
+        conn.resume_held();
         broker.stats.client_connected();
         if conn.plugins.events.wants(pb::EventKind::MqttPacketReceived) {
             let packet = Packet::Connect(connect.clone());
@@ -511,12 +739,13 @@ impl Connected {
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let exit = conn.run(keep_alive, &claim.stop, &shutdown).await;
-        conn.finish(exit, claim).await;
+        conn.finish(exit, claim, &shutdown).await;
     }
 }
 
 /// The client as plugins see it: fixed for the connection, built once in
 /// [`Connected::serve`] after the auth chain allowed it.
+#[derive(Clone)]
 pub(crate) struct ClientIdentity {
     client_id: String,
     /// The established identity: what the allowing Authenticate plugins set, else the
@@ -582,9 +811,8 @@ struct TopicChecks {
     cache: DecisionCache,
     /// Who the client is, as sent to plugins.
     client: ClientIdentity,
-    /// The clock for cache expiry, read once per loop turn rather than per message:
-    /// decision TTLs are milliseconds at least, a turn is microseconds.
-    now: Instant,
+    /// Whether "cache full" was logged for this connection (it is counted every time).
+    full_logged: bool,
 }
 
 /// A connected client.
@@ -612,6 +840,16 @@ struct Connection {
     /// The plugin set this connection uses, replaced after a reload at the next loop
     /// turn (see [`Connection::follow_reload`]).
     plugins: Arc<PluginSet>,
+    /// The next check of the held delivery (`state.held`), polled by the run loop
+    /// beside the socket, so the connection keeps reading and acknowledging meanwhile.
+    retry: Option<RetryCall>,
+    /// The wait before the next retry of the held delivery.
+    hold_backoff: Duration,
+    /// Set when a held delivery ran out of `topic-check.hold` with no verdict; cleared
+    /// by the next verdict. Meanwhile a QoS 1/2 delivery whose check fails is dropped
+    /// and counted at once instead of being held again, so a long outage costs one
+    /// hold per connection, not one per message.
+    gave_up: bool,
 }
 
 impl Connection {
@@ -664,9 +902,6 @@ impl Connection {
                     Ok(0) => return Exit::Closed,
                     Ok(n) => {
                         last_read = Instant::now();
-                        if let Some(checks) = &mut self.checks {
-                            checks.now = last_read;
-                        }
                         self.bytes_in += n as u64;
                         if let Err(exit) = self.handle_input().await {
                             return exit;
@@ -674,13 +909,16 @@ impl Connection {
                     }
                     Err(e) => return Exit::Io(e),
                 },
-                Some(delivery) = self.state.queue.recv(), if window_open => {
+                // Nothing is taken from the queue while a delivery is held: it keeps
+                // its place, and the order of the session's messages with it.
+                Some(delivery) = self.state.queue.recv(), if window_open && self.state.held.is_none() => {
                     self.follow_reload();
-                    if let Some(checks) = &mut self.checks {
-                        checks.now = Instant::now();
-                    }
                     self.deliver(delivery).await;
                     self.drain_queue().await;
+                }
+                done = Self::next_retry(&mut self.retry), if self.retry.is_some() => {
+                    self.retry = None;
+                    self.retry_done(done).await;
                 }
                 _ = &mut idle => {
                     if keep_alive.is_some() && last_read.elapsed() >= idle_limit {
@@ -761,7 +999,7 @@ impl Connection {
                     }
                 };
                 // `$SYS/` belongs to the broker: clients cannot publish there.
-                if route && p.topic.starts_with("$SYS/") {
+                if route && reserved_for_broker(&p.topic) {
                     debug!(topic = %p.topic, "dropping a client publish to $SYS");
                     return Ok(());
                 }
@@ -991,12 +1229,14 @@ impl Connection {
         topic: Option<&str>,
         build: impl Fn(bool) -> pb::event::Kind,
     ) {
-        let events = &self.plugins.events;
-        if events.wants(kind) {
-            events
-                .emit(kind, self.event_client.as_ref(), topic, build)
-                .await;
-        }
+        emit_to(
+            &self.plugins.events,
+            self.event_client.as_ref(),
+            kind,
+            topic,
+            build,
+        )
+        .await;
     }
 
     /// If a reload put a new plugin set in force, uses it from now on. Cached topic
@@ -1048,61 +1288,19 @@ impl Connection {
 
     /// Routes a message that passed its checks and emits its events.
     async fn route_with_events(&self, message: Arc<Message>) {
-        let events = &self.plugins.events;
-        let mut offline = Vec::new();
-        let matched = if events.wants(pb::EventKind::RetainedMessage) {
-            self.broker
-                .router
-                .publish_noting_offline(message.clone(), |id| offline.push(id.clone()))
-        } else {
-            self.broker.router.publish(message.clone())
-        };
-        self.emit_routed(&message, matched, &offline).await;
-    }
-
-    /// Events of a message that passed its checks and was routed: broadcast, retained
-    /// store or clear, and one QUEUED per offline session it was queued for.
-    async fn emit_routed(&self, m: &Message, matched: usize, queued_offline: &[ByteString]) {
-        self.emit(
-            pb::EventKind::MessageBroadcast,
-            Some(&m.topic),
-            |payloads| {
-                pb::event::Kind::MessageBroadcast(pb::MessageBroadcast {
-                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
-                    matched_subscriptions: matched as u32,
-                })
-            },
+        route_message(
+            &self.broker,
+            &self.plugins.events,
+            self.event_client.as_ref(),
+            message,
         )
         .await;
-        if m.retain {
-            let action = if m.payload.is_empty() {
-                pb::RetainedAction::Cleared
-            } else {
-                pb::RetainedAction::Stored
-            };
-            self.emit(pb::EventKind::RetainedMessage, Some(&m.topic), |payloads| {
-                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
-                    action: action as i32,
-                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
-                    session_client_id: String::new(),
-                })
-            })
-            .await;
-        }
-        for session in queued_offline {
-            self.emit(pb::EventKind::RetainedMessage, Some(&m.topic), |payloads| {
-                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
-                    action: pb::RetainedAction::Queued as i32,
-                    message: Some(pb_message(&m.topic, &m.payload, m.qos, m.retain, payloads)),
-                    session_client_id: session.to_string(),
-                })
-            })
-            .await;
-        }
     }
 
     /// The decision without asking a plugin: `Some(true)` without a topic-check chain,
-    /// the cached decision on a hit, `None` when the chain must be asked.
+    /// the cached decision on a hit, `None` when the chain must be asked. Reads the
+    /// clock itself: a decision made after idle time (a will, a delivery to a client
+    /// that sends nothing) must not see a cached entry past its TTL.
     fn quick_check(&mut self, action: CachedAction, topic: &str) -> Option<bool> {
         if self.plugins.topic_check.is_none() {
             return Some(true);
@@ -1110,15 +1308,16 @@ impl Connection {
         let Some(checks) = &mut self.checks else {
             return Some(true);
         };
-        let decided = checks.cache.get(action, topic, checks.now);
+        let decided = checks.cache.get(action, topic, Instant::now());
         if decided == Some(false) {
-            debug!(%topic, ?action, "topic check denied (cached)");
+            debug!(topic = ?topic, ?action, "topic check denied (cached)");
         }
         decided
     }
 
     /// Whether the client may perform `action` on `topic`: the cache first, then the
-    /// topic-check chain. Always true without a chain.
+    /// topic-check chain. Always true without a chain. A plugin failure denies (its
+    /// `on_error`), as a verdict would.
     async fn allowed(
         &mut self,
         action: CachedAction,
@@ -1126,69 +1325,144 @@ impl Connection {
         qos: QoS,
         retain: bool,
     ) -> bool {
+        self.check(action, topic, qos, retain).await == Checked::Allowed
+    }
+
+    /// The cache first, then the topic-check chain; tells a verdict from a failure.
+    async fn check(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Checked {
         match self.quick_check(action, topic) {
-            Some(decided) => decided,
+            Some(true) => Checked::Allowed,
+            Some(false) => Checked::Denied,
             None => self.ask_chain(action, topic, qos, retain).await,
         }
+    }
+
+    /// The TopicFilter request for this client.
+    fn topic_request(
+        &self,
+        action: CachedAction,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Option<pb::TopicFilterRequest> {
+        let checks = self.checks.as_ref()?;
+        Some(topic_request(
+            &checks.client,
+            self.version,
+            action,
+            topic,
+            qos,
+            retain,
+        ))
     }
 
     /// Asks the topic-check chain and caches the answer as the plugins allow.
     async fn ask_chain(
         &mut self,
         action: CachedAction,
-        topic: &ByteString,
+        topic: &str,
         qos: QoS,
         retain: bool,
-    ) -> bool {
+    ) -> Checked {
         let plugins = self.plugins.clone();
-        let (Some(chain), Some(checks)) = (&plugins.topic_check, &self.checks) else {
-            return true;
+        let (Some(chain), Some(request)) = (
+            &plugins.topic_check,
+            self.topic_request(action, topic, qos, retain),
+        ) else {
+            return Checked::Allowed;
         };
-        let request = pb::TopicFilterRequest {
-            topic: topic.to_string(),
-            action: match action {
-                CachedAction::Publish => pb::Action::Publish,
-                CachedAction::Subscribe => pb::Action::Subscribe,
-                CachedAction::Receive => pb::Action::Receive,
-            } as i32,
-            client_id: checks.client.client_id.clone(),
-            username: checks.client.identity.clone(),
-            connect_username: checks.client.connect_username.clone(),
-            attributes: checks.client.attributes.clone(),
-            qos: qos as u32,
-            retain,
-            protocol_version: pb_version(self.version) as i32,
-            user_properties: Vec::new(),
-            listener: checks.client.listener.clone(),
-            remote_addr: checks.client.remote_addr.clone(),
-        };
-        let asked_at = tokio::time::Instant::now();
+        let asked_at = Instant::now();
         let outcome = chain.topic_filter(request).await;
+        self.settle_check(action, topic, outcome, asked_at)
+    }
+
+    /// Counts a chain's outcome, caches it as the plugins allow, and says what it was.
+    fn settle_check(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        outcome: TopicOutcome,
+        asked_at: Instant,
+    ) -> Checked {
         if !outcome.allowed {
             self.broker.stats.topic_denied();
         }
-        if let (Some(ttl), Some(checks)) = (outcome.cache_ttl, &mut self.checks) {
-            checks
-                .cache
-                .put(action, topic.clone(), outcome.allowed, ttl, asked_at);
+        if !outcome.from_error {
+            // A verdict: the chain answers again.
+            self.gave_up = false;
         }
-        outcome.allowed
+        if let (Some(ttl), Some(checks)) = (outcome.cache_ttl, &mut self.checks)
+            && checks
+                .cache
+                .put(action, topic, outcome.allowed, ttl, asked_at)
+                == Put::Full
+        {
+            self.broker.stats.topic_cache_full();
+            if !checks.full_logged {
+                checks.full_logged = true;
+                info!(
+                    entries = checks.cache.len(),
+                    bytes = checks.cache.bytes(),
+                    max_entries = self.plugins.cache.max_entries,
+                    max_bytes = self.plugins.cache.max_bytes,
+                    "topic decision cache full; further decisions are not cached until entries expire"
+                );
+            }
+        }
+        match (outcome.allowed, outcome.from_error) {
+            (true, _) => Checked::Allowed,
+            (false, false) => Checked::Denied,
+            (false, true) => Checked::Failed,
+        }
     }
 
-    /// Encodes one delivery, entering it into the inflight window if QoS > 0. A
-    /// delivery the topic-check chain refuses (RECEIVE) is skipped for this client.
-    async fn deliver(&mut self, delivery: Delivery) {
-        let allowed = match self.quick_check(CachedAction::Receive, &delivery.message.topic) {
-            Some(decided) => decided,
-            None => {
-                let topic = delivery.message.topic.clone();
-                self.ask_chain(CachedAction::Receive, &topic, delivery.qos, delivery.retain)
-                    .await
-            }
-        };
-        if !allowed {
-            return;
+    /// What a check's result means for a delivery of `qos`.
+    fn receive(&self, checked: Checked, qos: QoS) -> Receive {
+        match checked {
+            Checked::Allowed => Receive::Deliver,
+            Checked::Denied => Receive::Skip,
+            // QoS 0 promises nothing: `on_error` stands.
+            Checked::Failed if qos == QoS::AtMostOnce => Receive::Skip,
+            Checked::Failed if self.gave_up => Receive::Expire,
+            Checked::Failed => Receive::Hold,
         }
+    }
+
+    /// The RECEIVE decision for one delivery to this client: the one place it is made
+    /// (queued messages, resumed sessions, anything resent). A delivery is never
+    /// written unchecked: a QoS 1/2 delivery whose check fails with a plugin error is
+    /// to be held (see [`Connection::hold`]), not written and not lost.
+    async fn check_receive(&mut self, delivery: &Delivery) -> Receive {
+        let m = &delivery.message;
+        let checked = self
+            .check(
+                CachedAction::Receive,
+                &m.topic,
+                delivery.qos,
+                delivery.retain,
+            )
+            .await;
+        self.receive(checked, delivery.qos)
+    }
+
+    /// Checks one delivery (RECEIVE) and writes, skips, holds or drops it.
+    async fn deliver(&mut self, delivery: Delivery) {
+        match self.check_receive(&delivery).await {
+            Receive::Deliver => self.write_delivery(delivery),
+            Receive::Skip => {}
+            Receive::Hold => self.hold(delivery),
+            Receive::Expire => self.expire(&delivery),
+        }
+    }
+
+    /// Encodes one checked delivery, entering it into the inflight window if QoS > 0.
+    fn write_delivery(&mut self, delivery: Delivery) {
         self.messages_out[delivery.qos as usize] += 1;
         let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
@@ -1206,12 +1480,179 @@ impl Connection {
         );
     }
 
-    /// Moves queued messages into the write buffer while the window and batch allow.
+    /// Holds a delivery whose RECEIVE check failed with a plugin error: nothing more is
+    /// taken from the queue until it is decided, and its check is asked again with
+    /// backoff beside the connection's other work.
+    fn hold(&mut self, delivery: Delivery) {
+        self.broker.stats.message_held();
+        info!(topic = ?delivery.message.topic, qos = ?delivery.qos, hold = ?self.plugins.hold,
+            "RECEIVE check failed (plugin error); holding the delivery and the queue behind it");
+        self.state.held = Some(Held {
+            delivery,
+            since: Instant::now(),
+        });
+        self.hold_backoff = HOLD_BACKOFF_MIN;
+        self.schedule_retry(self.hold_backoff);
+    }
+
+    /// Drops a delivery whose check kept failing past `topic-check.hold`, and counts it.
+    fn expire(&mut self, delivery: &Delivery) {
+        self.broker.stats.hold_expired();
+        if self.gave_up {
+            debug!(topic = ?delivery.message.topic, "dropping a delivery: RECEIVE check failing since the hold ran out");
+        } else {
+            self.gave_up = true;
+            warn!(topic = ?delivery.message.topic, hold = ?self.plugins.hold,
+                "dropping a delivery: its RECEIVE check kept failing for topic-check.hold; \
+                 further deliveries whose check fails are dropped until a plugin answers");
+        }
+    }
+
+    /// After a session resumed with a held delivery: the hold starts again for this
+    /// connection, and the check is asked at once.
+    fn resume_held(&mut self) {
+        if let Some(held) = &mut self.state.held {
+            held.since = Instant::now();
+            self.hold_backoff = HOLD_BACKOFF_MIN;
+            self.schedule_retry(Duration::ZERO);
+        }
+    }
+
+    /// Schedules the next check of the held delivery, `after` from now, against the
+    /// plugin set in force now.
+    fn schedule_retry(&mut self, after: Duration) {
+        let Some(held) = &self.state.held else {
+            return;
+        };
+        let d = &held.delivery;
+        let request = self.topic_request(CachedAction::Receive, &d.message.topic, d.qos, d.retain);
+        let plugins = self.plugins.clone();
+        let at = Instant::now() + after;
+        let call = async move {
+            tokio::time::sleep_until(at).await;
+            let asked_at = Instant::now();
+            let outcome = match (&plugins.topic_check, request) {
+                (Some(chain), Some(request)) => chain.topic_filter(request).await,
+                _ => TopicOutcome {
+                    allowed: true,
+                    ..Default::default()
+                },
+            };
+            (plugins.generation, outcome, asked_at)
+        }
+        .instrument(tracing::Span::current());
+        self.retry = Some(AbortOnDropHandle::new(tokio::spawn(call)));
+    }
+
+    /// The scheduled retry's outcome (pending forever when none is scheduled; the run
+    /// loop polls it only when one is). `None` if its task did not finish (panicked).
+    async fn next_retry(retry: &mut Option<RetryCall>) -> Option<(u64, TopicOutcome, Instant)> {
+        match retry {
+            Some(call) => call.await.ok(),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A retried check of the held delivery answered: deliver it, drop it, or ask again.
+    async fn retry_done(&mut self, done: Option<(u64, TopicOutcome, Instant)>) {
+        self.follow_reload();
+        let Some(held) = self.state.held.take() else {
+            return;
+        };
+        let d = &held.delivery;
+        let checked = match done {
+            Some((generation, outcome, asked_at)) if generation == self.plugins.generation => {
+                self.settle_check(CachedAction::Receive, &d.message.topic, outcome, asked_at)
+            }
+            Some(_) => {
+                // A reload replaced the set that was asked: ask the set in force, at once.
+                self.state.held = Some(held);
+                self.schedule_retry(Duration::ZERO);
+                return;
+            }
+            // The retry's task failed: no verdict, like a plugin failure.
+            None => Checked::Failed,
+        };
+        match checked {
+            Checked::Failed if held.since.elapsed() < self.plugins.hold => {
+                self.hold_backoff = (self.hold_backoff * 2).min(HOLD_BACKOFF_MAX);
+                self.state.held = Some(held);
+                self.schedule_retry(self.hold_backoff);
+                return;
+            }
+            Checked::Failed => self.expire(&held.delivery),
+            Checked::Allowed => {
+                debug!(topic = ?d.message.topic, held = ?held.since.elapsed(), "held delivery allowed");
+                self.write_delivery(held.delivery);
+            }
+            Checked::Denied => {
+                debug!(topic = ?d.message.topic, "held delivery denied");
+            }
+        }
+        self.drain_queue().await;
+    }
+
+    /// Moves queued messages into the write buffer while the window and batch allow,
+    /// and no delivery is held.
     async fn drain_queue(&mut self) {
-        while self.wbuf.len() < WRITE_BATCH && self.state.inflight.len() < self.max_inflight {
+        while self.wbuf.len() < WRITE_BATCH
+            && self.state.inflight.len() < self.max_inflight
+            && self.state.held.is_none()
+        {
             match self.state.queue.try_recv() {
                 Ok(delivery) => self.deliver(delivery).await,
                 Err(_) => break,
+            }
+        }
+    }
+
+    /// Publishes the will if the topic-check chain in force allows it now (checked
+    /// like a PUBLISH: the set after any reload, the real clock for the cache). A will
+    /// to `$SYS/` is dropped. One whose check fails with a plugin error is handed to
+    /// [`hold_will`]; it is not published now, so the result is false.
+    async fn publish_will(&mut self, will: LastWill, shutdown: &CancellationToken) -> bool {
+        // The set in force, not the one an idle connection last looked at.
+        self.follow_reload();
+        if reserved_for_broker(&will.topic) {
+            info!(topic = ?will.topic, "dropping the will: $SYS/ topics belong to the broker");
+            return false;
+        }
+        match self
+            .check(CachedAction::Publish, &will.topic, will.qos, will.retain)
+            .await
+        {
+            Checked::Allowed => {
+                debug!(topic = ?will.topic, "publishing will");
+                let message = Arc::new(Message {
+                    topic: will.topic,
+                    payload: will.payload,
+                    qos: will.qos,
+                    retain: will.retain,
+                });
+                self.route_with_events(message).await;
+                true
+            }
+            Checked::Denied => {
+                debug!(topic = ?will.topic, "will denied by the topic-check chain");
+                false
+            }
+            Checked::Failed => {
+                let Some(checks) = &self.checks else {
+                    return false;
+                };
+                self.broker.stats.message_held();
+                info!(topic = ?will.topic, hold = ?self.plugins.hold,
+                    "will check failed (plugin error); holding the will and asking again");
+                let task = hold_will(
+                    self.broker.clone(),
+                    checks.client.clone(),
+                    self.event_client.clone(),
+                    self.version,
+                    will,
+                    shutdown.child_token(),
+                );
+                tokio::spawn(task.instrument(tracing::Span::current()));
+                false
             }
         }
     }
@@ -1240,7 +1681,7 @@ impl Connection {
 
     /// Ends the connection: logs why, publishes the will unless DISCONNECT discarded it,
     /// flushes what can be flushed, and hands the session back to the registry.
-    async fn finish(mut self, exit: Exit, claim: Claim) {
+    async fn finish(mut self, exit: Exit, claim: Claim, shutdown: &CancellationToken) {
         // Offline from now on: what arrives while the connection winds down is queued as
         // for an offline session (QoS 0 skipped), before the client can see the socket
         // close.
@@ -1258,19 +1699,8 @@ impl Connection {
         let mut will_published = false;
         if exit.publishes_will()
             && let Some(will) = self.will.take()
-            && self
-                .allowed(CachedAction::Publish, &will.topic, will.qos, will.retain)
-                .await
         {
-            debug!(topic = %will.topic, "publishing will");
-            let message = Arc::new(Message {
-                topic: will.topic,
-                payload: will.payload,
-                qos: will.qos,
-                retain: will.retain,
-            });
-            self.route_with_events(message).await;
-            will_published = true;
+            will_published = self.publish_will(will, shutdown).await;
         }
         let (reason, detail) = match &exit {
             Exit::Disconnect => (pb::DisconnectReason::Clean, String::new()),

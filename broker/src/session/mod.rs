@@ -59,6 +59,19 @@ pub struct SessionState {
     /// Inbound QoS 2 packet identifiers received and not yet released (PUBREL), so a
     /// redelivered PUBLISH is not routed twice.
     pub incoming_qos2: HashSet<u16>,
+    /// A QoS 1/2 delivery whose RECEIVE check failed with a plugin error: checked again
+    /// until `topic-check.hold` runs out. Nothing is taken from `queue` meanwhile, so
+    /// the session's order holds. Kept with the session across reconnects.
+    pub held: Option<Held>,
+}
+
+/// A delivery waiting for a RECEIVE verdict (see [`SessionState::held`]).
+#[derive(Debug)]
+pub struct Held {
+    /// The delivery, not yet checked.
+    pub delivery: Delivery,
+    /// When a connection first failed to check it: the hold runs from here.
+    pub since: tokio::time::Instant,
 }
 
 impl SessionState {
@@ -74,6 +87,7 @@ impl SessionState {
             subscriptions: HashMap::default(),
             inflight: Inflight::default(),
             incoming_qos2: HashSet::default(),
+            held: None,
         }
     }
 }
