@@ -26,6 +26,8 @@ pub struct Stats {
     protocol_errors: AtomicU64,
     auth_denied: AtomicU64,
     topic_denied: AtomicU64,
+    handshakes_refused: AtomicU64,
+    connects_too_large: AtomicU64,
 }
 
 impl Default for Stats {
@@ -45,6 +47,8 @@ impl Default for Stats {
             protocol_errors: AtomicU64::new(0),
             auth_denied: AtomicU64::new(0),
             topic_denied: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
+            connects_too_large: AtomicU64::new(0),
         }
     }
 }
@@ -70,6 +74,10 @@ pub struct Snapshot {
     pub protocol_errors: u64,
     pub auth_denied: u64,
     pub topic_denied: u64,
+    /// New connections closed at once at `mqtt.max_handshakes`.
+    pub handshakes_refused: u64,
+    /// Connections closed for a CONNECT over `mqtt.max_connect_packet_size`.
+    pub connects_too_large: u64,
 }
 
 impl Stats {
@@ -93,6 +101,16 @@ impl Stats {
     /// A connection was closed for a protocol violation or malformed packet.
     pub fn protocol_error(&self) {
         self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A new connection was closed at once at `mqtt.max_handshakes`.
+    pub fn handshake_refused(&self) {
+        self.handshakes_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A connection announced a CONNECT over `mqtt.max_connect_packet_size`.
+    pub fn connect_too_large(&self) {
+        self.connects_too_large.fetch_add(1, Relaxed);
     }
 
     /// A CONNECT was denied by the auth chain.
@@ -142,6 +160,8 @@ impl Stats {
             protocol_errors: self.protocol_errors.load(Relaxed),
             auth_denied: self.auth_denied.load(Relaxed),
             topic_denied: self.topic_denied.load(Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            connects_too_large: self.connects_too_large.load(Relaxed),
         }
     }
 }
