@@ -246,6 +246,14 @@ pub struct MqttConfig {
     /// How long a new connection may take to send CONNECT before it is closed.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Largest CONNECT accepted, fixed header included (capped by `max_packet_size`); a
+    /// larger one closes the connection before its body is read. Also the most a
+    /// connection buffers before it is authenticated: the CONNECT plus any packets
+    /// pipelined behind it, which are served once the auth chain allows the client.
+    pub max_connect_packet_size: usize,
+    /// Connections that have not finished CONNECT and authentication, at once; a new
+    /// connection over it is closed at once and counted.
+    pub max_handshakes: usize,
 }
 
 impl Default for MqttConfig {
@@ -260,7 +268,17 @@ impl Default for MqttConfig {
             max_retained_messages: 100_000,
             max_retained_bytes: 256 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            max_connect_packet_size: 64 * 1024,
+            max_handshakes: 1024,
         }
+    }
+}
+
+impl MqttConfig {
+    /// The CONNECT size limit in force: `max_connect_packet_size`, capped by
+    /// `max_packet_size`.
+    pub fn connect_size_limit(&self) -> usize {
+        self.max_connect_packet_size.min(self.max_packet_size)
     }
 }
 
@@ -345,6 +363,15 @@ impl Config {
                 "mqtt.max_packet_size",
                 "must be between 64 and 268435460 bytes",
             ));
+        }
+        if self.mqtt.max_connect_packet_size < 64 {
+            return Err(invalid(
+                "mqtt.max_connect_packet_size",
+                "must be at least 64 bytes",
+            ));
+        }
+        if self.mqtt.max_handshakes == 0 {
+            return Err(invalid("mqtt.max_handshakes", "must be at least 1"));
         }
         if self.mqtt.max_inflight == 0 {
             return Err(invalid("mqtt.max_inflight", "must be at least 1"));

@@ -32,6 +32,8 @@ pub struct Stats {
     messages_hold_expired: AtomicU64,
     /// Topic decisions not cached: the session's cache was at a bound.
     topic_cache_full: AtomicU64,
+    handshakes_refused: AtomicU64,
+    connects_too_large: AtomicU64,
 }
 
 impl Default for Stats {
@@ -54,6 +56,8 @@ impl Default for Stats {
             messages_held: AtomicU64::new(0),
             messages_hold_expired: AtomicU64::new(0),
             topic_cache_full: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
+            connects_too_large: AtomicU64::new(0),
         }
     }
 }
@@ -82,6 +86,10 @@ pub struct Snapshot {
     pub messages_held: u64,
     pub messages_hold_expired: u64,
     pub topic_cache_full: u64,
+    /// New connections closed at once at `mqtt.max_handshakes`.
+    pub handshakes_refused: u64,
+    /// Connections closed for a CONNECT over `mqtt.max_connect_packet_size`.
+    pub connects_too_large: u64,
 }
 
 impl Stats {
@@ -105,6 +113,16 @@ impl Stats {
     /// A connection was closed for a protocol violation or malformed packet.
     pub fn protocol_error(&self) {
         self.protocol_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A new connection was closed at once at `mqtt.max_handshakes`.
+    pub fn handshake_refused(&self) {
+        self.handshakes_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A connection announced a CONNECT over `mqtt.max_connect_packet_size`.
+    pub fn connect_too_large(&self) {
+        self.connects_too_large.fetch_add(1, Relaxed);
     }
 
     /// A CONNECT was denied by the auth chain.
@@ -172,6 +190,8 @@ impl Stats {
             messages_held: self.messages_held.load(Relaxed),
             messages_hold_expired: self.messages_hold_expired.load(Relaxed),
             topic_cache_full: self.topic_cache_full.load(Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            connects_too_large: self.connects_too_large.load(Relaxed),
         }
     }
 }

@@ -59,6 +59,16 @@ pub fn publish_once(broker: &Broker) {
         "$SYS/broker/connections/protocol_errors".into(),
         s.protocol_errors.to_string(),
     );
+    publish(
+        broker,
+        "$SYS/broker/connections/handshakes_refused".into(),
+        s.handshakes_refused.to_string(),
+    );
+    publish(
+        broker,
+        "$SYS/broker/connections/connects_too_large".into(),
+        s.connects_too_large.to_string(),
+    );
     let plugins = broker.plugins.current();
     for sub in plugins.events.subscribers() {
         let (queued, sent, acked, dropped) = sub.queue.counters();

@@ -1,6 +1,10 @@
 //! Properties checked by the fuzz targets in `fuzz_targets/`, kept here so that both
 //! targets share them and a crash input can be replayed from a plain test too.
 
+mod session;
+
+pub use session::session;
+
 use bytes::BytesMut;
 use tandem_broker::protocol::{
     self, Connect, Error, MAX_REMAINING_LENGTH, Packet, ProtocolVersion,
@@ -36,7 +40,10 @@ pub fn assert_round_trip(packet: &Packet, session: ProtocolVersion) {
         Ok(None) => panic!("encoding of {packet:?} is incomplete: {encoded:02x?}"),
         Err(e) => panic!("encoding of {packet:?} does not decode ({e}): {encoded:02x?}"),
     };
-    assert_eq!(&again, packet, "round trip changed the packet; wire {encoded:02x?}");
+    assert_eq!(
+        &again, packet,
+        "round trip changed the packet; wire {encoded:02x?}"
+    );
     assert!(
         buf.is_empty(),
         "encoding of {packet:?} has {} trailing bytes: {encoded:02x?}",
@@ -45,19 +52,30 @@ pub fn assert_round_trip(packet: &Packet, session: ProtocolVersion) {
 
     let mut twice = BytesMut::new();
     protocol::encode(&again, version, &mut twice);
-    assert_eq!(&twice[..], &encoded[..], "encoding is not canonical for {packet:?}");
+    assert_eq!(
+        &twice[..],
+        &encoded[..],
+        "encoding is not canonical for {packet:?}"
+    );
 }
 
 /// Same as [`assert_round_trip`] for the first packet, through `decode_connect`.
 pub fn assert_connect_round_trip(connect: &Connect) {
     let mut wire = BytesMut::new();
-    protocol::encode(&Packet::Connect(connect.clone()), connect.protocol, &mut wire);
+    protocol::encode(
+        &Packet::Connect(connect.clone()),
+        connect.protocol,
+        &mut wire,
+    );
     let encoded = wire.clone().freeze();
     match protocol::decode_connect(&mut wire, UNLIMITED) {
         Ok(Some(c)) => assert_eq!(&c, connect, "CONNECT round trip; wire {encoded:02x?}"),
         other => panic!("encoding of {connect:?} gives {other:?}: {encoded:02x?}"),
     }
-    assert!(wire.is_empty(), "CONNECT encoding has trailing bytes: {encoded:02x?}");
+    assert!(
+        wire.is_empty(),
+        "CONNECT encoding has trailing bytes: {encoded:02x?}"
+    );
 }
 
 /// Decodes packets from `buf` until more bytes are needed or an error, round-tripping
@@ -181,6 +199,10 @@ pub fn frame_split(data: &[u8]) {
 
     assert_eq!(whole, parts, "split at {at} changed the outcome");
     if whole.error.is_none() {
-        assert_eq!(whole_buf.len(), parts_buf.len(), "split at {at}: leftover differs");
+        assert_eq!(
+            whole_buf.len(),
+            parts_buf.len(),
+            "split at {at}: leftover differs"
+        );
     }
 }

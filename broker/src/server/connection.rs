@@ -16,9 +16,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tandem_proto::v1 as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -117,14 +117,20 @@ enum ConnectError {
 
 /// Reads bytes until a whole CONNECT is decoded.
 ///
+/// `limit` bounds both the CONNECT (a larger one is an error as soon as its fixed header
+/// is read) and the buffer: at most `limit` bytes are read in all, so what the client
+/// pipelined behind its CONNECT (left in `buf` for the connection to serve once the
+/// client is authenticated) is bounded too; the rest waits in the socket.
+///
 /// With `keep_frame`, the CONNECT's wire bytes are returned too (for packet events);
 /// otherwise the returned bytes are empty.
-async fn read_connect(
-    rd: &mut OwnedReadHalf,
+async fn read_connect<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
-    max_packet_size: usize,
+    limit: usize,
     keep_frame: bool,
 ) -> Result<(Connect, Bytes), ConnectError> {
+    let max_packet_size = limit;
     loop {
         let frame = match keep_frame {
             true => match protocol::check(buf, max_packet_size) {
@@ -138,7 +144,10 @@ async fn read_connect(
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e)),
         }
-        match rd.read_buf(buf).await {
+        // Never zero: a buffer of `limit` bytes holds a whole CONNECT of at most
+        // `limit` bytes, which was decoded (or refused) above.
+        let room = limit.saturating_sub(buf.len()) as u64;
+        match rd.take(room).read_buf(buf).await {
             Ok(0) => return Err(ConnectError::Closed),
             Ok(_) => {}
             Err(e) => return Err(ConnectError::Io(e)),
@@ -155,7 +164,11 @@ fn connack(reason: ConnectReason, session_present: bool) -> Packet {
 }
 
 /// Writes one CONNACK refusal and closes.
-async fn refuse(wr: &mut OwnedWriteHalf, version: ProtocolVersion, reason: ConnectReason) {
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: ProtocolVersion,
+    reason: ConnectReason,
+) {
     let mut out = BytesMut::with_capacity(4);
     protocol::encode(&connack(reason, false), version, &mut out);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -178,12 +191,12 @@ fn generated_client_id() -> ByteString {
 /// Answers a connection over the connection limit: reads its CONNECT (briefly), sends
 /// CONNACK "server unavailable" and closes, so the client learns at once instead of
 /// hanging.
-pub(crate) async fn refuse_over_limit(stream: TcpStream, max_packet_size: usize) {
+pub(crate) async fn refuse_over_limit(stream: TcpStream, connect_size_limit: usize) {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(256);
     let read = tokio::time::timeout(
         Duration::from_secs(2),
-        read_connect(&mut rd, &mut buf, max_packet_size, false),
+        read_connect(&mut rd, &mut buf, connect_size_limit, false),
     )
     .await;
     if let Ok(Ok((connect, _))) = read {
@@ -192,15 +205,23 @@ pub(crate) async fn refuse_over_limit(stream: TcpStream, max_packet_size: usize)
 }
 
 /// Serves one accepted connection until it ends.
-pub(crate) async fn serve(
-    stream: TcpStream,
+///
+/// Generic over the byte stream's halves: the listeners pass a TCP socket's owned halves
+/// (one monomorphic copy, no indirection); tests and the fuzz target pass in-memory
+/// streams. `handshake` is the connection's slot under `mqtt.max_handshakes`, given back
+/// once the auth chain has answered.
+pub(crate) async fn serve<R, W>(
+    mut rd: R,
+    mut wr: W,
     peer: SocketAddr,
     listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    handshake: OwnedSemaphorePermit,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let mut rbuf = BytesMut::with_capacity(4096);
     let mqtt = &broker.config.mqtt;
 
@@ -211,11 +232,17 @@ pub(crate) async fn serve(
         .wants(pb::EventKind::MqttPacketReceived);
     let (connect, connect_frame) = match tokio::time::timeout(
         mqtt.connect_timeout,
-        read_connect(&mut rd, &mut rbuf, mqtt.max_packet_size, packet_events),
+        read_connect(&mut rd, &mut rbuf, mqtt.connect_size_limit(), packet_events),
     )
     .await
     {
         Ok(Ok(read)) => read,
+        Ok(Err(ConnectError::Protocol(protocol::Error::PacketTooLarge { size, max }))) => {
+            broker.stats.connect_too_large();
+            broker.stats.protocol_error();
+            warn!(%peer, size, max, "closing connection: CONNECT larger than mqtt.max_connect_packet_size");
+            return;
+        }
         Ok(Err(ConnectError::Protocol(protocol::Error::UnsupportedProtocolLevel(level)))) => {
             broker.stats.protocol_error();
             info!(%peer, level, "refusing unsupported protocol level");
@@ -279,6 +306,7 @@ pub(crate) async fn serve(
         rd,
         wr,
         rbuf,
+        handshake,
         connect,
         connect_frame,
         client_id,
@@ -594,11 +622,15 @@ fn authenticate_request(
 }
 
 /// A client whose CONNECT was read and whose id is settled.
-struct Connected {
+struct Connected<R, W> {
     broker: Arc<Broker>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: R,
+    wr: W,
+    /// Bytes read after the CONNECT (packets pipelined behind it): served once the
+    /// client is allowed, dropped with the connection if it is refused.
     rbuf: BytesMut,
+    /// The slot under `mqtt.max_handshakes`, held until the auth chain has answered.
+    handshake: OwnedSemaphorePermit,
     connect: Connect,
     /// The CONNECT's wire bytes when a plugin wants packet events, else empty.
     connect_frame: Bytes,
@@ -607,13 +639,18 @@ struct Connected {
     listener: Arc<str>,
 }
 
-impl Connected {
+impl<R, W> Connected<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     async fn serve(self, shutdown: CancellationToken) {
         let Connected {
             broker,
             rd,
             mut wr,
             rbuf,
+            handshake,
             connect,
             connect_frame,
             client_id,
@@ -649,6 +686,8 @@ impl Connected {
             debug!(identity = ?client.identity(), username = ?client.connect_username(),
                 "identity established by the auth chain");
         }
+        // Authenticated: no longer a handshake.
+        drop(handshake);
         let (claim, previous) = broker.registry.claim(&client_id).await;
         let mut session_present = false;
         let state = match previous {
@@ -816,10 +855,10 @@ struct TopicChecks {
 }
 
 /// A connected client.
-struct Connection {
+struct Connection<R, W> {
     broker: Arc<Broker>,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: R,
+    wr: W,
     rbuf: BytesMut,
     wbuf: BytesMut,
     version: ProtocolVersion,
@@ -852,7 +891,19 @@ struct Connection {
     gave_up: bool,
 }
 
-impl Connection {
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Serves the connection until it ends.
+    ///
+    /// Keepalive (MQTT 3.1.1 section 3.1.2.10): every byte read from the client counts
+    /// as activity, and only `keep_alive` (1.5 times the client's value) without any
+    /// closes. The timer is a deadline checked against the last read whenever it fires,
+    /// so a busy client never meets it; while a write is blocked (the client reads
+    /// slowly) the socket is still read, up to `max_packet_size` bytes buffered, so a
+    /// client that keeps sending is not mistaken for a silent one.
     async fn run(
         &mut self,
         keep_alive: Option<Duration>,
@@ -863,8 +914,23 @@ impl Connection {
         let mut last_read = Instant::now();
         let idle = tokio::time::sleep(idle_limit);
         tokio::pin!(idle);
+        // Packets the client pipelined behind its CONNECT are served first, in order,
+        // after the CONNACK already encoded.
+        let mut input_pending = !self.rbuf.is_empty();
+        // The client closed its side: what it sent is served, what was encoded for it
+        // is written, then the connection ends.
+        let mut eof = false;
         loop {
             self.follow_reload();
+            if input_pending {
+                input_pending = false;
+                if let Err(exit) = self.handle_input().await {
+                    return exit;
+                }
+            }
+            if eof && self.wbuf.is_empty() {
+                return Exit::Closed;
+            }
             if !self.wbuf.is_empty() {
                 let bytes = self.wbuf.len() as u64;
                 let sent = self
@@ -872,17 +938,35 @@ impl Connection {
                     .events
                     .wants(pb::EventKind::MqttPacketSent)
                     .then(|| written_packets(&self.wbuf, self.version));
-                // A client that stops reading blocks this write; its keepalive still
-                // applies, as it can send nothing we would read meanwhile.
-                tokio::select! {
-                    res = self.wr.write_all(&self.wbuf) => {
-                        if let Err(e) = res {
-                            return Exit::Io(e);
+                let mut written = 0;
+                while written < self.wbuf.len() {
+                    let room = self.max_packet_size.saturating_sub(self.rbuf.len()) as u64;
+                    let read_ahead = !eof && room > 0;
+                    let mut ahead = (&mut self.rd).take(room);
+                    tokio::select! {
+                        res = self.wr.write(&self.wbuf[written..]) => match res {
+                            Ok(0) => return Exit::Io(std::io::ErrorKind::WriteZero.into()),
+                            Ok(n) => written += n,
+                            Err(e) => return Exit::Io(e),
+                        },
+                        read = ahead.read_buf(&mut self.rbuf), if read_ahead => match read {
+                            Ok(0) => eof = true,
+                            Ok(n) => {
+                                last_read = Instant::now();
+                                self.bytes_in += n as u64;
+                                input_pending = true;
+                            }
+                            Err(e) => return Exit::Io(e),
+                        },
+                        _ = stop.cancelled() => return Exit::Takeover,
+                        _ = shutdown.cancelled() => return Exit::Shutdown,
+                        _ = &mut idle => {
+                            if keep_alive.is_some() && last_read.elapsed() >= idle_limit {
+                                return Exit::KeepAlive;
+                            }
+                            idle.as_mut().reset(last_read + idle_limit);
                         }
                     }
-                    _ = stop.cancelled() => return Exit::Takeover,
-                    _ = shutdown.cancelled() => return Exit::Shutdown,
-                    _ = &mut idle, if keep_alive.is_some() => return Exit::KeepAlive,
                 }
                 self.wbuf.clear();
                 self.broker.stats.add_sent(self.messages_out, bytes);
@@ -892,6 +976,9 @@ impl Connection {
                         .await;
                 }
                 self.connected_written().await;
+                if input_pending || eof {
+                    continue;
+                }
             }
             let window_open = self.state.inflight.len() < self.max_inflight;
             tokio::select! {

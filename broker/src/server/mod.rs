@@ -10,8 +10,9 @@ pub(crate) mod connection;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -44,6 +45,8 @@ pub struct Broker {
     /// embedded default. `config` stays the start-up configuration: the plugin
     /// sections in force are the plugin host's.
     pub config_file: Option<std::path::PathBuf>,
+    /// One permit per connection still in the handshake (`mqtt.max_handshakes`).
+    handshakes: Arc<Semaphore>,
 }
 
 impl Broker {
@@ -56,6 +59,7 @@ impl Broker {
         };
         let router = Arc::new(Router::new(stats.clone(), retained));
         Self {
+            handshakes: Arc::new(Semaphore::new(config.mqtt.max_handshakes)),
             config,
             registry: Registry::new(router.clone()),
             router,
@@ -64,6 +68,51 @@ impl Broker {
             config_file: None,
         }
     }
+}
+
+impl Broker {
+    /// Connections in the handshake now: CONNECT not yet read, or the auth chain not
+    /// yet answered.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.config
+            .mqtt
+            .max_handshakes
+            .saturating_sub(self.handshakes.available_permits())
+    }
+
+    /// A handshake slot for a new connection, or `None` (counted and logged) at
+    /// `mqtt.max_handshakes`: that connection is to be closed at once.
+    fn handshake_slot(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        match self.handshakes.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.stats.handshake_refused();
+                warn!(%peer, max = self.config.mqtt.max_handshakes, "closing new connection: mqtt.max_handshakes connections are in the handshake");
+                None
+            }
+        }
+    }
+}
+
+/// Serves one client connection over any byte stream, split into its read and write
+/// halves, as a connection accepted by a listener is served (`mqtt.max_handshakes`
+/// included; `mqtt.max_connections` is the listeners' business). For in-process tests
+/// and fuzzing: the listeners serve their TCP sockets through the same code.
+pub async fn serve_client<R, W>(
+    broker: Arc<Broker>,
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(handshake) = broker.handshake_slot(peer) else {
+        return;
+    };
+    connection::serve(rd, wr, peer, listener, broker, shutdown, handshake).await;
 }
 
 /// Why the server could not start.
@@ -296,13 +345,20 @@ async fn accept_loop(
         };
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
+                // Over the handshake cap the socket is dropped here: closed at once,
+                // before a task or a buffer is spent on it.
+                let Some(handshake) = broker.handshake_slot(peer) else {
+                    continue;
+                };
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
                 let name = name.clone();
+                let _ = stream.set_nodelay(true);
+                let (rd, wr) = stream.into_split();
                 // Boxed: the connection future is large, and tokio moves a spawned
                 // future several times before first polling it; a box moves as a pointer.
                 tracker.spawn(Box::pin(async move {
-                    connection::serve(stream, peer, name, broker, shutdown).await;
+                    connection::serve(rd, wr, peer, name, broker, shutdown, handshake).await;
                     drop(permit);
                 }));
             }
@@ -310,7 +366,7 @@ async fn accept_loop(
                 broker.stats.connection_refused();
                 warn!(%peer, max = broker.config.mqtt.max_connections, "refusing connection: mqtt.max_connections reached");
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    let max = broker.config.mqtt.max_packet_size;
+                    let max = broker.config.mqtt.connect_size_limit();
                     tracker.spawn(async move {
                         connection::refuse_over_limit(stream, max).await;
                         drop(permit);
