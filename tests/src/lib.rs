@@ -29,6 +29,7 @@ use tandem_broker::protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod marker;
 pub mod scrape;
 
 /// How long a test waits for anything it expects before failing.
