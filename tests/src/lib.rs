@@ -29,6 +29,7 @@ use tandem_broker::protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod marker;
 pub mod probe;
 pub mod scrape;
 

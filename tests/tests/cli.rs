@@ -102,39 +102,62 @@ async fn sigterm_shuts_down_gracefully_within_the_deadline() {
 
 #[test]
 fn no_arguments_serves_the_embedded_default_on_1883() {
-    // Skip only if something else already holds the default port.
-    if std::net::TcpListener::bind("127.0.0.1:1883").is_err() {
-        eprintln!("127.0.0.1:1883 is busy; skipping");
-        return;
+    use std::io::{Read, Write};
+    // The embedded default binds 127.0.0.1:1883 and nothing else can show that it
+    // does; a port held by something else is a failure to fix, not a pass. Another run
+    // of this very test may hold it for a moment: wait for it, within the deadline.
+    let deadline = std::time::Instant::now() + tandem_tests::DEADLINE;
+    while let Err(e) = std::net::TcpListener::bind("127.0.0.1:1883") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "127.0.0.1:1883 is held by another process ({e}); this test needs it free \
+             (stop the local MQTT broker, e.g. `ss -ltnp 'sport = :1883'` shows which)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let mut child = Command::new(tandem_bin())
+        .env_remove("RUST_LOG")
+        .env_remove("TANDEM_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + tandem_tests::DEADLINE;
-    let mut ok = false;
-    while std::time::Instant::now() < deadline {
+    let mut ack = [0u8; 4];
+    let served = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("tandem with no arguments exited at once ({status}):\n{err}");
+        }
         if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:1883") {
-            use std::io::{Read, Write};
             s.write_all(&[
                 0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 1, b'd',
             ])
             .unwrap();
-            let mut ack = [0u8; 4];
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.read_exact(&mut ack).unwrap();
-            assert_eq!(ack, [0x20, 0x02, 0x00, 0x00]);
-            ok = true;
-            break;
+            break s.read_exact(&mut ack).map(|()| ack);
+        }
+        if std::time::Instant::now() > deadline {
+            break Err(std::io::Error::other("nothing listening on 127.0.0.1:1883"));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let status = child.wait().unwrap();
-    assert!(ok, "the default config serves 127.0.0.1:1883");
-    assert!(status.success());
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let ack =
+        served.unwrap_or_else(|e| panic!("the default config serves 127.0.0.1:1883: {e}\n{err}"));
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted\n{err}");
+    assert!(
+        err.contains("listening") && err.contains("127.0.0.1:1883"),
+        "it says where it listens:\n{err}"
+    );
+    assert!(status.success(), "{status:?}\n{err}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tandem_broker::protocol::QoS;
+use tandem_broker::protocol::{Packet, ProtocolVersion, Publish, QoS};
 use tandem_tests::{PluginProcess, RawClient, Recv, Tandem, event_logger_bin, kill_pid, wait_sys};
 
 fn sequences(path: &std::path::Path, kind: &str) -> Vec<u64> {
@@ -49,16 +49,32 @@ async fn killed_and_restarted_plugin_misses_nothing_with_a_large_queue() {
     let broker = Tandem::start_config(&yaml);
     let mut p = RawClient::connect(broker.addr, "pub").await;
     let total = 600;
-    let mut killed = false;
+    let first_pid = broker.plugin_pid("log").expect("pid logged");
     for i in 0..total {
         p.publish("load/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
             .await;
         if i == total / 3 {
-            kill_pid(broker.plugin_pid("log").expect("pid logged"));
-            killed = true;
+            kill_pid(first_pid);
+            // The broker saw its plugin die (the kill happened, and to this plugin).
+            broker
+                .wait_log_all(
+                    &["plugin=log", "plugin process exited; restarting"],
+                    tandem_tests::DEADLINE,
+                )
+                .expect("the broker notices the killed plugin");
+        }
+        if i == 2 * total / 3 {
+            // ... and started a new one before the last third.
+            broker
+                .wait_log_all(
+                    &["plugin=log", "plugin process restarted"],
+                    tandem_tests::DEADLINE,
+                )
+                .expect("the broker restarts the plugin");
+            let second_pid = broker.plugin_pid("log").expect("new pid logged");
+            assert_ne!(second_pid, first_pid, "a new process");
         }
     }
-    assert!(killed);
     let seqs = wait_count(&out, "message_received", total).await;
     let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
     assert_eq!(distinct.len(), total, "0 missing");
@@ -131,7 +147,7 @@ async fn backpressure_slows_publishers_and_loses_nothing() {
         &sock,
     );
     let broker = Tandem::start(&format!(
-        "plugins:\n  log:\n    endpoint: {sock}\n    events: {{ queue: 5, overflow: backpressure }}\n"
+        "sys: {{ interval: 1s }}\nplugins:\n  log:\n    endpoint: {sock}\n    events: {{ queue: 5, overflow: backpressure }}\n"
     ));
     let mut p = RawClient::connect(broker.addr, "pub").await;
     p.publish("bp/x", b"warm", QoS::AtLeastOnce, false).await;
@@ -142,31 +158,30 @@ async fn backpressure_slows_publishers_and_loses_nothing() {
         .args(["-STOP", &logger.pid().to_string()])
         .status()
         .unwrap();
+    // Twenty publishes in one write: a broker without backpressure handles them all in
+    // one go (21 events queued at once); with it, the sixth event waits for room.
+    let mut bytes = bytes::BytesMut::new();
     for i in 0..20u8 {
-        p.send(&tandem_broker::protocol::Packet::Publish(
-            tandem_broker::protocol::Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: "bp/x".into(),
-                pkid: u16::from(i) + 100,
-                payload: vec![i].into(),
-                properties: None,
-            },
-        ))
-        .await;
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "bp/x".into(),
+            pkid: u16::from(i) + 100,
+            payload: vec![i].into(),
+            properties: None,
+        });
+        tandem_broker::protocol::encode(&publish, ProtocolVersion::V3_1_1, &mut bytes);
     }
-    // The queue holds 5: the publisher's later publishes wait, so not every PUBACK comes.
-    let mut acks = 0;
-    while let Recv::Packet(tandem_broker::protocol::Packet::PubAck(_)) =
-        p.recv_within(Duration::from_millis(500)).await
-    {
-        acks += 1;
-    }
-    assert!(
-        acks < 20,
-        "publisher slowed: {acks} of 20 acknowledged while stalled"
-    );
+    p.send_raw(&bytes).await;
+    // The queue (5) fills and the publisher is held there: the first count of queued
+    // events to reach 6 (the warm-up one and 5) is exactly 6, never 21.
+    let mut sys = RawClient::connect(broker.addr, "sys").await;
+    let queued = wait_sys(&mut sys, "$SYS/broker/plugins/log/events/queued", |v| {
+        v.parse::<u64>().is_ok_and(|n| n >= 6)
+    })
+    .await;
+    assert_eq!(queued, "6", "publisher held at the full queue");
     // The broker still serves everyone else.
     let mut other = RawClient::connect(broker.addr, "other").await;
     other.ping().await;
@@ -176,6 +191,7 @@ async fn backpressure_slows_publishers_and_loses_nothing() {
         .args(["-CONT", &logger.pid().to_string()])
         .status()
         .unwrap();
+    let mut acks = 0;
     while acks < 20 {
         match p.recv().await {
             tandem_broker::protocol::Packet::PubAck(_) => acks += 1,
@@ -204,43 +220,70 @@ async fn a_stalled_backpressure_plugin_does_not_hold_shutdown_hostage() {
         ],
         &sock,
     );
+    let shutdown_timeout = Duration::from_secs(2);
+    let lifecycle_timeout = Duration::from_secs(1);
     let mut broker = Tandem::start(&format!(
-        "shutdown_timeout: 2s\nplugins:\n  log:\n    endpoint: {sock}\n    events: {{ queue: 1, overflow: backpressure, lifecycle_timeout: 1s }}\n"
+        "shutdown_timeout: {}s\nsys: {{ interval: 1s }}\nplugins:\n  log:\n    endpoint: {sock}\n    events: {{ queue: 1, overflow: backpressure, lifecycle_timeout: {}s }}\n",
+        shutdown_timeout.as_secs(),
+        lifecycle_timeout.as_secs(),
     ));
     let mut p = RawClient::connect(broker.addr, "pub").await;
     Command::new("kill")
         .args(["-STOP", &logger.pid().to_string()])
         .status()
         .unwrap();
+    // Three publishes and a PINGREQ in one write, so the broker reads them together: the
+    // first event fills the queue of 1 (sent, never acked), the second publish waits for
+    // room, and the PINGREQ behind it is never answered.
+    let mut bytes = bytes::BytesMut::new();
     for _ in 0..3 {
-        p.send(&tandem_broker::protocol::Packet::Publish(
-            tandem_broker::protocol::Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: "stuck/x".into(),
-                pkid: 0,
-                payload: "x".into(),
-                properties: None,
-            },
-        ))
-        .await;
+        let publish = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "stuck/x".into(),
+            pkid: 0,
+            payload: "x".into(),
+            properties: None,
+        });
+        tandem_broker::protocol::encode(&publish, ProtocolVersion::V3_1_1, &mut bytes);
     }
-    p.send(&tandem_broker::protocol::Packet::PingReq).await;
-    // The publisher's connection is waiting for room in the queue: no PINGRESP.
-    assert!(matches!(
-        p.recv_within(Duration::from_millis(500)).await,
-        Recv::Nothing
-    ));
+    tandem_broker::protocol::encode(&Packet::PingReq, ProtocolVersion::V3_1_1, &mut bytes);
+    p.send_raw(&bytes).await;
+    // The first event was queued: the connection has gone on to the second publish.
+    let mut sys = RawClient::connect(broker.addr, "sys").await;
+    wait_sys(&mut sys, "$SYS/broker/plugins/log/events/queued", |v| {
+        v == "1"
+    })
+    .await;
+
     let started = Instant::now();
     let status = broker
-        .terminate(Duration::from_secs(15))
+        .terminate(3 * (shutdown_timeout + lifecycle_timeout))
         .expect("the broker exits");
-    eprintln!(
-        "shutdown with a stalled backpressure plugin took {:?}",
-        started.elapsed()
-    );
+    let took = started.elapsed();
+    eprintln!("shutdown with a stalled backpressure plugin took {took:?}");
     assert!(status.success());
+    // The publisher really was held through the drain: the broker gave up on it at the
+    // deadline, and it never got its PINGRESP (the next thing on its socket is the close).
+    broker
+        .wait_log(
+            "connections still open after the shutdown timeout",
+            Duration::from_secs(1),
+        )
+        .expect("the held connection outlived the drain");
+    match p.recv_within(tandem_tests::DEADLINE).await {
+        Recv::Closed => {}
+        other => panic!("expected the held connection to be closed, got {other:?}"),
+    }
+    // Bounded by what docs/deploy.md tells operators to budget for the grace period:
+    // the drain (`shutdown_timeout`), then `broker_post_shutdown` (`lifecycle_timeout`),
+    // plus a second for the process itself.
+    let budget = shutdown_timeout + lifecycle_timeout + Duration::from_secs(1);
+    assert!(
+        took <= budget,
+        "shutdown took {took:?}, more than the {budget:?} budgeted"
+    );
     Command::new("kill")
         .args(["-CONT", &logger.pid().to_string()])
         .status()

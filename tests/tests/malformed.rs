@@ -2,7 +2,7 @@
 //! logged reason, while another client carries on undisturbed.
 
 use tandem_broker::protocol::QoS;
-use tandem_tests::{RawClient, Tandem};
+use tandem_tests::{RawClient, Recv, Tandem};
 
 /// CONNECT "MQTT" 4, clean session, keepalive 60, client id "m".
 const CONNECT: &[u8] = &[
@@ -151,10 +151,24 @@ async fn a_truncated_packet_then_eof_just_closes() {
     let broker = Tandem::start("");
     let mut c = RawClient::tcp(broker.addr).await;
     c.send_raw(CONNECT).await;
-    let _ = c.recv().await;
-    // Announce 10 bytes, send 3, hang up.
+    match c.recv().await {
+        tandem_broker::protocol::Packet::ConnAck(a) => assert_eq!(a.reason.v4_code(), 0),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    // Announce 10 bytes, send 3, hang up (our side only: we still read what comes).
     c.send_raw(&[0x30, 0x0A, 0x00, 0x01, b'a']).await;
-    drop(c);
-    let mut other = RawClient::connect(broker.addr, "other").await;
+    c.shutdown_write().await;
+    // The broker closes its side too, without sending anything first; a broker that
+    // kept waiting for the other 7 bytes fails here after the deadline.
+    match c.recv_within(tandem_tests::DEADLINE).await {
+        Recv::Closed => {}
+        other => panic!("expected the broker to close the connection, got {other:?}"),
+    }
+    // The session ended and the broker serves everyone else; the truncated PUBLISH
+    // was not routed (a subscriber to its topic gets only a later marker).
+    let mut other = RawClient::connect(broker.addr, "m").await;
+    other.subscribe("a", QoS::AtMostOnce).await;
     other.ping().await;
+    let mut p = RawClient::connect(broker.addr, "p").await;
+    other.expect_nothing_before_marker(&mut p, "a", false).await;
 }

@@ -142,17 +142,26 @@ topic-check: {{ plugins: [acl] }}
         t.await.unwrap();
     }
 
-    // Drain what the observer got: nothing on another tenant's topic.
-    let mut leaks = 0;
-    let mut delivered = 0;
-    while let tandem_tests::Recv::Packet(p) = ops.recv_within(Duration::from_millis(300)).await {
-        if let tandem_broker::protocol::Packet::Publish(p) = p {
-            delivered += 1;
-            if p.topic.starts_with("tenants/other") {
-                leaks += 1;
-            }
-        }
-    }
+    // Drain what the observer got, up to a marker published after every load task
+    // ended: nothing on another tenant's topic.
+    let mut marker = connect_as(addr, "marker", "alice", "pa").await.unwrap();
+    let payload = tandem_tests::marker::marker_payload();
+    marker
+        .publish(
+            "tenants/acme/marker",
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+    let got = ops
+        .publishes_before_marker("tenants/acme/marker", payload.as_bytes())
+        .await;
+    let delivered = got.len();
+    let leaks = got
+        .iter()
+        .filter(|(topic, _)| topic.starts_with("tenants/other"))
+        .count();
     eprintln!(
         "plugin kill under load: intruder attempts {} (let in: {}), good connects {} (refused during outage: {}), \
          messages delivered {delivered} (leaked: {leaks}); plugin restarted {restarted:?} and service back {recovered:?} after the kill",

@@ -45,6 +45,25 @@ async fn sys_topics_report_broker_statistics() {
     // A plain `#` subscriber does not see $SYS.
     let mut all = RawClient::connect(broker.addr, "all").await;
     all.subscribe("#", QoS::AtMostOnce).await;
-    all.expect_nothing(std::time::Duration::from_millis(1500))
-        .await;
+    // Wait for a round of $SYS publishes made after `all` subscribed: its snapshot counts
+    // the new subscription (the watcher's and this one), and each round is routed
+    // after its snapshot is taken.
+    let deadline = std::time::Instant::now() + tandem_tests::DEADLINE;
+    loop {
+        let m = s.recv_publish().await;
+        if &m.topic[..] == "$SYS/broker/subscriptions/count"
+            && std::str::from_utf8(&m.payload)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n >= 2)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no $SYS round counted the `#` subscription"
+        );
+    }
+    // That round did not reach `all`: a marker published after it is the first thing it gets.
+    all.expect_nothing_before_own_marker("marker/end").await;
 }

@@ -56,7 +56,8 @@ plugins:
       auth_default: allow
   acl:
     endpoint: unix://{d}/acl.sock
-    command: [{topic_acl}]
+    # Its log goes to stdout: sent to the broker's stderr, which the harness reads.
+    command: [/bin/sh, -c, 'exec "$0" >&2', {topic_acl}]
     startup_timeout: {startup_timeout}
     config:
       acl_file: {acl}
@@ -288,11 +289,25 @@ async fn an_edited_acl_file_applies_without_restart() {
         vec![GRANTED]
     );
 
-    // A broken edit is refused and the last good ACL stays in force (that the plugin saw the
-    // broken version before this check is asserted deterministically in its unit tests).
+    // A broken edit is refused and the last good ACL stays in force: checked once the
+    // plugin has read the broken version and said so (its stderr is the broker's).
     let tmp = dir.path().join("acl.yaml.tmp");
     std::fs::write(&tmp, "subscribe-acl: { anonymous: [\"news/#/x\"] }\n").unwrap();
     std::fs::rename(&tmp, &file).unwrap();
+    broker
+        .wait_log_all(
+            &[
+                "the ACL file is invalid; keeping the last good ACL",
+                "news/#/x",
+            ],
+            DEADLINE,
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "the plugin never reported the broken file:\n{}",
+                broker.logs().join("\n")
+            )
+        });
     let mut late = anonymous(&broker, "late").await;
     assert_eq!(
         late.subscribe("news/#", QoS::AtLeastOnce).await.reasons,

@@ -282,6 +282,9 @@ impl Server {
         }
         shutdown.cancelled().await;
         let timeout = self.broker.config.shutdown_timeout;
+        // One deadline for queueing broker_pre_shutdown and draining connections, so the
+        // whole drain fits in `shutdown_timeout` as docs/deploy.md budgets it.
+        let deadline = tokio::time::Instant::now() + timeout;
         // Bounded: a `backpressure` queue of a stalled plugin must not stop the shutdown.
         let plugins = self.broker.plugins.current();
         let pre_shutdown =
@@ -292,12 +295,18 @@ impl Server {
                         reason: "signal".into(),
                     })
                 });
-        if tokio::time::timeout(timeout, pre_shutdown).await.is_err() {
+        if tokio::time::timeout_at(deadline, pre_shutdown)
+            .await
+            .is_err()
+        {
             warn!("broker_pre_shutdown could not be queued in time; shutting down anyway");
         }
         tracker.close();
         info!(?timeout, "shutting down: closing connections");
-        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 ?timeout,
                 "connections still open after the shutdown timeout; dropping them"

@@ -2,6 +2,7 @@
 //! inline rules or a file (fail closed), verdicts with their cache TTL, and reloads.
 
 use std::path::Path;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use tandem_plugin::serde_json::json;
@@ -144,6 +145,51 @@ async fn eventually_verdict(broker: &TestBroker, topic: &str, want: Verdict) {
     }
 }
 
+/// Everything the plugin logs in this test process (the watcher logs from its own thread).
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Appends to [`LOGS`].
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends the plugin's logs to [`LOGS`] from now on (once per test process).
+fn capture_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tandem_plugin::tracing::Level::INFO)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// Waits (up to 10 s) until one line the plugin logged contains every one of `needles`.
+async fn wait_logged(needles: &[&str]) {
+    capture_logs();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = String::from_utf8_lossy(&LOGS.lock().unwrap())
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)));
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never logged: {needles:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
@@ -155,6 +201,7 @@ async fn the_file_is_reloaded_and_a_bad_version_keeps_the_last_good_acl() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("acl.yaml");
     std::fs::write(&file, "publish-acl: { alice: [one] }\n").unwrap();
+    capture_logs();
     let broker = TestBroker::new(plugin());
     broker.describe(json!({ "acl_file": file })).await.unwrap();
     eventually_verdict(&broker, "one", Verdict::Allow).await;
@@ -178,7 +225,14 @@ async fn the_file_is_reloaded_and_a_bad_version_keeps_the_last_good_acl() {
     eventually_verdict(&broker, "three", Verdict::Allow).await;
 
     // A broken version is refused (the last good ACL stays: see watch.rs), and a fixed one loads.
+    // The verdict is asked once the watcher has read the broken version and said so.
     write_atomically(&file, "publish-acl: { alice: [\"bad/#/x\"] }\n");
+    let path = file.display().to_string();
+    wait_logged(&[
+        "the ACL file is invalid; keeping the last good ACL",
+        path.as_str(),
+    ])
+    .await;
     assert_eq!(
         verdict(
             &broker,
