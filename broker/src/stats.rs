@@ -26,6 +26,17 @@ pub struct Stats {
     protocol_errors: AtomicU64,
     auth_denied: AtomicU64,
     topic_denied: AtomicU64,
+    sessions: SessionCounters,
+}
+
+/// What happened to sessions at their bounds and ownership rule.
+#[derive(Debug, Default)]
+struct SessionCounters {
+    takeovers_refused: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+    subscriptions_revoked: AtomicU64,
+    resend_denied: AtomicU64,
 }
 
 impl Default for Stats {
@@ -45,6 +56,7 @@ impl Default for Stats {
             protocol_errors: AtomicU64::new(0),
             auth_denied: AtomicU64::new(0),
             topic_denied: AtomicU64::new(0),
+            sessions: SessionCounters::default(),
         }
     }
 }
@@ -70,6 +82,16 @@ pub struct Snapshot {
     pub protocol_errors: u64,
     pub auth_denied: u64,
     pub topic_denied: u64,
+    /// CONNECTs refused because another identity owns the client id's session.
+    pub takeovers_refused: u64,
+    /// Parked sessions discarded at `mqtt.session_expiry`.
+    pub sessions_expired: u64,
+    /// Parked sessions discarded early at `mqtt.max_parked_sessions`.
+    pub sessions_evicted: u64,
+    /// Subscriptions removed because a reloaded topic-check chain denies them.
+    pub subscriptions_revoked: u64,
+    /// Inflight messages of a resumed session dropped because RECEIVE denies them.
+    pub resend_denied: u64,
 }
 
 impl Stats {
@@ -103,6 +125,31 @@ impl Stats {
     /// A topic action was denied by the topic-check chain (cache hits not counted).
     pub fn topic_denied(&self) {
         self.topic_denied.fetch_add(1, Relaxed);
+    }
+
+    /// A CONNECT was refused: another identity owns the client id's session.
+    pub fn takeover_refused(&self) {
+        self.sessions.takeovers_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A parked session was discarded at `mqtt.session_expiry`.
+    pub fn session_expired(&self) {
+        self.sessions.expired.fetch_add(1, Relaxed);
+    }
+
+    /// A parked session was discarded early at `mqtt.max_parked_sessions`.
+    pub fn session_evicted(&self) {
+        self.sessions.evicted.fetch_add(1, Relaxed);
+    }
+
+    /// A subscription was removed because the topic-check chain now denies it.
+    pub fn subscription_revoked(&self) {
+        self.sessions.subscriptions_revoked.fetch_add(1, Relaxed);
+    }
+
+    /// An inflight message was not resent because RECEIVE now denies it.
+    pub fn resend_denied(&self) {
+        self.sessions.resend_denied.fetch_add(1, Relaxed);
     }
 
     /// Inbound traffic: PUBLISH packets by QoS (index 0, 1, 2) in `bytes` bytes.
@@ -142,6 +189,11 @@ impl Stats {
             protocol_errors: self.protocol_errors.load(Relaxed),
             auth_denied: self.auth_denied.load(Relaxed),
             topic_denied: self.topic_denied.load(Relaxed),
+            takeovers_refused: self.sessions.takeovers_refused.load(Relaxed),
+            sessions_expired: self.sessions.expired.load(Relaxed),
+            sessions_evicted: self.sessions.evicted.load(Relaxed),
+            subscriptions_revoked: self.sessions.subscriptions_revoked.load(Relaxed),
+            resend_denied: self.sessions.resend_denied.load(Relaxed),
         }
     }
 }

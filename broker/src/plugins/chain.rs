@@ -153,6 +153,8 @@ pub struct TopicOutcome {
     pub cache_ttl: Option<Duration>,
     /// The plugin whose answer decided a denial, and its reason.
     pub denied_by: Option<(String, String)>,
+    /// Whether the denial came from a plugin failure rather than a plugin's answer.
+    pub from_error: bool,
     /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
     pub reason_code: u32,
 }
@@ -377,6 +379,7 @@ impl Chain {
                 TopicOutcome {
                     allowed: false,
                     cache_ttl: (a.error.is_none() && !a.cache_ttl.is_zero()).then_some(a.cache_ttl),
+                    from_error: a.error.is_some(),
                     denied_by: Some((alias, a.reason)),
                     reason_code: a.reason_code,
                 }
@@ -396,6 +399,7 @@ impl Chain {
                         .flatten(),
                     denied_by: (!allowed)
                         .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
+                    from_error: !allowed && answers.iter().any(|a| a.error.is_some()),
                     reason_code: 0,
                 }
             }

@@ -24,14 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Broker;
-use crate::plugins::PluginSet;
 use crate::plugins::cache::{CachedAction, DecisionCache};
+use crate::plugins::{PluginSet, TopicOutcome};
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, LastWill, Packet, PacketType, ProtocolVersion, QoS,
     SubAck, SubscribeReason, UnsubAck, v4,
 };
 use crate::router::{Delivery, Message, Subscriber, topic};
-use crate::session::registry::Claim;
+use crate::session::registry::{Claim, ClaimError};
 use crate::session::{Offer, OutState, SessionState};
 use crate::stats::TopicIn;
 
@@ -425,9 +425,20 @@ impl Connected {
             debug!(identity = ?client.identity(), username = ?client.connect_username(),
                 "identity established by the auth chain");
         }
-        let (claim, previous) = broker.registry.claim(&client_id).await;
+        let (claim, previous) = match broker.registry.claim(&client_id, client.identity()).await {
+            Ok(claimed) => claimed,
+            Err(ClaimError::OwnedByAnother) => {
+                broker.stats.takeover_refused();
+                info!(
+                    identity = ?client.identity(),
+                    "refusing CONNECT: the client id's session belongs to another identity (mqtt.session_takeover: same_identity)"
+                );
+                refuse(&mut wr, version, ConnectReason::ClientIdentifierNotValid).await;
+                return;
+            }
+        };
         let mut session_present = false;
-        let state = match previous {
+        let mut state = match previous {
             Some(prev) if !connect.clean_start && prev.persistent => {
                 session_present = true;
                 prev
@@ -436,13 +447,23 @@ impl Connected {
                 if let Some(prev) = prev {
                     broker.registry.discard(prev);
                 }
-                SessionState::new(
+                let mut fresh = SessionState::new(
                     client_id.clone(),
                     !connect.clean_start,
                     mqtt.max_queued_messages,
-                )
+                );
+                // Nothing to check yet: no subscription.
+                fresh.checked_generation = plugins.generation;
+                fresh
             }
         };
+        // Subscriptions taken over from another identity (`session_takeover: any`) were
+        // allowed for that identity: they are checked again for this one before anything
+        // is delivered.
+        if state.owner != client.identity() {
+            state.owner = client.identity().into();
+            state.checked_generation = 0;
+        }
         state.mailbox.set_online(true);
         broker
             .registry
@@ -462,13 +483,13 @@ impl Connected {
             version,
             state,
             will: connect.will.clone(),
-            // Who the client is, for topic checks: kept even without a topic-check
-            // chain, which a reload may add.
             checks: Some(TopicChecks {
                 cache: DecisionCache::new(&plugins.cache),
                 client,
                 now: Instant::now(),
             }),
+            purge_revoked: false,
+            recheck_after: None,
             messages_in: [0; 3],
             bytes_in: 0,
             messages_out: [0; 3],
@@ -480,7 +501,7 @@ impl Connected {
             version,
             &mut conn.wbuf,
         );
-        conn.resend_inflight();
+        conn.resend_inflight().await;
         broker.stats.client_connected();
         if conn.plugins.events.wants(pb::EventKind::MqttPacketReceived) {
             let packet = Packet::Connect(connect.clone());
@@ -574,6 +595,9 @@ impl ClientIdentity {
     }
 }
 
+/// Between revoked subscriptions and a retry of a re-check that failed.
+const RECHECK_RETRY: Duration = Duration::from_secs(1);
+
 /// What a connection needs to run topic checks.
 struct TopicChecks {
     /// TopicFilter decisions of this session.
@@ -610,6 +634,12 @@ struct Connection {
     /// The plugin set this connection uses, replaced after a reload at the next loop
     /// turn (see [`Connection::follow_reload`]).
     plugins: Arc<PluginSet>,
+    /// Set when subscriptions were revoked: messages already queued through them are
+    /// dropped instead of delivered, until the queue has been seen empty.
+    purge_revoked: bool,
+    /// When a re-check of the subscriptions that failed (a plugin error) may be tried
+    /// again.
+    recheck_after: Option<Instant>,
 }
 
 impl Connection {
@@ -624,7 +654,7 @@ impl Connection {
         let idle = tokio::time::sleep(idle_limit);
         tokio::pin!(idle);
         loop {
-            self.follow_reload();
+            self.follow_reload().await;
             if !self.wbuf.is_empty() {
                 let bytes = self.wbuf.len() as u64;
                 let sent = self
@@ -673,11 +703,13 @@ impl Connection {
                     Err(e) => return Exit::Io(e),
                 },
                 Some(delivery) = self.state.queue.recv(), if window_open => {
-                    self.follow_reload();
+                    self.follow_reload().await;
                     if let Some(checks) = &mut self.checks {
                         checks.now = Instant::now();
                     }
-                    self.deliver(delivery).await;
+                    if !self.through_revoked(&delivery) {
+                        self.deliver(delivery).await;
+                    }
                     self.drain_queue().await;
                 }
                 _ = &mut idle => {
@@ -692,7 +724,7 @@ impl Connection {
 
     /// Handles every whole packet buffered, then adds the traffic to the counters.
     async fn handle_input(&mut self) -> Result<(), Exit> {
-        self.follow_reload();
+        self.follow_reload().await;
         let packet_events = self.plugins.events.wants(pb::EventKind::MqttPacketReceived);
         let result = loop {
             // The frame's bytes, kept only for packet events, before decoding consumes them.
@@ -1001,15 +1033,110 @@ impl Connection {
     /// decisions were made by the old chains (or old plugin configuration), so they go.
     /// Called before anything the set decides: each loop turn, each batch of input and
     /// each delivery, so no packet read after a reload is checked by the old set.
-    fn follow_reload(&mut self) {
-        if self.broker.plugins.generation() == self.plugins.generation {
+    ///
+    /// The session's subscriptions are then checked again (SUBSCRIBE) by the set in
+    /// force, once per generation: what it denies now is revoked before anything more
+    /// is delivered (see [`Connection::recheck_subscriptions`]).
+    async fn follow_reload(&mut self) {
+        if self.broker.plugins.generation() != self.plugins.generation {
+            self.plugins = self.broker.plugins.current();
+            if let Some(checks) = &mut self.checks {
+                checks.cache = DecisionCache::new(&self.plugins.cache);
+            }
+            debug!(generation = self.plugins.generation, "plugin set reloaded");
+        }
+        if self.state.checked_generation != self.plugins.generation {
+            self.recheck_subscriptions().await;
+        }
+    }
+
+    /// Checks every subscription of the session with SUBSCRIBE against the topic-check
+    /// chain in force and revokes those it denies: removed from the router and the
+    /// session, counted, logged, reported as `client_unsubscribed`, and messages already
+    /// queued through them are not delivered. A check that fails (a plugin error, not a
+    /// DENY) keeps the subscription and is tried again after [`RECHECK_RETRY`]:
+    /// deliveries stay subject to RECEIVE meanwhile.
+    async fn recheck_subscriptions(&mut self) {
+        let generation = self.plugins.generation;
+        let now = Instant::now();
+        if self.recheck_after.is_some_and(|at| now < at) {
             return;
         }
-        self.plugins = self.broker.plugins.current();
-        if let Some(checks) = &mut self.checks {
-            checks.cache = DecisionCache::new(&self.plugins.cache);
+        let plugins = self.plugins.clone();
+        if plugins.topic_check.is_none() || self.state.subscriptions.is_empty() {
+            self.state.checked_generation = generation;
+            return;
         }
-        debug!(generation = self.plugins.generation, "plugin set reloaded");
+        if let Some(checks) = &mut self.checks {
+            checks.now = now;
+        }
+        let mut subscriptions: Vec<(ByteString, QoS)> = self
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        subscriptions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut revoked = Vec::new();
+        let mut failed = false;
+        for (filter, qos) in subscriptions {
+            let allowed = match self.quick_check(CachedAction::Subscribe, &filter) {
+                Some(decided) => decided,
+                None => {
+                    let outcome = self
+                        .ask_chain_outcome(CachedAction::Subscribe, &filter, qos, false)
+                        .await;
+                    if !outcome.allowed && outcome.from_error {
+                        failed = true;
+                        continue;
+                    }
+                    outcome.allowed
+                }
+            };
+            if !allowed {
+                self.broker.router.unsubscribe(&filter, self.state.id);
+                self.state.subscriptions.remove(&filter);
+                self.broker.stats.subscription_revoked();
+                info!(
+                    filter = ?filter,
+                    generation,
+                    "subscription revoked: the topic-check chain in force denies it"
+                );
+                revoked.push(filter);
+            }
+        }
+        if failed {
+            self.recheck_after = Some(now + RECHECK_RETRY);
+            warn!(
+                generation,
+                retry_in = ?RECHECK_RETRY,
+                "could not re-check every subscription (plugin error); kept until a check answers"
+            );
+        } else {
+            self.recheck_after = None;
+            self.state.checked_generation = generation;
+        }
+        if !revoked.is_empty() {
+            self.purge_revoked = true;
+            self.emit(pb::EventKind::ClientUnsubscribed, None, |_| {
+                pb::event::Kind::ClientUnsubscribed(pb::ClientUnsubscribed {
+                    topic_filters: revoked.iter().map(|f| f.to_string()).collect(),
+                    user_properties: Vec::new(),
+                })
+            })
+            .await;
+        }
+    }
+
+    /// Whether a queued delivery came through a subscription revoked since (it matches
+    /// none of the session's filters now); only looked at after a revocation.
+    fn through_revoked(&self, delivery: &Delivery) -> bool {
+        self.purge_revoked
+            && !self
+                .state
+                .subscriptions
+                .keys()
+                .any(|f| topic::matches(f, &delivery.message.topic))
     }
 
     /// Emits `client_connected` if it is still held: after the first write (which
@@ -1138,9 +1265,25 @@ impl Connection {
         qos: QoS,
         retain: bool,
     ) -> bool {
+        self.ask_chain_outcome(action, topic, qos, retain)
+            .await
+            .allowed
+    }
+
+    /// [`ask_chain`](Self::ask_chain), telling a DENY from a plugin failure.
+    async fn ask_chain_outcome(
+        &mut self,
+        action: CachedAction,
+        topic: &ByteString,
+        qos: QoS,
+        retain: bool,
+    ) -> TopicOutcome {
         let plugins = self.plugins.clone();
         let (Some(chain), Some(checks)) = (&plugins.topic_check, &self.checks) else {
-            return true;
+            return TopicOutcome {
+                allowed: true,
+                ..Default::default()
+            };
         };
         let request = pb::TopicFilterRequest {
             topic: topic.to_string(),
@@ -1170,7 +1313,7 @@ impl Connection {
                 .cache
                 .put(action, topic.clone(), outcome.allowed, ttl, asked_at);
         }
-        outcome.allowed
+        outcome
     }
 
     /// Encodes one delivery, entering it into the inflight window if QoS > 0. A
@@ -1208,30 +1351,65 @@ impl Connection {
     async fn drain_queue(&mut self) {
         while self.wbuf.len() < WRITE_BATCH && self.state.inflight.len() < self.max_inflight {
             match self.state.queue.try_recv() {
+                Ok(delivery) if self.through_revoked(&delivery) => {}
                 Ok(delivery) => self.deliver(delivery).await,
-                Err(_) => break,
+                Err(_) => {
+                    // Nothing queued through a revoked subscription is left.
+                    self.purge_revoked = false;
+                    break;
+                }
             }
         }
     }
 
     /// After a resumed session's CONNACK: resends what was in flight, in order, with DUP
     /// for publishes and PUBREL for released QoS 2 messages (MQTT-4.4.0-1).
-    fn resend_inflight(&mut self) {
-        for out in self.state.inflight.iter() {
-            match out.state {
+    ///
+    /// A publish is resent only if RECEIVE allows it for this client now, as any
+    /// delivery: the session may have been taken over by another identity
+    /// (`session_takeover: any`) or the rules may have changed since it was first sent.
+    /// A denied one leaves the window, counted and logged. A released QoS 2 message
+    /// carries no payload: its PUBREL goes out as it is.
+    async fn resend_inflight(&mut self) {
+        let pending: Vec<(u16, OutState, Delivery)> = self
+            .state
+            .inflight
+            .iter()
+            .map(|out| (out.pkid, out.state, out.delivery.clone()))
+            .collect();
+        for (pkid, state, delivery) in pending {
+            match state {
                 OutState::Published => {
-                    let m = &out.delivery.message;
+                    let m = &delivery.message;
+                    if !self
+                        .allowed(
+                            CachedAction::Receive,
+                            &m.topic,
+                            delivery.qos,
+                            delivery.retain,
+                        )
+                        .await
+                    {
+                        self.state.inflight.remove(pkid);
+                        self.broker.stats.resend_denied();
+                        info!(
+                            topic = ?m.topic,
+                            pkid,
+                            "not resending an inflight message: RECEIVE denies it"
+                        );
+                        continue;
+                    }
                     v4::publish::write_parts(
                         &m.topic,
                         &m.payload,
-                        out.delivery.qos,
-                        out.pkid,
+                        delivery.qos,
+                        pkid,
                         true,
-                        out.delivery.retain,
+                        delivery.retain,
                         &mut self.wbuf,
                     );
                 }
-                OutState::Released => v4::ack::write(PacketType::PubRel, out.pkid, &mut self.wbuf),
+                OutState::Released => v4::ack::write(PacketType::PubRel, pkid, &mut self.wbuf),
             }
         }
     }
