@@ -13,12 +13,15 @@ use tandem_tests::sessions::{connect_user, metric};
 use tandem_tests::{DEADLINE, RawClient, Tandem, policy_bin};
 
 /// alice, mallory and a publisher; alice alone may use `alice/#`, anyone `public/#`.
-fn config(dir: &std::path::Path, takeover: &str) -> String {
+/// `takeover` sets `mqtt.session_takeover`; `None` leaves the default.
+fn config(dir: &std::path::Path, takeover: Option<&str>) -> String {
+    let mqtt = takeover
+        .map(|t| format!("mqtt: {{ session_takeover: {t} }}\n"))
+        .unwrap_or_default();
     format!(
         "listeners: {{ default: {{ type: tcp, bind: 127.0.0.1:0 }} }}
 admin: {{ bind: 127.0.0.1:0 }}
-mqtt: {{ session_takeover: {takeover} }}
-plugins:
+{mqtt}plugins:
   policy:
     endpoint: unix://{d}/policy.sock
     command: [{bin}]
@@ -46,7 +49,7 @@ topic-check:
 #[tokio::test]
 async fn another_identity_cannot_take_a_live_or_parked_session() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tandem::start_config(&config(dir.path(), "same_identity"));
+    let broker = Tandem::start_config(&config(dir.path(), None));
     let admin = broker.admin_addr();
     let (mut alice, ack) = connect_user(broker.addr, "alice-dev", false, "alice", "a").await;
     assert_eq!(ack.reason, ConnectReason::Success);
@@ -104,7 +107,7 @@ async fn another_identity_cannot_take_a_live_or_parked_session() {
 #[tokio::test]
 async fn with_any_the_newcomer_takes_over_but_inherits_only_what_its_checks_allow() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tandem::start_config(&config(dir.path(), "any"));
+    let broker = Tandem::start_config(&config(dir.path(), Some("any")));
     let admin = broker.admin_addr();
     let (mut alice, _) = connect_user(broker.addr, "alice-dev", false, "alice", "a").await;
     alice.subscribe("alice/#", QoS::AtLeastOnce).await;
@@ -153,7 +156,7 @@ async fn with_any_the_newcomer_takes_over_but_inherits_only_what_its_checks_allo
 #[tokio::test]
 async fn the_owner_may_take_its_own_session_over() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tandem::start_config(&config(dir.path(), "same_identity"));
+    let broker = Tandem::start_config(&config(dir.path(), None));
     let (mut first, _) = connect_user(broker.addr, "alice-dev", false, "alice", "a").await;
     first.subscribe("alice/#", QoS::AtLeastOnce).await;
     let (mut second, ack) = connect_user(broker.addr, "alice-dev", false, "alice", "a").await;
