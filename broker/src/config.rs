@@ -254,6 +254,28 @@ pub struct MqttConfig {
     /// Connections that have not finished CONNECT and authentication, at once; a new
     /// connection over it is closed at once and counted.
     pub max_handshakes: usize,
+    /// Who may take over or resume a client id's session (live or parked).
+    pub session_takeover: SessionTakeover,
+    /// How long a persistent session (clean session 0) is kept after its client went
+    /// away (Mosquitto's `persistent_client_expiration`); then it is discarded: its
+    /// subscriptions and queued messages go. `None` (`null`) keeps it until the broker
+    /// stops.
+    #[serde(with = "humantime_serde")]
+    pub session_expiry: Option<Duration>,
+    /// Persistent sessions kept while their clients are offline; parking one more
+    /// discards the one parked longest ago first.
+    pub max_parked_sessions: usize,
+}
+
+/// Who may claim a client id whose session (live or parked) another identity owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionTakeover {
+    /// Only the identity that owns the session: another one is refused with CONNACK
+    /// "identifier rejected", and the owner's session is left as it is.
+    SameIdentity,
+    /// Anyone: the new connection takes the session over (Mosquitto's behaviour).
+    Any,
 }
 
 impl Default for MqttConfig {
@@ -270,6 +292,9 @@ impl Default for MqttConfig {
             connect_timeout: Duration::from_secs(10),
             max_connect_packet_size: 64 * 1024,
             max_handshakes: 1024,
+            session_takeover: SessionTakeover::SameIdentity,
+            session_expiry: Some(Duration::from_secs(2 * 3600)),
+            max_parked_sessions: 10_000,
         }
     }
 }
@@ -381,6 +406,15 @@ impl Config {
         }
         if self.mqtt.max_topic_levels == 0 {
             return Err(invalid("mqtt.max_topic_levels", "must be at least 1"));
+        }
+        if self.mqtt.session_expiry.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(
+                "mqtt.session_expiry",
+                "must be above 0 (null keeps parked sessions until the broker stops)",
+            ));
+        }
+        if self.mqtt.max_parked_sessions == 0 {
+            return Err(invalid("mqtt.max_parked_sessions", "must be at least 1"));
         }
         if self.admin.max_connections == 0 {
             return Err(invalid("admin.max_connections", "must be at least 1"));
@@ -594,6 +628,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("unknown field `sample`"), "{msg}");
+    }
+
+    #[test]
+    fn session_settings() {
+        let c = Config::from_yaml(
+            "mqtt:\n  session_takeover: any\n  session_expiry: 90s\n  max_parked_sessions: 3\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.session_takeover, SessionTakeover::Any);
+        assert_eq!(c.mqtt.session_expiry, Some(Duration::from_secs(90)));
+        assert_eq!(c.mqtt.max_parked_sessions, 3);
+        let never = Config::from_yaml("mqtt:\n  session_expiry: null\n", Path::new("t")).unwrap();
+        assert_eq!(never.mqtt.session_expiry, None);
+        let d = Config::default().mqtt;
+        assert_eq!(d.session_takeover, SessionTakeover::SameIdentity);
+        assert_eq!(d.session_expiry, Some(Duration::from_secs(7200)));
+        let msg = Config::from_yaml("mqtt:\n  session_expiry: 0s\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("t: mqtt.session_expiry: must be above 0"),
+            "{msg}"
+        );
+        let msg = Config::from_yaml("mqtt:\n  session_takeover: anyone\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("mqtt.session_takeover"), "{msg}");
     }
 
     #[test]

@@ -177,6 +177,7 @@ impl Collector for BrokerCollector {
             s.topic_cache_full,
         )?;
         self.encode_limits(&mut e)?;
+        self.encode_sessions(&mut e, &s)?;
 
         self.encode_plugins(&mut e)
     }
@@ -228,6 +229,40 @@ impl BrokerCollector {
             Gauge,
             broker.router.retained_bytes() as u64,
         )
+    }
+
+    /// Session ownership, expiry and revocation counters.
+    fn encode_sessions(
+        &self,
+        e: &mut DescriptorEncoder<'_>,
+        s: &crate::stats::Snapshot,
+    ) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        single(
+            e,
+            "tandem_sessions_parked",
+            "Persistent sessions kept for offline clients (bounded by mqtt.max_parked_sessions).",
+            Gauge,
+            self.0.registry.parked() as u64,
+        )?;
+        let mut f = Family::new(
+            e,
+            "tandem_sessions_discarded",
+            "Parked sessions discarded, by reason (expired: mqtt.session_expiry; evicted: mqtt.max_parked_sessions).",
+            Counter,
+        )?;
+        f.counter(&[("reason", "expired")], s.sessions_expired)?;
+        f.counter(&[("reason", "evicted")], s.sessions_evicted)?;
+        #[rustfmt::skip]
+        let singles: [(&str, &str, u64); 3] = [
+            ("tandem_session_takeovers_refused", "CONNECTs refused with \"identifier rejected\": another identity owns the session (mqtt.session_takeover).", s.takeovers_refused),
+            ("tandem_subscriptions_revoked", "Subscriptions removed because the topic-check chain in force after a reload denies them.", s.subscriptions_revoked),
+            ("tandem_inflight_resend_denied", "Inflight messages of a resumed session dropped instead of resent: RECEIVE denies them.", s.resend_denied),
+        ];
+        for (name, help, v) in singles {
+            single(e, name, help, Counter, v)?;
+        }
+        Ok(())
     }
 
     fn encode_plugins(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {

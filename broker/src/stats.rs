@@ -34,6 +34,17 @@ pub struct Stats {
     topic_cache_full: AtomicU64,
     handshakes_refused: AtomicU64,
     connects_too_large: AtomicU64,
+    sessions: SessionCounters,
+}
+
+/// What happened to sessions at their bounds and ownership rule.
+#[derive(Debug, Default)]
+struct SessionCounters {
+    takeovers_refused: AtomicU64,
+    expired: AtomicU64,
+    evicted: AtomicU64,
+    subscriptions_revoked: AtomicU64,
+    resend_denied: AtomicU64,
 }
 
 impl Default for Stats {
@@ -58,6 +69,7 @@ impl Default for Stats {
             topic_cache_full: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             connects_too_large: AtomicU64::new(0),
+            sessions: SessionCounters::default(),
         }
     }
 }
@@ -90,6 +102,16 @@ pub struct Snapshot {
     pub handshakes_refused: u64,
     /// Connections closed for a CONNECT over `mqtt.max_connect_packet_size`.
     pub connects_too_large: u64,
+    /// CONNECTs refused because another identity owns the client id's session.
+    pub takeovers_refused: u64,
+    /// Parked sessions discarded at `mqtt.session_expiry`.
+    pub sessions_expired: u64,
+    /// Parked sessions discarded early at `mqtt.max_parked_sessions`.
+    pub sessions_evicted: u64,
+    /// Subscriptions removed because a reloaded topic-check chain denies them.
+    pub subscriptions_revoked: u64,
+    /// Inflight messages of a resumed session dropped because RECEIVE denies them.
+    pub resend_denied: u64,
 }
 
 impl Stats {
@@ -150,6 +172,31 @@ impl Stats {
         self.topic_cache_full.fetch_add(1, Relaxed);
     }
 
+    /// A CONNECT was refused: another identity owns the client id's session.
+    pub fn takeover_refused(&self) {
+        self.sessions.takeovers_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A parked session was discarded at `mqtt.session_expiry`.
+    pub fn session_expired(&self) {
+        self.sessions.expired.fetch_add(1, Relaxed);
+    }
+
+    /// A parked session was discarded early at `mqtt.max_parked_sessions`.
+    pub fn session_evicted(&self) {
+        self.sessions.evicted.fetch_add(1, Relaxed);
+    }
+
+    /// A subscription was removed because the topic-check chain now denies it.
+    pub fn subscription_revoked(&self) {
+        self.sessions.subscriptions_revoked.fetch_add(1, Relaxed);
+    }
+
+    /// An inflight message was not resent because RECEIVE now denies it.
+    pub fn resend_denied(&self) {
+        self.sessions.resend_denied.fetch_add(1, Relaxed);
+    }
+
     /// Inbound traffic: PUBLISH packets by QoS (index 0, 1, 2) in `bytes` bytes.
     pub fn add_received(&self, messages: [u64; 3], bytes: u64) {
         add_by_qos(&self.messages_received, messages);
@@ -192,6 +239,11 @@ impl Stats {
             topic_cache_full: self.topic_cache_full.load(Relaxed),
             handshakes_refused: self.handshakes_refused.load(Relaxed),
             connects_too_large: self.connects_too_large.load(Relaxed),
+            takeovers_refused: self.sessions.takeovers_refused.load(Relaxed),
+            sessions_expired: self.sessions.expired.load(Relaxed),
+            sessions_evicted: self.sessions.evicted.load(Relaxed),
+            subscriptions_revoked: self.sessions.subscriptions_revoked.load(Relaxed),
+            resend_denied: self.sessions.resend_denied.load(Relaxed),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`binary`]: builds and locates the workspace's binaries.
 
 pub mod source;
+pub mod sessions;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@ use crate::protocol::{
     SubAck, SubscribeReason, UnsubAck, v4,
 };
 use crate::router::{Delivery, Message, Subscriber, topic};
-use crate::session::registry::Claim;
+use crate::session::registry::{Claim, ClaimError};
 use crate::session::{Held, Offer, OutState, SessionState};
 use crate::stats::TopicIn;
 
@@ -688,9 +688,20 @@ where
         }
         // Authenticated: no longer a handshake.
         drop(handshake);
-        let (claim, previous) = broker.registry.claim(&client_id).await;
+        let (claim, previous) = match broker.registry.claim(&client_id, client.identity()).await {
+            Ok(claimed) => claimed,
+            Err(ClaimError::OwnedByAnother) => {
+                broker.stats.takeover_refused();
+                info!(
+                    identity = ?client.identity(),
+                    "refusing CONNECT: the client id's session belongs to another identity (mqtt.session_takeover: same_identity)"
+                );
+                refuse(&mut wr, version, ConnectReason::ClientIdentifierNotValid).await;
+                return;
+            }
+        };
         let mut session_present = false;
-        let state = match previous {
+        let mut state = match previous {
             Some(prev) if !connect.clean_start && prev.persistent => {
                 session_present = true;
                 prev
@@ -699,13 +710,23 @@ where
                 if let Some(prev) = prev {
                     broker.registry.discard(prev);
                 }
-                SessionState::new(
+                let mut fresh = SessionState::new(
                     client_id.clone(),
                     !connect.clean_start,
                     mqtt.max_queued_messages,
-                )
+                );
+                // Nothing to check yet: no subscription.
+                fresh.checked_generation = plugins.generation;
+                fresh
             }
         };
+        // Subscriptions taken over from another identity (`session_takeover: any`) were
+        // allowed for that identity: they are checked again for this one before anything
+        // is delivered.
+        if state.owner != client.identity() {
+            state.owner = client.identity().into();
+            state.checked_generation = 0;
+        }
         state.mailbox.set_online(true);
         broker
             .registry
@@ -725,13 +746,13 @@ where
             version,
             state,
             will: connect.will.clone(),
-            // Who the client is, for topic checks: kept even without a topic-check
-            // chain, which a reload may add.
             checks: Some(TopicChecks {
                 cache: DecisionCache::new(&plugins.cache),
                 client,
                 full_logged: false,
             }),
+            purge_revoked: false,
+            recheck_after: None,
             messages_in: [0; 3],
             bytes_in: 0,
             messages_out: [0; 3],
@@ -746,7 +767,7 @@ where
             version,
             &mut conn.wbuf,
         );
-        conn.resend_inflight();
+        conn.resend_inflight().await;
         conn.resume_held();
         broker.stats.client_connected();
         if conn.plugins.events.wants(pb::EventKind::MqttPacketReceived) {
@@ -844,6 +865,9 @@ impl ClientIdentity {
     }
 }
 
+/// Between revoked subscriptions and a retry of a re-check that failed.
+const RECHECK_RETRY: Duration = Duration::from_secs(1);
+
 /// What a connection needs to run topic checks.
 struct TopicChecks {
     /// TopicFilter decisions of this session.
@@ -889,6 +913,12 @@ struct Connection<R, W> {
     /// and counted at once instead of being held again, so a long outage costs one
     /// hold per connection, not one per message.
     gave_up: bool,
+    /// Set when subscriptions were revoked: messages already queued through them are
+    /// dropped instead of delivered, until the queue has been seen empty.
+    purge_revoked: bool,
+    /// When a re-check of the subscriptions that failed (a plugin error) may be tried
+    /// again.
+    recheck_after: Option<Instant>,
 }
 
 impl<R, W> Connection<R, W>
@@ -921,7 +951,7 @@ where
         // is written, then the connection ends.
         let mut eof = false;
         loop {
-            self.follow_reload();
+            self.follow_reload().await;
             if input_pending {
                 input_pending = false;
                 if let Err(exit) = self.handle_input().await {
@@ -999,8 +1029,10 @@ where
                 // Nothing is taken from the queue while a delivery is held: it keeps
                 // its place, and the order of the session's messages with it.
                 Some(delivery) = self.state.queue.recv(), if window_open && self.state.held.is_none() => {
-                    self.follow_reload();
-                    self.deliver(delivery).await;
+                    self.follow_reload().await;
+                    if !self.through_revoked(&delivery) {
+                        self.deliver(delivery).await;
+                    }
                     self.drain_queue().await;
                 }
                 done = Self::next_retry(&mut self.retry), if self.retry.is_some() => {
@@ -1019,7 +1051,7 @@ where
 
     /// Handles every whole packet buffered, then adds the traffic to the counters.
     async fn handle_input(&mut self) -> Result<(), Exit> {
-        self.follow_reload();
+        self.follow_reload().await;
         let packet_events = self.plugins.events.wants(pb::EventKind::MqttPacketReceived);
         let result = loop {
             // The frame's bytes, kept only for packet events, before decoding consumes them.
@@ -1330,15 +1362,108 @@ where
     /// decisions were made by the old chains (or old plugin configuration), so they go.
     /// Called before anything the set decides: each loop turn, each batch of input and
     /// each delivery, so no packet read after a reload is checked by the old set.
-    fn follow_reload(&mut self) {
-        if self.broker.plugins.generation() == self.plugins.generation {
+    ///
+    /// The session's subscriptions are then checked again (SUBSCRIBE) by the set in
+    /// force, once per generation: what it denies now is revoked before anything more
+    /// is delivered (see [`Connection::recheck_subscriptions`]).
+    async fn follow_reload(&mut self) {
+        self.refresh_plugins();
+        if self.state.checked_generation != self.plugins.generation {
+            self.recheck_subscriptions().await;
+        }
+    }
+
+    /// The plugin-set half of [`follow_reload`](Self::follow_reload), for one decision
+    /// (a retried check, the will) that must use the set in force but has no reason to
+    /// re-check every subscription.
+    fn refresh_plugins(&mut self) {
+        if self.broker.plugins.generation() != self.plugins.generation {
+            self.plugins = self.broker.plugins.current();
+            if let Some(checks) = &mut self.checks {
+                checks.cache = DecisionCache::new(&self.plugins.cache);
+            }
+            debug!(generation = self.plugins.generation, "plugin set reloaded");
+        }
+    }
+
+    /// Checks every subscription of the session with SUBSCRIBE against the topic-check
+    /// chain in force and revokes those it denies: removed from the router and the
+    /// session, counted, logged, reported as `client_unsubscribed`, and messages already
+    /// queued through them are not delivered. A check that fails (a plugin error, not a
+    /// DENY) keeps the subscription and is tried again after [`RECHECK_RETRY`]:
+    /// deliveries stay subject to RECEIVE meanwhile.
+    async fn recheck_subscriptions(&mut self) {
+        let generation = self.plugins.generation;
+        let now = Instant::now();
+        if self.recheck_after.is_some_and(|at| now < at) {
             return;
         }
-        self.plugins = self.broker.plugins.current();
-        if let Some(checks) = &mut self.checks {
-            checks.cache = DecisionCache::new(&self.plugins.cache);
+        let plugins = self.plugins.clone();
+        if plugins.topic_check.is_none() || self.state.subscriptions.is_empty() {
+            self.state.checked_generation = generation;
+            return;
         }
-        debug!(generation = self.plugins.generation, "plugin set reloaded");
+        let mut subscriptions: Vec<(ByteString, QoS)> = self
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        subscriptions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut revoked = Vec::new();
+        let mut failed = false;
+        for (filter, qos) in subscriptions {
+            let checked = self
+                .check(CachedAction::Subscribe, &filter, qos, false)
+                .await;
+            if checked == Checked::Failed {
+                failed = true;
+                continue;
+            }
+            if checked == Checked::Denied {
+                self.broker.router.unsubscribe(&filter, self.state.id);
+                self.state.subscriptions.remove(&filter);
+                self.broker.stats.subscription_revoked();
+                info!(
+                    filter = ?filter,
+                    generation,
+                    "subscription revoked: the topic-check chain in force denies it"
+                );
+                revoked.push(filter);
+            }
+        }
+        if failed {
+            self.recheck_after = Some(now + RECHECK_RETRY);
+            warn!(
+                generation,
+                retry_in = ?RECHECK_RETRY,
+                "could not re-check every subscription (plugin error); kept until a check answers"
+            );
+        } else {
+            self.recheck_after = None;
+            self.state.checked_generation = generation;
+        }
+        if !revoked.is_empty() {
+            self.purge_revoked = true;
+            self.emit(pb::EventKind::ClientUnsubscribed, None, |_| {
+                pb::event::Kind::ClientUnsubscribed(pb::ClientUnsubscribed {
+                    topic_filters: revoked.iter().map(|f| f.to_string()).collect(),
+                    user_properties: Vec::new(),
+                })
+            })
+            .await;
+        }
+    }
+
+    /// Whether a queued delivery came through a subscription revoked since (it matches
+    /// none of the session's filters now); only looked at after a revocation.
+    fn through_revoked(&self, delivery: &Delivery) -> bool {
+        self.purge_revoked
+            && !self
+                .state
+                .subscriptions
+                .keys()
+                .any(|f| topic::matches(f, &delivery.message.topic))
     }
 
     /// Emits `client_connected` if it is still held: after the first write (which
@@ -1642,7 +1767,7 @@ where
 
     /// A retried check of the held delivery answered: deliver it, drop it, or ask again.
     async fn retry_done(&mut self, done: Option<(u64, TopicOutcome, Instant)>) {
-        self.follow_reload();
+        self.refresh_plugins();
         let Some(held) = self.state.held.take() else {
             return;
         };
@@ -1687,8 +1812,13 @@ where
             && self.state.held.is_none()
         {
             match self.state.queue.try_recv() {
+                Ok(delivery) if self.through_revoked(&delivery) => {}
                 Ok(delivery) => self.deliver(delivery).await,
-                Err(_) => break,
+                Err(_) => {
+                    // Nothing queued through a revoked subscription is left.
+                    self.purge_revoked = false;
+                    break;
+                }
             }
         }
     }
@@ -1699,7 +1829,7 @@ where
     /// [`hold_will`]; it is not published now, so the result is false.
     async fn publish_will(&mut self, will: LastWill, shutdown: &CancellationToken) -> bool {
         // The set in force, not the one an idle connection last looked at.
-        self.follow_reload();
+        self.refresh_plugins();
         if reserved_for_broker(&will.topic) {
             info!(topic = ?will.topic, "dropping the will: $SYS/ topics belong to the broker");
             return false;
@@ -1746,22 +1876,63 @@ where
 
     /// After a resumed session's CONNACK: resends what was in flight, in order, with DUP
     /// for publishes and PUBREL for released QoS 2 messages (MQTT-4.4.0-1).
-    fn resend_inflight(&mut self) {
-        for out in self.state.inflight.iter() {
-            match out.state {
+    ///
+    /// A publish is resent only if RECEIVE allows it for this client now, as any
+    /// delivery: the session may have been taken over by another identity
+    /// (`session_takeover: any`) or the rules may have changed since it was first sent.
+    /// A denied one leaves the window, counted and logged. A released QoS 2 message
+    /// carries no payload: its PUBREL goes out as it is.
+    async fn resend_inflight(&mut self) {
+        let pending: Vec<(u16, OutState, Delivery)> = self
+            .state
+            .inflight
+            .iter()
+            .map(|out| (out.pkid, out.state, out.delivery.clone()))
+            .collect();
+        for (pkid, state, delivery) in pending {
+            match state {
                 OutState::Published => {
-                    let m = &out.delivery.message;
+                    let m = &delivery.message;
+                    let checked = self
+                        .check(
+                            CachedAction::Receive,
+                            &m.topic,
+                            delivery.qos,
+                            delivery.retain,
+                        )
+                        .await;
+                    if checked == Checked::Failed {
+                        // Acknowledged to its publisher: never dropped for a plugin
+                        // failure, never sent unchecked. It keeps its slot in the
+                        // window and is resent, checked again, on the next resume.
+                        warn!(
+                            topic = ?m.topic,
+                            pkid,
+                            "not resending an inflight message now: its RECEIVE check failed (plugin error); kept for the next resume"
+                        );
+                        continue;
+                    }
+                    if checked == Checked::Denied {
+                        self.state.inflight.remove(pkid);
+                        self.broker.stats.resend_denied();
+                        info!(
+                            topic = ?m.topic,
+                            pkid,
+                            "not resending an inflight message: RECEIVE denies it"
+                        );
+                        continue;
+                    }
                     v4::publish::write_parts(
                         &m.topic,
                         &m.payload,
-                        out.delivery.qos,
-                        out.pkid,
+                        delivery.qos,
+                        pkid,
                         true,
-                        out.delivery.retain,
+                        delivery.retain,
                         &mut self.wbuf,
                     );
                 }
-                OutState::Released => v4::ack::write(PacketType::PubRel, out.pkid, &mut self.wbuf),
+                OutState::Released => v4::ack::write(PacketType::PubRel, pkid, &mut self.wbuf),
             }
         }
     }

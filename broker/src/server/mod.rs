@@ -58,10 +58,11 @@ impl Broker {
             max_bytes: config.mqtt.max_retained_bytes,
         };
         let router = Arc::new(Router::new(stats.clone(), retained));
+        let registry = Registry::new(router.clone(), stats.clone(), (&config.mqtt).into());
         Self {
             handshakes: Arc::new(Semaphore::new(config.mqtt.max_handshakes)),
             config,
-            registry: Registry::new(router.clone()),
+            registry,
             router,
             stats,
             plugins,
@@ -274,6 +275,11 @@ impl Server {
                 })
             })
             .await;
+        tracker.spawn({
+            let broker = self.broker.clone();
+            let shutdown = shutdown.clone();
+            async move { broker.registry.run_expiry(shutdown).await }
+        });
         if self.broker.config.sys.enable {
             tracker.spawn(crate::sys::publish_loop(
                 self.broker.clone(),

@@ -109,6 +109,18 @@ impl Inflight {
         }
     }
 
+    /// Takes a message out of the window whatever its state (it will not be resent).
+    /// Returns whether it was in flight.
+    pub fn remove(&mut self, pkid: u16) -> bool {
+        match self.position(pkid) {
+            Some(i) => {
+                self.entries.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Everything in flight, oldest first, for redelivery after a reconnect.
     pub fn iter(&self) -> impl Iterator<Item = &Outgoing> {
         self.entries.iter()

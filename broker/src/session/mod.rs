@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`mailbox`]: the bounded queue from the router to the session.
 //! - [`inflight`]: outbound QoS 1/2 messages awaiting acknowledgement.
-//! - [`registry`]: sessions by client id, takeover and resumption.
+//! - [`registry`]: sessions by client id, takeover, resumption, ownership and expiry.
 
 pub mod inflight;
 pub mod mailbox;
@@ -25,7 +25,7 @@ use crate::protocol::QoS;
 use crate::router::Delivery;
 pub use inflight::{Inflight, OutState, Outgoing};
 pub use mailbox::{Mailbox, Offer};
-pub use registry::Registry;
+pub use registry::{ClaimError, Limits, Registry};
 
 /// A session's identity in the router: unique for the life of the process, so a new
 /// session under a reused client id never collides with the remains of an old one.
@@ -59,6 +59,13 @@ pub struct SessionState {
     /// Inbound QoS 2 packet identifiers received and not yet released (PUBREL), so a
     /// redelivered PUBLISH is not routed twice.
     pub incoming_qos2: HashSet<u16>,
+    /// The identity the session's subscriptions were checked for: the owner that last
+    /// served it (empty: anonymous).
+    pub owner: ByteString,
+    /// The plugin generation whose topic-check chain last allowed every subscription
+    /// (0: not checked since it was resumed). A connection serving the session checks
+    /// them again when this is not the generation in force (see `follow_reload`).
+    pub checked_generation: u64,
     /// A QoS 1/2 delivery whose RECEIVE check failed with a plugin error: checked again
     /// until `topic-check.hold` runs out. Nothing is taken from `queue` meanwhile, so
     /// the session's order holds. Kept with the session across reconnects.
@@ -88,6 +95,8 @@ impl SessionState {
             inflight: Inflight::default(),
             incoming_qos2: HashSet::default(),
             held: None,
+            owner: ByteString::new(),
+            checked_generation: 0,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Sessions by client id: creation, resumption and takeover.
+//! Sessions by client id: creation, resumption, takeover, ownership and expiry.
 //!
 //! # Takeover
 //! Each connection that claims a client id bumps the entry's generation and leaves a
@@ -8,27 +8,80 @@
 //! closes its socket and hands the state over on its way out. When a connection ends
 //! and nobody took over, it parks a persistent session in the registry, or drops a
 //! clean one. The registry lock is never held across an `.await`.
+//!
+//! # Ownership
+//! An entry remembers the identity that owns it (see [`Registry::claim`]). With
+//! `mqtt.session_takeover: same_identity`, a claim by another identity is refused
+//! before anything is touched: the owner's connection stays up and its parked session
+//! stays parked.
+//!
+//! # Expiry and bound
+//! Parked sessions are indexed by the time they were parked. [`Registry::run_expiry`]
+//! discards those parked longer than `mqtt.session_expiry`; parking one more than
+//! `mqtt.max_parked_sessions` discards the one parked longest ago first. A discarded
+//! session's subscriptions leave the router and its queue is freed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytestring::ByteString;
 use foldhash::HashMap;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::{Mailbox, SessionState};
+use crate::config::{MqttConfig, SessionTakeover};
 use crate::router::Router;
+use crate::stats::Stats;
 
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Another identity owns the client id's session, and `mqtt.session_takeover` is
+    /// `same_identity`.
+    #[error("the client id's session belongs to another identity (mqtt.session_takeover)")]
+    OwnedByAnother,
+}
+
+/// The session rules the registry applies, from `mqtt:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Who may claim a client id another identity owns.
+    pub takeover: SessionTakeover,
+    /// How long a session stays parked; `None`: until the broker stops.
+    pub expiry: Option<Duration>,
+    /// Sessions parked at most.
+    pub max_parked: usize,
+}
+
+impl From<&MqttConfig> for Limits {
+    fn from(mqtt: &MqttConfig) -> Self {
+        Self {
+            takeover: mqtt.session_takeover,
+            expiry: mqtt.session_expiry,
+            max_parked: mqtt.max_parked_sessions,
+        }
+    }
+}
+
+/// Where a parked session sits in the expiry index: when it was parked, then a
+/// sequence number so two sessions parked in the same instant both have a key.
+type ParkedKey = (Instant, u64);
+
 #[derive(Default)]
 struct Entry {
     generation: u64,
+    /// The identity that owns the session: the last claim's (see [`Registry::claim`]).
+    owner: ByteString,
     live: Option<Live>,
-    parked: Option<SessionState>,
+    parked: Option<(SessionState, ParkedKey)>,
 }
 
 struct Live {
@@ -46,18 +99,61 @@ pub struct Claim {
     handoff: oneshot::Sender<SessionState>,
 }
 
+/// Entries and the index of parked sessions, under one lock so they never disagree.
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<ByteString, Entry>,
+    /// Parked sessions, oldest first.
+    parked: BTreeMap<ParkedKey, ByteString>,
+    next_seq: u64,
+}
+
+impl Inner {
+    /// Takes the parked session of `client_id` out (the entry stays).
+    fn unpark(&mut self, client_id: &ByteString) -> Option<SessionState> {
+        let entry = self.entries.get_mut(client_id)?;
+        let (state, key) = entry.parked.take()?;
+        self.parked.remove(&key);
+        Some(state)
+    }
+
+    /// Removes the oldest parked session and its entry.
+    fn pop_oldest(&mut self) -> Option<(ByteString, SessionState, Instant)> {
+        let ((parked_at, _), client_id) = self.parked.pop_first()?;
+        let entry = self.entries.remove(&client_id)?;
+        let (state, _) = entry.parked?;
+        Some((client_id, state, parked_at))
+    }
+}
+
 /// All sessions, online and parked.
 pub struct Registry {
-    entries: Mutex<HashMap<ByteString, Entry>>,
+    inner: Mutex<Inner>,
     router: Arc<Router>,
+    stats: Arc<Stats>,
+    limits: Limits,
+    /// Wakes [`run_expiry`](Self::run_expiry) when a session is parked.
+    parked_changed: Notify,
 }
 
 impl Registry {
+    /// An empty registry whose sessions subscribe through `router`, applying `limits`
+    /// and counting into `stats`.
+    pub fn new(router: Arc<Router>, stats: Arc<Stats>, limits: Limits) -> Self {
+        Self {
+            inner: Mutex::default(),
+            router,
+            stats,
+            limits,
+            parked_changed: Notify::new(),
+        }
+    }
+
     /// Records the queue of the session a claim's connection serves, so that
     /// [`queued_messages`](Self::queued_messages) counts it while it is online.
     pub fn serving(&self, client_id: &ByteString, claim: &Claim, mailbox: Arc<Mailbox>) {
-        let mut entries = self.entries.lock();
-        if let Some(entry) = entries.get_mut(client_id)
+        let mut inner = self.inner.lock();
+        if let Some(entry) = inner.entries.get_mut(client_id)
             && entry.generation == claim.generation
             && let Some(live) = entry.live.as_mut()
         {
@@ -68,12 +164,13 @@ impl Registry {
     /// Messages waiting in every session's queue, online and parked. Walks the
     /// sessions under the registry lock: for a scrape, not for the message path.
     pub fn queued_messages(&self) -> u64 {
-        let entries = self.entries.lock();
-        entries
+        let inner = self.inner.lock();
+        inner
+            .entries
             .values()
             .map(|e| {
                 let live = e.live.as_ref().and_then(|l| l.mailbox.as_ref());
-                let parked = e.parked.as_ref().map(|s| &s.mailbox);
+                let parked = e.parked.as_ref().map(|(s, _)| &s.mailbox);
                 live.into_iter()
                     .chain(parked)
                     .map(|m| m.queued() as u64)
@@ -82,40 +179,58 @@ impl Registry {
             .sum()
     }
 
-    /// An empty registry whose sessions subscribe through `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self {
-            entries: Mutex::default(),
-            router,
-        }
-    }
-
     /// Sessions known: online ones plus parked persistent ones.
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.inner.lock().entries.len()
     }
 
     /// Whether there is no session.
     pub fn is_empty(&self) -> bool {
-        self.entries.lock().is_empty()
+        self.inner.lock().entries.is_empty()
     }
 
-    /// Claims `client_id` for a new connection, stopping any connection that holds it,
-    /// and returns the claim and the previous session state, if any (taken over from a
-    /// live connection or resumed from the parked ones).
-    pub async fn claim(&self, client_id: &ByteString) -> (Claim, Option<SessionState>) {
+    /// Persistent sessions parked now.
+    pub fn parked(&self) -> usize {
+        self.inner.lock().parked.len()
+    }
+
+    /// Claims `client_id` for a new connection of `identity` (the identity the auth
+    /// chain established; empty for an anonymous client), stopping any connection that
+    /// holds it, and returns the claim and the previous session state, if any (taken
+    /// over from a live connection or resumed from the parked ones).
+    ///
+    /// With `session_takeover: same_identity`, a client id whose live or parked session
+    /// another identity owns is refused, whatever the new CONNECT's clean flag: nothing
+    /// changes, the owner keeps its connection and session. A claim that succeeds makes
+    /// `identity` the owner.
+    pub async fn claim(
+        &self,
+        client_id: &ByteString,
+        identity: &str,
+    ) -> Result<(Claim, Option<SessionState>), ClaimError> {
         let stop = CancellationToken::new();
         let (handoff_tx, handoff_rx) = oneshot::channel();
         let (generation, previous_live, parked) = {
-            let mut entries = self.entries.lock();
-            let entry = entries.entry(client_id.clone()).or_default();
+            let mut inner = self.inner.lock();
+            if self.limits.takeover == SessionTakeover::SameIdentity
+                && let Some(entry) = inner.entries.get(client_id)
+                && (entry.live.is_some() || entry.parked.is_some())
+                && entry.owner != identity
+            {
+                return Err(ClaimError::OwnedByAnother);
+            }
+            let parked = inner.unpark(client_id);
+            let entry = inner.entries.entry(client_id.clone()).or_default();
             entry.generation += 1;
+            if entry.owner != identity {
+                entry.owner = identity.into();
+            }
             let previous = entry.live.replace(Live {
                 stop: stop.clone(),
                 handoff: handoff_rx,
                 mailbox: None,
             });
-            (entry.generation, previous, entry.parked.take())
+            (entry.generation, previous, parked)
         };
         let previous = match previous_live {
             Some(live) => {
@@ -123,7 +238,10 @@ impl Registry {
                 match tokio::time::timeout(HANDOFF_TIMEOUT, live.handoff).await {
                     Ok(Ok(state)) => Some(state),
                     _ => {
-                        tracing::warn!(%client_id, "previous connection did not hand its session over; starting a new one");
+                        warn!(
+                            ?client_id,
+                            "previous connection did not hand its session over; starting a new one"
+                        );
                         None
                     }
                 }
@@ -135,23 +253,32 @@ impl Registry {
             generation,
             handoff: handoff_tx,
         };
-        (claim, previous)
+        Ok((claim, previous))
     }
 
     /// Ends a connection's claim: hands the session to the connection that took over,
-    /// parks it if persistent, or discards it and its subscriptions.
+    /// parks it if persistent, or discards it and its subscriptions. Parking past
+    /// `max_parked` discards the session parked longest ago.
     pub fn release(&self, claim: Claim, state: SessionState) {
         state.mailbox.set_online(false);
+        let mut evicted = None;
         let discard = {
-            let mut entries = self.entries.lock();
-            match entries.get_mut(&state.client_id) {
+            let mut inner = self.inner.lock();
+            let inner = &mut *inner;
+            match inner.entries.get_mut(&state.client_id) {
                 Some(entry) if entry.generation == claim.generation => {
                     entry.live = None;
                     if state.persistent {
-                        entry.parked = Some(state);
+                        let key = (Instant::now(), inner.next_seq);
+                        inner.next_seq += 1;
+                        inner.parked.insert(key, state.client_id.clone());
+                        entry.parked = Some((state, key));
+                        if inner.parked.len() > self.limits.max_parked {
+                            evicted = inner.pop_oldest();
+                        }
                         None
                     } else {
-                        entries.remove(&state.client_id);
+                        inner.entries.remove(&state.client_id);
                         Some(state)
                     }
                 }
@@ -162,11 +289,213 @@ impl Registry {
         if let Some(state) = discard {
             self.discard(state);
         }
+        if let Some((client_id, state, parked_at)) = evicted {
+            self.stats.session_evicted();
+            info!(
+                ?client_id,
+                parked_for = ?parked_at.elapsed(),
+                max = self.limits.max_parked,
+                "discarding the session parked longest ago: mqtt.max_parked_sessions reached"
+            );
+            self.discard(state);
+        }
+        self.parked_changed.notify_one();
     }
 
-    /// Drops a session's subscriptions from the router.
+    /// Drops a session's subscriptions from the router; its queue goes with `state`.
     pub fn discard(&self, state: SessionState) {
         self.router
             .unsubscribe_all(state.subscriptions.keys(), state.id);
+    }
+
+    /// Discards every session parked at or before `now - expiry`, and returns when the
+    /// next one is due (`None`: nothing parked, or no expiry).
+    pub fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let expiry = self.limits.expiry?;
+        loop {
+            let due = {
+                let mut inner = self.inner.lock();
+                let (&(parked_at, _), _) = inner.parked.first_key_value()?;
+                if parked_at + expiry > now {
+                    return Some(parked_at + expiry);
+                }
+                inner.pop_oldest()
+            };
+            if let Some((client_id, state, parked_at)) = due {
+                self.stats.session_expired();
+                info!(
+                    ?client_id,
+                    parked_for = ?now.saturating_duration_since(parked_at),
+                    "persistent session expired (mqtt.session_expiry): discarded with its subscriptions and queue"
+                );
+                self.discard(state);
+            }
+        }
+    }
+
+    /// Expires parked sessions on time (see [`expire_due`](Self::expire_due)) until
+    /// `shutdown`. Returns at once without `mqtt.session_expiry`.
+    pub async fn run_expiry(&self, shutdown: CancellationToken) {
+        if self.limits.expiry.is_none() {
+            return;
+        }
+        loop {
+            let next = self.expire_due(Instant::now());
+            let due = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.parked_changed.notified() => {}
+                _ = due => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::QoS;
+    use crate::router::Subscriber;
+
+    fn registry(limits: Limits) -> (Registry, Arc<Router>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let router = Arc::new(Router::new(stats.clone(), Default::default()));
+        (
+            Registry::new(router.clone(), stats.clone(), limits),
+            router,
+            stats,
+        )
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            takeover: SessionTakeover::SameIdentity,
+            expiry: Some(Duration::from_secs(60)),
+            max_parked: 10,
+        }
+    }
+
+    /// Claims `id` for `identity`, subscribes the session to `id/#` and parks it.
+    async fn park(registry: &Registry, router: &Router, id: &str, identity: &str) {
+        let id = ByteString::from(id);
+        let (claim, previous) = registry.claim(&id, identity).await.expect("claimed");
+        let mut state = previous.unwrap_or_else(|| SessionState::new(id.clone(), true, 10));
+        let filter = ByteString::from(format!("{id}/#"));
+        router.subscribe(
+            &filter,
+            Subscriber {
+                session: state.id,
+                qos: QoS::AtLeastOnce,
+                mailbox: state.mailbox.clone(),
+            },
+        );
+        state.subscriptions.insert(filter, QoS::AtLeastOnce);
+        registry.release(claim, state);
+    }
+
+    #[tokio::test]
+    async fn another_identity_is_refused_and_the_session_left_alone() {
+        let (registry, router, _) = registry(limits());
+        park(&registry, &router, "c", "alice").await;
+        let id = ByteString::from("c");
+        assert_eq!(
+            registry.claim(&id, "mallory").await.err(),
+            Some(ClaimError::OwnedByAnother)
+        );
+        assert_eq!(
+            registry.claim(&id, "").await.err(),
+            Some(ClaimError::OwnedByAnother)
+        );
+        assert_eq!(registry.parked(), 1, "still parked");
+        assert_eq!(router.subscription_count(), 1);
+        // Its owner resumes it; while it is live another identity is refused too, and
+        // the owner's connection is not stopped.
+        let (claim, previous) = registry.claim(&id, "alice").await.expect("owner");
+        assert!(previous.is_some_and(|s| s.subscriptions.len() == 1));
+        assert_eq!(
+            registry.claim(&id, "mallory").await.err(),
+            Some(ClaimError::OwnedByAnother)
+        );
+        assert!(!claim.stop.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn with_any_another_identity_takes_over() {
+        let (registry, router, _) = registry(Limits {
+            takeover: SessionTakeover::Any,
+            ..limits()
+        });
+        park(&registry, &router, "c", "alice").await;
+        let (_claim, previous) = registry
+            .claim(&ByteString::from("c"), "mallory")
+            .await
+            .expect("any identity may take over");
+        assert!(previous.is_some());
+    }
+
+    #[tokio::test]
+    async fn parked_sessions_expire_with_their_subscriptions() {
+        let (registry, router, stats) = registry(limits());
+        let start = Instant::now();
+        park(&registry, &router, "a", "alice").await;
+        let due = registry.expire_due(start).expect("one is due later");
+        assert!(due >= start + Duration::from_secs(60));
+        assert_eq!(
+            registry.expire_due(due - Duration::from_millis(1)),
+            Some(due)
+        );
+        assert_eq!(registry.parked(), 1);
+        assert_eq!(registry.expire_due(due), None, "nothing left parked");
+        assert_eq!(registry.parked(), 0);
+        assert!(registry.is_empty());
+        assert_eq!(router.subscription_count(), 0, "its subscriptions went");
+        assert_eq!(stats.snapshot().sessions_expired, 1);
+        // Gone: the next claim starts afresh, and by anyone.
+        let (_c, previous) = registry
+            .claim(&ByteString::from("a"), "mallory")
+            .await
+            .unwrap();
+        assert!(previous.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_expiry_nothing_expires() {
+        let (registry, router, _) = registry(Limits {
+            expiry: None,
+            ..limits()
+        });
+        park(&registry, &router, "a", "alice").await;
+        assert_eq!(
+            registry.expire_due(Instant::now() + Duration::from_secs(1_000_000)),
+            None
+        );
+        assert_eq!(registry.parked(), 1);
+    }
+
+    #[tokio::test]
+    async fn parking_past_the_bound_discards_the_oldest() {
+        let (registry, router, stats) = registry(Limits {
+            max_parked: 2,
+            ..limits()
+        });
+        for id in ["one", "two", "three"] {
+            park(&registry, &router, id, "u").await;
+        }
+        assert_eq!(registry.parked(), 2);
+        assert_eq!(registry.len(), 2);
+        assert_eq!(router.subscription_count(), 2);
+        assert_eq!(stats.snapshot().sessions_evicted, 1);
+        let (_c, previous) = registry.claim(&ByteString::from("one"), "u").await.unwrap();
+        assert!(previous.is_none(), "the oldest went");
+        let (_c, previous) = registry
+            .claim(&ByteString::from("three"), "u")
+            .await
+            .unwrap();
+        assert!(previous.is_some(), "the newest stayed");
     }
 }
