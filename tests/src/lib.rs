@@ -12,8 +12,8 @@
 //!   codec only to frame packets (byte-exact cases are written out as bytes).
 //! - [`binary`]: builds and locates the workspace's binaries.
 
-pub mod source;
 pub mod sessions;
+pub mod source;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
