@@ -611,7 +611,43 @@ impl PluginProcess {
         p
     }
 
+    /// Starts `program args...` on a free TCP port of `host` and waits until it accepts
+    /// connections; returns it and the port. A free port can be taken by another test
+    /// between [`free_port`] and the plugin's bind, so a plugin that exits before
+    /// listening is started again on another port (a few times, then it panics: a plugin
+    /// that never starts is still a failure).
+    pub fn start_tcp(program: &std::path::Path, args: &[&str], host: &str) -> (Self, u16) {
+        let mut exits = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let listen = format!("tcp://{host}:{port}");
+            let child = Command::new(program)
+                .args(args)
+                .args(["--listen", &listen])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn plugin");
+            let mut p = Self {
+                child,
+                endpoint: format!("http://{host}:{port}"),
+            };
+            match p.try_wait_accepting(&listen) {
+                Ok(()) => return (p, port),
+                Err(status) => exits.push((port, status)),
+            }
+        }
+        panic!("plugin exited before listening, on every port tried: {exits:?}");
+    }
+
     fn wait_accepting(&mut self, listen: &str) {
+        if let Err(status) = self.try_wait_accepting(listen) {
+            panic!("plugin exited before listening: {status}");
+        }
+    }
+
+    /// Waits until the plugin accepts on `listen`; `Err` with its exit status if it
+    /// exited first.
+    fn try_wait_accepting(&mut self, listen: &str) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let up = if let Some(path) = listen.strip_prefix("unix://") {
@@ -621,10 +657,10 @@ impl PluginProcess {
                 std::net::TcpStream::connect(addr).is_ok()
             };
             if up {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("plugin exited before listening: {status}");
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,

@@ -212,18 +212,13 @@ async fn the_sdk_refuses_a_public_address_with_no_caller_check() {
     let token = pki.path().join("token");
     std::fs::write(&token, "t").unwrap();
     let t = token.display().to_string();
-    let port = free_port();
-    let _with_token = PluginProcess::start(
+    let _with_token = PluginProcess::start_tcp(
         &policy_bin(),
         &["--roles", "auth", "--token-file", &t],
-        &listen(port),
+        "0.0.0.0",
     );
-    let port = free_port();
-    let _insecure = PluginProcess::start(
-        &policy_bin(),
-        &["--roles", "auth", "--insecure"],
-        &listen(port),
-    );
+    let _insecure =
+        PluginProcess::start_tcp(&policy_bin(), &["--roles", "auth", "--insecure"], "0.0.0.0");
 }
 
 fn mode(path: &Path) -> u32 {
