@@ -76,6 +76,9 @@ struct Module {
     uses: Vec<(String, Vec<String>)>,
     /// Every absolute path the file names (from its `use` lines and inline paths).
     named: Vec<Vec<String>>,
+    /// The file's code lines, searched for inline paths into its child modules
+    /// (`child::f(...)`), which need the module tree to be recognised.
+    children_named: Vec<String>,
 }
 
 /// The module path of `file` under the crate's `src`: `lib.rs`/`main.rs` are the root,
@@ -269,6 +272,7 @@ fn read_module(src: &Path, file: &Path) -> Module {
         defines,
         uses: Vec::new(),
         named: Vec::new(),
+        children_named: Vec::new(),
     };
     let mut statement: Option<String> = None;
     let mut raw_uses = Vec::new();
@@ -293,6 +297,7 @@ fn read_module(src: &Path, file: &Path) -> Module {
             None => module.named.extend(inline_paths(line)),
         }
     }
+    module.children_named = lines.iter().map(|l| l.to_owned()).collect();
     for raw in raw_uses {
         let raw = raw.split(';').next().unwrap_or_default();
         let mut expanded = Vec::new();
@@ -332,7 +337,17 @@ fn crate_graph(src: &Path) -> Graph {
             let children = children_of(&m.path);
             m.uses
                 .iter()
-                .filter_map(|(name, p)| Some((name.clone(), absolute(p, &m.path, &children)?)))
+                .enumerate()
+                .filter_map(|(i, (name, p))| {
+                    // Globs are kept apart (`*0`, `*1`, ...): each is searched for names
+                    // the file neither defines nor imports by name.
+                    let key = if name == "*" {
+                        format!("*{i}")
+                    } else {
+                        name.clone()
+                    };
+                    Some((key, absolute(p, &m.path, &children)?))
+                })
                 .collect()
         })
         .collect();
@@ -360,7 +375,21 @@ fn crate_graph(src: &Path) -> Graph {
                 next.extend(path[len + 1..].iter().cloned());
                 resolve(&next, modules, by_path, uses, depth + 1).or(Some((file, name.clone())))
             }
-            None => Some((file, name.clone())),
+            None => {
+                for (key, glob) in &uses[file] {
+                    if !key.starts_with('*') {
+                        continue;
+                    }
+                    let mut next = glob[..glob.len() - 1].to_vec();
+                    next.extend(path[len..].iter().cloned());
+                    if let Some((f, n)) = resolve(&next, modules, by_path, uses, depth + 1)
+                        && modules[f].defines.contains(&n)
+                    {
+                        return Some((f, n));
+                    }
+                }
+                Some((file, name.clone()))
+            }
         }
     }
 
@@ -373,6 +402,37 @@ fn crate_graph(src: &Path) -> Graph {
                 .iter()
                 .filter_map(|p| absolute(p, &m.path, &children)),
         );
+        for child in &children {
+            let needle = format!("{child}::");
+            for line in &m.children_named {
+                let t = line.trim_start();
+                if t.starts_with("use ")
+                    || t.starts_with("pub use ")
+                    || t.starts_with("pub(crate) use ")
+                {
+                    continue;
+                }
+                let mut from = 0;
+                while let Some(i) = line[from..].find(&needle) {
+                    let at = from + i;
+                    from = at + needle.len();
+                    let before = line[..at].chars().next_back();
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                        continue;
+                    }
+                    let rest: String = line[from..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if !rest.is_empty() {
+                        let mut path = m.path.clone();
+                        path.push(child.clone());
+                        path.push(rest);
+                        named.push(path);
+                    }
+                }
+            }
+        }
         for path in named {
             // A `mod` declaration's child is not a use of it; `use child::X` is.
             if let Some((target, name)) = resolve(&path, &modules, &by_path, &uses, 0)
