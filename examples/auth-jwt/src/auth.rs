@@ -3,8 +3,8 @@
 use tandem_plugin::{AuthDecision, AuthRequest, Authenticator, Context, HandlerError};
 use tracing::info;
 
-use crate::Jwt;
 use crate::config::{Config, NonJwt};
+use crate::jwt::Jwt;
 use crate::{claims, verify};
 
 /// CONNACK reason for a refused token (MQTT 5 "bad user name or password").

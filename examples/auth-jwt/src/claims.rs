@@ -5,8 +5,9 @@ use tandem_plugin::{AuthDecision, AuthRequest};
 
 use serde_json::Value;
 
+use crate::attributes::{EXP_ATTRIBUTE, USERNAME_ATTRIBUTE, action_attribute};
 use crate::config::Config;
-use crate::topics::{EXP_ATTRIBUTE, USERNAME_ATTRIBUTE, action_attribute, valid_filter};
+use crate::topics::valid_filter;
 use crate::verify::Claims;
 
 /// The claim named `name`: a top-level claim, or a JSON pointer when it starts with `/` (for

@@ -11,8 +11,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::attributes::ATTRIBUTE_PREFIX;
 use crate::keys::{JwksSource, KeyStore};
-use crate::topics::ATTRIBUTE_PREFIX;
 
 /// What the plugin answers for a password that is not shaped like a JWT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -12,17 +12,18 @@
 //!
 //! `--roles auth,topic` chooses the roles it declares (both by default).
 
+mod attributes;
 mod auth;
 mod claims;
 mod config;
+mod jwt;
 mod keys;
 mod topics;
 mod verify;
 
 use tandem_plugin::{Plugin, Role};
 
-/// The handlers of both roles; the state lives in the configuration.
-pub(crate) struct Jwt;
+use crate::jwt::Jwt;
 
 fn main() -> Result<(), tandem_plugin::Error> {
     let roles = Role::from_args();

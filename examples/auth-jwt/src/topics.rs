@@ -9,24 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tandem_plugin::{Action, Context, HandlerError, TopicDecision, TopicFilter, TopicRequest};
 
-use crate::Jwt;
+use crate::attributes::{EXP_ATTRIBUTE, action_attribute};
 use crate::config::Config;
-
-/// Prefix of the attributes this plugin sets itself (a mapped attribute may not use it).
-pub(crate) const ATTRIBUTE_PREFIX: &str = "jwt.";
-/// The token's `exp`, so topic checks stop allowing once the token has expired.
-pub(crate) const EXP_ATTRIBUTE: &str = "jwt.exp";
-/// The value of `username_claim`.
-pub(crate) const USERNAME_ATTRIBUTE: &str = "jwt.username";
-
-/// The attribute holding the filter list for `action`.
-pub(crate) fn action_attribute(action: Action) -> &'static str {
-    match action {
-        Action::Publish => "jwt.publish",
-        Action::Subscribe => "jwt.subscribe",
-        Action::Receive => "jwt.receive",
-    }
-}
+use crate::jwt::Jwt;
 
 impl TopicFilter for Jwt {
     async fn topic_filter(

@@ -6,13 +6,14 @@
 //! watcher that reloads the file lives exactly as long as this configuration.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tandem_plugin::tracing::{info, warn};
+use tandem_plugin::tracing::info;
 
 use crate::acl::{Acl, AclSpec, Rules};
+use crate::live::{LiveAcl, load_file};
 use crate::watch;
 
 /// What to answer when the action's `-acl` section is not configured and no `-deny` rule applies.
@@ -65,46 +66,6 @@ pub(crate) struct Config {
     pub(crate) unconfigured: Unconfigured,
     /// The ACL in force, replaced by the watcher when the file changes.
     pub(crate) acl: Arc<LiveAcl>,
-}
-
-/// The ACL in force. The watcher holds it weakly and stops when the configuration is dropped.
-#[derive(Debug)]
-pub(crate) struct LiveAcl {
-    current: RwLock<Arc<Acl>>,
-}
-
-impl LiveAcl {
-    pub(crate) fn new(acl: Acl) -> Self {
-        LiveAcl {
-            current: RwLock::new(Arc::new(acl)),
-        }
-    }
-
-    /// The ACL to decide with (a cheap clone; the lock is never held across anything else).
-    pub(crate) fn current(&self) -> Arc<Acl> {
-        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub(crate) fn replace(&self, acl: Acl) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(acl);
-    }
-}
-
-/// Checks the contents of an ACL file; the error names the file and what is wrong where.
-pub(crate) fn load_file(path: &std::path::Path, bytes: &[u8]) -> Result<Acl, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|err| format!("ACL file {}: not UTF-8: {err}", path.display()))?;
-    let spec = AclSpec::from_yaml(path, text)?;
-    if spec.is_empty() {
-        return Err(format!(
-            "ACL file {}: no rules (expected subscribe-acl, publish-acl, receive-acl or a -deny section)",
-            path.display()
-        ));
-    }
-    if spec.acl.is_some() {
-        warn!(file = %path.display(), "`acl` is deprecated (as in aMQTT); use `subscribe-acl`");
-    }
-    Acl::try_from(spec).map_err(|err| format!("ACL file {}: {err}", path.display()))
 }
 
 impl TryFrom<RawConfig> for Config {

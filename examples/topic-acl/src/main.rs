@@ -26,6 +26,7 @@
 mod acl;
 mod config;
 mod filter;
+mod live;
 mod watch;
 
 use tandem_plugin::{Context, HandlerError, Plugin, TopicDecision, TopicFilter, TopicRequest};

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tandem_plugin::tracing::{info, warn};
 
-use crate::config::{LiveAcl, load_file};
+use crate::live::{LiveAcl, load_file};
 
 /// How long the directory must be quiet before the file is reread.
 const DEBOUNCE: Duration = Duration::from_millis(150);
