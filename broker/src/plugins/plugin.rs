@@ -843,11 +843,7 @@ impl Plugin {
                     false
                 }
                 Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => true,
-                Ok(Err(s))
-                    if s.code() == tonic::Code::Unavailable
-                        || (s.code() == tonic::Code::Unknown
-                            && std::error::Error::source(&s).is_some()) =>
-                {
+                Ok(Err(s)) if failure_kind(&s, false) == ErrorKind::Unavailable => {
                     self.mark_down(replica, "health check: transport failure");
                     false
                 }
@@ -954,21 +950,13 @@ impl Plugin {
                     return Ok(resp.into_inner());
                 }
                 Err(_) => ErrorKind::Deadline,
-                Ok(Err(status)) => match status.code() {
-                    // tonic's own timer answers CANCELLED "Timeout expired".
-                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Deadline,
-                    tonic::Code::Unavailable => ErrorKind::Unavailable,
-                    tonic::Code::Unknown if std::error::Error::source(&status).is_some() => {
-                        ErrorKind::Unavailable
+                Ok(Err(status)) => {
+                    let kind = failure_kind(&status, Instant::now() >= deadline);
+                    if kind == ErrorKind::Status {
+                        self.log_error(kind, &format!("{:?}: {}", status.code(), status.message()));
                     }
-                    _ => {
-                        self.log_error(
-                            ErrorKind::Status,
-                            &format!("{:?}: {}", status.code(), status.message()),
-                        );
-                        ErrorKind::Status
-                    }
-                },
+                    kind
+                }
             };
             span.record("error", kind.as_str());
             span.record("otel.status_code", "ERROR");
@@ -1028,6 +1016,29 @@ impl Plugin {
     }
 }
 
+/// What a call that ended with `status` counts as, `deadline_passed` telling whether
+/// its deadline had passed when it ended.
+///
+/// A status the plugin sent has no source; one the client made from a transport error
+/// carries that error. Every transport failure is `Unavailable`, so the replica is
+/// marked down and the call retried on another one: the connection refused or lost
+/// (UNAVAILABLE), reset or broken under a call in flight (UNKNOWN "transport error"),
+/// a GOAWAY or protocol error (INTERNAL "h2 protocol error"), and a request that hyper
+/// cancelled because its connection closed as it was sent (CANCELLED "operation was
+/// canceled", source "connection closed": a replica killed while the broker had not yet
+/// read the close). CANCELLED is a deadline when the deadline has passed, or when the
+/// plugin sent it (its server's timer answers CANCELLED "Timeout expired").
+fn failure_kind(status: &tonic::Status, deadline_passed: bool) -> ErrorKind {
+    let from_transport = std::error::Error::source(status).is_some();
+    match status.code() {
+        tonic::Code::DeadlineExceeded => ErrorKind::Deadline,
+        tonic::Code::Cancelled if deadline_passed || !from_transport => ErrorKind::Deadline,
+        tonic::Code::Unavailable => ErrorKind::Unavailable,
+        _ if from_transport => ErrorKind::Unavailable,
+        _ => ErrorKind::Status,
+    }
+}
+
 /// Object-safe alias for the stream types a connector hands to hyper.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
@@ -1035,6 +1046,65 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_failures_are_unavailable_and_only_a_real_deadline_is_a_deadline() {
+        use tonic::{Code, Status};
+        // What the client makes from a transport error: the code it derived, and the
+        // error itself as the source (as for hyper's "connection closed").
+        #[derive(Debug)]
+        struct Lost(Status);
+        impl std::fmt::Display for Lost {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connection closed")
+            }
+        }
+        impl std::error::Error for Lost {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let transport = |code: Code, what: &str| {
+            let status = Status::from_error(Box::new(Lost(Status::new(code, what))));
+            assert_eq!(status.code(), code);
+            assert!(std::error::Error::source(&status).is_some());
+            status
+        };
+        let canceled = transport(Code::Cancelled, "operation was canceled");
+        assert_eq!(canceled.code(), Code::Cancelled);
+        assert_eq!(failure_kind(&canceled, false), ErrorKind::Unavailable);
+        assert_eq!(failure_kind(&canceled, true), ErrorKind::Deadline);
+        assert_eq!(
+            failure_kind(&transport(Code::Unknown, "transport error"), false),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            failure_kind(&transport(Code::Internal, "h2 protocol error"), false),
+            ErrorKind::Unavailable
+        );
+        // Sent by the plugin: no source.
+        let sent = |code: Code| Status::new(code, "from the plugin");
+        assert_eq!(
+            failure_kind(&sent(Code::Cancelled), false),
+            ErrorKind::Deadline
+        );
+        assert_eq!(
+            failure_kind(&sent(Code::DeadlineExceeded), false),
+            ErrorKind::Deadline
+        );
+        assert_eq!(
+            failure_kind(&sent(Code::Unavailable), false),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            failure_kind(&sent(Code::Internal), false),
+            ErrorKind::Status
+        );
+        assert_eq!(
+            failure_kind(&sent(Code::PermissionDenied), true),
+            ErrorKind::Status
+        );
+    }
 
     #[test]
     fn latency_lands_in_the_first_bucket_at_or_above_it() {
