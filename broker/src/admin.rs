@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::server::Broker;
+use crate::broker::Broker;
 
 /// Largest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 16 * 1024;

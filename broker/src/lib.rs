@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`protocol`]: the MQTT codec (one packet model, wire forms per version).
+//! - [`broker`]: the state every connection shares.
 //! - [`server`]: listeners, the accept loop, connection tasks.
 //! - [`session`]: session state, takeover, inflight window, the bounded session queue.
 //! - [`router`]: topic rules, the subscription tree, retained messages, fan-out.
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod admin;
+pub mod broker;
 pub mod config;
 pub mod logging;
 pub mod metrics;

@@ -15,8 +15,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::broker::Broker;
 use crate::plugins::{ErrorKind, Rpc, Verdict};
-use crate::server::Broker;
 
 /// The `Content-Type` of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
 use crate::plugins::{PluginError, ReloadSummary};
-use crate::server::Broker;
 
 /// Why a reload was refused. The configuration in force is unchanged.
 #[derive(Debug, thiserror::Error)]

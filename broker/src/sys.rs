@@ -8,10 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::Ordering;
 
+use crate::broker::Broker;
 use crate::plugins::{ErrorKind, Rpc, Verdict};
 use crate::protocol::QoS;
-use crate::router::Message;
-use crate::server::Broker;
+use crate::session::Message;
 
 /// The broker's version, published once per interval on `$SYS/broker/version`.
 pub const VERSION: &str = concat!("tandem ", env!("CARGO_PKG_VERSION"));

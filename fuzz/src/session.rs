@@ -32,7 +32,8 @@ use bytes::BytesMut;
 use tandem_broker::config::Config;
 use tandem_broker::plugins::PluginHost;
 use tandem_broker::protocol::{self, ConnectReason, Packet, ProtocolVersion};
-use tandem_broker::server::{Broker, serve_client};
+use tandem_broker::broker::Broker;
+use tandem_broker::server::serve_client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 

@@ -15,14 +15,22 @@
 //! - [`cache`]: the per-session TopicFilter decision cache.
 //! - [`events`]: per-plugin event queues and `Events` streams.
 //! - [`supervisor`]: plugins the broker starts itself (`command:`).
+//! - [`client`]: one client's handle on the plugins: checks, cache, events, in the
+//!   broker's types; [`client_info`] the facts it reports; [`wire`] every conversion
+//!   of those to the plugin contract's messages.
+//! - [`lifecycle`]: the broker's own lifecycle events.
 
 pub mod cache;
 pub mod chain;
+pub mod client;
+pub mod client_info;
 pub mod config;
 pub mod endpoint;
 pub mod events;
+pub mod lifecycle;
 pub mod plugin;
 pub mod supervisor;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use std::fmt;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::{Error, Properties};
+use crate::protocol::properties::Properties;
 
 /// The protocol versions this codec speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,13 +43,13 @@ pub enum QoS {
 }
 
 impl QoS {
-    /// Parses the two QoS bits.
-    pub fn from_u8(v: u8) -> Result<Self, Error> {
+    /// The QoS two bits stand for; `None` for 3.
+    pub fn from_bits(v: u8) -> Option<Self> {
         match v {
-            0 => Ok(QoS::AtMostOnce),
-            1 => Ok(QoS::AtLeastOnce),
-            2 => Ok(QoS::ExactlyOnce),
-            other => Err(Error::InvalidQoS(other)),
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
         }
     }
 }
@@ -77,8 +77,8 @@ pub enum PacketType {
 
 impl PacketType {
     /// Maps a fixed header's high nibble to its type.
-    pub fn from_nibble(n: u8) -> Result<Self, Error> {
-        Ok(match n {
+    pub fn from_nibble(n: u8) -> Option<Self> {
+        Some(match n {
             1 => PacketType::Connect,
             2 => PacketType::ConnAck,
             3 => PacketType::Publish,
@@ -94,7 +94,7 @@ impl PacketType {
             13 => PacketType::PingResp,
             14 => PacketType::Disconnect,
             15 => PacketType::Auth,
-            other => return Err(Error::InvalidPacketType(other)),
+            _ => return None,
         })
     }
 }

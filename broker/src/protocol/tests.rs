@@ -4,6 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
+use super::frame::{remaining_len_size, write_fixed_header};
 use super::*;
 
 const MAX: usize = 1024 * 1024;
@@ -609,4 +610,75 @@ fn redacted_connect_frames_zero_the_password_only() {
         &mut wire,
     );
     assert_eq!(redacted_connect_frame(&connect, &wire), wire.freeze());
+}
+
+/// What the outbox reports of a packet it wrote is what decoding the written bytes
+/// reports: packet events describe the wire, whichever door wrote it, without the
+/// bytes being decoded again on the hot path.
+#[test]
+fn outbox_summaries_match_the_packets_decoded_back() {
+    let wire = Wire::new(V4, MAX);
+    let mut out = Outbox::new(V4, 64);
+    out.summarize(true);
+    for p in samples() {
+        out.packet(&p);
+    }
+    out.ack(PacketType::PubAck, 7);
+    out.ack(PacketType::PubRel, 8);
+    let topic: bytestring::ByteString = "t/x".into();
+    out.publish(&topic, b"payload", QoS::AtLeastOnce, 9, true, true);
+    out.publish(&topic, b"", QoS::AtMostOnce, 0, false, false);
+    let mut bytes = BytesMut::from(out.bytes());
+    let summaries = out.written();
+    assert!(out.is_empty());
+    assert_eq!(summaries.len(), samples().len() + 4);
+    for summary in summaries {
+        let (packet, frame) = match summary.packet_type {
+            // CONNECT only decodes as the first packet of a connection.
+            PacketType::Connect => {
+                let (c, frame) = decode_connect_frame(&mut bytes, MAX).unwrap().unwrap();
+                (Packet::Connect(c), frame)
+            }
+            _ => wire.decode(&mut bytes).unwrap().unwrap(),
+        };
+        assert_eq!(PacketSummary::of(&packet, V4, frame), summary, "{packet:?}");
+    }
+    assert!(bytes.is_empty());
+}
+
+#[test]
+fn outbox_keeps_no_summaries_unless_asked() {
+    let mut out = Outbox::new(V4, 64);
+    out.ack(PacketType::PubAck, 1);
+    out.summarize(true);
+    out.ack(PacketType::PubAck, 2);
+    out.summarize(false);
+    out.ack(PacketType::PubAck, 3);
+    assert_eq!(out.len(), 12);
+    assert!(out.written().is_empty());
+    out.summarize(true);
+    out.packet(&Packet::PingResp);
+    let sent = out.written();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].packet_type, PacketType::PingResp);
+    assert_eq!(sent[0].size(), 2);
+}
+
+/// The frame `Wire::decode` hands back is the packet's whole wire form, so a packet
+/// event's raw bytes and size are the client's own.
+#[test]
+fn wire_decode_returns_each_packet_with_its_frame() {
+    let wire = Wire::new(V4, MAX);
+    let mut all = BytesMut::new();
+    let mut frames = Vec::new();
+    for p in samples().into_iter().skip(2) {
+        let one = encoded(&p);
+        frames.push(one.clone().freeze());
+        all.extend_from_slice(&one);
+    }
+    for expected in frames {
+        let (_, frame) = wire.decode(&mut all).unwrap().unwrap();
+        assert_eq!(frame, expected);
+    }
+    assert_eq!(wire.decode(&mut all).unwrap(), None);
 }

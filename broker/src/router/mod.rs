@@ -18,51 +18,18 @@ pub mod tree;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use bytestring::ByteString;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use crate::protocol::QoS;
-use crate::session::{Mailbox, Offer, SessionId};
+use crate::session::id::SessionId;
+use crate::session::mailbox::Offer;
+use crate::session::message::{Delivery, Message};
 use crate::stats::Stats;
 use retained::{Applied, Bounds, Refused, RetainedStore};
+pub use tree::Subscriber;
 use tree::SubscriptionTree;
-
-/// An application message as routed: one allocation shared by every subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Topic name.
-    pub topic: ByteString,
-    /// Payload, shared with the frame it arrived in.
-    pub payload: Bytes,
-    /// QoS it was published with.
-    pub qos: QoS,
-    /// Whether it was published with the retain flag.
-    pub retain: bool,
-}
-
-/// One message on its way to one session.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// The shared message.
-    pub message: Arc<Message>,
-    /// QoS of this delivery: min(published, granted).
-    pub qos: QoS,
-    /// Retain flag on the wire: set only for retained messages sent on subscribe.
-    pub retain: bool,
-}
-
-/// A session's subscription to one filter.
-#[derive(Clone)]
-pub struct Subscriber {
-    /// The subscribing session.
-    pub session: SessionId,
-    /// Maximum QoS granted.
-    pub qos: QoS,
-    /// Where its messages go.
-    pub mailbox: Arc<Mailbox>,
-}
 
 /// Subscriptions, retained messages and fan-out.
 pub struct Router {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use super::Message;
+use crate::session::message::Message;
 
 /// Why a retained message was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

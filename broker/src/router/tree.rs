@@ -9,10 +9,24 @@
 //! filter once overflowed the stack on removal and aborted the broker).
 //! `mqtt.max_topic_levels` bounds the depth the connection accepts in the first place.
 
+use std::sync::Arc;
+
 use foldhash::HashMap;
 
-use super::Subscriber;
-use crate::session::SessionId;
+use crate::protocol::QoS;
+use crate::session::id::SessionId;
+use crate::session::mailbox::Mailbox;
+
+/// A session's subscription to one filter.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// Maximum QoS granted.
+    pub qos: QoS,
+    /// Where its messages go.
+    pub mailbox: Arc<Mailbox>,
+}
 
 /// All subscriptions of the broker.
 #[derive(Default)]

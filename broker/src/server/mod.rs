@@ -3,97 +3,37 @@
 //! # Layout
 //! - this file: [`Server`] (bind, serve, drain) and the accept loop with its
 //!   connection limit.
-//! - [`connection`]: the per-connection task.
+//! - [`handshake`]: from an accepted socket to a served client (CONNECT, auth, session).
+//! - [`connection`]: the per-connection loop: read, decode, apply, write; the end.
+//! - [`publish`]: PUBLISH in, and routing on the client's behalf.
+//! - [`subscribe`]: SUBSCRIBE, UNSUBSCRIBE, and re-checks after a reload.
+//! - [`deliver`]: messages out through their RECEIVE check; holds and resends.
+//! - [`will`]: the will at the end, held while its check fails.
 
 pub(crate) mod connection;
+pub(crate) mod deliver;
+pub(crate) mod handshake;
+pub(crate) mod publish;
+pub(crate) mod subscribe;
+pub(crate) mod will;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use tandem_proto::v1 as pb;
-
+use crate::broker::Broker;
 use crate::config::Config;
-use crate::plugins::{PluginError, PluginHost};
-use crate::router::Router;
-use crate::session::Registry;
-use crate::stats::Stats;
+use crate::plugins::{PluginError, PluginHost, lifecycle};
 
 /// Connections over the limit answered with a CONNACK refusal at once; past this many
 /// refusals in progress, further ones are closed without an answer.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
-
-/// State shared by every connection.
-pub struct Broker {
-    /// The configuration served.
-    pub config: Config,
-    /// Subscriptions, retained messages, fan-out.
-    pub router: Arc<Router>,
-    /// Sessions by client id.
-    pub registry: Registry,
-    /// Counters.
-    pub stats: Arc<Stats>,
-    /// Plugins and the auth and topic-check chains.
-    pub plugins: PluginHost,
-    /// The file `config` was read from, which a reload reads again; `None` for the
-    /// embedded default. `config` stays the start-up configuration: the plugin
-    /// sections in force are the plugin host's.
-    pub config_file: Option<std::path::PathBuf>,
-    /// One permit per connection still in the handshake (`mqtt.max_handshakes`).
-    handshakes: Arc<Semaphore>,
-}
-
-impl Broker {
-    /// A broker with empty state for `config`, consulting `plugins`.
-    pub fn new(config: Config, plugins: PluginHost) -> Self {
-        let stats = Arc::new(Stats::default());
-        let retained = crate::router::retained::Bounds {
-            max_messages: config.mqtt.max_retained_messages,
-            max_bytes: config.mqtt.max_retained_bytes,
-        };
-        let router = Arc::new(Router::new(stats.clone(), retained));
-        let registry = Registry::new(router.clone(), stats.clone(), (&config.mqtt).into());
-        Self {
-            handshakes: Arc::new(Semaphore::new(config.mqtt.max_handshakes)),
-            config,
-            registry,
-            router,
-            stats,
-            plugins,
-            config_file: None,
-        }
-    }
-}
-
-impl Broker {
-    /// Connections in the handshake now: CONNECT not yet read, or the auth chain not
-    /// yet answered.
-    pub fn handshakes_in_progress(&self) -> usize {
-        self.config
-            .mqtt
-            .max_handshakes
-            .saturating_sub(self.handshakes.available_permits())
-    }
-
-    /// A handshake slot for a new connection, or `None` (counted and logged) at
-    /// `mqtt.max_handshakes`: that connection is to be closed at once.
-    fn handshake_slot(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
-        match self.handshakes.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                self.stats.handshake_refused();
-                warn!(%peer, max = self.config.mqtt.max_handshakes, "closing new connection: mqtt.max_handshakes connections are in the handshake");
-                None
-            }
-        }
-    }
-}
 
 /// Serves one client connection over any byte stream, split into its read and write
 /// halves, as a connection accepted by a listener is served (`mqtt.max_handshakes`
@@ -113,7 +53,7 @@ pub async fn serve_client<R, W>(
     let Some(handshake) = broker.handshake_slot(peer) else {
         return;
     };
-    connection::serve(rd, wr, peer, listener, broker, shutdown, handshake).await;
+    handshake::serve(rd, wr, peer, listener, broker, shutdown, handshake).await;
 }
 
 /// Why the server could not start.
@@ -157,15 +97,7 @@ impl Server {
     pub async fn start(config: Config, shutdown: &CancellationToken) -> Result<Self, ServerError> {
         let plugins = PluginHost::start(&config, shutdown.child_token()).await?;
         // Plugins can set up before any client is served: delivered and acked (bounded).
-        plugins
-            .current()
-            .events
-            .emit_and_wait(pb::EventKind::BrokerPreStart, |_| {
-                pb::event::Kind::BrokerPreStart(pb::BrokerPreStart {
-                    broker_version: env!("CARGO_PKG_VERSION").to_owned(),
-                })
-            })
-            .await;
+        lifecycle::pre_start(&plugins).await;
         let mut listeners = Vec::new();
         for (name, l) in &config.listeners {
             let listener = TcpListener::bind(l.bind)
@@ -252,29 +184,8 @@ impl Server {
                 admin_stop.clone(),
             ))
         });
-        let plugins = self.broker.plugins.current();
-        let events = &plugins.events;
-        let listening = self
-            .broker
-            .config
-            .listeners
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>();
-        events
-            .emit(pb::EventKind::BrokerPostStart, None, None, |_| {
-                pb::event::Kind::BrokerPostStart(pb::BrokerPostStart {
-                    listeners: listening
-                        .iter()
-                        .map(|name| pb::ListenerInfo {
-                            name: name.clone(),
-                            transport: "tcp".into(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                })
-            })
-            .await;
+        let listening: Vec<String> = self.broker.config.listeners.keys().cloned().collect();
+        lifecycle::post_start(&self.broker.plugins, &listening).await;
         tracker.spawn({
             let broker = self.broker.clone();
             let shutdown = shutdown.clone();
@@ -292,19 +203,8 @@ impl Server {
         // whole drain fits in `shutdown_timeout` as docs/deploy.md budgets it.
         let deadline = tokio::time::Instant::now() + timeout;
         // Bounded: a `backpressure` queue of a stalled plugin must not stop the shutdown.
-        let plugins = self.broker.plugins.current();
-        let pre_shutdown =
-            plugins
-                .events
-                .emit(pb::EventKind::BrokerPreShutdown, None, None, |_| {
-                    pb::event::Kind::BrokerPreShutdown(pb::BrokerPreShutdown {
-                        reason: "signal".into(),
-                    })
-                });
-        if tokio::time::timeout_at(deadline, pre_shutdown)
-            .await
-            .is_err()
-        {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !lifecycle::pre_shutdown(&self.broker.plugins, "signal", within).await {
             warn!("broker_pre_shutdown could not be queued in time; shutting down anyway");
         }
         tracker.close();
@@ -319,14 +219,7 @@ impl Server {
             );
         }
         // Plugins can tear down: delivered and acked (bounded) before the process exits.
-        // The set in force now, which a reload may have changed since start-up.
-        let plugins = self.broker.plugins.current();
-        plugins
-            .events
-            .emit_and_wait(pb::EventKind::BrokerPostShutdown, |_| {
-                pb::event::Kind::BrokerPostShutdown(pb::BrokerPostShutdown {})
-            })
-            .await;
+        lifecycle::post_shutdown(&self.broker.plugins).await;
         self.broker.plugins.stop(timeout).await;
         admin_stop.cancel();
         if let Some(admin) = admin {
@@ -373,7 +266,7 @@ async fn accept_loop(
                 // Boxed: the connection future is large, and tokio moves a spawned
                 // future several times before first polling it; a box moves as a pointer.
                 tracker.spawn(Box::pin(async move {
-                    connection::serve(rd, wr, peer, name, broker, shutdown, handshake).await;
+                    handshake::serve(rd, wr, peer, name, broker, shutdown, handshake).await;
                     drop(permit);
                 }));
             }
@@ -383,7 +276,7 @@ async fn accept_loop(
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
                     let max = broker.config.mqtt.connect_size_limit();
                     tracker.spawn(async move {
-                        connection::refuse_over_limit(stream, max).await;
+                        handshake::refuse_over_limit(stream, max).await;
                         drop(permit);
                     });
                 }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::router::Delivery;
+use crate::session::message::Delivery;
 
 /// Where an outbound QoS 1/2 message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +133,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::QoS;
-    use crate::router::Message;
+    use crate::session::message::Message;
 
     fn delivery() -> Delivery {
         Delivery {

@@ -12,7 +12,7 @@ use bytestring::ByteString;
 use tokio::sync::mpsc;
 
 use crate::protocol::QoS;
-use crate::router::Delivery;
+use crate::session::message::Delivery;
 
 /// The sending side of a session's queue, shared by every subscription of the session.
 pub struct Mailbox {

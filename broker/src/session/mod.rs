@@ -6,97 +6,23 @@
 //! a moment where two connections write the same session.
 //!
 //! # Layout
+//! - [`message`]: what sessions receive: a routed message and one delivery of it.
+//! - [`id`]: a session's identity in the router.
+//! - [`state`]: what MQTT keeps for a session between connections.
 //! - [`mailbox`]: the bounded queue from the router to the session.
 //! - [`inflight`]: outbound QoS 1/2 messages awaiting acknowledgement.
 //! - [`registry`]: sessions by client id, takeover, resumption, ownership and expiry.
 
+pub mod id;
 pub mod inflight;
 pub mod mailbox;
+pub mod message;
 pub mod registry;
+pub mod state;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use bytestring::ByteString;
-use foldhash::{HashMap, HashSet};
-use tokio::sync::mpsc;
-
-use crate::protocol::QoS;
-use crate::router::Delivery;
+pub use id::SessionId;
 pub use inflight::{Inflight, OutState, Outgoing};
 pub use mailbox::{Mailbox, Offer};
+pub use message::{Delivery, Message};
 pub use registry::{ClaimError, Limits, Registry};
-
-/// A session's identity in the router: unique for the life of the process, so a new
-/// session under a reused client id never collides with the remains of an old one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionId(pub u64);
-
-impl SessionId {
-    /// The next unused identifier.
-    pub fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        SessionId(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// Everything MQTT keeps for a session between connections.
-pub struct SessionState {
-    /// Router identity.
-    pub id: SessionId,
-    /// The client identifier.
-    pub client_id: ByteString,
-    /// Whether the session survives disconnection (3.1.1 clean session = 0).
-    pub persistent: bool,
-    /// Sending side of the session's queue, held by its subscriptions.
-    pub mailbox: Arc<Mailbox>,
-    /// Receiving side of the session's queue.
-    pub queue: mpsc::Receiver<Delivery>,
-    /// Filters and the QoS granted for each.
-    pub subscriptions: HashMap<ByteString, QoS>,
-    /// Outbound QoS 1/2 messages awaiting acknowledgement.
-    pub inflight: Inflight,
-    /// Inbound QoS 2 packet identifiers received and not yet released (PUBREL), so a
-    /// redelivered PUBLISH is not routed twice.
-    pub incoming_qos2: HashSet<u16>,
-    /// The identity the session's subscriptions were checked for: the owner that last
-    /// served it (empty: anonymous).
-    pub owner: ByteString,
-    /// The plugin generation whose topic-check chain last allowed every subscription
-    /// (0: not checked since it was resumed). A connection serving the session checks
-    /// them again when this is not the generation in force (see `follow_reload`).
-    pub checked_generation: u64,
-    /// A QoS 1/2 delivery whose RECEIVE check failed with a plugin error: checked again
-    /// until `topic-check.hold` runs out. Nothing is taken from `queue` meanwhile, so
-    /// the session's order holds. Kept with the session across reconnects.
-    pub held: Option<Held>,
-}
-
-/// A delivery waiting for a RECEIVE verdict (see [`SessionState::held`]).
-#[derive(Debug)]
-pub struct Held {
-    /// The delivery, not yet checked.
-    pub delivery: Delivery,
-    /// When a connection first failed to check it: the hold runs from here.
-    pub since: tokio::time::Instant,
-}
-
-impl SessionState {
-    /// A fresh session with a queue of `capacity` messages.
-    pub fn new(client_id: ByteString, persistent: bool, capacity: usize) -> Self {
-        let (mailbox, queue) = Mailbox::new(client_id.clone(), capacity);
-        Self {
-            id: SessionId::next(),
-            client_id,
-            persistent,
-            mailbox,
-            queue,
-            subscriptions: HashMap::default(),
-            inflight: Inflight::default(),
-            incoming_qos2: HashSet::default(),
-            held: None,
-            owner: ByteString::new(),
-            checked_generation: 0,
-        }
-    }
-}
+pub use state::{Held, SessionState};

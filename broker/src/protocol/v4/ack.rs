@@ -2,37 +2,38 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    Error, FixedHeader, PacketType, PubAck, PubComp, PubRec, PubRel, Reader, write_fixed_header,
-};
+use crate::protocol::error::Error;
+use crate::protocol::frame::{FixedHeader, Reader, write_fixed_header};
+use crate::protocol::packet::{PacketType, PubAck, PubComp, PubRec, PubRel};
+use crate::protocol::v4::fields;
 
-fn read_pkid(header: FixedHeader, body: Bytes, kind: PacketType) -> Result<u16, Error> {
+fn read_ack(header: FixedHeader, body: Bytes, kind: PacketType) -> Result<u16, Error> {
     let flags = if kind == PacketType::PubRel { 0x02 } else { 0 };
-    super::expect_flags(header, kind, flags)?;
+    fields::expect_flags(header, kind, flags)?;
     let mut r = Reader::new(body, kind);
-    let pkid = super::read_pkid(&mut r)?;
+    let pkid = fields::read_pkid(&mut r)?;
     r.finish()?;
     Ok(pkid)
 }
 
 /// Decodes a PUBACK body.
 pub fn read_puback(header: FixedHeader, body: Bytes) -> Result<PubAck, Error> {
-    read_pkid(header, body, PacketType::PubAck).map(PubAck::new)
+    read_ack(header, body, PacketType::PubAck).map(PubAck::new)
 }
 
 /// Decodes a PUBREC body.
 pub fn read_pubrec(header: FixedHeader, body: Bytes) -> Result<PubRec, Error> {
-    read_pkid(header, body, PacketType::PubRec).map(PubRec::new)
+    read_ack(header, body, PacketType::PubRec).map(PubRec::new)
 }
 
 /// Decodes a PUBREL body (its flags must be 0b0010).
 pub fn read_pubrel(header: FixedHeader, body: Bytes) -> Result<PubRel, Error> {
-    read_pkid(header, body, PacketType::PubRel).map(PubRel::new)
+    read_ack(header, body, PacketType::PubRel).map(PubRel::new)
 }
 
 /// Decodes a PUBCOMP body.
 pub fn read_pubcomp(header: FixedHeader, body: Bytes) -> Result<PubComp, Error> {
-    read_pkid(header, body, PacketType::PubComp).map(PubComp::new)
+    read_ack(header, body, PacketType::PubComp).map(PubComp::new)
 }
 
 /// Encodes one of the four acknowledgements.

@@ -2,13 +2,14 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    ConnAck, ConnectReason, Error, FixedHeader, PacketType, Reader, write_fixed_header,
-};
+use crate::protocol::error::Error;
+use crate::protocol::frame::{FixedHeader, Reader, write_fixed_header};
+use crate::protocol::packet::{ConnAck, ConnectReason, PacketType};
+use crate::protocol::v4::fields::expect_flags;
 
 /// Decodes a CONNACK body.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<ConnAck, Error> {
-    super::expect_flags(header, PacketType::ConnAck, 0)?;
+    expect_flags(header, PacketType::ConnAck, 0)?;
     let mut r = Reader::new(body, PacketType::ConnAck);
     let flags = r.u8("acknowledge flags")?;
     if flags & 0xFE != 0 {

@@ -2,10 +2,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    Connect, Error, FixedHeader, LastWill, PacketType, ProtocolVersion, QoS, Reader,
-    validate_topic_name, write_bytes, write_fixed_header,
+use crate::protocol::error::Error;
+use crate::protocol::frame::{
+    FixedHeader, Reader, qos, validate_topic_name, write_bytes, write_fixed_header,
 };
+use crate::protocol::packet::{Connect, LastWill, PacketType, ProtocolVersion};
+use crate::protocol::v4::fields::expect_flags;
 
 const FLAG_RESERVED: u8 = 0x01;
 const FLAG_CLEAN: u8 = 0x02;
@@ -16,7 +18,7 @@ const FLAG_USERNAME: u8 = 0x80;
 
 /// Decodes a CONNECT body. The protocol name and level decide the version.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
-    super::expect_flags(header, PacketType::Connect, 0)?;
+    expect_flags(header, PacketType::Connect, 0)?;
     let mut r = Reader::new(body, PacketType::Connect);
     let name = r.binary("protocol name")?;
     let level = r.u8("protocol level")?;
@@ -48,7 +50,7 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
         Some(LastWill {
             topic,
             payload,
-            qos: QoS::from_u8(will_qos)?,
+            qos: qos(will_qos)?,
             retain: flags & FLAG_WILL_RETAIN != 0,
             properties: None,
         })

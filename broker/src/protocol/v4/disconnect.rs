@@ -2,11 +2,14 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{Disconnect, Error, FixedHeader, PacketType};
+use crate::protocol::error::Error;
+use crate::protocol::frame::FixedHeader;
+use crate::protocol::packet::{Disconnect, PacketType};
+use crate::protocol::v4::fields::expect_flags;
 
 /// Decodes a DISCONNECT: no flags, no body in 3.1.1.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Disconnect, Error> {
-    super::expect_flags(header, PacketType::Disconnect, 0)?;
+    expect_flags(header, PacketType::Disconnect, 0)?;
     if !body.is_empty() {
         return Err(Error::Malformed {
             packet: PacketType::Disconnect,

@@ -1,11 +1,13 @@
 //! The MQTT 3.1.1 wire form (protocol level 4), which MQTT 3.1 (level 3, "MQIsdp")
 //! shares byte for byte. One file per packet; the four acknowledgements, identical on
-//! the wire but for their type and flags, share [`ack`].
+//! the wire but for their type and flags, share [`ack`]; [`fields`] holds what several
+//! packets read alike.
 
 pub mod ack;
 pub mod connack;
 pub mod connect;
 pub mod disconnect;
+pub mod fields;
 pub mod ping;
 pub mod publish;
 pub mod suback;
@@ -15,7 +17,9 @@ pub mod unsubscribe;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Error, FixedHeader, Packet, PacketType, ProtocolVersion};
+use crate::protocol::error::Error;
+use crate::protocol::frame::FixedHeader;
+use crate::protocol::packet::{Packet, PacketType, ProtocolVersion};
 
 /// Decodes one packet body whose fixed header has been checked.
 pub fn decode(header: FixedHeader, body: Bytes) -> Result<Packet, Error> {
@@ -64,29 +68,4 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
         Packet::PingResp => ping::write(PacketType::PingResp, buf),
         Packet::Disconnect(_) => disconnect::write(buf),
     }
-}
-
-/// Fails unless the fixed header's flags are exactly `expected`.
-pub(crate) fn expect_flags(
-    header: FixedHeader,
-    kind: PacketType,
-    expected: u8,
-) -> Result<(), Error> {
-    if header.flags() == expected {
-        Ok(())
-    } else {
-        Err(Error::InvalidFlags {
-            kind,
-            flags: header.flags(),
-        })
-    }
-}
-
-/// Reads a non-zero packet identifier.
-pub(crate) fn read_pkid(r: &mut super::Reader) -> Result<u16, Error> {
-    let pkid = r.u16("packet identifier")?;
-    if pkid == 0 {
-        return Err(r.malformed("packet identifier 0"));
-    }
-    Ok(pkid)
 }

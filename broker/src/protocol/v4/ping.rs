@@ -2,11 +2,14 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::protocol::{Error, FixedHeader, PacketType};
+use crate::protocol::error::Error;
+use crate::protocol::frame::FixedHeader;
+use crate::protocol::packet::PacketType;
+use crate::protocol::v4::fields::expect_flags;
 
 /// Checks a PINGREQ or PINGRESP header: no flags, no body.
 pub fn read(header: FixedHeader, kind: PacketType) -> Result<(), Error> {
-    super::expect_flags(header, kind, 0)?;
+    expect_flags(header, kind, 0)?;
     if header.remaining_len != 0 {
         return Err(Error::Malformed {
             packet: kind,

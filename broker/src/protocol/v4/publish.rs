@@ -2,15 +2,17 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    Error, FixedHeader, PacketType, Publish, QoS, Reader, validate_topic_name, write_bytes,
-    write_fixed_header,
+use crate::protocol::error::Error;
+use crate::protocol::frame::{
+    FixedHeader, Reader, qos, validate_topic_name, write_bytes, write_fixed_header,
 };
+use crate::protocol::packet::{PacketType, Publish, QoS};
+use crate::protocol::v4::fields::read_pkid;
 
 /// Decodes a PUBLISH body; the topic and payload share the frame's memory.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Publish, Error> {
     let flags = header.flags();
-    let qos = QoS::from_u8((flags >> 1) & 0x03)?;
+    let qos = qos((flags >> 1) & 0x03)?;
     let dup = flags & 0x08 != 0;
     if dup && qos == QoS::AtMostOnce {
         return Err(Error::InvalidFlags {
@@ -24,7 +26,7 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Publish, Error> {
     let pkid = if qos == QoS::AtMostOnce {
         0
     } else {
-        super::read_pkid(&mut r)?
+        read_pkid(&mut r)?
     };
     Ok(Publish {
         dup,

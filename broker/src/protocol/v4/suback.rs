@@ -2,21 +2,22 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    Error, FixedHeader, PacketType, QoS, Reader, SubAck, SubscribeReason, write_fixed_header,
-};
+use crate::protocol::error::Error;
+use crate::protocol::frame::{FixedHeader, Reader, qos, write_fixed_header};
+use crate::protocol::packet::{PacketType, SubAck, SubscribeReason};
+use crate::protocol::v4::fields::{expect_flags, read_pkid};
 
 /// Decodes a SUBACK body.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<SubAck, Error> {
-    super::expect_flags(header, PacketType::SubAck, 0)?;
+    expect_flags(header, PacketType::SubAck, 0)?;
     let mut r = Reader::new(body, PacketType::SubAck);
-    let pkid = super::read_pkid(&mut r)?;
+    let pkid = read_pkid(&mut r)?;
     let mut reasons = Vec::with_capacity(r.remaining());
     while r.remaining() > 0 {
         let code = r.u8("return code")?;
         reasons.push(match code {
             0x80 => SubscribeReason::FAILURE,
-            q => SubscribeReason::Granted(QoS::from_u8(q)?),
+            q => SubscribeReason::Granted(qos(q)?),
         });
     }
     if reasons.is_empty() {

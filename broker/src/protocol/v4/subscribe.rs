@@ -2,17 +2,17 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    Error, FixedHeader, PacketType, QoS, Reader, Subscribe, SubscribeFilter, SubscriptionOptions,
-    write_bytes, write_fixed_header,
-};
+use crate::protocol::error::Error;
+use crate::protocol::frame::{FixedHeader, Reader, qos, write_bytes, write_fixed_header};
+use crate::protocol::packet::{PacketType, Subscribe, SubscribeFilter, SubscriptionOptions};
+use crate::protocol::v4::fields::{expect_flags, read_pkid};
 
 /// Decodes a SUBSCRIBE body. Filters are checked for UTF-8 here and for wildcard
 /// placement by the broker, which answers a bad filter with a SUBACK failure.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Subscribe, Error> {
-    super::expect_flags(header, PacketType::Subscribe, 0x02)?;
+    expect_flags(header, PacketType::Subscribe, 0x02)?;
     let mut r = Reader::new(body, PacketType::Subscribe);
-    let pkid = super::read_pkid(&mut r)?;
+    let pkid = read_pkid(&mut r)?;
     let mut filters = Vec::new();
     while r.remaining() > 0 {
         let filter = r.string("topic filter")?;
@@ -23,7 +23,7 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Subscribe, Error> {
         filters.push(SubscribeFilter {
             filter,
             options: SubscriptionOptions {
-                qos: QoS::from_u8(options)?,
+                qos: qos(options)?,
                 ..SubscriptionOptions::default()
             },
         });

@@ -2,13 +2,16 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{Error, FixedHeader, PacketType, Reader, UnsubAck, write_fixed_header};
+use crate::protocol::error::Error;
+use crate::protocol::frame::{FixedHeader, Reader, write_fixed_header};
+use crate::protocol::packet::{PacketType, UnsubAck};
+use crate::protocol::v4::fields::{expect_flags, read_pkid};
 
 /// Decodes an UNSUBACK body.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<UnsubAck, Error> {
-    super::expect_flags(header, PacketType::UnsubAck, 0)?;
+    expect_flags(header, PacketType::UnsubAck, 0)?;
     let mut r = Reader::new(body, PacketType::UnsubAck);
-    let pkid = super::read_pkid(&mut r)?;
+    let pkid = read_pkid(&mut r)?;
     r.finish()?;
     Ok(UnsubAck {
         pkid,

@@ -2,15 +2,16 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::{
-    Error, FixedHeader, PacketType, Reader, Unsubscribe, write_bytes, write_fixed_header,
-};
+use crate::protocol::error::Error;
+use crate::protocol::frame::{FixedHeader, Reader, write_bytes, write_fixed_header};
+use crate::protocol::packet::{PacketType, Unsubscribe};
+use crate::protocol::v4::fields::{expect_flags, read_pkid};
 
 /// Decodes an UNSUBSCRIBE body.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Unsubscribe, Error> {
-    super::expect_flags(header, PacketType::Unsubscribe, 0x02)?;
+    expect_flags(header, PacketType::Unsubscribe, 0x02)?;
     let mut r = Reader::new(body, PacketType::Unsubscribe);
-    let pkid = super::read_pkid(&mut r)?;
+    let pkid = read_pkid(&mut r)?;
     let mut filters = Vec::new();
     while r.remaining() > 0 {
         filters.push(r.string("topic filter")?);

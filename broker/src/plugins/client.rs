@@ -1,0 +1,541 @@
+//! One client's handle on the plugin host: everything a connection asks of its plugins,
+//! in the broker's own types.
+//!
+//! A [`ClientPlugins`] is made by [`ClientPlugins::authenticate`] when the auth chain lets
+//! a CONNECT in, and lives as long as the connection. It owns the plugin set the
+//! connection uses (following reloads when told to), the session's decision cache, the
+//! client's identity as plugins see it, and the `client_connected` event held until the
+//! CONNACK is written. The connection asks it whether an action is allowed and tells it
+//! what happened (a message received, routed, a subscription, packets read and written,
+//! the end); it turns that into TopicFilter requests and events through
+//! [`wire`](super::wire), and nothing outside `plugins/` sees a protobuf type.
+//!
+//! A check that failed with a plugin error can be asked again later, off the connection's
+//! task ([`ClientPlugins::check_later`]), with [`Backoff`] between attempts: held
+//! deliveries and held wills retry the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use tandem_proto::v1 as pb;
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, info};
+
+use crate::plugins::cache::{CachedAction, DecisionCache, Put};
+use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo};
+use crate::plugins::wire;
+use crate::plugins::{PluginHost, PluginSet, TopicOutcome};
+use crate::protocol::{Connect, PacketSummary, ProtocolVersion, Publish, QoS, SubscribeReason};
+use crate::session::Message;
+use crate::stats::Stats;
+
+/// What a topic check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Allowed: by a verdict, a cached one, `on_error: allow`, or no chain at all.
+    Allowed,
+    /// Denied by a verdict (or a cached one): final.
+    Denied,
+    /// Denied because a plugin failed (`on_error` applied): no verdict yet.
+    Failed,
+}
+
+/// The answer of a check asked off the connection's task (see
+/// [`ClientPlugins::check_later`]), to be settled with [`ClientPlugins::settle`].
+pub struct LaterAnswer {
+    generation: u64,
+    outcome: TopicOutcome,
+    asked_at: Instant,
+}
+
+/// A check running in a task of its own; dropping it aborts the task.
+pub type PendingCheck = AbortOnDropHandle<LaterAnswer>;
+
+/// Waits between attempts at a check that keeps failing with a plugin error: from
+/// 100 ms, doubling up to 2 s. A plugin that is down answers at once (circuit open), so
+/// retries cost little; the backoff keeps them from spinning.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+
+    /// Starts again at the shortest wait.
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+
+    /// The wait before the next attempt; the one after is twice as long (bounded).
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Self::MIN }
+    }
+}
+
+/// Whether a plugin in force wants packet events: the CONNECT's wire bytes are then
+/// kept while it is read (before there is a [`ClientPlugins`]).
+pub fn wants_packet_events(host: &PluginHost) -> bool {
+    host.current()
+        .events
+        .wants(pb::EventKind::MqttPacketReceived)
+}
+
+/// One client's handle on the plugins (see the module docs).
+pub struct ClientPlugins {
+    host: Arc<PluginHost>,
+    /// The set this connection uses; replaced by [`follow_reload`](Self::follow_reload).
+    set: Arc<PluginSet>,
+    client: ClientIdentity,
+    /// The client as events name it, built once.
+    event_client: Arc<pb::ClientRef>,
+    version: ProtocolVersion,
+    /// TopicFilter decisions of this session, for the set in force.
+    cache: DecisionCache,
+    /// Whether "cache full" was logged for this connection (it is counted every time).
+    cache_full_logged: bool,
+    /// Set by [`give_up`](Self::give_up) when a held check ran out of
+    /// `topic-check.hold`; cleared by the next verdict.
+    gave_up: bool,
+    /// `client_connected`, held until the CONNACK has been written.
+    pending_connected: Option<pb::ClientConnected>,
+    stats: Arc<Stats>,
+}
+
+impl ClientPlugins {
+    /// Asks the auth chain in force about a CONNECT. `None` when it denies (counted);
+    /// otherwise the client's handle, its identity established.
+    pub async fn authenticate(
+        host: &Arc<PluginHost>,
+        stats: &Arc<Stats>,
+        connect: &Connect,
+        client_id: &str,
+        peer: SocketAddr,
+        listener: &str,
+    ) -> Option<Self> {
+        let set = host.current();
+        let (mut attributes, mut identity) = Default::default();
+        if let Some(auth) = &set.auth {
+            let request = wire::authenticate_request(connect, client_id, peer, listener);
+            let outcome = auth.authenticate(request).await;
+            if !outcome.allowed {
+                stats.auth_denied();
+                return None;
+            }
+            attributes = outcome.attributes;
+            identity = outcome.identity;
+        }
+        let client = ClientIdentity::new(
+            client_id.to_owned(),
+            identity,
+            connect.username.as_ref().map(|u| u.to_string()),
+            attributes,
+            listener.to_owned(),
+            peer.to_string(),
+        );
+        if client.identity() != client.connect_username() {
+            debug!(identity = ?client.identity(), username = ?client.connect_username(),
+                "identity established by the auth chain");
+        }
+        Some(Self {
+            host: host.clone(),
+            event_client: Arc::new(wire::client_ref(&client)),
+            client,
+            version: connect.protocol,
+            cache: DecisionCache::new(&set.cache),
+            cache_full_logged: false,
+            gave_up: false,
+            pending_connected: None,
+            stats: stats.clone(),
+            set,
+        })
+    }
+
+    /// A handle for the same client with an empty cache, for work that outlives the
+    /// connection (a held will).
+    pub fn detached(&self) -> Self {
+        Self {
+            host: self.host.clone(),
+            set: self.set.clone(),
+            client: self.client.clone(),
+            event_client: self.event_client.clone(),
+            version: self.version,
+            cache: DecisionCache::new(&self.set.cache),
+            cache_full_logged: false,
+            gave_up: false,
+            pending_connected: None,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Who the client is.
+    pub fn client(&self) -> &ClientIdentity {
+        &self.client
+    }
+
+    /// The generation of the set this connection uses.
+    pub fn generation(&self) -> u64 {
+        self.set.generation
+    }
+
+    /// `topic-check.hold` of the set in use.
+    pub fn hold(&self) -> Duration {
+        self.set.hold
+    }
+
+    /// Whether a topic-check chain is configured at all.
+    pub fn checks_topics(&self) -> bool {
+        self.set.topic_check.is_some()
+    }
+
+    /// If a reload put a new plugin set in force, uses it from now on; returns whether
+    /// it did. Cached decisions were made by the old chains, so they go. One atomic
+    /// load when nothing changed.
+    pub fn follow_reload(&mut self) -> bool {
+        if self.host.generation() == self.set.generation {
+            return false;
+        }
+        self.set = self.host.current();
+        self.cache = DecisionCache::new(&self.set.cache);
+        debug!(generation = self.set.generation, "plugin set reloaded");
+        true
+    }
+
+    // ---- topic checks ----
+
+    /// Whether the client may do `action` on `topic`: the cache first, then the
+    /// topic-check chain (always allowed without one). Tells a verdict from a plugin
+    /// failure. Reads the clock itself: a decision made after idle time (a will, a
+    /// delivery to a client that sends nothing) must not see an entry past its TTL.
+    pub async fn check(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Checked {
+        if self.set.topic_check.is_none() {
+            return Checked::Allowed;
+        }
+        match self.cache.get(action, topic, Instant::now()) {
+            Some(true) => return Checked::Allowed,
+            Some(false) => {
+                debug!(topic = ?topic, ?action, "topic check denied (cached)");
+                return Checked::Denied;
+            }
+            None => {}
+        }
+        // The set, not `self`, lends the chain: the answer is settled into `self`.
+        let set = self.set.clone();
+        let Some(chain) = &set.topic_check else {
+            return Checked::Allowed;
+        };
+        let request = wire::topic_request(&self.client, self.version, action, topic, qos, retain);
+        let asked_at = Instant::now();
+        let outcome = chain.topic_filter(request).await;
+        self.settle_outcome(action, topic, outcome, asked_at)
+    }
+
+    /// [`check`](Self::check) as a yes or no: a plugin failure denies (its `on_error`).
+    pub async fn allowed(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> bool {
+        self.check(action, topic, qos, retain).await == Checked::Allowed
+    }
+
+    /// Asks the chain in force now about `action` on `topic`, `after` from now, in a task
+    /// of its own, so the connection keeps serving meanwhile. Settle the answer with
+    /// [`settle`](Self::settle).
+    pub fn check_later(
+        &self,
+        action: CachedAction,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        after: Duration,
+    ) -> PendingCheck {
+        let request = wire::topic_request(&self.client, self.version, action, topic, qos, retain);
+        let set = self.set.clone();
+        let at = Instant::now() + after;
+        let call = async move {
+            tokio::time::sleep_until(at).await;
+            let asked_at = Instant::now();
+            let outcome = match &set.topic_check {
+                Some(chain) => chain.topic_filter(request).await,
+                None => TopicOutcome {
+                    allowed: true,
+                    ..Default::default()
+                },
+            };
+            LaterAnswer {
+                generation: set.generation,
+                outcome,
+                asked_at,
+            }
+        }
+        .instrument(tracing::Span::current());
+        AbortOnDropHandle::new(tokio::spawn(call))
+    }
+
+    /// What a [`check_later`](Self::check_later) answer means now: `None` when a reload
+    /// replaced the set that was asked (ask again), else the decision, counted and
+    /// cached as a direct check would be. `answer` is `None` when the task did not
+    /// finish: no verdict, as for a plugin failure.
+    pub fn settle(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        answer: Option<LaterAnswer>,
+    ) -> Option<Checked> {
+        self.follow_reload();
+        match answer {
+            Some(a) if a.generation == self.set.generation => {
+                Some(self.settle_outcome(action, topic, a.outcome, a.asked_at))
+            }
+            Some(_) => None,
+            None => Some(Checked::Failed),
+        }
+    }
+
+    /// Records that a held check ran out of `topic-check.hold` without a verdict:
+    /// until the chain answers again, [`gave_up`](Self::gave_up) says so, and failed
+    /// checks are not held again (one hold per outage, not one per message).
+    pub fn give_up(&mut self) {
+        self.gave_up = true;
+    }
+
+    /// Whether a hold ran out and no verdict has come since.
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+
+    /// Counts a chain's outcome, caches it as the plugins allow, and says what it was.
+    fn settle_outcome(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        outcome: TopicOutcome,
+        asked_at: Instant,
+    ) -> Checked {
+        if !outcome.allowed {
+            self.stats.topic_denied();
+        }
+        if !outcome.from_error {
+            // A verdict: the chain answers again.
+            self.gave_up = false;
+        }
+        if let Some(ttl) = outcome.cache_ttl
+            && self
+                .cache
+                .put(action, topic, outcome.allowed, ttl, asked_at)
+                == Put::Full
+        {
+            self.stats.topic_cache_full();
+            if !self.cache_full_logged {
+                self.cache_full_logged = true;
+                info!(
+                    entries = self.cache.len(),
+                    bytes = self.cache.bytes(),
+                    max_entries = self.set.cache.max_entries,
+                    max_bytes = self.set.cache.max_bytes,
+                    "topic decision cache full; further decisions are not cached until entries expire"
+                );
+            }
+        }
+        match (outcome.allowed, outcome.from_error) {
+            (true, _) => Checked::Allowed,
+            (false, false) => Checked::Denied,
+            (false, true) => Checked::Failed,
+        }
+    }
+
+    // ---- events ----
+
+    /// Queues an event for the plugins that want `kind` (nothing is built otherwise).
+    async fn emit(
+        &self,
+        kind: pb::EventKind,
+        topic: Option<&str>,
+        build: impl Fn(bool) -> pb::event::Kind,
+    ) {
+        if self.set.events.wants(kind) {
+            self.set
+                .events
+                .emit(kind, Some(&self.event_client), topic, build)
+                .await;
+        }
+    }
+
+    /// Whether any plugin wants any event: when none does, routing keeps no extra
+    /// reference to a message for them.
+    pub fn wants_events(&self) -> bool {
+        self.set.events.any()
+    }
+
+    /// Whether a plugin wants to hear of messages queued for offline sessions (the
+    /// router then notes which sessions it queued for).
+    pub fn wants_queued(&self) -> bool {
+        self.set.events.wants(pb::EventKind::RetainedMessage)
+    }
+
+    /// Whether packets read are reported (their frames are then kept).
+    pub fn wants_packets_received(&self) -> bool {
+        self.set.events.wants(pb::EventKind::MqttPacketReceived)
+    }
+
+    /// Whether packets written are reported (the outbox then keeps summaries).
+    pub fn wants_packets_sent(&self) -> bool {
+        self.set.events.wants(pb::EventKind::MqttPacketSent)
+    }
+
+    /// `mqtt_packet_received` for one packet read.
+    pub async fn packet_received(&self, packet: &PacketSummary) {
+        self.emit(pb::EventKind::MqttPacketReceived, None, |raw| {
+            pb::event::Kind::MqttPacketReceived(pb::MqttPacketReceived {
+                packet: Some(wire::packet(packet, raw)),
+            })
+        })
+        .await;
+    }
+
+    /// `mqtt_packet_sent` for each packet written.
+    pub async fn packets_sent(&self, packets: Vec<PacketSummary>) {
+        for packet in &packets {
+            self.emit(pb::EventKind::MqttPacketSent, None, |raw| {
+                pb::event::Kind::MqttPacketSent(pb::MqttPacketSent {
+                    packet: Some(wire::packet(packet, raw)),
+                })
+            })
+            .await;
+        }
+    }
+
+    /// `message_received` for a PUBLISH read (before its checks).
+    pub async fn message_received(&self, p: &Publish) {
+        self.emit(pb::EventKind::MessageReceived, Some(&p.topic), |payloads| {
+            pb::event::Kind::MessageReceived(pb::MessageReceived {
+                message: Some(wire::message(
+                    &p.topic, &p.payload, p.qos, p.retain, payloads,
+                )),
+                packet_id: u32::from(p.pkid),
+                dup: p.dup,
+            })
+        })
+        .await;
+    }
+
+    /// The events of a message routed on this client's behalf: broadcast (with how
+    /// many subscriptions matched), retained store or clear, and one QUEUED per offline
+    /// session (`offline`) it was queued for.
+    pub async fn routed(&self, m: &Message, matched: usize, offline: &[ByteString]) {
+        let message = |payloads| wire::message(&m.topic, &m.payload, m.qos, m.retain, payloads);
+        self.emit(
+            pb::EventKind::MessageBroadcast,
+            Some(&m.topic),
+            |payloads| {
+                pb::event::Kind::MessageBroadcast(pb::MessageBroadcast {
+                    message: Some(message(payloads)),
+                    matched_subscriptions: matched as u32,
+                })
+            },
+        )
+        .await;
+        let retained = |action: pb::RetainedAction, session: String| {
+            move |payloads| {
+                pb::event::Kind::RetainedMessage(pb::RetainedMessage {
+                    action: action as i32,
+                    message: Some(message(payloads)),
+                    session_client_id: session.clone(),
+                })
+            }
+        };
+        if m.retain {
+            let action = if m.payload.is_empty() {
+                pb::RetainedAction::Cleared
+            } else {
+                pb::RetainedAction::Stored
+            };
+            self.emit(
+                pb::EventKind::RetainedMessage,
+                Some(&m.topic),
+                retained(action, String::new()),
+            )
+            .await;
+        }
+        for session in offline {
+            self.emit(
+                pb::EventKind::RetainedMessage,
+                Some(&m.topic),
+                retained(pb::RetainedAction::Queued, session.to_string()),
+            )
+            .await;
+        }
+    }
+
+    /// `client_subscribed`: every filter requested, with what it was answered.
+    pub async fn subscribed(&self, requested: &[(ByteString, QoS)], reasons: &[SubscribeReason]) {
+        self.emit(pb::EventKind::ClientSubscribed, None, |_| {
+            pb::event::Kind::ClientSubscribed(pb::ClientSubscribed {
+                subscriptions: wire::subscriptions(requested, reasons),
+                user_properties: Vec::new(),
+            })
+        })
+        .await;
+    }
+
+    /// `client_unsubscribed`: filters the client removed, or the broker revoked.
+    pub async fn unsubscribed(&self, filters: &[ByteString]) {
+        self.emit(pb::EventKind::ClientUnsubscribed, None, |_| {
+            pb::event::Kind::ClientUnsubscribed(pb::ClientUnsubscribed {
+                topic_filters: filters.iter().map(|f| f.to_string()).collect(),
+                user_properties: Vec::new(),
+            })
+        })
+        .await;
+    }
+
+    /// Holds `client_connected` until [`connected_written`](Self::connected_written):
+    /// plugins hear of a connection once its CONNACK is on the wire.
+    pub fn connected(&mut self, info: &ConnectedInfo) {
+        if self.set.events.wants(pb::EventKind::ClientConnected) {
+            self.pending_connected = Some(wire::connected(&self.client, info));
+        }
+    }
+
+    /// Emits `client_connected` if it is still held: after the first write (which
+    /// carries the CONNACK), or at the end of a connection whose CONNACK could not be
+    /// written, so that every `client_disconnected` follows a `client_connected`.
+    pub async fn connected_written(&mut self) {
+        if let Some(connected) = self.pending_connected.take() {
+            self.emit(pb::EventKind::ClientConnected, None, |_| {
+                pb::event::Kind::ClientConnected(connected.clone())
+            })
+            .await;
+        }
+    }
+
+    /// `client_disconnected` (after a `client_connected` still held, if any).
+    pub async fn disconnected(&mut self, info: &DisconnectedInfo) {
+        self.connected_written().await;
+        self.emit(pb::EventKind::ClientDisconnected, None, |_| {
+            pb::event::Kind::ClientDisconnected(wire::disconnected(info))
+        })
+        .await;
+    }
+}

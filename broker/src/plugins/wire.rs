@@ -1,0 +1,186 @@
+//! Every conversion from the broker's types to the plugin contract's messages
+//! (`tandem_proto`) that a client's connection needs: the requests of the two decision
+//! RPCs and the bodies of the client events. One place to read what a plugin is told,
+//! and one place for MQTT 5's fields (reason codes, properties) to be filled in later.
+
+use std::net::SocketAddr;
+
+use tandem_proto::v1 as pb;
+
+use crate::plugins::cache::CachedAction;
+use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo, EndReason};
+use crate::protocol::{Connect, PacketSummary, ProtocolVersion, QoS, SubscribeReason};
+
+/// The protocol version as plugins see it.
+pub(crate) fn version(v: ProtocolVersion) -> pb::ProtocolVersion {
+    match v {
+        ProtocolVersion::V3_1 => pb::ProtocolVersion::Mqtt31,
+        ProtocolVersion::V3_1_1 => pb::ProtocolVersion::Mqtt311,
+    }
+}
+
+/// The action a TopicFilter request asks about.
+pub(crate) fn action(action: CachedAction) -> pb::Action {
+    match action {
+        CachedAction::Publish => pb::Action::Publish,
+        CachedAction::Subscribe => pb::Action::Subscribe,
+        CachedAction::Receive => pb::Action::Receive,
+    }
+}
+
+/// The Authenticate request for a CONNECT.
+pub(crate) fn authenticate_request(
+    connect: &Connect,
+    client_id: &str,
+    peer: SocketAddr,
+    listener: &str,
+) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest {
+        client_id: client_id.to_owned(),
+        username: connect.username.as_ref().map(|u| u.to_string()),
+        password: connect.password.as_ref().map(|p| p.to_vec()),
+        remote_addr: peer.to_string(),
+        listener: listener.to_owned(),
+        protocol_version: version(connect.protocol) as i32,
+        clean_start: connect.clean_start,
+        keepalive_secs: u32::from(connect.keep_alive),
+        will: connect.will.as_ref().map(|w| pb::Will {
+            topic: w.topic.to_string(),
+            qos: w.qos as u32,
+            retain: w.retain,
+            payload: w.payload.to_vec(),
+            delay_interval_secs: 0,
+            properties: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The TopicFilter request for `client` doing `action` on `topic`.
+pub(crate) fn topic_request(
+    client: &ClientIdentity,
+    protocol: ProtocolVersion,
+    action: CachedAction,
+    topic: &str,
+    qos: QoS,
+    retain: bool,
+) -> pb::TopicFilterRequest {
+    pb::TopicFilterRequest {
+        topic: topic.to_owned(),
+        action: self::action(action) as i32,
+        client_id: client.client_id.clone(),
+        username: client.identity.clone(),
+        connect_username: client.connect_username.clone(),
+        attributes: client.attributes.clone(),
+        qos: qos as u32,
+        retain,
+        protocol_version: version(protocol) as i32,
+        user_properties: Vec::new(),
+        listener: client.listener.clone(),
+        remote_addr: client.remote_addr.clone(),
+    }
+}
+
+/// The client as events name it.
+pub(crate) fn client_ref(client: &ClientIdentity) -> pb::ClientRef {
+    pb::ClientRef {
+        client_id: client.client_id.clone(),
+        username: client.identity.clone(),
+        attributes: client.attributes.clone(),
+        connect_username: client.connect_username.clone(),
+    }
+}
+
+/// A message as events carry it; the payload only when the plugin asked for it.
+pub(crate) fn message(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    retain: bool,
+    with_payload: bool,
+) -> pb::Message {
+    pb::Message {
+        topic: topic.to_owned(),
+        qos: qos as u32,
+        retain,
+        payload: if with_payload {
+            payload.to_vec()
+        } else {
+            Vec::new()
+        },
+        payload_size: payload.len() as u32,
+        properties: None,
+    }
+}
+
+/// A packet event's body; the raw bytes only for plugins that asked for them.
+pub(crate) fn packet(summary: &PacketSummary, raw: bool) -> pb::MqttPacket {
+    pb::MqttPacket {
+        packet_type: summary.packet_type as i32,
+        flags: u32::from(summary.flags),
+        size: summary.size() as u32,
+        packet_id: u32::from(summary.packet_id),
+        topic: summary.topic.to_string(),
+        qos: summary.qos as u32,
+        retain: summary.retain,
+        dup: summary.dup,
+        reason_code: u32::from(summary.reason_code),
+        raw: if raw {
+            summary.frame.to_vec()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The body of `client_connected`.
+pub(crate) fn connected(client: &ClientIdentity, info: &ConnectedInfo) -> pb::ClientConnected {
+    pb::ClientConnected {
+        remote_addr: client.remote_addr.clone(),
+        listener: client.listener.clone(),
+        protocol_version: version(info.version) as i32,
+        clean_start: info.clean_start,
+        keepalive_secs: u32::from(info.keep_alive),
+        session_present: info.session_present,
+        session_expiry_interval_secs: 0,
+    }
+}
+
+/// The body of `client_disconnected`.
+pub(crate) fn disconnected(info: &DisconnectedInfo) -> pb::ClientDisconnected {
+    let reason = match info.reason {
+        EndReason::Clean => pb::DisconnectReason::Clean,
+        EndReason::ConnectionLost => pb::DisconnectReason::ConnectionLost,
+        EndReason::ProtocolError => pb::DisconnectReason::ProtocolError,
+        EndReason::KeepaliveTimeout => pb::DisconnectReason::KeepaliveTimeout,
+        EndReason::Takeover => pb::DisconnectReason::Takeover,
+        EndReason::Shutdown => pb::DisconnectReason::Shutdown,
+    };
+    pb::ClientDisconnected {
+        reason: reason as i32,
+        reason_code: 0,
+        detail: info.detail.clone(),
+        will_published: info.will_published,
+        session_kept: info.session_kept,
+    }
+}
+
+/// The subscriptions of one SUBSCRIBE with what each was answered.
+pub(crate) fn subscriptions(
+    requested: &[(bytestring::ByteString, QoS)],
+    reasons: &[SubscribeReason],
+) -> Vec<pb::Subscription> {
+    requested
+        .iter()
+        .zip(reasons)
+        .map(|((filter, qos), reason)| pb::Subscription {
+            topic_filter: filter.to_string(),
+            requested_qos: *qos as u32,
+            reason_code: match reason {
+                SubscribeReason::Granted(q) => *q as u32,
+                SubscribeReason::Failure(code) => u32::from(*code),
+            },
+            ..Default::default()
+        })
+        .collect()
+}

@@ -1,0 +1,230 @@
+//! What a connection is about to write, in the wire form it negotiated.
+//!
+//! Every packet goes through one of three doors ([`Outbox::packet`], [`Outbox::ack`],
+//! [`Outbox::publish`]), so the connection never names a wire version. While a plugin
+//! wants packet events, each door also keeps a [`PacketSummary`] of what it wrote, taken
+//! from the packet itself; after the write, [`Outbox::written`] hands them over. Nothing
+//! written is decoded again to be reported.
+//!
+//! Whether summaries are kept is decided when a packet is encoded: a plugin that starts
+//! wanting packet events (a reload) sees the packets encoded after its set is in force.
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::protocol::codec::{encode, encode_ack, encode_publish};
+use crate::protocol::packet::{Packet, PacketType, ProtocolVersion, QoS, SubscribeReason};
+
+/// The header fields of one packet, for packet events (received or sent), with its
+/// whole wire form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketSummary {
+    /// The packet type.
+    pub packet_type: PacketType,
+    /// The fixed header's four flag bits.
+    pub flags: u8,
+    /// The packet identifier, 0 when the packet has none.
+    pub packet_id: u16,
+    /// A PUBLISH's topic; empty otherwise.
+    pub topic: ByteString,
+    /// A PUBLISH's QoS.
+    pub qos: QoS,
+    /// A PUBLISH's retain flag.
+    pub retain: bool,
+    /// A PUBLISH's DUP flag.
+    pub dup: bool,
+    /// A CONNACK's return code in the version it was written in; 0 otherwise.
+    pub reason_code: u8,
+    /// The whole packet as on the wire (a CONNECT's with its password zeroed).
+    pub frame: Bytes,
+}
+
+impl PacketSummary {
+    /// The summary of `packet`, whose wire form in `version` is `frame`.
+    pub fn of(packet: &Packet, version: ProtocolVersion, frame: Bytes) -> Self {
+        let mut s = Self {
+            packet_type: packet.packet_type(),
+            flags: frame.first().copied().unwrap_or(0) & 0x0F,
+            packet_id: 0,
+            topic: ByteString::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            reason_code: 0,
+            frame,
+        };
+        match packet {
+            Packet::Publish(p) => {
+                s.packet_id = p.pkid;
+                s.topic = p.topic.clone();
+                s.qos = p.qos;
+                s.retain = p.retain;
+                s.dup = p.dup;
+            }
+            Packet::ConnAck(c) => {
+                s.reason_code = match version {
+                    ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => c.reason.v4_code(),
+                }
+            }
+            Packet::PubAck(a) => s.packet_id = a.pkid,
+            Packet::PubRec(a) => s.packet_id = a.pkid,
+            Packet::PubRel(a) => s.packet_id = a.pkid,
+            Packet::PubComp(a) => s.packet_id = a.pkid,
+            Packet::Subscribe(p) => s.packet_id = p.pkid,
+            Packet::SubAck(p) => s.packet_id = p.pkid,
+            Packet::Unsubscribe(p) => s.packet_id = p.pkid,
+            Packet::UnsubAck(p) => s.packet_id = p.pkid,
+            Packet::Connect(_) | Packet::PingReq | Packet::PingResp | Packet::Disconnect(_) => {}
+        }
+        s
+    }
+
+    /// The packet's size on the wire.
+    pub fn size(&self) -> usize {
+        self.frame.len()
+    }
+}
+
+/// Bytes encoded for one client and not yet written, with the summaries of the packets
+/// they hold while summaries are wanted.
+#[derive(Debug)]
+pub struct Outbox {
+    buf: BytesMut,
+    version: ProtocolVersion,
+    /// `Some` while summaries are kept.
+    summaries: Option<Vec<PacketSummary>>,
+}
+
+impl Outbox {
+    /// An empty outbox for a connection speaking `version`.
+    pub fn new(version: ProtocolVersion, capacity: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(capacity),
+            version,
+            summaries: None,
+        }
+    }
+
+    /// Whether packets encoded from now on are summarized (a plugin wants
+    /// `MQTT_PACKET_SENT`). Cheap to call every turn.
+    pub fn summarize(&mut self, on: bool) {
+        match (on, self.summaries.is_some()) {
+            (true, false) => self.summaries = Some(Vec::new()),
+            (false, true) => self.summaries = None,
+            _ => {}
+        }
+    }
+
+    /// Appends any packet.
+    pub fn packet(&mut self, packet: &Packet) {
+        let start = self.buf.len();
+        encode(packet, self.version, &mut self.buf);
+        if self.summaries.is_some() {
+            let summary = PacketSummary::of(packet, self.version, self.frame_from(start));
+            self.keep(summary);
+        }
+    }
+
+    /// Appends PUBACK, PUBREC, PUBREL or PUBCOMP.
+    pub fn ack(&mut self, kind: PacketType, pkid: u16) {
+        let start = self.buf.len();
+        encode_ack(self.version, kind, pkid, &mut self.buf);
+        if self.summaries.is_some() {
+            let frame = self.frame_from(start);
+            self.keep(PacketSummary {
+                packet_type: kind,
+                flags: frame[0] & 0x0F,
+                packet_id: pkid,
+                topic: ByteString::new(),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                dup: false,
+                reason_code: 0,
+                frame,
+            });
+        }
+    }
+
+    /// Appends a PUBLISH from its parts (the delivery path holds a stored message, not a
+    /// [`Publish`](crate::protocol::Publish)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        topic: &ByteString,
+        payload: &[u8],
+        qos: QoS,
+        pkid: u16,
+        dup: bool,
+        retain: bool,
+    ) {
+        let start = self.buf.len();
+        encode_publish(
+            self.version,
+            topic,
+            payload,
+            qos,
+            pkid,
+            dup,
+            retain,
+            &mut self.buf,
+        );
+        if self.summaries.is_some() {
+            let frame = self.frame_from(start);
+            self.keep(PacketSummary {
+                packet_type: PacketType::Publish,
+                flags: frame[0] & 0x0F,
+                packet_id: pkid,
+                topic: topic.clone(),
+                qos,
+                retain,
+                dup,
+                reason_code: 0,
+                frame,
+            });
+        }
+    }
+
+    /// Appends a SUBACK.
+    pub fn suback(&mut self, pkid: u16, reasons: Vec<SubscribeReason>) {
+        self.packet(&Packet::SubAck(crate::protocol::packet::SubAck {
+            pkid,
+            reasons,
+            properties: None,
+        }));
+    }
+
+    /// The bytes not yet written.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// After the bytes were written: empties the outbox and returns the summaries of
+    /// what was written (none when summaries are not kept).
+    pub fn written(&mut self) -> Vec<PacketSummary> {
+        self.buf.clear();
+        match &mut self.summaries {
+            Some(s) => std::mem::take(s),
+            None => Vec::new(),
+        }
+    }
+
+    fn frame_from(&self, start: usize) -> Bytes {
+        Bytes::copy_from_slice(&self.buf[start..])
+    }
+
+    fn keep(&mut self, summary: PacketSummary) {
+        if let Some(s) = &mut self.summaries {
+            s.push(summary);
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Messages out: every delivery passes its RECEIVE check here, then is written, skipped,
+//! held or dropped; a resumed session's inflight messages are resent the same way.
+//!
+//! A QoS 1/2 delivery whose check fails with a plugin error is held (with the queue
+//! behind it, so order holds) and asked again with backoff beside the connection's other
+//! work, until a verdict or `topic-check.hold` runs out. QoS 0 promises nothing: its
+//! `on_error` stands.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::plugins::cache::CachedAction;
+use crate::plugins::client::{Checked, LaterAnswer};
+use crate::protocol::{PacketType, QoS};
+use crate::server::connection::{Connection, WRITE_BATCH};
+use crate::session::{Delivery, Held, OutState};
+
+/// What becomes of one delivery after its RECEIVE check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receive {
+    /// Write it to the client.
+    Deliver,
+    /// Skip it for this client: denied, or QoS 0 whose check failed (`on_error`).
+    Skip,
+    /// Hold it (and the queue behind it) and ask again: a QoS 1/2 delivery whose check
+    /// failed with a plugin error.
+    Hold,
+    /// Drop it and count it: its check failed after a hold already ran out on this
+    /// connection, and no verdict has come since.
+    Expire,
+}
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Checks one delivery (RECEIVE) and writes, skips, holds or drops it: the one
+    /// place a queued message is decided. A delivery is never written unchecked.
+    pub(super) async fn deliver(&mut self, delivery: Delivery) {
+        let checked = self
+            .plugins
+            .check(
+                CachedAction::Receive,
+                &delivery.message.topic,
+                delivery.qos,
+                delivery.retain,
+            )
+            .await;
+        let receive = match checked {
+            Checked::Allowed => Receive::Deliver,
+            Checked::Denied => Receive::Skip,
+            Checked::Failed if delivery.qos == QoS::AtMostOnce => Receive::Skip,
+            Checked::Failed if self.plugins.gave_up() => Receive::Expire,
+            Checked::Failed => Receive::Hold,
+        };
+        match receive {
+            Receive::Deliver => self.write_delivery(delivery),
+            Receive::Skip => {}
+            Receive::Hold => self.hold(delivery),
+            Receive::Expire => self.expire(&delivery),
+        }
+    }
+
+    /// Encodes one checked delivery, entering it into the inflight window if QoS > 0.
+    fn write_delivery(&mut self, delivery: Delivery) {
+        self.traffic.messages_out[delivery.qos as usize] += 1;
+        let pkid = match delivery.qos {
+            QoS::AtMostOnce => 0,
+            _ => self.state.inflight.push(delivery.clone()),
+        };
+        let m = &delivery.message;
+        self.out.publish(
+            &m.topic,
+            &m.payload,
+            delivery.qos,
+            pkid,
+            false,
+            delivery.retain,
+        );
+    }
+
+    /// Holds a delivery whose RECEIVE check failed with a plugin error: nothing more is
+    /// taken from the queue until it is decided, and its check is asked again with
+    /// backoff beside the connection's other work.
+    fn hold(&mut self, delivery: Delivery) {
+        self.broker.stats.message_held();
+        info!(topic = ?delivery.message.topic, qos = ?delivery.qos, hold = ?self.plugins.hold(),
+            "RECEIVE check failed (plugin error); holding the delivery and the queue behind it");
+        self.state.held = Some(Held {
+            delivery,
+            since: Instant::now(),
+        });
+        self.hold_backoff.reset();
+        let wait = self.hold_backoff.next_wait();
+        self.schedule_retry(wait);
+    }
+
+    /// Drops a delivery whose check kept failing past `topic-check.hold`, and counts it.
+    fn expire(&mut self, delivery: &Delivery) {
+        self.broker.stats.hold_expired();
+        if self.plugins.gave_up() {
+            debug!(topic = ?delivery.message.topic, "dropping a delivery: RECEIVE check failing since the hold ran out");
+        } else {
+            self.plugins.give_up();
+            warn!(topic = ?delivery.message.topic, hold = ?self.plugins.hold(),
+                "dropping a delivery: its RECEIVE check kept failing for topic-check.hold; \
+                 further deliveries whose check fails are dropped until a plugin answers");
+        }
+    }
+
+    /// After a session resumed with a held delivery: the hold starts again for this
+    /// connection, and the check is asked at once.
+    pub(super) fn resume_held(&mut self) {
+        if let Some(held) = &mut self.state.held {
+            held.since = Instant::now();
+            self.hold_backoff.reset();
+            self.schedule_retry(Duration::ZERO);
+        }
+    }
+
+    /// Schedules the next check of the held delivery, `after` from now, against the
+    /// plugin set in force now.
+    fn schedule_retry(&mut self, after: Duration) {
+        let Some(held) = &self.state.held else {
+            return;
+        };
+        let d = &held.delivery;
+        self.retry = Some(self.plugins.check_later(
+            CachedAction::Receive,
+            &d.message.topic,
+            d.qos,
+            d.retain,
+            after,
+        ));
+    }
+
+    /// A retried check of the held delivery answered: deliver it, drop it, or ask again.
+    pub(super) async fn retry_done(&mut self, answer: Option<LaterAnswer>) {
+        let Some(held) = self.state.held.take() else {
+            return;
+        };
+        let d = &held.delivery;
+        let Some(checked) = self
+            .plugins
+            .settle(CachedAction::Receive, &d.message.topic, answer)
+        else {
+            // A reload replaced the set that was asked: ask the set in force, at once.
+            self.state.held = Some(held);
+            self.schedule_retry(Duration::ZERO);
+            return;
+        };
+        match checked {
+            Checked::Failed if held.since.elapsed() < self.plugins.hold() => {
+                self.state.held = Some(held);
+                let wait = self.hold_backoff.next_wait();
+                self.schedule_retry(wait);
+                return;
+            }
+            Checked::Failed => self.expire(&held.delivery),
+            Checked::Allowed => {
+                debug!(topic = ?d.message.topic, held = ?held.since.elapsed(), "held delivery allowed");
+                self.write_delivery(held.delivery);
+            }
+            Checked::Denied => {
+                debug!(topic = ?d.message.topic, "held delivery denied");
+            }
+        }
+        self.drain_queue().await;
+    }
+
+    /// Moves queued messages into the outbox while the window and batch allow, and no
+    /// delivery is held.
+    pub(super) async fn drain_queue(&mut self) {
+        let max_inflight = self.broker.config.mqtt.max_inflight as usize;
+        while self.out.len() < WRITE_BATCH
+            && self.state.inflight.len() < max_inflight
+            && self.state.held.is_none()
+        {
+            match self.state.queue.try_recv() {
+                Ok(delivery) if self.through_revoked(&delivery) => {}
+                Ok(delivery) => self.deliver(delivery).await,
+                Err(_) => {
+                    // Nothing queued through a revoked subscription is left.
+                    self.purge_revoked = false;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// After a resumed session's CONNACK: resends what was in flight, in order, with DUP
+    /// for publishes and PUBREL for released QoS 2 messages (MQTT-4.4.0-1).
+    ///
+    /// A publish is resent only if RECEIVE allows it for this client now, as any
+    /// delivery: the session may have been taken over by another identity
+    /// (`session_takeover: any`) or the rules may have changed since it was first sent.
+    /// A denied one leaves the window, counted and logged. A released QoS 2 message
+    /// carries no payload: its PUBREL goes out as it is.
+    pub(super) async fn resend_inflight(&mut self) {
+        let pending: Vec<(u16, OutState, Delivery)> = self
+            .state
+            .inflight
+            .iter()
+            .map(|out| (out.pkid, out.state, out.delivery.clone()))
+            .collect();
+        for (pkid, state, delivery) in pending {
+            if state == OutState::Released {
+                self.out.ack(PacketType::PubRel, pkid);
+                continue;
+            }
+            let m = &delivery.message;
+            match self
+                .plugins
+                .check(
+                    CachedAction::Receive,
+                    &m.topic,
+                    delivery.qos,
+                    delivery.retain,
+                )
+                .await
+            {
+                Checked::Allowed => {
+                    self.out.publish(
+                        &m.topic,
+                        &m.payload,
+                        delivery.qos,
+                        pkid,
+                        true,
+                        delivery.retain,
+                    );
+                }
+                Checked::Failed => {
+                    // Acknowledged to its publisher: never dropped for a plugin failure,
+                    // never sent unchecked. It keeps its slot in the window and is
+                    // resent, checked again, on the next resume.
+                    warn!(
+                        topic = ?m.topic,
+                        pkid,
+                        "not resending an inflight message now: its RECEIVE check failed (plugin error); kept for the next resume"
+                    );
+                }
+                Checked::Denied => {
+                    self.state.inflight.remove(pkid);
+                    self.broker.stats.resend_denied();
+                    info!(
+                        topic = ?m.topic,
+                        pkid,
+                        "not resending an inflight message: RECEIVE denies it"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! From an accepted socket to a served client: read the CONNECT, settle the client id,
+//! ask the auth chain, claim the session, then hand over to the [`Connection`] loop and,
+//! when it ends, to its one way out.
+//!
+//! Each step that can refuse answers with a CONNACK refusal (when the client can be
+//! told) and closes; nothing the client pipelined behind its CONNECT is served before the
+//! auth chain has allowed it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::broker::Broker;
+use crate::plugins::client::{ClientPlugins, wants_packet_events};
+use crate::protocol::{
+    self, ConnAck, Connect, ConnectReason, Outbox, Packet, PacketSummary, ProtocolVersion,
+};
+use crate::router::topic;
+use crate::server::connection::Connection;
+use crate::session::SessionState;
+use crate::session::registry::{Claim, ClaimError};
+use crate::stats::TopicIn;
+
+/// Why CONNECT was not read.
+enum ConnectError {
+    Io(std::io::Error),
+    Closed,
+    Protocol(protocol::Error),
+}
+
+/// A CONNECT read and checked, with what came with it.
+struct Hello {
+    connect: Connect,
+    /// The CONNECT's wire bytes when a plugin wants packet events, else empty.
+    frame: Bytes,
+    /// The client id: the CONNECT's, or one the broker assigned.
+    client_id: ByteString,
+    /// Bytes read after the CONNECT (packets pipelined behind it): served once the
+    /// client is allowed, dropped with the connection if it is refused.
+    rbuf: BytesMut,
+}
+
+/// Reads bytes until a whole CONNECT is decoded.
+///
+/// `limit` bounds both the CONNECT (a larger one is an error as soon as its fixed header
+/// is read) and the buffer: at most `limit` bytes are read in all, so what the client
+/// pipelined behind its CONNECT (left in `buf` for the connection to serve once the
+/// client is authenticated) is bounded too; the rest waits in the socket.
+///
+/// With `keep_frame`, the CONNECT's wire bytes are returned too (for packet events);
+/// otherwise the returned bytes are empty.
+async fn read_connect<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+    keep_frame: bool,
+) -> Result<(Connect, Bytes), ConnectError> {
+    loop {
+        match protocol::decode_connect_frame(buf, limit) {
+            Ok(Some((connect, frame))) if keep_frame => return Ok((connect, frame)),
+            Ok(Some((connect, _))) => return Ok((connect, Bytes::new())),
+            Ok(None) => {}
+            Err(e) => return Err(ConnectError::Protocol(e)),
+        }
+        // Never zero: a buffer of `limit` bytes holds a whole CONNECT of at most
+        // `limit` bytes, which was decoded (or refused) above.
+        let room = limit.saturating_sub(buf.len()) as u64;
+        match rd.take(room).read_buf(buf).await {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ConnectError::Io(e)),
+        }
+    }
+}
+
+/// Writes one CONNACK refusal and closes.
+async fn refuse<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: ProtocolVersion,
+    reason: ConnectReason,
+) {
+    let mut out = Outbox::new(version, 4);
+    out.packet(&Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties: None,
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = wr.write_all(out.bytes()).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
+}
+
+/// A fresh client id for a clean client that sent none.
+fn generated_client_id() -> ByteString {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("tandem-{:016x}", h.finish()).into()
+}
+
+/// Answers a connection over the connection limit: reads its CONNECT (briefly), sends
+/// CONNACK "server unavailable" and closes, so the client learns at once instead of
+/// hanging.
+pub(crate) async fn refuse_over_limit(stream: TcpStream, connect_size_limit: usize) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(256);
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        read_connect(&mut rd, &mut buf, connect_size_limit, false),
+    )
+    .await;
+    if let Ok(Ok((connect, _))) = read {
+        refuse(&mut wr, connect.protocol, ConnectReason::ServerUnavailable).await;
+    }
+}
+
+/// Serves one accepted connection until it ends.
+///
+/// Generic over the byte stream's halves: the listeners pass a TCP socket's owned halves
+/// (one monomorphic copy, no indirection); tests and the fuzz target pass in-memory
+/// streams. `handshake` is the connection's slot under `mqtt.max_handshakes`, given back
+/// once the auth chain has answered.
+pub(crate) async fn serve<R, W>(
+    mut rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    handshake: OwnedSemaphorePermit,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let Some(hello) = hello(&mut rd, &mut wr, peer, &broker).await else {
+        return;
+    };
+    let span = tracing::info_span!("connection", client_id = %hello.client_id, %peer);
+    async move {
+        let Some(plugins) = ClientPlugins::authenticate(
+            &broker.plugins,
+            &broker.stats,
+            &hello.connect,
+            &hello.client_id,
+            peer,
+            &listener,
+        )
+        .await
+        else {
+            refuse(
+                &mut wr,
+                hello.connect.protocol,
+                ConnectReason::NotAuthorized,
+            )
+            .await;
+            return;
+        };
+        // Authenticated: no longer a handshake.
+        drop(handshake);
+        let Some((claim, state, session_present)) = take_session(&broker, &hello, &plugins).await
+        else {
+            refuse(
+                &mut wr,
+                hello.connect.protocol,
+                ConnectReason::ClientIdentifierNotValid,
+            )
+            .await;
+            return;
+        };
+        let Hello {
+            connect,
+            frame,
+            rbuf,
+            ..
+        } = hello;
+        let received = plugins.wants_packets_received().then(|| {
+            // Raw bytes never carry the password (see plugin.proto's MqttPacket.raw).
+            let frame = protocol::redacted_connect_frame(&connect, &frame);
+            PacketSummary::of(&Packet::Connect(connect.clone()), connect.protocol, frame)
+        });
+        let mut conn = Connection::new(broker, rd, wr, rbuf, &connect, state, plugins);
+        conn.start(&connect, session_present, received).await;
+        let exit = conn.run(connect.keep_alive, &claim.stop, &shutdown).await;
+        conn.finish(exit, claim, &shutdown).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads and checks the CONNECT (within `mqtt.connect_timeout`) and settles the client
+/// id; `None` when the connection is to close (logged and counted here).
+async fn hello<R, W>(rd: &mut R, wr: &mut W, peer: SocketAddr, broker: &Broker) -> Option<Hello>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mqtt = &broker.config.mqtt;
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let keep_frame = wants_packet_events(&broker.plugins);
+    let read = tokio::time::timeout(
+        mqtt.connect_timeout,
+        read_connect(rd, &mut rbuf, mqtt.connect_size_limit(), keep_frame),
+    )
+    .await;
+    let (connect, frame) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(ConnectError::Protocol(protocol::Error::PacketTooLarge { size, max }))) => {
+            broker.stats.connect_too_large();
+            broker.stats.protocol_error();
+            warn!(%peer, size, max, "closing connection: CONNECT larger than mqtt.max_connect_packet_size");
+            return None;
+        }
+        Ok(Err(ConnectError::Protocol(protocol::Error::UnsupportedProtocolLevel(level)))) => {
+            broker.stats.protocol_error();
+            info!(%peer, level, "refusing unsupported protocol level");
+            refuse(
+                wr,
+                ProtocolVersion::V3_1_1,
+                ConnectReason::UnsupportedProtocolVersion,
+            )
+            .await;
+            return None;
+        }
+        Ok(Err(ConnectError::Protocol(err))) => {
+            broker.stats.protocol_error();
+            warn!(%peer, cause = %err, "closing connection: invalid CONNECT");
+            return None;
+        }
+        Ok(Err(ConnectError::Io(err))) => {
+            debug!(%peer, cause = %err, "connection failed before CONNECT");
+            return None;
+        }
+        Ok(Err(ConnectError::Closed)) => {
+            debug!(%peer, "connection closed before CONNECT");
+            return None;
+        }
+        Err(_) => {
+            info!(%peer, timeout = ?mqtt.connect_timeout, "closing connection: no CONNECT in time");
+            return None;
+        }
+    };
+    if let Some(will) = &connect.will
+        && let Err(levels) = topic::check_levels(&will.topic, mqtt.max_topic_levels)
+    {
+        broker.stats.protocol_error();
+        broker.stats.limits.topic_levels(TopicIn::Will);
+        warn!(
+            %peer,
+            levels,
+            max = mqtt.max_topic_levels,
+            "closing connection: will topic deeper than mqtt.max_topic_levels"
+        );
+        return None;
+    }
+    let client_id = if connect.client_id.is_empty() {
+        // 3.1.1 lets the server assign an id to a clean session only (MQTT-3.1.3-8);
+        // 3.1 requires an id of 1 to 23 characters.
+        if !connect.clean_start || connect.protocol == ProtocolVersion::V3_1 {
+            info!(%peer, "refusing empty client id for a persistent session");
+            refuse(
+                wr,
+                connect.protocol,
+                ConnectReason::ClientIdentifierNotValid,
+            )
+            .await;
+            return None;
+        }
+        generated_client_id()
+    } else {
+        connect.client_id.clone()
+    };
+    Some(Hello {
+        connect,
+        frame,
+        client_id,
+        rbuf,
+    })
+}
+
+/// Claims the client id for the identity the auth chain established and takes its
+/// session: the stored one when the client resumes (session present), else a fresh one.
+/// `None` when the id's session belongs to another identity
+/// (`mqtt.session_takeover: same_identity`).
+async fn take_session(
+    broker: &Broker,
+    hello: &Hello,
+    plugins: &ClientPlugins,
+) -> Option<(Claim, SessionState, bool)> {
+    let identity = plugins.client().identity();
+    let (claim, previous) = match broker.registry.claim(&hello.client_id, identity).await {
+        Ok(claimed) => claimed,
+        Err(ClaimError::OwnedByAnother) => {
+            broker.stats.takeover_refused();
+            info!(
+                identity = ?identity,
+                "refusing CONNECT: the client id's session belongs to another identity (mqtt.session_takeover: same_identity)"
+            );
+            return None;
+        }
+    };
+    let clean_start = hello.connect.clean_start;
+    let (mut state, session_present) = match previous {
+        Some(prev) if !clean_start && prev.persistent => (prev, true),
+        prev => {
+            if let Some(prev) = prev {
+                broker.registry.discard(prev);
+            }
+            let mut fresh = SessionState::new(
+                hello.client_id.clone(),
+                !clean_start,
+                broker.config.mqtt.max_queued_messages,
+            );
+            // Nothing to check yet: no subscription.
+            fresh.checked_generation = plugins.generation();
+            (fresh, false)
+        }
+    };
+    // Subscriptions taken over from another identity (`session_takeover: any`) were
+    // allowed for that identity: they are checked again for this one before anything
+    // is delivered.
+    if state.owner != identity {
+        state.owner = identity.into();
+        state.checked_generation = 0;
+    }
+    state.mailbox.set_online(true);
+    broker
+        .registry
+        .serving(&hello.client_id, &claim, state.mailbox.clone());
+    Some((claim, state, session_present))
+}

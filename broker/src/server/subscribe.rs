@@ -1,0 +1,273 @@
+//! SUBSCRIBE and UNSUBSCRIBE, and the session's subscriptions checked again when a
+//! reload puts a new topic-check chain in force.
+
+use std::time::Duration;
+
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::plugins::cache::CachedAction;
+use crate::plugins::client::Checked;
+use crate::protocol::{Packet, QoS, Subscribe, SubscribeReason, UnsubAck, Unsubscribe};
+use crate::router::{Subscriber, topic};
+use crate::server::connection::Connection;
+use crate::session::{Delivery, Offer};
+use crate::stats::TopicIn;
+
+/// Between revoked subscriptions and a retry of a re-check that failed.
+const RECHECK_RETRY: Duration = Duration::from_secs(1);
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Applies a SUBSCRIBE: each distinct filter checked (validity, depth, the
+    /// per-client bound, then SUBSCRIBE), granted ones added to the router, the SUBACK
+    /// encoded, and the retained messages that match queued behind it.
+    pub(super) async fn on_subscribe(&mut self, s: Subscribe) {
+        // Copies of one filter are decided once, with the QoS of the last copy (as if
+        // applied in order); each copy still gets its own SUBACK code.
+        let mut slot_of = Vec::with_capacity(s.filters.len());
+        let mut distinct: Vec<(ByteString, QoS)> = Vec::new();
+        let mut index: foldhash::HashMap<&str, usize> = Default::default();
+        for f in &s.filters {
+            let slot = *index.entry(&f.filter).or_insert_with(|| {
+                distinct.push((f.filter.clone(), f.options.qos));
+                distinct.len() - 1
+            });
+            distinct[slot].1 = f.options.qos;
+            slot_of.push(slot);
+        }
+        drop(index);
+        let (decided, granted) = self.decide_filters(distinct).await;
+        let requested: Vec<(ByteString, QoS)> = s
+            .filters
+            .into_iter()
+            .map(|f| (f.filter, f.options.qos))
+            .collect();
+        let reasons: Vec<SubscribeReason> = requested
+            .iter()
+            .zip(&slot_of)
+            .map(|((_, qos), slot)| decided[*slot].unwrap_or(SubscribeReason::Granted(*qos)))
+            .collect();
+        self.plugins.subscribed(&requested, &reasons).await;
+        self.out.suback(s.pkid, reasons);
+        if !granted.is_empty() {
+            self.queue_retained(&granted);
+        }
+    }
+
+    /// Decides each distinct filter: `None` for granted (and subscribed), else the
+    /// refusal; also returns the granted filters with their QoS.
+    async fn decide_filters(
+        &mut self,
+        distinct: Vec<(ByteString, QoS)>,
+    ) -> (Vec<Option<SubscribeReason>>, Vec<(ByteString, QoS)>) {
+        let mqtt = &self.broker.config.mqtt;
+        let (max_levels, max_subscriptions) =
+            (mqtt.max_topic_levels, mqtt.max_subscriptions_per_client);
+        let (mut invalid, mut too_deep, mut over_limit) = (0u64, 0u64, 0u64);
+        let mut decided = Vec::with_capacity(distinct.len());
+        let mut granted = Vec::new();
+        for (filter, qos) in distinct {
+            if !topic::valid_filter(&filter) {
+                if invalid == 0 {
+                    info!(filter = ?filter, "refusing invalid topic filter");
+                }
+                invalid += 1;
+                decided.push(Some(SubscribeReason::FILTER_INVALID));
+                continue;
+            }
+            if let Err(levels) = topic::check_levels(&filter, max_levels) {
+                self.broker.stats.limits.topic_levels(TopicIn::Subscribe);
+                if too_deep == 0 {
+                    info!(
+                        levels,
+                        max = max_levels,
+                        "refusing a topic filter deeper than mqtt.max_topic_levels"
+                    );
+                }
+                too_deep += 1;
+                decided.push(Some(SubscribeReason::FILTER_INVALID));
+                continue;
+            }
+            if self.state.subscriptions.len() >= max_subscriptions
+                && !self.state.subscriptions.contains_key(&filter)
+            {
+                over_limit += 1;
+                // MQTT 5 "quota exceeded"; 0x80 under 3.1.1.
+                decided.push(Some(SubscribeReason::Failure(0x97)));
+                continue;
+            }
+            if !self
+                .plugins
+                .allowed(CachedAction::Subscribe, &filter, qos, false)
+                .await
+            {
+                decided.push(Some(SubscribeReason::NOT_AUTHORIZED));
+                continue;
+            }
+            self.broker.router.subscribe(
+                &filter,
+                Subscriber {
+                    session: self.state.id,
+                    qos,
+                    mailbox: self.state.mailbox.clone(),
+                },
+            );
+            self.state.subscriptions.insert(filter.clone(), qos);
+            debug!(filter = ?filter, ?qos, "subscribed");
+            decided.push(None);
+            granted.push((filter, qos));
+        }
+        if too_deep > 1 || invalid > 1 {
+            info!(invalid, too_deep, "refused topic filters in one SUBSCRIBE");
+        }
+        if over_limit > 0 {
+            self.broker.stats.limits.subscriptions_refused(over_limit);
+            info!(
+                refused = over_limit,
+                max = max_subscriptions,
+                "refusing subscriptions past mqtt.max_subscriptions_per_client"
+            );
+        }
+        (decided, granted)
+    }
+
+    /// Retained messages follow the SUBACK through the session's own queue, behind the
+    /// inflight window like any other message: each once, however many granted filters
+    /// match it, and no more than the queue has room for.
+    fn queue_retained(&mut self, granted: &[(ByteString, QoS)]) {
+        let room = self
+            .broker
+            .config
+            .mqtt
+            .max_queued_messages
+            .saturating_sub(self.state.mailbox.queued());
+        let (retained, full) = self.broker.router.retained_for_subscribe(granted, room);
+        if full {
+            info!(
+                queued = retained.len(),
+                "retained messages past the session queue's room not sent (mqtt.max_queued_messages)"
+            );
+        }
+        for (message, qos) in retained {
+            let offer = self.state.mailbox.offer(Delivery {
+                message,
+                qos,
+                retain: true,
+            });
+            if offer == Offer::Dropped {
+                self.broker.stats.add_dropped(1);
+            }
+        }
+    }
+
+    /// Applies an UNSUBSCRIBE.
+    pub(super) async fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        for f in &u.filters {
+            self.broker.router.unsubscribe(f, self.state.id);
+            self.state.subscriptions.remove(f);
+        }
+        self.plugins.unsubscribed(&u.filters).await;
+        self.out.packet(&Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            reasons: Vec::new(),
+            properties: None,
+        }));
+    }
+
+    /// If a reload put a new plugin set in force, uses it from now on (the handle drops
+    /// the cached decisions of the old one). Called before anything the set decides:
+    /// each loop turn, each batch of input and each delivery, so no packet read after a
+    /// reload is checked by the old set.
+    ///
+    /// The session's subscriptions are then checked again (SUBSCRIBE) by the set in
+    /// force, once per generation: what it denies now is revoked before anything more is
+    /// delivered (see [`recheck_subscriptions`](Self::recheck_subscriptions)).
+    pub(super) async fn follow_reload(&mut self) {
+        if self.plugins.follow_reload() {
+            self.out.summarize(self.plugins.wants_packets_sent());
+        }
+        if self.state.checked_generation != self.plugins.generation() {
+            self.recheck_subscriptions().await;
+        }
+    }
+
+    /// Checks every subscription of the session with SUBSCRIBE against the topic-check
+    /// chain in force and revokes those it denies: removed from the router and the
+    /// session, counted, logged, reported as `client_unsubscribed`, and messages already
+    /// queued through them are not delivered. A check that fails (a plugin error, not a
+    /// DENY) keeps the subscription and is tried again after [`RECHECK_RETRY`]:
+    /// deliveries stay subject to RECEIVE meanwhile.
+    async fn recheck_subscriptions(&mut self) {
+        let generation = self.plugins.generation();
+        let now = Instant::now();
+        if self.recheck_after.is_some_and(|at| now < at) {
+            return;
+        }
+        if !self.plugins.checks_topics() || self.state.subscriptions.is_empty() {
+            self.state.checked_generation = generation;
+            return;
+        }
+        let mut subscriptions: Vec<(ByteString, QoS)> = self
+            .state
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        subscriptions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut revoked = Vec::new();
+        let mut failed = false;
+        for (filter, qos) in subscriptions {
+            match self
+                .plugins
+                .check(CachedAction::Subscribe, &filter, qos, false)
+                .await
+            {
+                Checked::Allowed => {}
+                Checked::Failed => failed = true,
+                Checked::Denied => {
+                    self.broker.router.unsubscribe(&filter, self.state.id);
+                    self.state.subscriptions.remove(&filter);
+                    self.broker.stats.subscription_revoked();
+                    info!(
+                        filter = ?filter,
+                        generation,
+                        "subscription revoked: the topic-check chain in force denies it"
+                    );
+                    revoked.push(filter);
+                }
+            }
+        }
+        if failed {
+            self.recheck_after = Some(now + RECHECK_RETRY);
+            warn!(
+                generation,
+                retry_in = ?RECHECK_RETRY,
+                "could not re-check every subscription (plugin error); kept until a check answers"
+            );
+        } else {
+            self.recheck_after = None;
+            self.state.checked_generation = generation;
+        }
+        if !revoked.is_empty() {
+            self.purge_revoked = true;
+            self.plugins.unsubscribed(&revoked).await;
+        }
+    }
+
+    /// Whether a queued delivery came through a subscription revoked since (it matches
+    /// none of the session's filters now); only looked at after a revocation.
+    pub(super) fn through_revoked(&self, delivery: &Delivery) -> bool {
+        self.purge_revoked
+            && !self
+                .state
+                .subscriptions
+                .keys()
+                .any(|f| topic::matches(f, &delivery.message.topic))
+    }
+}

@@ -1,0 +1,74 @@
+//! What MQTT keeps for a session between connections.
+
+use std::sync::Arc;
+
+use bytestring::ByteString;
+use foldhash::{HashMap, HashSet};
+use tokio::sync::mpsc;
+
+use crate::protocol::QoS;
+use crate::session::id::SessionId;
+use crate::session::inflight::Inflight;
+use crate::session::mailbox::Mailbox;
+use crate::session::message::Delivery;
+
+/// Everything MQTT keeps for a session between connections.
+pub struct SessionState {
+    /// Router identity.
+    pub id: SessionId,
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// Whether the session survives disconnection (3.1.1 clean session = 0).
+    pub persistent: bool,
+    /// Sending side of the session's queue, held by its subscriptions.
+    pub mailbox: Arc<Mailbox>,
+    /// Receiving side of the session's queue.
+    pub queue: mpsc::Receiver<Delivery>,
+    /// Filters and the QoS granted for each.
+    pub subscriptions: HashMap<ByteString, QoS>,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement.
+    pub inflight: Inflight,
+    /// Inbound QoS 2 packet identifiers received and not yet released (PUBREL), so a
+    /// redelivered PUBLISH is not routed twice.
+    pub incoming_qos2: HashSet<u16>,
+    /// The identity the session's subscriptions were checked for: the owner that last
+    /// served it (empty: anonymous).
+    pub owner: ByteString,
+    /// The plugin generation whose topic-check chain last allowed every subscription
+    /// (0: not checked since it was resumed). A connection serving the session checks
+    /// them again when this is not the generation in force (see `follow_reload`).
+    pub checked_generation: u64,
+    /// A QoS 1/2 delivery whose RECEIVE check failed with a plugin error: checked again
+    /// until `topic-check.hold` runs out. Nothing is taken from `queue` meanwhile, so
+    /// the session's order holds. Kept with the session across reconnects.
+    pub held: Option<Held>,
+}
+
+/// A delivery waiting for a RECEIVE verdict (see [`SessionState::held`]).
+#[derive(Debug)]
+pub struct Held {
+    /// The delivery, not yet checked.
+    pub delivery: Delivery,
+    /// When a connection first failed to check it: the hold runs from here.
+    pub since: tokio::time::Instant,
+}
+
+impl SessionState {
+    /// A fresh session with a queue of `capacity` messages.
+    pub fn new(client_id: ByteString, persistent: bool, capacity: usize) -> Self {
+        let (mailbox, queue) = Mailbox::new(client_id.clone(), capacity);
+        Self {
+            id: SessionId::next(),
+            client_id,
+            persistent,
+            mailbox,
+            queue,
+            subscriptions: HashMap::default(),
+            inflight: Inflight::default(),
+            incoming_qos2: HashSet::default(),
+            held: None,
+            owner: ByteString::new(),
+            checked_generation: 0,
+        }
+    }
+}
