@@ -4,9 +4,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::{
-    Attributes, Context, HandlerError, ProtocolVersion, TlsInfo, UserProperties, Verdict, Will,
-};
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::types::{Attributes, ProtocolVersion, TlsInfo, UserProperties, Verdict, Will};
 
 /// Decides whether clients may connect (aMQTT's `BaseAuthPlugin.authenticate`).
 ///

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 
-use crate::Error;
+use crate::error::Error;
 
 type Typed = Arc<dyn Any + Send + Sync>;
 

@@ -75,3 +75,24 @@ pub fn filter_covers(allowed: &str, requested: &str) -> bool {
         i += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_filters_follow_mqtt_rules() {
+        assert!(topic_matches("a/b", "a/b"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(!topic_matches("a/b/c", "a/b"));
+        assert!(topic_matches("a/+/c", "a/x/c"));
+        assert!(topic_matches("a/+", "a/"));
+        assert!(!topic_matches("a/+", "a"));
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("#", "anything/at/all"));
+        assert!(!topic_matches("#", "$SYS/uptime"));
+        assert!(!topic_matches("+/uptime", "$SYS/uptime"));
+        assert!(topic_matches("$SYS/#", "$SYS/uptime"));
+    }
+}

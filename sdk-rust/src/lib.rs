@@ -16,17 +16,26 @@
 //!   service built from it.
 //! - [`Authenticator`] and its [`AuthRequest`]/[`AuthDecision`] (`auth.rs`); [`TopicFilter`] and
 //!   its [`TopicRequest`]/[`TopicDecision`] (`topic.rs`); [`EventHandler`], [`EventSubscription`],
-//!   [`Event`] and [`EventData`] (`events.rs`); shared domain types such as [`Verdict`],
-//!   [`Action`] and [`Client`] (`types.rs`).
+//!   [`Event`] and [`EventData`] (`events/`); shared domain types such as [`Verdict`],
+//!   [`Action`], [`Client`] and [`MessageProperties`] (`types.rs`).
 //! - [`filter`]: MQTT topic matching and filter coverage, for topic-check plugins.
 //! - [`Context`] (`context.rs`): the pushed configuration and the call's trace.
-//! - `convert.rs`: every conversion between these types and the protobuf ones, in one place.
-//! - [`ListenAddr`], [`Listener`], [`Plugin::serve`] (`serve.rs`): serving and shutdown.
-//! - [`TlsConfig`] (`tls.rs`): TLS and mTLS for TCP listeners.
+//! - `convert/`: every conversion between these types and the protobuf ones, in one place.
+//! - `args.rs`: everything read from the command line and environment ([`LISTEN_ENV`] and the
+//!   other variables, [`Role::from_args`]).
+//! - [`ListenAddr`], [`Listener`], [`Plugin::serve`] (`serve.rs`): serving; `socket.rs`: the unix
+//!   socket file; [`shutdown_signal`] and [`DRAIN_TIMEOUT`] (`shutdown.rs`): how serving ends;
+//!   `logging.rs`: the default log setup.
+//! - [`TlsConfig`] (`tls.rs`): TLS and mTLS for TCP listeners; [`BearerToken`] (`token.rs`): the
+//!   broker's token.
 //! - `telemetry` (feature `otel`): the handler spans continue the broker's OpenTelemetry trace,
 //!   and spans are exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`testing`]: a stand-in broker that drives a plugin in-process, for unit tests.
 //! - [`Error`], [`HandlerError`] (`error.rs`).
+//!
+//! Files depend one way: `serve.rs` on `tls.rs` and `token.rs`, which read their settings from
+//! `args.rs`, which depends on none of them; and no file imports what `lib.rs` re-exports (each
+//! names the file that defines it), so `lib.rs` is only ever the top of the graph.
 //!
 //! # A complete plugin
 //! An ACL plugin configured from the broker's YAML (`config: { admins: [alice] }`): admins may do
@@ -153,14 +162,18 @@
 //! # }
 //! ```
 
+mod args;
 mod auth;
 mod context;
 mod convert;
 mod error;
 mod events;
 pub mod filter;
+mod logging;
 mod plugin;
 mod serve;
+mod shutdown;
+mod socket;
 #[cfg(feature = "otel")]
 pub mod telemetry;
 pub mod testing;
@@ -169,22 +182,26 @@ mod token;
 mod topic;
 mod types;
 
+pub use args::{
+    DEFAULT_LISTEN, LISTEN_ENV, TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV, TOKEN_FILE_ENV,
+};
 pub use auth::{AuthDecision, AuthRequest, Authenticator};
 pub use context::Context;
 pub use error::{Error, HandlerError};
 pub use events::{
     ClientConnected, ClientDisconnected, DisconnectReason, Event, EventData, EventHandler,
-    EventKind, EventSubscription, ListenerInfo, Message, MessageBroadcast, MessageProperties,
-    MessageReceived, MqttPacket, PacketType, RetainedAction, RetainedMessage, Subscription,
-    UnknownEventKind,
+    EventKind, EventSubscription, ListenerInfo, Message, MessageBroadcast, MessageReceived,
+    MqttPacket, PacketType, RetainedAction, RetainedMessage, Subscription, UnknownEventKind,
 };
 pub use plugin::{Plugin, PluginService};
-pub use serve::{DEFAULT_LISTEN, DRAIN_TIMEOUT, LISTEN_ENV, ListenAddr, Listener, shutdown_signal};
-pub use tls::{TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV, TlsConfig};
-pub use token::{BearerToken, TOKEN_FILE_ENV};
+pub use serve::{ListenAddr, Listener};
+pub use shutdown::{DRAIN_TIMEOUT, shutdown_signal};
+pub use tls::TlsConfig;
+pub use token::BearerToken;
 pub use topic::{TopicDecision, TopicFilter, TopicRequest};
 pub use types::{
-    Action, Attributes, Client, ProtocolVersion, Role, TlsInfo, UserProperties, Verdict, Will,
+    Action, Attributes, Client, MessageProperties, ProtocolVersion, Role, TlsInfo, UserProperties,
+    Verdict, Will,
 };
 
 /// Re-exported so a plugin needs no direct dependency: derive with

@@ -13,13 +13,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument as _, debug, warn};
 
-use crate::context::{Pushed, Shared, deserialize_config};
+use crate::auth::{AuthDecision, AuthRequest, Authenticator};
+use crate::context::{Context, Pushed, Shared, deserialize_config};
 use crate::convert::{event_from, struct_to_json};
-use crate::error::handler_status;
-use crate::{
-    AuthDecision, AuthRequest, Authenticator, Context, Error, Event, EventHandler, EventKind,
-    EventSubscription, HandlerError, Role, TopicDecision, TopicFilter, TopicRequest,
-};
+use crate::error::{Error, HandlerError, handler_status};
+use crate::events::{Event, EventHandler, EventKind, EventSubscription};
+use crate::topic::{TopicDecision, TopicFilter, TopicRequest};
+use crate::types::Role;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -1,12 +1,13 @@
 //! Serving a [`Plugin`]: where to listen ([`ListenAddr`]), binding ([`Listener`]), optional TLS
-//! ([`TlsConfig`]), the gRPC server with health, and graceful shutdown on SIGTERM/SIGINT.
+//! ([`TlsConfig`]) and bearer token ([`BearerToken`]), and the gRPC server with health. The
+//! settings come from `args.rs`; the socket file's care from `socket.rs`; how serving ends from
+//! `shutdown.rs`; the default log setup from `logging.rs`.
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use tandem_proto::v1::plugin_server::PluginServer;
 use tokio::net::{TcpListener, UnixListener};
@@ -16,15 +17,14 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tracing::{info, warn};
 
-use crate::tls::tls_on_unix;
-use crate::token::TokenCheck;
-use crate::{BearerToken, Error, Plugin, PluginService, TlsConfig};
-
-/// The environment variable read for the listen address when no `--listen` flag is given.
-pub const LISTEN_ENV: &str = "TANDEM_PLUGIN_LISTEN";
-
-/// The listen address used when neither `--listen` nor [`LISTEN_ENV`] is given.
-pub const DEFAULT_LISTEN: &str = "tcp://127.0.0.1:50051";
+use crate::args::ServeArgs;
+use crate::error::Error;
+use crate::logging::init_tracing;
+use crate::plugin::{Plugin, PluginService};
+use crate::shutdown::{DRAIN_TIMEOUT, bounded, shutdown_signal};
+use crate::socket::{bind_private, prepare_socket_path};
+use crate::tls::{TlsConfig, tls_on_unix};
+use crate::token::{BearerToken, TokenCheck};
 
 /// Where a plugin server listens.
 ///
@@ -40,37 +40,11 @@ pub enum ListenAddr {
 
 impl ListenAddr {
     /// The address from the command line (`--listen ADDR` or `--listen=ADDR`), else from
-    /// [`LISTEN_ENV`], else [`DEFAULT_LISTEN`]. Other arguments are left alone for the plugin's own
-    /// parsing.
+    /// [`LISTEN_ENV`](crate::LISTEN_ENV), else [`DEFAULT_LISTEN`](crate::DEFAULT_LISTEN). Other
+    /// arguments are left alone for the plugin's own parsing.
     pub fn from_args_or_env() -> Result<Self, Error> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        setting(&args, "--listen", LISTEN_ENV)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
-            .parse()
+        ServeArgs::from_process().listen.parse()
     }
-}
-
-/// A setting from the command line (`flag VALUE` or `flag=VALUE`, the last one wins), else from
-/// the environment variable `env` when it is set and not empty.
-pub(crate) fn setting(args: &[String], flag: &str, env: &str) -> Option<String> {
-    flag_value(args, flag).or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
-}
-
-/// The value of the last `flag` on the command line, if any.
-fn flag_value(args: &[String], flag: &str) -> Option<String> {
-    let mut found = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if arg == flag {
-            found = args.next().cloned();
-        } else if let Some(value) = arg
-            .strip_prefix(flag)
-            .and_then(|rest| rest.strip_prefix('='))
-        {
-            found = Some(value.to_owned());
-        }
-    }
-    found
 }
 
 impl FromStr for ListenAddr {
@@ -235,81 +209,6 @@ impl Listener {
     }
 }
 
-/// Binds a unix socket that only this user may connect to (mode 0600): bound under a temporary
-/// name beside `path`, restricted, then renamed into place, so nobody can connect before the mode
-/// is set.
-fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the socket path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(listener)
-}
-
-fn prepare_socket_path(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::FileTypeExt as _;
-    let fail = |reason: String| Error::SocketPath {
-        path: path.to_owned(),
-        reason,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // A directory made here is this user's alone (0700).
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            // A socket file nobody listens on any more (the previous run was killed).
-            std::fs::remove_file(path)
-                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))
-        }
-        Ok(_) => Err(fail("a file that is not a socket is in the way".into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(fail(e.to_string())),
-    }
-}
-
-/// Resolves when SIGTERM (what Kubernetes and the broker's supervisor send) or SIGINT arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            warn!(cause = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                warn!(cause = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => info!("SIGINT received; shutting down"),
-        () = term => info!("SIGTERM received; shutting down"),
-    }
-}
-
 impl Plugin {
     /// Serves the plugin until SIGTERM or SIGINT: listens where `--listen` or
     /// `TANDEM_PLUGIN_LISTEN` says (default `tcp://127.0.0.1:50051`), serves the plugin service and
@@ -337,13 +236,14 @@ impl Plugin {
     }
 
     async fn serve_from_args(self) -> Result<(), Error> {
-        let addr = ListenAddr::from_args_or_env()?;
-        let tls = TlsConfig::from_args_or_env()?;
+        let args = ServeArgs::from_process();
+        let addr: ListenAddr = args.listen.parse()?;
+        let tls = TlsConfig::from_settings(args.tls_cert, args.tls_key, args.tls_client_ca)?;
         if let (Some(_), ListenAddr::Unix(path)) = (&tls, &addr) {
             return Err(tls_on_unix(path));
         }
-        let token = BearerToken::from_args_or_env()?;
-        let insecure = std::env::args().skip(1).any(|a| a == "--insecure");
+        let token = BearerToken::from_setting(args.token_file)?;
+        let insecure = args.insecure;
         let mut listener = Listener::bind(&addr).await?;
         if let Some(tls) = tls {
             listener = listener.with_tls(tls)?;
@@ -446,68 +346,6 @@ impl Plugin {
     }
 }
 
-/// How long a shutdown waits for in-flight calls before exiting anyway (under Kubernetes'
-/// default 30 s grace period).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Runs the server until it ends, or until the drain deadline passes.
-async fn bounded(
-    serve: impl Future<Output = Result<(), tonic::transport::Error>>,
-    drain_deadline: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    tokio::select! {
-        served = serve => served,
-        () = drain_deadline => {
-            warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; exiting anyway");
-            Ok(())
-        }
-    }
-}
-
-/// What [`init_tracing`] set up, to finish when serving ends.
-struct TracingSetup {
-    /// The OTLP exporter to flush (feature `otel`, endpoint set).
-    #[cfg(feature = "otel")]
-    telemetry: Option<crate::telemetry::Telemetry>,
-}
-
-impl TracingSetup {
-    /// Sends the spans still queued.
-    async fn finish(self) {
-        #[cfg(feature = "otel")]
-        if let Some(telemetry) = self.telemetry {
-            telemetry.shutdown().await;
-        }
-    }
-}
-
-/// Installs a subscriber unless the program installed one (which then wins): logs per
-/// `RUST_LOG`, and with feature `otel` spans to `OTEL_EXPORTER_OTLP_ENDPOINT` when set.
-fn init_tracing(service_name: &str) -> TracingSetup {
-    #[cfg(feature = "otel")]
-    if !tracing::dispatcher::has_been_set() {
-        match crate::telemetry::init_otlp(service_name) {
-            Ok(telemetry) => {
-                return TracingSetup {
-                    telemetry: Some(telemetry),
-                };
-            }
-            // Serving matters more than tracing: say why and serve with logs only.
-            Err(err) => eprintln!("warning: {err}; spans are not exported"),
-        }
-    }
-    #[cfg(not(feature = "otel"))]
-    let _ = service_name;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Fails only when the program already installed a subscriber, which then wins.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-    TracingSetup {
-        #[cfg(feature = "otel")]
-        telemetry: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,30 +387,5 @@ mod tests {
         }
         let addr = ListenAddr::Unix("/tmp/p.sock".into());
         assert_eq!(addr.to_string().parse::<ListenAddr>().unwrap(), addr);
-    }
-
-    #[test]
-    fn the_last_flag_wins_and_other_args_are_ignored() {
-        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let listen = |v: &[&str]| flag_value(&args(v), "--listen");
-        assert_eq!(listen(&["--verbose"]), None);
-        assert_eq!(
-            listen(&["--listen", "tcp://127.0.0.1:1", "-v"]).as_deref(),
-            Some("tcp://127.0.0.1:1")
-        );
-        assert_eq!(
-            listen(&["--listen=unix:///a.sock", "--listen", "tcp://127.0.0.1:2"]).as_deref(),
-            Some("tcp://127.0.0.1:2")
-        );
-        // A flag is matched whole: `--listener=x` is not `--listen`.
-        assert_eq!(listen(&["--listener=tcp://127.0.0.1:3"]), None);
-        let tls = args(&["--tls-cert=c.pem", "--tls-key", "k.pem", "--tls-client-ca"]);
-        assert_eq!(flag_value(&tls, "--tls-cert").as_deref(), Some("c.pem"));
-        assert_eq!(flag_value(&tls, "--tls-key").as_deref(), Some("k.pem"));
-        assert_eq!(
-            flag_value(&tls, "--tls-client-ca"),
-            None,
-            "no value follows"
-        );
     }
 }

@@ -33,7 +33,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The standard variable naming the OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
 pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";

@@ -1,6 +1,7 @@
 //! TLS for a TCP listener ([`TlsConfig`]): the server's certificate and key, and, when a client
 //! CA is given, client certificates required and verified (mTLS). Read from `--tls-cert`,
-//! `--tls-key`, `--tls-client-ca` or their `TANDEM_PLUGIN_TLS_*` variables.
+//! `--tls-key`, `--tls-client-ca` or their `TANDEM_PLUGIN_TLS_*` variables (found by `args.rs`;
+//! checked here).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,18 +11,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::Error;
-use crate::serve::setting;
-
-/// The environment variable read for the server certificate chain when no `--tls-cert` flag is
-/// given.
-pub const TLS_CERT_ENV: &str = "TANDEM_PLUGIN_TLS_CERT";
-
-/// The environment variable read for the server private key when no `--tls-key` flag is given.
-pub const TLS_KEY_ENV: &str = "TANDEM_PLUGIN_TLS_KEY";
-
-/// The environment variable read for the client CA when no `--tls-client-ca` flag is given.
-pub const TLS_CLIENT_CA_ENV: &str = "TANDEM_PLUGIN_TLS_CLIENT_CA";
+use crate::args::{ServeArgs, TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV};
+use crate::error::Error;
 
 /// How long a client may take over its TLS handshake; a stalled one is dropped after that.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,15 +97,12 @@ impl TlsConfig {
     /// is a file that cannot be read or used. Flags take `--flag VALUE` or `--flag=VALUE`; other
     /// arguments are left alone.
     pub fn from_args_or_env() -> Result<Option<Self>, Error> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        Self::from_settings(
-            setting(&args, "--tls-cert", TLS_CERT_ENV),
-            setting(&args, "--tls-key", TLS_KEY_ENV),
-            setting(&args, "--tls-client-ca", TLS_CLIENT_CA_ENV),
-        )
+        let args = ServeArgs::from_process();
+        Self::from_settings(args.tls_cert, args.tls_key, args.tls_client_ca)
     }
 
-    fn from_settings(
+    /// The TLS these settings ask for (see [`from_args_or_env`](Self::from_args_or_env)).
+    pub(crate) fn from_settings(
         cert: Option<String>,
         key: Option<String>,
         client_ca: Option<String>,

@@ -1,6 +1,6 @@
 //! Who may call the plugin ([`BearerToken`]): the broker proves itself with a shared bearer
-//! token (`--token-file` or `TANDEM_PLUGIN_TOKEN_FILE`; the broker's `plugins.<alias>.token_file`
-//! holds the same token). A listener with a token answers every RPC of the plugin service
+//! token (`--token-file` or `TANDEM_PLUGIN_TOKEN_FILE`, found by `args.rs`; the broker's
+//! `plugins.<alias>.token_file` holds the same token). A listener with a token answers every RPC of the plugin service
 //! (`Describe`, `Authenticate`, `TopicFilter`, `Events`) `UNAUTHENTICATED` unless the call carries
 //! `authorization: Bearer <token>`; the comparison takes the same time wherever the tokens
 //! differ. gRPC health stays open to probes: it changes nothing and tells only SERVING or not.
@@ -11,10 +11,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-use crate::Error;
-
-/// The environment variable read for the token file when no `--token-file` flag is given.
-pub const TOKEN_FILE_ENV: &str = "TANDEM_PLUGIN_TOKEN_FILE";
+use crate::args::ServeArgs;
+use crate::error::Error;
 
 /// The bearer token a plugin requires of its callers (see the module docs). Its `Debug` form never
 /// shows the token.
@@ -64,12 +62,15 @@ impl BearerToken {
         })
     }
 
-    /// The token from `--token-file FILE`, else [`TOKEN_FILE_ENV`]; `None` when neither is given.
+    /// The token from `--token-file FILE`, else
+    /// [`TOKEN_FILE_ENV`](crate::args::TOKEN_FILE_ENV); `None` when neither is given.
     pub fn from_args_or_env() -> Result<Option<Self>, Error> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        crate::serve::setting(&args, "--token-file", TOKEN_FILE_ENV)
-            .map(Self::from_file)
-            .transpose()
+        Self::from_setting(ServeArgs::from_process().token_file)
+    }
+
+    /// The token in this file, if one is named.
+    pub(crate) fn from_setting(token_file: Option<String>) -> Result<Option<Self>, Error> {
+        token_file.map(Self::from_file).transpose()
     }
 
     /// Whether `header` (an `authorization` value) is `Bearer <this token>`, in time that does

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::{Action, Client, Context, HandlerError, ProtocolVersion, UserProperties, Verdict};
+use crate::context::Context;
+use crate::error::HandlerError;
+use crate::types::{Action, Client, ProtocolVersion, UserProperties, Verdict};
 
 /// Decides whether a client may publish, subscribe or receive on a topic (aMQTT's
 /// `BaseTopicPlugin.topic_filtering`).

@@ -1,10 +1,12 @@
-//! Domain types shared by the roles: verdicts, actions, the client, protocol details.
+//! Domain types shared by the roles: verdicts, actions, the client, protocol and message details.
 //!
 //! These mirror the protobuf contract with Rust types (`Option` where the wire uses "empty means
-//! absent", [`Duration`](std::time::Duration) where it uses milliseconds or seconds). The
-//! conversions live in `convert.rs`.
+//! absent", [`Duration`] where it uses milliseconds or seconds). The conversions live in
+//! `convert/types.rs`; [`Role::from_args`] lives in `args.rs`, with everything else read from the
+//! command line.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Session attributes: the string map an allowing [`Authenticator`](crate::Authenticator)
 /// attaches to a client's session (aMQTT's `session.attributes`), sent back with every later
@@ -48,29 +50,6 @@ pub enum Role {
     Authenticate,
     /// Answers `TopicFilter` (registered with [`Plugin::topic_filter`](crate::Plugin::topic_filter)).
     TopicFilter,
-}
-
-impl Role {
-    /// The roles named by the program's `--roles auth,topic` argument (both when it is
-    /// absent), for one binary that can play an auth-only or a topic-only plugin in a chain.
-    /// Names other than `auth` and `topic` are ignored.
-    pub fn from_args() -> Vec<Role> {
-        let args: Vec<String> = std::env::args().collect();
-        let value = args
-            .iter()
-            .position(|a| a == "--roles")
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-            .unwrap_or("auth,topic");
-        value
-            .split(',')
-            .filter_map(|r| match r.trim() {
-                "auth" => Some(Role::Authenticate),
-                "topic" => Some(Role::TopicFilter),
-                _ => None,
-            })
-            .collect()
-    }
 }
 
 /// The MQTT version a client speaks.
@@ -156,9 +135,26 @@ pub struct Will {
     /// The will payload.
     pub payload: Vec<u8>,
     /// MQTT 5 will delay; zero publishes at once.
-    pub delay: std::time::Duration,
+    pub delay: Duration,
     /// MQTT 5 will properties; `None` for MQTT 3.1.1.
-    pub properties: Option<crate::MessageProperties>,
+    pub properties: Option<MessageProperties>,
+}
+
+/// MQTT 5 properties of an application message (a will's, or a message event's).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageProperties {
+    /// The sender declared the payload UTF-8 text.
+    pub payload_is_utf8: bool,
+    /// Message expiry; `None` when the message does not expire.
+    pub message_expiry: Option<Duration>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Response topic.
+    pub response_topic: Option<String>,
+    /// Correlation data.
+    pub correlation_data: Option<Vec<u8>>,
+    /// User properties.
+    pub user_properties: UserProperties,
 }
 
 /// What TLS established about a client connection.
