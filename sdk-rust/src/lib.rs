@@ -25,7 +25,7 @@
 //!   other variables, [`Role::from_args`]).
 //! - [`ListenAddr`], [`Listener`], [`Plugin::serve`] (`serve.rs`): serving; `socket.rs`: the unix
 //!   socket file; [`shutdown_signal`] and [`DRAIN_TIMEOUT`] (`shutdown.rs`): how serving ends;
-//!   `logging.rs`: the default log setup.
+//!   `logging.rs`: the default log setup (stderr).
 //! - [`TlsConfig`] (`tls.rs`): TLS and mTLS for TCP listeners; [`BearerToken`] (`token.rs`): the
 //!   broker's token.
 //! - `telemetry` (feature `otel`): the handler spans continue the broker's OpenTelemetry trace,

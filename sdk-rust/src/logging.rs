@@ -1,4 +1,11 @@
-//! The SDK's log setup when the program set up none: filtered by `RUST_LOG`.
+//! Where the SDK's logs go when the program set up none: to stderr, filtered by `RUST_LOG`.
+//!
+//! Stderr, because stdout may be the plugin's own output channel (the event logger writes its
+//! JSON lines there, and tools read it), and because the broker passes a plugin's stderr
+//! through to its own log. ANSI colours only when stderr is a terminal, so that a captured log
+//! holds plain text.
+
+use std::io::IsTerminal as _;
 
 /// What [`init_tracing`] set up, to finish when serving ends.
 pub(crate) struct TracingSetup {
@@ -17,7 +24,7 @@ impl TracingSetup {
     }
 }
 
-/// Installs a subscriber unless the program installed one (which then wins): logs per
+/// Installs a subscriber unless the program installed one (which then wins): logs to stderr per
 /// `RUST_LOG`, and with feature `otel` spans to `OTEL_EXPORTER_OTLP_ENDPOINT` when set.
 pub(crate) fn init_tracing(service_name: &str) -> TracingSetup {
     #[cfg(feature = "otel")]
@@ -37,7 +44,11 @@ pub(crate) fn init_tracing(service_name: &str) -> TracingSetup {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Fails only when the program already installed a subscriber, which then wins.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
     TracingSetup {
         #[cfg(feature = "otel")]
         telemetry: None,

@@ -213,7 +213,7 @@ impl Plugin {
     /// Serves the plugin until SIGTERM or SIGINT: listens where `--listen` or
     /// `TANDEM_PLUGIN_LISTEN` says (default `tcp://127.0.0.1:50051`), serves the plugin service and
     /// gRPC health, then drains in-flight calls and exits. Installs a `tracing` subscriber
-    /// (`RUST_LOG`, default `info`) unless the program set one.
+    /// logging to stderr (`RUST_LOG`, default `info`) unless the program set one.
     ///
     /// Requires the broker's bearer token when `--token-file FILE` (or `TANDEM_PLUGIN_TOKEN_FILE`)
     /// is given, and refuses a non-loopback TCP address with neither a token nor mTLS unless

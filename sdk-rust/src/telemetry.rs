@@ -125,10 +125,15 @@ where
 /// `info`), and spans to `OTEL_EXPORTER_OTLP_ENDPOINT` when it is set. Call it inside a tokio
 /// runtime. Fails when a subscriber is already installed or the endpoint is unusable.
 pub fn init_otlp(service_name: &str) -> Result<Telemetry, Error> {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_filter(filter);
+    // Stderr, as without this feature (see `logging.rs`): stdout may be the plugin's own output.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
     let (otel, telemetry) = match layer(service_name)? {
         Some((layer, telemetry)) => (Some(layer), telemetry),
         None => (None, Telemetry::default()),
