@@ -41,8 +41,8 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> anyhow::Result<()> {
-    // Logs go to stderr (the SDK's default subscriber writes to stdout): the broker passes a
-    // plugin's stderr through to its own.
+    // Logs go to stderr, as with the SDK's default subscriber: the broker passes a plugin's
+    // stderr through to its own. Set up here to show a plugin choosing its own filter.
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
