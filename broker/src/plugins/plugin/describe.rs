@@ -3,14 +3,13 @@
 //! the answer kept as [`Described`].
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tandem_proto::v1 as pb;
 use tonic::transport::Channel;
 use tracing::info;
 
-use super::replicas::{Chan, Client, Replica};
+use super::replicas::{Chan, Client};
 use super::{Described, Plugin};
 use crate::plugins::config::PluginConfig;
 use crate::plugins::error::PluginError;
@@ -156,13 +155,7 @@ impl Plugin {
             current.config_generation += 1;
             (previous, current.clone())
         };
-        let up: Vec<Arc<Replica>> = self
-            .replicas
-            .read()
-            .iter()
-            .filter(|r| r.up.load(Ordering::Acquire))
-            .cloned()
-            .collect();
+        let up = self.up_replicas();
         if up.is_empty() {
             // Nothing to push to now: every probe describes with the new request.
             *self.pushed.write() = config;

@@ -195,6 +195,16 @@ impl Plugin {
             .collect()
     }
 
+    /// The replicas that are up now.
+    fn up_replicas(&self) -> Vec<Arc<Replica>> {
+        self.replicas
+            .read()
+            .iter()
+            .filter(|r| r.up.load(Ordering::Acquire))
+            .cloned()
+            .collect()
+    }
+
     /// Number of replicas and how many are up.
     pub fn replica_health(&self) -> (usize, usize) {
         let replicas = self.replicas.read();

@@ -217,13 +217,7 @@ impl Plugin {
     /// or that says it is not serving, is marked down and probed, as after a failed
     /// call. So a plugin that died is seen down without waiting for a client's call.
     pub async fn check_health(self: &Arc<Self>) -> usize {
-        let up: Vec<Arc<Replica>> = self
-            .replicas
-            .read()
-            .iter()
-            .filter(|r| r.up.load(Ordering::Acquire))
-            .cloned()
-            .collect();
+        let up = self.up_replicas();
         let timeout = self.config.timeout.max(Duration::from_millis(500));
         let checks = up.iter().map(|replica| async move {
             let channel = self.authed(replica.channel.read().clone());
