@@ -105,7 +105,9 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let result = tandem_broker::plugins::PluginHost::start(&config, shutdown.clone()).await;
+        let result =
+            tandem_broker::plugins::PluginHost::start(&config.plugin_sections(), shutdown.clone())
+                .await;
         shutdown.cancel();
         match result {
             Ok(host) => {

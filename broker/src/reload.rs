@@ -60,7 +60,7 @@ pub async fn reload(broker: &Broker) -> Result<ReloadSummary, ReloadError> {
             "these sections changed but only take effect on restart; left as they are"
         );
     }
-    let summary = broker.plugins.reload(&new).await?;
+    let summary = broker.plugins.reload(&new.plugin_sections()).await?;
     info!(
         generation = summary.generation,
         added = ?summary.added,

@@ -17,7 +17,8 @@ use tracing::field::Empty;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::config::OnError;
-use super::{ErrorKind, Plugin, Rpc, Verdict};
+use super::plugin::Plugin;
+use super::rpc::{ErrorKind, Rpc, Verdict};
 
 /// One plugin's answer, after `on_error`.
 #[derive(Debug, Clone)]

@@ -1,11 +1,31 @@
-//! Plugin configuration: the `plugins:`, `auth:` and `topic-check:` sections.
+//! Plugin configuration: the `plugins:`, `auth:` and `topic-check:` sections, and each
+//! plugin's `events:`.
+//!
+//! Every configuration type of the plugin host is here, and this file imports nothing
+//! from the host but the endpoint syntax: the broker's configuration embeds these types,
+//! and the host reads only them ([`PluginSections`]), never the broker's whole `Config`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::Endpoint;
+
+/// The sections of the broker's configuration the plugin host reads: what
+/// `PluginHost::start` and `PluginHost::reload` apply. The broker's configuration keeps them
+/// at its top level (`plugins:`, `auth:`, `topic-check:`) and lends a copy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginSections {
+    /// Plugins by alias (`plugins:`).
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// The Authenticate chain (`auth:`). Absent: every client may connect.
+    pub auth: Option<AuthConfig>,
+    /// The TopicFilter chain (`topic-check:`). Absent or `enable: false`: every topic
+    /// is allowed.
+    pub topic_check: Option<TopicCheckConfig>,
+}
 
 /// One plugin, under its alias in `plugins:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +76,7 @@ pub struct PluginConfig {
     pub resolve_interval: Duration,
     /// The plugin's event queue, if it asks for events in `Describe`.
     #[serde(default)]
-    pub events: super::events::EventsConfig,
+    pub events: EventsConfig,
 }
 
 fn default_timeout() -> Duration {
@@ -166,6 +186,45 @@ impl Default for CacheConfig {
             max_entries: 1024,
             max_bytes: 64 * 1024,
             max_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What happens when a plugin's event queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Drop the oldest queued event, count it (the default).
+    #[default]
+    DropOldest,
+    /// Make the producer wait for room: nothing is lost, publishers slow down.
+    Backpressure,
+}
+
+/// `plugins.<alias>.events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events kept for the plugin (sent and unacked, or waiting to be sent).
+    pub queue: usize,
+    /// Encoded bytes of the events kept (payloads and raw packets included); at this
+    /// bound the overflow policy applies as at `queue`.
+    pub max_bytes: usize,
+    /// Behaviour at the bound.
+    pub overflow: Overflow,
+    /// How long start-up waits for `broker_pre_start` to be acked, and shutdown for
+    /// `broker_post_shutdown`.
+    #[serde(with = "humantime_serde")]
+    pub lifecycle_timeout: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            queue: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            overflow: Overflow::DropOldest,
+            lifecycle_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::PluginError;
 use super::endpoint::Endpoint;
+use super::error::PluginError;
 
 /// A supervised plugin process.
 pub struct Supervisor {

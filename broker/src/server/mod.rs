@@ -95,7 +95,7 @@ impl Server {
     /// returns), then binds every configured listener. No client is served by a
     /// half-configured chain.
     pub async fn start(config: Config, shutdown: &CancellationToken) -> Result<Self, ServerError> {
-        let plugins = PluginHost::start(&config, shutdown.child_token()).await?;
+        let plugins = PluginHost::start(&config.plugin_sections(), shutdown.child_token()).await?;
         // Plugins can set up before any client is served: delivered and acked (bounded).
         lifecycle::pre_start(&plugins).await;
         let mut listeners = Vec::new();

@@ -5,6 +5,16 @@
 //! the human way (`200ms`, `30s`). [`DEFAULT_CONFIG`] is the commented file that
 //! `tandem print-default-config` prints and that `tandem` serves when given no file;
 //! a unit test keeps it equal to [`Config::default`].
+//!
+//! # Layout
+//! - this file: the whole [`Config`], reading, parsing and validation, and the errors
+//!   that name file, line and key.
+//! - [`mqtt`]: the `mqtt:` limits and session settings.
+//! - [`service`]: how the broker is reached and watched: `listeners:`, `admin:`,
+//!   `sys:`, `log:`.
+//!
+//! The plugin sections (`plugins:`, `auth:`, `topic-check:`) are typed by the plugin
+//! host (`crate::plugins::config`); the broker lends them to it as `PluginSections`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,13 +23,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::plugins::config::{
-    AuthConfig, CacheConfig, OnError, PluginConfig, PluginTls, TopicCheckConfig,
-};
 pub use crate::telemetry::TracingConfig;
+pub use mqtt::{MqttConfig, SessionTakeover};
+pub use service::{
+    AdminConfig, ListenerConfig, ListenerKind, LogConfig, LogFormat, LogLevel, SysConfig,
+};
+
+use crate::plugins::config::{AuthConfig, PluginConfig, PluginSections, TopicCheckConfig};
+
+pub mod mqtt;
+pub mod service;
 
 /// The commented default configuration, embedded at build time.
-pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.yaml");
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -110,224 +126,17 @@ impl Default for Config {
     }
 }
 
-/// The admin HTTP listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address to serve `/metrics`, `/healthz` and `/readyz` on; `None` (the default)
-    /// serves nothing. Port 0 picks a free one (tests use it).
-    pub bind: Option<SocketAddr>,
-    /// Admin connections served at once; one more is closed at once. Scrapers and
-    /// probes hold one connection each.
-    pub max_connections: usize,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            bind: None,
-            max_connections: 16,
-        }
-    }
-}
-
-/// Logging.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// Line format on stderr.
-    pub format: LogFormat,
-    /// Default filter (`info`, `warn,tandem_broker=debug`, ...). `RUST_LOG`, then
-    /// `--log`/`TANDEM_LOG`, override it.
-    pub level: LogLevel,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: LogLevel("info".to_owned()),
-        }
-    }
-}
-
-/// Log line formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// `key=value` lines for people.
-    Text,
-    /// One JSON object per line for log collectors; span fields (such as a
-    /// connection's `client_id`) are under `spans`.
-    Json,
-}
-
-/// A log filter in `tracing_subscriber::EnvFilter` syntax, checked when the file is read
-/// so a typo is reported with its line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct LogLevel(String);
-
-impl LogLevel {
-    /// The filter text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for LogLevel {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, String> {
-        tracing_subscriber::EnvFilter::builder()
-            .parse(&text)
-            .map_err(|e| format!("invalid log filter `{text}`: {e}"))?;
-        Ok(Self(text))
-    }
-}
-
-impl From<LogLevel> for String {
-    fn from(level: LogLevel) -> String {
-        level.0
-    }
-}
-
-/// One listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Transport.
-    #[serde(rename = "type")]
-    pub kind: ListenerKind,
-    /// Address and port to bind; port 0 picks a free one (tests use it).
-    pub bind: SocketAddr,
-}
-
-/// Listener transports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerKind {
-    /// Plain MQTT over TCP.
-    Tcp,
-}
-
-/// MQTT limits. Each bound has a decided behaviour at the bound, written beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MqttConfig {
-    /// Connections served at once; one more is answered CONNACK "server unavailable"
-    /// and closed at once.
-    pub max_connections: usize,
-    /// Largest packet accepted, fixed header included; a larger one closes the
-    /// connection before its body is buffered.
-    pub max_packet_size: usize,
-    /// Outbound QoS 1/2 messages awaiting acknowledgement per client; further messages
-    /// wait in the client's queue.
-    pub max_inflight: u16,
-    /// Messages queued per session (online behind the inflight window, or offline for
-    /// a persistent session); a message beyond it is dropped for that session and counted.
-    pub max_queued_messages: usize,
-    /// Levels (`/`-separated parts) a topic name or filter may have. A deeper SUBSCRIBE
-    /// filter is answered 0x80; a deeper PUBLISH topic or will topic closes the
-    /// connection. Counted and logged.
-    pub max_topic_levels: usize,
-    /// Subscriptions one session may hold. A SUBSCRIBE filter that would add one more
-    /// is answered 0x80 (re-subscribing to a held filter still works); counted. This
-    /// also bounds what one SUBSCRIBE can cost: duplicate filters in it are collapsed
-    /// (the last QoS wins), and only this many distinct filters can be granted.
-    pub max_subscriptions_per_client: usize,
-    /// Retained topics stored at most. At the bound, a retained message on a new topic
-    /// is not stored (it is still routed); replacing or clearing a stored topic works.
-    /// Counted and logged at a falling rate. `$SYS/` topics are exempt.
-    pub max_retained_messages: usize,
-    /// Bytes (topic plus payload) the retained store holds at most. A retained message
-    /// that does not fit is not stored, and a stored one it would replace is removed.
-    pub max_retained_bytes: usize,
-    /// How long a new connection may take to send CONNECT before it is closed.
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Largest CONNECT accepted, fixed header included (capped by `max_packet_size`); a
-    /// larger one closes the connection before its body is read. Also the most a
-    /// connection buffers before it is authenticated: the CONNECT plus any packets
-    /// pipelined behind it, which are served once the auth chain allows the client.
-    pub max_connect_packet_size: usize,
-    /// Connections that have not finished CONNECT and authentication, at once; a new
-    /// connection over it is closed at once and counted.
-    pub max_handshakes: usize,
-    /// Who may take over or resume a client id's session (live or parked).
-    pub session_takeover: SessionTakeover,
-    /// How long a persistent session (clean session 0) is kept after its client went
-    /// away (Mosquitto's `persistent_client_expiration`); then it is discarded: its
-    /// subscriptions and queued messages go. `None` (`null`) keeps it until the broker
-    /// stops.
-    #[serde(with = "humantime_serde")]
-    pub session_expiry: Option<Duration>,
-    /// Persistent sessions kept while their clients are offline; parking one more
-    /// discards the one parked longest ago first.
-    pub max_parked_sessions: usize,
-}
-
-/// Who may claim a client id whose session (live or parked) another identity owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionTakeover {
-    /// Only the identity that owns the session: another one is refused with CONNACK
-    /// "identifier rejected", and the owner's session is left as it is.
-    SameIdentity,
-    /// Anyone: the new connection takes the session over (Mosquitto's behaviour).
-    Any,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            max_packet_size: 1024 * 1024,
-            max_inflight: 100,
-            max_queued_messages: 1000,
-            max_topic_levels: 128,
-            max_subscriptions_per_client: 1000,
-            max_retained_messages: 100_000,
-            max_retained_bytes: 256 * 1024 * 1024,
-            connect_timeout: Duration::from_secs(10),
-            max_connect_packet_size: 64 * 1024,
-            max_handshakes: 1024,
-            session_takeover: SessionTakeover::SameIdentity,
-            session_expiry: Some(Duration::from_secs(2 * 3600)),
-            max_parked_sessions: 10_000,
-        }
-    }
-}
-
-impl MqttConfig {
-    /// The CONNECT size limit in force: `max_connect_packet_size`, capped by
-    /// `max_packet_size`.
-    pub fn connect_size_limit(&self) -> usize {
-        self.max_connect_packet_size.min(self.max_packet_size)
-    }
-}
-
-/// `$SYS` statistics publishing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SysConfig {
-    /// Publish `$SYS/broker/...` at all.
-    pub enable: bool,
-    /// Interval between updates (aMQTT's `sys_interval`).
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-impl Default for SysConfig {
-    fn default() -> Self {
-        Self {
-            enable: true,
-            interval: Duration::from_secs(10),
-        }
-    }
-}
-
 impl Config {
+    /// The plugin host's sections (`plugins:`, `auth:`, `topic-check:`): what
+    /// `PluginHost::start` and `PluginHost::reload` apply.
+    pub fn plugin_sections(&self) -> PluginSections {
+        PluginSections {
+            plugins: self.plugins.clone(),
+            auth: self.auth.clone(),
+            topic_check: self.topic_check.clone(),
+        }
+    }
+
     /// Parses and validates YAML text; `file` names it in errors.
     pub fn from_yaml(text: &str, file: &Path) -> Result<Self, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
@@ -483,6 +292,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::config::OnError;
 
     #[test]
     fn embedded_default_equals_default_impl() {

@@ -1,0 +1,69 @@
+//! Why the plugin host could not start a plugin or apply a reload: one error type for
+//! the whole host, each variant naming the plugin and the configuration key to fix.
+
+use std::time::Duration;
+
+use tandem_proto::v1 as pb;
+
+/// Why the plugin host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The configuration of a plugin is unusable.
+    #[error("plugin `{alias}`: {message}")]
+    Config {
+        /// The alias.
+        alias: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A plugin did not answer `Describe` in time.
+    #[error(
+        "plugin `{alias}` at {endpoint} did not answer Describe within {waited:?} (plugins.{alias}.startup_timeout): {cause}"
+    )]
+    Startup {
+        /// The alias.
+        alias: String,
+        /// Its endpoint.
+        endpoint: String,
+        /// How long start-up waited.
+        waited: Duration,
+        /// The last failure seen.
+        cause: String,
+    },
+    /// A plugin answered `Describe` with INVALID_ARGUMENT or FAILED_PRECONDITION: it
+    /// refuses the `config:` pushed to it.
+    #[error("plugin `{alias}` refused its configuration (plugins.{alias}.config): {cause}")]
+    Refused {
+        /// The alias.
+        alias: String,
+        /// The plugin's answer.
+        cause: String,
+    },
+    /// A plugin in a chain does not declare the chain's role.
+    #[error(
+        "plugin `{alias}` ({name}) is listed in {section}.plugins but does not declare {role:?} in Describe"
+    )]
+    MissingRole {
+        /// The alias.
+        alias: String,
+        /// The plugin's own name.
+        name: String,
+        /// `auth` or `topic-check`.
+        section: &'static str,
+        /// The missing role.
+        role: pb::Role,
+    },
+    /// A plugin command could not be started.
+    #[error("plugin `{alias}`: cannot start command {command:?}: {cause}")]
+    Spawn {
+        /// The alias.
+        alias: String,
+        /// The argv.
+        command: Vec<String>,
+        /// The OS error.
+        cause: std::io::Error,
+    },
+    /// Shutdown began during start-up.
+    #[error("shutdown requested during plugin start-up")]
+    Cancelled,
+}

@@ -1,0 +1,463 @@
+//! One plugin's event queue: sequences, the two bounds (events and encoded bytes) and
+//! the overflow policy at them, batches handed to the stream, acks, and the resend of
+//! everything unacked after a reconnect.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tandem_proto::v1 as pb;
+use tokio::sync::Notify;
+
+use super::codec::{OutBatch, Queued};
+use crate::plugins::config::Overflow;
+
+#[derive(Default)]
+struct State {
+    /// Unacked events, oldest first; sequences increase by one.
+    events: VecDeque<Arc<Queued>>,
+    /// Sequence of the next event pushed.
+    next_seq: u64,
+    /// Highest sequence acked.
+    acked: u64,
+    /// Highest sequence handed to the current stream.
+    sent: u64,
+    /// Drops not yet reported in a batch.
+    dropped_unreported: u64,
+    /// Drops since start.
+    dropped_total: u64,
+    /// Events handed to a stream since start (resends included).
+    sent_total: u64,
+    /// Events queued since start.
+    queued_total: u64,
+    /// Encoded bytes of `events`.
+    bytes: usize,
+    /// Drops since start because of the byte bound (included in `dropped_total`).
+    dropped_bytes_total: u64,
+    /// Events handed to a stream again after a reconnect, since start.
+    resent_total: u64,
+    /// `dropped_total` when drops were last logged, and when.
+    drops_logged: (u64, Option<std::time::Instant>),
+}
+
+/// One plugin's event queue.
+pub struct EventQueue {
+    state: Mutex<State>,
+    capacity: usize,
+    max_bytes: usize,
+    overflow: Overflow,
+    /// Wakes the stream when events arrive.
+    ready: Notify,
+    /// Wakes waiting producers (backpressure) and lifecycle waits when acks arrive.
+    acked: Notify,
+}
+
+impl EventQueue {
+    /// An empty queue, bounded by events only.
+    pub fn new(capacity: usize, overflow: Overflow) -> Self {
+        Self::with_bytes(capacity, usize::MAX, overflow)
+    }
+
+    /// An empty queue bounded by `capacity` events and `max_bytes` encoded bytes.
+    pub fn with_bytes(capacity: usize, max_bytes: usize, overflow: Overflow) -> Self {
+        Self {
+            state: Mutex::new(State {
+                next_seq: 1,
+                ..State::default()
+            }),
+            capacity: capacity.max(1),
+            max_bytes: max_bytes.max(1),
+            overflow,
+            ready: Notify::new(),
+            acked: Notify::new(),
+        }
+    }
+
+    /// Queues an event, giving it the next sequence; returns that sequence. With
+    /// `backpressure` and a full queue this waits for acks to make room.
+    pub async fn push(&self, event: pb::Event) -> u64 {
+        self.push_for(event, None).await
+    }
+
+    /// [`push`](Self::push) for an event about `client`.
+    pub async fn push_for(&self, event: pb::Event, client: Option<Arc<pb::ClientRef>>) -> u64 {
+        self.push_logged(event, client).await.0
+    }
+
+    /// [`push_for`](Self::push_for), also returning the drops to log now, at most once a
+    /// second: (events dropped since the last log, of which for the byte bound, total).
+    pub(super) async fn push_logged(
+        &self,
+        mut event: pb::Event,
+        client: Option<Arc<pb::ClientRef>>,
+    ) -> (u64, Option<(u64, u64)>) {
+        let mut client = client;
+        let cost = Queued::cost(&event, client.as_deref());
+        loop {
+            let notified = self.acked.notified();
+            // The lock is taken and released in this block, never across the await.
+            let queued = {
+                let mut s = self.state.lock();
+                let full = |s: &State| {
+                    !s.events.is_empty()
+                        && (s.events.len() >= self.capacity
+                            || s.bytes.saturating_add(cost) > self.max_bytes)
+                };
+                if full(&s) && self.overflow == Overflow::Backpressure {
+                    None
+                } else {
+                    while full(&s) {
+                        let by_bytes = s.events.len() < self.capacity;
+                        if let Some(old) = s.events.pop_front() {
+                            s.bytes -= old.bytes;
+                        }
+                        s.dropped_unreported += 1;
+                        s.dropped_total += 1;
+                        if by_bytes {
+                            s.dropped_bytes_total += 1;
+                        }
+                    }
+                    let seq = s.next_seq;
+                    s.next_seq += 1;
+                    event.sequence = seq;
+                    s.queued_total += 1;
+                    s.bytes += cost;
+                    s.events.push_back(Arc::new(Queued {
+                        event: std::mem::take(&mut event),
+                        client: client.take(),
+                        bytes: cost,
+                    }));
+                    let (logged, at) = s.drops_logged;
+                    let now = std::time::Instant::now();
+                    let log = (s.dropped_total > logged
+                        && at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)))
+                    .then(|| {
+                        s.drops_logged = (s.dropped_total, Some(now));
+                        (s.dropped_total - logged, s.dropped_bytes_total)
+                    });
+                    Some((seq, log))
+                }
+            };
+            match queued {
+                Some(done) => {
+                    self.ready.notify_one();
+                    return done;
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// The next batch of at most `max` events not yet sent on this stream; waits for
+    /// one if there is none.
+    pub async fn next_batch(&self, max: usize) -> OutBatch {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut s = self.state.lock();
+                let sent = s.sent;
+                let start = s.events.partition_point(|e| e.event.sequence <= sent);
+                if start < s.events.len() {
+                    // Only reference counts under the lock; nothing is copied at all.
+                    let queued: Vec<Arc<Queued>> = s
+                        .events
+                        .iter()
+                        .skip(start)
+                        .take(max.max(1))
+                        .cloned()
+                        .collect();
+                    s.sent = queued.last().map_or(sent, |e| e.event.sequence);
+                    s.sent_total += queued.len() as u64;
+                    let dropped_events = std::mem::take(&mut s.dropped_unreported);
+                    return OutBatch {
+                        events: queued,
+                        dropped_events,
+                    };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Events queued and not yet handed to the current stream.
+    fn unsent(&self) -> usize {
+        let s = self.state.lock();
+        let sent = s.sent;
+        s.events.len() - s.events.partition_point(|e| e.event.sequence <= sent)
+    }
+
+    /// [`next_batch`](Self::next_batch), but once an event is there and the batch is
+    /// not full, waits `linger` for more first. Without it a stream that keeps up with
+    /// its producers sends one event per batch, and pays a frame, a wake-up and an ack
+    /// for each; with it, a busy stream sends full batches and a quiet one adds at most
+    /// `linger` of latency. Cancel-safe: nothing is taken before the last await.
+    pub async fn next_batch_lingering(&self, max: usize, linger: Duration) -> OutBatch {
+        loop {
+            let notified = self.ready.notified();
+            if self.unsent() > 0 {
+                break;
+            }
+            notified.await;
+        }
+        if !linger.is_zero() && self.unsent() < max {
+            tokio::time::sleep(linger).await;
+        }
+        self.next_batch(max).await
+    }
+
+    /// Frees every event up to `sequence`.
+    pub fn ack(&self, sequence: u64) {
+        let mut s = self.state.lock();
+        if sequence <= s.acked {
+            return;
+        }
+        s.acked = sequence;
+        while s
+            .events
+            .front()
+            .is_some_and(|e| e.event.sequence <= sequence)
+        {
+            if let Some(old) = s.events.pop_front() {
+                s.bytes -= old.bytes;
+            }
+        }
+        drop(s);
+        self.acked.notify_waiters();
+    }
+
+    /// A new stream starts: everything unacked is sent again.
+    pub fn rewind(&self) {
+        let mut s = self.state.lock();
+        let sent = s.sent;
+        // Everything queued is unacked; what was handed to the old stream goes again.
+        s.resent_total += s.events.partition_point(|e| e.event.sequence <= sent) as u64;
+        s.sent = s.acked;
+    }
+
+    /// Events handed to a stream again after a reconnect, since start.
+    pub fn resent(&self) -> u64 {
+        self.state.lock().resent_total
+    }
+
+    /// Waits until `sequence` is acked, up to `timeout`. Returns whether it was.
+    pub async fn wait_acked(&self, sequence: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.acked.notified();
+            if self.state.lock().acked >= sequence {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.state.lock().acked >= sequence;
+            }
+        }
+    }
+
+    /// Events queued (unacked).
+    pub fn depth(&self) -> usize {
+        self.state.lock().events.len()
+    }
+
+    /// Encoded bytes queued (unacked).
+    pub fn bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// Events dropped since start because of the byte bound (a part of
+    /// [`dropped`](Self::dropped)).
+    pub fn dropped_for_bytes(&self) -> u64 {
+        self.state.lock().dropped_bytes_total
+    }
+
+    /// Events dropped since start.
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().dropped_total
+    }
+
+    /// Counters since start: (queued, sent including resends, acked sequence, dropped).
+    pub fn counters(&self) -> (u64, u64, u64, u64) {
+        let s = self.state.lock();
+        (s.queued_total, s.sent_total, s.acked, s.dropped_total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev() -> pb::Event {
+        pb::Event::default()
+    }
+
+    #[tokio::test]
+    async fn sequences_batches_acks_and_resend() {
+        let q = EventQueue::new(10, Overflow::DropOldest);
+        for _ in 0..5 {
+            q.push(ev()).await;
+        }
+        let b = q.next_batch(3).await.to_pb();
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let b = q.next_batch(10).await.to_pb();
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [4, 5]
+        );
+        q.ack(2);
+        assert_eq!(q.depth(), 3);
+        // A new stream: 3, 4, 5 are sent again with their sequences.
+        q.rewind();
+        let b = q.next_batch(10).await.to_pb();
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        q.ack(5);
+        assert_eq!(q.depth(), 0);
+        q.ack(1);
+        assert_eq!(q.depth(), 0, "an older ack is ignored");
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_counts_and_reports_drops() {
+        let q = EventQueue::new(3, Overflow::DropOldest);
+        for _ in 0..5 {
+            q.push(ev()).await;
+        }
+        assert_eq!(q.dropped(), 2);
+        let b = q.next_batch(10).await.to_pb();
+        assert_eq!(b.dropped_events, 2);
+        assert_eq!(
+            b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        // Sent but unacked events still count: a sixth event drops the oldest, 3.
+        q.push(ev()).await;
+        let b = q.next_batch(10).await.to_pb();
+        assert_eq!(b.dropped_events, 1);
+        assert_eq!(b.events.iter().map(|e| e.sequence).collect::<Vec<_>>(), [6]);
+        q.ack(6);
+        q.push(ev()).await;
+        assert_eq!(q.next_batch(10).await.to_pb().dropped_events, 0);
+    }
+
+    #[tokio::test]
+    async fn backpressure_waits_for_acks() {
+        let q = Arc::new(EventQueue::new(2, Overflow::Backpressure));
+        q.push(ev()).await;
+        q.push(ev()).await;
+        let mut producer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(ev()).await })
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut producer)
+                .await
+                .is_err(),
+            "a full queue makes the producer wait"
+        );
+        q.ack(1);
+        assert_eq!(producer.await.unwrap(), 3);
+        assert_eq!(q.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn lingering_fills_the_batch_before_sending() {
+        let q = Arc::new(EventQueue::new(100, Overflow::DropOldest));
+        q.push(ev()).await;
+        let taker = tokio::spawn({
+            let q = q.clone();
+            async move { q.next_batch_lingering(10, Duration::from_millis(300)).await }
+        });
+        // Events arriving while the stream lingers join the batch.
+        tokio::task::yield_now().await;
+        q.push(ev()).await;
+        q.push(ev()).await;
+        let batch = taker.await.unwrap();
+        assert_eq!(batch.sequences(), [1, 2, 3]);
+        // A full batch does not wait.
+        for _ in 0..10 {
+            q.push(ev()).await;
+        }
+        let full = tokio::time::timeout(
+            Duration::from_secs(10),
+            q.next_batch_lingering(10, Duration::from_secs(3600)),
+        )
+        .await
+        .expect("a full batch is sent without lingering");
+        assert_eq!(full.sequences().len(), 10);
+    }
+
+    fn sized(n: usize) -> pb::Event {
+        pb::Event {
+            kind: Some(pb::event::Kind::MessageReceived(pb::MessageReceived {
+                message: Some(pb::Message {
+                    payload: vec![7; n],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_drops_the_oldest_and_counts_it() {
+        let one = Queued::cost(&sized(1000), None);
+        // Room for three 1000-byte events, not four; the count bound is far away.
+        let q = EventQueue::with_bytes(1000, 3 * one + one / 2, Overflow::DropOldest);
+        for _ in 0..5 {
+            q.push(sized(1000)).await;
+        }
+        assert_eq!(q.depth(), 3);
+        assert_eq!(q.bytes(), 3 * one);
+        assert_eq!((q.dropped(), q.dropped_for_bytes()), (2, 2));
+        let b = q.next_batch(10).await;
+        assert_eq!(b.sequences(), [3, 4, 5]);
+        assert_eq!(b.dropped_events(), 2);
+        q.ack(5);
+        assert_eq!((q.depth(), q.bytes()), (0, 0), "acks free the bytes");
+        // One event bigger than the whole bound goes only into an empty queue.
+        q.push(sized(100)).await;
+        q.push(sized(10 * 1000)).await;
+        assert_eq!(q.depth(), 1, "the small one was dropped to make room");
+        assert_eq!(q.dropped_for_bytes(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_applies_backpressure() {
+        let one = Queued::cost(&sized(1000), None);
+        let q = Arc::new(EventQueue::with_bytes(
+            1000,
+            2 * one,
+            Overflow::Backpressure,
+        ));
+        q.push(sized(1000)).await;
+        q.push(sized(1000)).await;
+        let mut producer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.push(sized(1000)).await })
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut producer)
+                .await
+                .is_err(),
+            "no room in bytes: the producer waits"
+        );
+        q.ack(1);
+        assert_eq!(producer.await.unwrap(), 3);
+        assert_eq!(q.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn wait_acked_is_bounded() {
+        let q = EventQueue::new(2, Overflow::DropOldest);
+        let seq = q.push(ev()).await;
+        assert!(!q.wait_acked(seq, Duration::from_millis(20)).await);
+        q.ack(seq);
+        assert!(q.wait_acked(seq, Duration::from_millis(20)).await);
+    }
+}
