@@ -42,17 +42,7 @@ pub struct PacketSummary {
 impl PacketSummary {
     /// The summary of `packet`, whose wire form in `version` is `frame`.
     pub fn of(packet: &Packet, version: ProtocolVersion, frame: Bytes) -> Self {
-        let mut s = Self {
-            packet_type: packet.packet_type(),
-            flags: frame.first().copied().unwrap_or(0) & 0x0F,
-            packet_id: 0,
-            topic: ByteString::new(),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            dup: false,
-            reason_code: 0,
-            frame,
-        };
+        let mut s = Self::bare(packet.packet_type(), frame);
         match packet {
             Packet::Publish(p) => {
                 s.packet_id = p.pkid;
@@ -77,6 +67,21 @@ impl PacketSummary {
             Packet::Connect(_) | Packet::PingReq | Packet::PingResp | Packet::Disconnect(_) => {}
         }
         s
+    }
+
+    /// A summary of a packet of `kind` with no header fields but its flags yet.
+    fn bare(kind: PacketType, frame: Bytes) -> Self {
+        Self {
+            packet_type: kind,
+            flags: frame.first().copied().unwrap_or(0) & 0x0F,
+            packet_id: 0,
+            topic: ByteString::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            reason_code: 0,
+            frame,
+        }
     }
 
     /// The packet's size on the wire.
@@ -130,18 +135,11 @@ impl Outbox {
         let start = self.buf.len();
         encode_ack(self.version, kind, pkid, &mut self.buf);
         if self.summaries.is_some() {
-            let frame = self.frame_from(start);
-            self.keep(PacketSummary {
-                packet_type: kind,
-                flags: frame[0] & 0x0F,
+            let summary = PacketSummary {
                 packet_id: pkid,
-                topic: ByteString::new(),
-                qos: QoS::AtMostOnce,
-                retain: false,
-                dup: false,
-                reason_code: 0,
-                frame,
-            });
+                ..PacketSummary::bare(kind, self.frame_from(start))
+            };
+            self.keep(summary);
         }
     }
 
@@ -169,18 +167,15 @@ impl Outbox {
             &mut self.buf,
         );
         if self.summaries.is_some() {
-            let frame = self.frame_from(start);
-            self.keep(PacketSummary {
-                packet_type: PacketType::Publish,
-                flags: frame[0] & 0x0F,
+            let summary = PacketSummary {
                 packet_id: pkid,
                 topic: topic.clone(),
                 qos,
                 retain,
                 dup,
-                reason_code: 0,
-                frame,
-            });
+                ..PacketSummary::bare(PacketType::Publish, self.frame_from(start))
+            };
+            self.keep(summary);
         }
     }
 
