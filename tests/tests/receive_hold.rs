@@ -9,7 +9,7 @@
 //! publisher's PUBLISH checks, made once before the kill, stay allowed from its cache,
 //! while the subscriber's RECEIVE checks (never made before) reach the dead plugin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tandem_broker::protocol::QoS;
 use tandem_tests::probe::wait_series;
@@ -54,16 +54,43 @@ fn start_plugin(socket: &Path) -> PluginProcess {
     )
 }
 
-/// The publisher, with its PUBLISH decisions for every topic (and the marker) cached
-/// while the plugin is up.
-async fn warmed_publisher(broker: &Tandem) -> RawClient {
+/// What every test starts from: the plugin up, the broker using it with `hold`, and the
+/// publisher, its PUBLISH decisions for every topic (and the marker) cached while the
+/// plugin is up.
+struct Setup {
+    /// Holds the plugin's socket.
+    _dir: tempfile::TempDir,
+    /// The plugin's socket, to start it again at the same place.
+    socket: PathBuf,
+    plugin: PluginProcess,
+    broker: Tandem,
+    publisher: RawClient,
+}
+
+async fn setup(hold: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("acl.sock");
+    let plugin = start_plugin(&socket);
+    let broker = Tandem::start_config(&config(&socket, hold));
     let mut publisher = RawClient::connect(broker.addr, "publisher").await;
     for t in TOPICS.iter().chain(&["marker"]) {
         publisher
             .publish(t, b"warm-up", QoS::AtLeastOnce, false)
             .await;
     }
-    publisher
+    Setup {
+        _dir: dir,
+        socket,
+        plugin,
+        broker,
+        publisher,
+    }
+}
+
+/// Subscribes `sub` to every test topic and to the marker, at QoS 1.
+async fn subscribe(sub: &mut RawClient) {
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    sub.subscribe("marker", QoS::AtLeastOnce).await;
 }
 
 /// Acknowledges and collects every PUBLISH up to and including the one on `marker`;
@@ -92,15 +119,17 @@ fn expected(tag: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("acl.sock");
-    let mut plugin = start_plugin(&socket);
-    let broker = Tandem::start_config(&config(&socket, "30s"));
+    // Bound in creation order, so they drop in reverse: the broker before the plugin.
+    let Setup {
+        _dir,
+        socket,
+        mut plugin,
+        broker,
+        mut publisher,
+    } = setup("30s").await;
     let admin = broker.admin_addr();
-    let mut publisher = warmed_publisher(&broker).await;
     let mut sub = RawClient::connect(broker.addr, "sub").await;
-    sub.subscribe("t/#", QoS::AtLeastOnce).await;
-    sub.subscribe("marker", QoS::AtLeastOnce).await;
+    subscribe(&mut sub).await;
 
     plugin.kill();
     // QoS 1 and 2, each acknowledged by the broker (PUBACK / PUBCOMP) while the plugin
@@ -132,15 +161,17 @@ async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_on
 
 #[tokio::test]
 async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog_once_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("acl.sock");
-    let mut plugin = start_plugin(&socket);
-    let broker = Tandem::start_config(&config(&socket, "30s"));
-    let mut publisher = warmed_publisher(&broker).await;
+    // Bound in creation order, so they drop in reverse: the broker before the plugin.
+    let Setup {
+        _dir,
+        socket,
+        mut plugin,
+        broker,
+        mut publisher,
+    } = setup("30s").await;
 
     let (mut sub, _) = RawClient::connect_with(broker.addr, connect_packet("sub", false, 0)).await;
-    sub.subscribe("t/#", QoS::AtLeastOnce).await;
-    sub.subscribe("marker", QoS::AtLeastOnce).await;
+    subscribe(&mut sub).await;
     sub.disconnect().await;
     for t in TOPICS {
         publisher
@@ -175,15 +206,17 @@ async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog
 
 #[tokio::test]
 async fn a_held_delivery_is_dropped_and_counted_when_the_hold_runs_out_never_delivered_unchecked() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("acl.sock");
-    let mut plugin = start_plugin(&socket);
-    let broker = Tandem::start_config(&config(&socket, "1s"));
+    // Bound in creation order, so they drop in reverse: the broker before the plugin.
+    let Setup {
+        _dir,
+        socket,
+        mut plugin,
+        broker,
+        mut publisher,
+    } = setup("1s").await;
     let admin = broker.admin_addr();
-    let mut publisher = warmed_publisher(&broker).await;
     let mut sub = RawClient::connect(broker.addr, "sub").await;
-    sub.subscribe("t/#", QoS::AtLeastOnce).await;
-    sub.subscribe("marker", QoS::AtLeastOnce).await;
+    subscribe(&mut sub).await;
 
     plugin.kill();
     publisher
