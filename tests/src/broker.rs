@@ -46,19 +46,12 @@ impl Tandem {
     /// Like [`start_config`](Self::start_config), with extra environment variables (the
     /// plugin processes the broker starts inherit them).
     pub fn start_config_env(yaml: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tandem.yaml");
-        std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(tandem_bin())
-            .arg("--config")
-            .arg(&path)
+        let (dir, mut command) = command(yaml);
+        let mut child = command
             .envs(env.iter().copied())
             .env("TANDEM_LOG", "info,tandem_broker=debug")
             // RUST_LOG would override TANDEM_LOG, and the harness reads info lines.
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tandem");
         let logs = Arc::new(LogBuf::default());
@@ -111,17 +104,8 @@ impl Tandem {
     /// Runs the broker with `yaml` and expects it to fail at start-up within
     /// `within`; returns its stderr.
     pub fn expect_startup_failure(yaml: &str, within: Duration) -> String {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tandem.yaml");
-        std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(tandem_bin())
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tandem");
+        let (_dir, mut command) = command(yaml);
+        let mut child = command.spawn().expect("spawn tandem");
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -286,6 +270,22 @@ impl Drop for Tandem {
         }
         let _ = self.child.wait();
     }
+}
+
+/// A directory holding `yaml` as `tandem.yaml`, and the command that runs the broker on it
+/// with stderr piped (the logs) and no stdin or stdout.
+fn command(yaml: &str) -> (tempfile::TempDir, Command) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tandem.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let mut command = Command::new(tandem_bin());
+    command
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    (dir, command)
 }
 
 /// Whether `line` is the log event `message` (with `field` = value, if given), in either

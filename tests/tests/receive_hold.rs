@@ -56,15 +56,15 @@ fn start_plugin(socket: &Path) -> PluginProcess {
 
 /// What every test starts from: the plugin up, the broker using it with `hold`, and the
 /// publisher, its PUBLISH decisions for every topic (and the marker) cached while the
-/// plugin is up.
+/// plugin is up. Fields drop in this order: the client, the broker, then the plugin.
 struct Setup {
-    /// Holds the plugin's socket.
-    _dir: tempfile::TempDir,
+    publisher: RawClient,
+    broker: Tandem,
+    plugin: PluginProcess,
     /// The plugin's socket, to start it again at the same place.
     socket: PathBuf,
-    plugin: PluginProcess,
-    broker: Tandem,
-    publisher: RawClient,
+    /// Holds the plugin's socket.
+    _dir: tempfile::TempDir,
 }
 
 async fn setup(hold: &str) -> Setup {
@@ -79,11 +79,11 @@ async fn setup(hold: &str) -> Setup {
             .await;
     }
     Setup {
-        _dir: dir,
-        socket,
-        plugin,
-        broker,
         publisher,
+        broker,
+        plugin,
+        socket,
+        _dir: dir,
     }
 }
 
@@ -119,19 +119,12 @@ fn expected(tag: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_once_in_order() {
-    // Bound in creation order, so they drop in reverse: the broker before the plugin.
-    let Setup {
-        _dir,
-        socket,
-        mut plugin,
-        broker,
-        mut publisher,
-    } = setup("30s").await;
-    let admin = broker.admin_addr();
-    let mut sub = RawClient::connect(broker.addr, "sub").await;
+    let mut s = setup("30s").await;
+    let admin = s.broker.admin_addr();
+    let mut sub = RawClient::connect(s.broker.addr, "sub").await;
     subscribe(&mut sub).await;
 
-    plugin.kill();
+    s.plugin.kill();
     // QoS 1 and 2, each acknowledged by the broker (PUBACK / PUBCOMP) while the plugin
     // is down.
     for (i, t) in TOPICS.iter().enumerate() {
@@ -140,19 +133,19 @@ async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_on
         } else {
             QoS::ExactlyOnce
         };
-        publisher
+        s.publisher
             .publish(t, format!("down {t}").as_bytes(), qos, false)
             .await;
     }
-    broker
+    s.broker
         .wait_log("holding the delivery", DEADLINE)
         .expect("the first delivery is held, not dropped");
     wait_series(admin, "tandem_messages_held_total", |v| v >= 1.0).await;
     // Held is not stuck: the connection still reads and answers.
     sub.ping().await;
 
-    let _plugin = start_plugin(&socket);
-    publisher
+    let _plugin = start_plugin(&s.socket);
+    s.publisher
         .publish("marker", b"end", QoS::AtLeastOnce, false)
         .await;
     let got = collect_until_marker(&mut sub).await;
@@ -161,20 +154,14 @@ async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_on
 
 #[tokio::test]
 async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog_once_it_is_back() {
-    // Bound in creation order, so they drop in reverse: the broker before the plugin.
-    let Setup {
-        _dir,
-        socket,
-        mut plugin,
-        broker,
-        mut publisher,
-    } = setup("30s").await;
+    let mut s = setup("30s").await;
 
-    let (mut sub, _) = RawClient::connect_with(broker.addr, connect_packet("sub", false, 0)).await;
+    let (mut sub, _) =
+        RawClient::connect_with(s.broker.addr, connect_packet("sub", false, 0)).await;
     subscribe(&mut sub).await;
     sub.disconnect().await;
     for t in TOPICS {
-        publisher
+        s.publisher
             .publish(
                 t,
                 format!("offline {t}").as_bytes(),
@@ -184,16 +171,16 @@ async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog
             .await;
     }
 
-    plugin.kill();
+    s.plugin.kill();
     let (mut sub, ack) =
-        RawClient::connect_with(broker.addr, connect_packet("sub", false, 0)).await;
+        RawClient::connect_with(s.broker.addr, connect_packet("sub", false, 0)).await;
     assert!(ack.session_present);
-    broker
+    s.broker
         .wait_log("holding the delivery", DEADLINE)
         .expect("the backlog is held, not dropped");
 
-    let _plugin = start_plugin(&socket);
-    publisher
+    let _plugin = start_plugin(&s.socket);
+    s.publisher
         .publish("marker", b"end", QoS::AtLeastOnce, false)
         .await;
     let got = collect_until_marker(&mut sub).await;
@@ -206,20 +193,13 @@ async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog
 
 #[tokio::test]
 async fn a_held_delivery_is_dropped_and_counted_when_the_hold_runs_out_never_delivered_unchecked() {
-    // Bound in creation order, so they drop in reverse: the broker before the plugin.
-    let Setup {
-        _dir,
-        socket,
-        mut plugin,
-        broker,
-        mut publisher,
-    } = setup("1s").await;
-    let admin = broker.admin_addr();
-    let mut sub = RawClient::connect(broker.addr, "sub").await;
+    let mut s = setup("1s").await;
+    let admin = s.broker.admin_addr();
+    let mut sub = RawClient::connect(s.broker.addr, "sub").await;
     subscribe(&mut sub).await;
 
-    plugin.kill();
-    publisher
+    s.plugin.kill();
+    s.publisher
         .publish("t/1", b"lost", QoS::AtLeastOnce, false)
         .await;
     wait_series(
@@ -228,25 +208,25 @@ async fn a_held_delivery_is_dropped_and_counted_when_the_hold_runs_out_never_del
         |v| v >= 1.0,
     )
     .await;
-    broker
+    s.broker
         .wait_log("kept failing for topic-check.hold", DEADLINE)
         .expect("the drop is logged");
     // Still down: a QoS 0 delivery follows on_error (deny) at once; nothing arrives.
-    publisher
+    s.publisher
         .publish("t/2", b"qos0", QoS::AtMostOnce, false)
         .await;
 
-    let _plugin = start_plugin(&socket);
-    eventually("the broker found the plugin again", || {
-        broker.count_log("replica up") >= 2
+    let _plugin = start_plugin(&s.socket);
+    eventually("the s.broker found the plugin again", || {
+        s.broker.count_log("replica up") >= 2
     })
     .await;
     // Once the plugin answers again, deliveries flow: the next message arrives, and it
     // is the first thing the subscriber sees (neither the expired one nor the QoS 0).
-    publisher
+    s.publisher
         .publish("t/3", b"after", QoS::AtLeastOnce, false)
         .await;
-    publisher
+    s.publisher
         .publish("marker", b"end", QoS::AtLeastOnce, false)
         .await;
     let got = collect_until_marker(&mut sub).await;
