@@ -1,6 +1,6 @@
 //! [`RawClient`]: an MQTT 3.1.1 client over a raw TCP socket, for tests that need
-//! byte-level control (DUP flags, malformed packets, exact packet order), and the CONNECT
-//! packets the tests log in with.
+//! byte-level control (DUP flags, malformed packets, exact packet order), the CONNECT
+//! packets the tests log in with, and [`wait_sys`], which waits as a subscriber.
 
 use std::collections::VecDeque;
 use std::io;
@@ -318,5 +318,25 @@ impl RawClient {
             Packet::PingResp => {}
             other => panic!("expected PINGRESP, got {other:?}"),
         }
+    }
+}
+
+/// Subscribes `client` to the `$SYS` topic and waits until its value satisfies `ok`;
+/// returns the value.
+pub async fn wait_sys(client: &mut RawClient, topic: &str, ok: impl Fn(&str) -> bool) -> String {
+    client.subscribe(topic, QoS::AtMostOnce).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let p = client.recv_publish().await;
+        if &p.topic[..] == topic {
+            let value = String::from_utf8_lossy(&p.payload).into_owned();
+            if ok(&value) {
+                return value;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never satisfied the condition"
+        );
     }
 }

@@ -9,13 +9,13 @@
 //! # Layout
 //! - `broker.rs`: [`Tandem`], the broker process: start with a YAML config, read its logs,
 //!   reload, terminate, and find the plugin processes it started.
-//! - `client.rs`: [`RawClient`], an MQTT 3.1.1 client over a raw TCP socket, and the
-//!   CONNECT packets tests log in with ([`connect_packet`], [`connect_as`]).
+//! - `client.rs`: [`RawClient`], an MQTT 3.1.1 client over a raw TCP socket, the
+//!   CONNECT packets tests log in with ([`connect_packet`], [`connect_as`]), and
+//!   [`wait_sys`] (a `$SYS` value, waited for as a subscriber).
 //! - `wire.rs`: the packet framing [`RawClient`] and the soak binary share.
 //! - `plugin.rs`: plugin processes: the workspace's [`binary`]s, [`PluginProcess`] for a
 //!   plugin a test starts itself, [`free_port`], [`kill_pid`], and `/proc` lookups.
-//! - `wait.rs`: waiting on conditions with a deadline ([`DEADLINE`], [`eventually`],
-//!   [`wait_sys`]).
+//! - `wait.rs`: waiting on conditions with a deadline ([`DEADLINE`], [`eventually`]).
 //! - `replicas.rs`: the `dns:///` name that resolves to two loopback replicas.
 //! - `marker.rs`: negative checks with a positive end ("nothing before the marker").
 //! - `probe.rs`: the admin listener over HTTP (`/metrics` series) and a process's RSS.
@@ -34,10 +34,12 @@ mod wait;
 pub mod wire;
 
 pub use broker::{Tandem, log_event, log_field};
-pub use client::{RawClient, Recv, connect_as, connect_packet, connect_packet_as, connect_user};
+pub use client::{
+    RawClient, Recv, connect_as, connect_packet, connect_packet_as, connect_user, wait_sys,
+};
 pub use plugin::{
     PluginProcess, binary, children, cmdline, event_logger_bin, free_port, kill_pid, policy_bin,
     tandem_bin,
 };
 pub use replicas::{REPLICAS_HOST, ensure_replica_hosts};
-pub use wait::{DEADLINE, eventually, wait_sys};
+pub use wait::{DEADLINE, eventually};
