@@ -14,7 +14,7 @@
 use bytes::Bytes;
 use tandem_broker::protocol::{Packet, Publish, QoS};
 
-use crate::RawClient;
+use crate::client::RawClient;
 
 /// The topic [`RawClient::expect_nothing_before_marker`] uses unless told otherwise.
 pub const MARKER_TOPIC: &str = "marker/end";
@@ -99,13 +99,4 @@ pub fn marker_payload() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("marker-{}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-impl RawClient {
-    /// Half-closes the connection: no more bytes from this client (the broker reads
-    /// EOF), while what the broker does next can still be read.
-    pub async fn shutdown_write(&mut self) {
-        use tokio::io::AsyncWriteExt;
-        let _ = self.stream.shutdown().await;
-    }
 }

@@ -4,11 +4,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::{Bytes, BytesMut};
-use tandem_broker::protocol::{self, Packet};
+use tandem_broker::protocol::ConnectReason;
 use tokio::net::TcpSocket;
 
-use crate::{DEADLINE, RawClient, connect_packet};
+use crate::client::{RawClient, accepted, connect_packet_as};
+use crate::wait::DEADLINE;
 
 impl RawClient {
     /// Opens a TCP connection to `addr` from `local` (any port), without sending anything.
@@ -25,12 +25,7 @@ impl RawClient {
             .await
             .expect("connect in time")
             .expect("tcp connect");
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            next_pkid: 0,
-            stashed: Default::default(),
-        }
+        Self::from_stream(stream)
     }
 }
 
@@ -41,15 +36,11 @@ pub async fn connect_as_from(
     client_id: &str,
     username: &str,
     password: &str,
-) -> Result<RawClient, protocol::ConnectReason> {
-    let mut connect = connect_packet(client_id, true, 0);
-    connect.username = Some(username.into());
-    connect.password = Some(Bytes::copy_from_slice(password.as_bytes()));
-    let mut client = RawClient::tcp_from(addr, local).await;
-    client.send(&Packet::Connect(connect)).await;
-    match client.recv().await {
-        Packet::ConnAck(ack) if ack.reason == protocol::ConnectReason::Success => Ok(client),
-        Packet::ConnAck(ack) => Err(ack.reason),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+) -> Result<RawClient, ConnectReason> {
+    let connect = connect_packet_as(client_id, true, username, password);
+    let (client, ack) = RawClient::tcp_from(addr, local)
+        .await
+        .handshake(connect)
+        .await;
+    accepted(client, ack)
 }

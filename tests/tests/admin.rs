@@ -6,66 +6,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tandem_broker::protocol::{ConnectReason, QoS};
+use tandem_tests::probe::{ADMIN, http_get, series, wait_scrape};
 use tandem_tests::{
     DEADLINE, PluginProcess, RawClient, Tandem, connect_as, connect_packet, event_logger_bin,
     policy_bin, tandem_bin,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// One HTTP/1.1 GET over a plain socket: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect to admin");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut raw))
-        .await
-        .expect("admin answers in time")
-        .unwrap();
-    let text = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    (status, body.to_owned())
-}
-
-/// The value of one series (`name{labels}` exactly as exposed) in a scrape.
-fn series(scrape: &str, name: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            (key == name).then(|| value.parse().expect("a number"))
-        })
-}
-
-/// Scrapes until `name` has a value satisfying `ok`; returns the last scrape.
-async fn wait_metric(admin: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) -> String {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (status, body) = get(admin, "/metrics").await;
-        assert_eq!(status, 200, "{body}");
-        if series(&body, name).is_some_and(&ok) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never satisfied the condition; last scrape:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Asks `/readyz` until its status is `want`; returns the body.
 async fn wait_ready(admin: SocketAddr, want: u16) -> String {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let (status, body) = get(admin, "/readyz").await;
+        let (status, body) = http_get(admin, "/readyz").await;
         if status == want {
             return body;
         }
@@ -77,8 +29,6 @@ async fn wait_ready(admin: SocketAddr, want: u16) -> String {
     }
 }
 
-const ADMIN: &str = "admin: { bind: 127.0.0.1:0 }\n";
-
 #[tokio::test]
 async fn metrics_count_connections_verdicts_and_traffic() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,9 +38,9 @@ async fn metrics_count_connections_verdicts_and_traffic() {
         policy_bin().display()
     ));
     let admin = broker.admin_addr();
-    assert_eq!(get(admin, "/healthz").await, (200, "ok\n".into()));
-    assert_eq!(get(admin, "/readyz").await.0, 200);
-    assert_eq!(get(admin, "/nope").await.0, 404);
+    assert_eq!(http_get(admin, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    assert_eq!(http_get(admin, "/nope").await.0, 404);
 
     let mut alice = connect_as(broker.addr, "alice-1", "alice", "secret")
         .await
@@ -100,7 +50,7 @@ async fn metrics_count_connections_verdicts_and_traffic() {
     alice.publish("t/1", b"one", QoS::AtLeastOnce, false).await;
     alice.publish("t/2", b"two", QoS::ExactlyOnce, false).await;
 
-    let m = wait_metric(admin, r#"tandem_messages_received_total{qos="2"}"#, |v| {
+    let m = wait_scrape(admin, r#"tandem_messages_received_total{qos="2"}"#, |v| {
         v == 1.0
     })
     .await;
@@ -160,7 +110,7 @@ async fn queued_messages_are_counted_while_a_session_is_offline() {
     for i in 0..3u8 {
         p.publish("q/x", &[i], QoS::AtLeastOnce, false).await;
     }
-    wait_metric(admin, "tandem_messages_queued", |v| v == 3.0).await;
+    wait_scrape(admin, "tandem_messages_queued", |v| v == 3.0).await;
     // Back online: the queue drains into the inflight window.
     let (mut s, ack) = RawClient::connect_with(broker.addr, connect_packet("q", false, 0)).await;
     assert!(ack.session_present);
@@ -168,7 +118,7 @@ async fn queued_messages_are_counted_while_a_session_is_offline() {
         let m = s.recv_publish().await;
         s.ack(&m).await;
     }
-    wait_metric(admin, "tandem_messages_queued", |v| v == 0.0).await;
+    wait_scrape(admin, "tandem_messages_queued", |v| v == 0.0).await;
 }
 
 #[tokio::test]
@@ -183,7 +133,7 @@ async fn a_plugin_timeout_is_counted_as_a_deadline_error() {
     let refused = connect_as(broker.addr, "c1", "u", "p").await.err();
     assert_eq!(refused, Some(ConnectReason::NotAuthorized));
     let auth = r#"plugin="slow",rpc="authenticate""#;
-    let m = wait_metric(
+    let m = wait_scrape(
         admin,
         &format!(r#"tandem_plugin_errors_total{{{auth},kind="deadline"}}"#),
         |v| v == 1.0,
@@ -212,7 +162,7 @@ async fn dropped_events_are_counted_for_their_plugin() {
     let admin = broker.admin_addr();
     let mut p = RawClient::connect(broker.addr, "pub").await;
     p.publish("q/x", b"before", QoS::AtLeastOnce, false).await;
-    wait_metric(
+    wait_scrape(
         admin,
         r#"tandem_plugin_events_acked_total{plugin="log"}"#,
         |v| v == 1.0,
@@ -224,7 +174,7 @@ async fn dropped_events_are_counted_for_their_plugin() {
         p.publish("q/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
             .await;
     }
-    let m = wait_metric(
+    let m = wait_scrape(
         admin,
         r#"tandem_plugin_events_dropped_total{plugin="log"}"#,
         |v| v == 20.0,
@@ -263,7 +213,11 @@ async fn readyz_follows_a_required_plugin_going_away_and_coming_back() {
         !why.contains(dir.path().to_str().unwrap()) && !why.contains("unix://"),
         "{why}"
     );
-    assert_eq!(get(admin, "/healthz").await.0, 200, "alive while not ready");
+    assert_eq!(
+        http_get(admin, "/healthz").await.0,
+        200,
+        "alive while not ready"
+    );
 
     let _plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
     assert_eq!(wait_ready(admin, 200).await, "ready\n");
@@ -302,7 +256,11 @@ async fn readyz_answers_503_while_shutting_down() {
         assert!(Instant::now() < deadline, "never said shutting down: {why}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(get(admin, "/healthz").await.0, 200, "alive while draining");
+    assert_eq!(
+        http_get(admin, "/healthz").await.0,
+        200,
+        "alive while draining"
+    );
     assert!(broker.terminate(DEADLINE).is_some(), "broker exits");
     assert!(
         TcpStream::connect(admin).await.is_err(),

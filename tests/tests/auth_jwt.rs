@@ -7,67 +7,14 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tandem_broker::protocol::{ConnectReason, QoS, SubscribeReason};
+use tandem_tests::jwt::{EcKey, b64, hs256, jwks, now};
 use tandem_tests::{DEADLINE, Tandem, binary, connect_as, policy_bin};
 
 const SECRET: &[u8] = b"a shared secret for the test";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn hs256(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
-}
-
-/// An EC P-256 signing key and its public JWK.
-struct EcKey {
-    encoding: EncodingKey,
-    jwk: Value,
-    kid: String,
-}
-
-impl EcKey {
-    fn new(kid: &str) -> Self {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let raw = pair.public_key_raw(); // 0x04 || x || y
-        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-            "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
-        let encoding = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
-        EcKey {
-            encoding,
-            jwk,
-            kid: kid.into(),
-        }
-    }
-
-    fn sign(&self, claims: Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        encode(&header, &claims, &self.encoding).unwrap()
-    }
-}
-
-fn jwks(keys: &[&EcKey]) -> String {
-    json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() }).to_string()
-}
 
 /// The broker with the JWT plugin (HS256 from a secret file, ES256 from a JWK set file; both
 /// roles) and the policy plugin reading the `tenant` attribute the JWT plugin maps from a claim.
@@ -132,12 +79,12 @@ async fn tokens_are_verified_and_refusals_say_why() {
     let a = broker.addr;
 
     assert!(
-        connect_as(a, "ok", "anyone", &hs256(claims("d1", json!({}))))
+        connect_as(a, "ok", "anyone", &hs256(SECRET, &claims("d1", json!({}))))
             .await
             .is_ok()
     );
     assert!(
-        connect_as(a, "es", "anyone", &es.sign(claims("d2", json!({}))))
+        connect_as(a, "es", "anyone", &es.sign(&claims("d2", json!({}))))
             .await
             .is_ok(),
         "ES256 with a key from jwks_file"
@@ -146,17 +93,12 @@ async fn tokens_are_verified_and_refusals_say_why() {
     let refused = [
         (
             "expired",
-            hs256(claims("d1", json!({"exp": now() - 60}))),
+            hs256(SECRET, &claims("d1", json!({"exp": now() - 60}))),
             "token expired",
         ),
         (
             "forged",
-            encode(
-                &Header::new(Algorithm::HS256),
-                &claims("d1", json!({})),
-                &EncodingKey::from_secret(b"guessed"),
-            )
-            .unwrap(),
+            hs256(b"guessed", &claims("d1", json!({}))),
             "bad signature",
         ),
         (
@@ -170,12 +112,12 @@ async fn tokens_are_verified_and_refusals_say_why() {
         ),
         (
             "issuer",
-            hs256(claims("d1", json!({"iss": "https://evil.test"}))),
+            hs256(SECRET, &claims("d1", json!({"iss": "https://evil.test"}))),
             "wrong issuer",
         ),
         (
             "unknown-kid",
-            EcKey::new("es-9").sign(claims("d1", json!({}))),
+            EcKey::new("es-9").sign(&claims("d1", json!({}))),
             "no key in the JWK set matches kid",
         ),
         (
@@ -221,18 +163,21 @@ async fn claims_grant_topics_and_attributes_reach_other_plugins() {
     let broker = start(dir.path(), &es);
     let a = broker.addr;
 
-    let watcher_token = hs256(claims(
-        "watcher",
-        json!({"subscribe": ["#"], "receive": ["#"]}),
-    ));
+    let watcher_token = hs256(
+        SECRET,
+        &claims("watcher", json!({"subscribe": ["#"], "receive": ["#"]})),
+    );
     let mut watcher = connect_as(a, "watcher", "w", &watcher_token).await.unwrap();
     let ack = watcher.subscribe("dev/#", QoS::AtMostOnce).await;
     assert_eq!(ack.reasons, vec![SubscribeReason::Granted(QoS::AtMostOnce)]);
 
-    let device_token = hs256(claims(
-        "d1",
-        json!({"publish": ["dev/d1/#"], "subscribe": ["cmd/d1/+"], "receive": ["cmd/d1/+"]}),
-    ));
+    let device_token = hs256(
+        SECRET,
+        &claims(
+            "d1",
+            json!({"publish": ["dev/d1/#"], "subscribe": ["cmd/d1/+"], "receive": ["cmd/d1/+"]}),
+        ),
+    );
     let mut device = connect_as(a, "d1", "d1", &device_token).await.unwrap();
     let ack = device
         .subscribe_many(&[
@@ -284,7 +229,7 @@ async fn claims_grant_topics_and_attributes_reach_other_plugins() {
 
     // No topic claims in this token: the JWT plugin abstains and the policy plugin decides,
     // with the `tenant` attribute the JWT plugin mapped from the token's claim.
-    let tenant_token = hs256(claims("t1", json!({"tenant": "acme"})));
+    let tenant_token = hs256(SECRET, &claims("t1", json!({"tenant": "acme"})));
     let mut tenant = connect_as(a, "t1", "t1", &tenant_token).await.unwrap();
     let ack = tenant
         .subscribe_many(&[
@@ -382,7 +327,7 @@ auth:
     );
     let broker = Tandem::start_config(&yaml);
     let a = broker.addr;
-    let token = |key: &EcKey| key.sign(json!({"sub": "d", "exp": now() + 600}));
+    let token = |key: &EcKey| key.sign(&json!({"sub": "d", "exp": now() + 600}));
 
     // The first fetch happens in the background right after Describe.
     connect_eventually(a, &token(&first), true).await;

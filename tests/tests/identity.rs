@@ -4,11 +4,10 @@
 //! identity), `tandem-topic-acl` keyed on usernames, and the event logger.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tandem_broker::protocol::{ConnectReason, QoS, SubscribeReason};
+use tandem_tests::jwt::{hs256, now};
 use tandem_tests::{
     DEADLINE, Tandem, binary, connect_as, event_logger_bin, eventually, policy_bin,
 };
@@ -29,17 +28,7 @@ receive-acl:
 "##;
 
 fn token(sub: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "exp": exp}),
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    hs256(SECRET, &json!({"sub": sub, "exp": now() + 600}))
 }
 
 /// The auth chain is [jwt, users]: the JWT plugin allows a valid token and sets its subject

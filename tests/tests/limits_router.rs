@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use tandem_broker::protocol::{
     LastWill, Packet, PubAck, Publish, QoS, SubscribeReason, UnsubAck, Unsubscribe,
 };
-use tandem_tests::scrape::{ADMIN, metrics, series, wait_series};
+use tandem_tests::probe::{ADMIN, metrics, series, wait_series};
 use tandem_tests::{DEADLINE, RawClient, Recv, Tandem, binary, connect_packet, log_event};
 
 const G0: SubscribeReason = SubscribeReason::Granted(QoS::AtMostOnce);
@@ -103,7 +103,7 @@ async fn a_10000_level_filter_does_not_crash_the_broker() {
     wait_series(
         broker.admin_addr(),
         r#"tandem_topic_levels_refused_total{packet="subscribe"}"#,
-        2.0,
+        |v| v == 2.0,
     )
     .await;
 }
@@ -231,7 +231,7 @@ async fn a_too_deep_will_topic_is_refused() {
     wait_series(
         broker.admin_addr(),
         r#"tandem_topic_levels_refused_total{packet="will"}"#,
-        1.0,
+        |v| v == 1.0,
     )
     .await;
     still_serving(&mut broker).await;

@@ -62,11 +62,10 @@ async fn a_token_protected_plugin_answers_only_the_broker() {
     let token = dir.path().join("token");
     std::fs::write(&token, "k3y-only-the-broker-knows\n").unwrap();
     let token_arg = token.display().to_string();
-    let port = free_port();
-    let _plugin = PluginProcess::start(
+    let (_plugin, port) = PluginProcess::start_tcp(
         &policy_bin(),
         &["--roles", "auth", "--token-file", &token_arg],
-        &format!("tcp://127.0.0.1:{port}"),
+        "127.0.0.1",
     );
 
     // A stranger on the port: Describe (pushing a config that lets mallory in) and

@@ -226,10 +226,10 @@ async fn python_plugin_serves_on_tcp_with_listen_flag() {
     let env = python_env();
     let script = example_dir().join("plugin.py");
     let stubs = env.stubs.display().to_string();
-    let plugin = PluginProcess::start(
+    let (plugin, _) = PluginProcess::start_tcp(
         &env.python,
         &[script.to_str().unwrap(), "--stubs", &stubs],
-        &format!("tcp://127.0.0.1:{}", free_port()),
+        "127.0.0.1",
     );
     let broker = Tandem::start_config(&broker_with(
         &plugin.endpoint,
@@ -395,8 +395,7 @@ async fn python_plugin_requires_the_brokers_token() {
         "{err}"
     );
 
-    let port = free_port();
-    let plugin = PluginProcess::start(
+    let (plugin, port) = PluginProcess::start_tcp(
         &env.python,
         &[
             script.to_str().unwrap(),
@@ -405,7 +404,7 @@ async fn python_plugin_requires_the_brokers_token() {
             "--token-file",
             &token_arg,
         ],
-        &format!("tcp://127.0.0.1:{port}"),
+        "127.0.0.1",
     );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()

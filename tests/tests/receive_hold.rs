@@ -9,7 +9,7 @@
 //! publisher's PUBLISH checks, made once before the kill, stay allowed from its cache,
 //! while the subscriber's RECEIVE checks (never made before) reach the dead plugin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tandem_broker::protocol::QoS;
 use tandem_tests::probe::wait_series;
@@ -54,16 +54,43 @@ fn start_plugin(socket: &Path) -> PluginProcess {
     )
 }
 
-/// The publisher, with its PUBLISH decisions for every topic (and the marker) cached
-/// while the plugin is up.
-async fn warmed_publisher(broker: &Tandem) -> RawClient {
+/// What every test starts from: the plugin up, the broker using it with `hold`, and the
+/// publisher, its PUBLISH decisions for every topic (and the marker) cached while the
+/// plugin is up. Fields drop in this order: the client, the broker, then the plugin.
+struct Setup {
+    publisher: RawClient,
+    broker: Tandem,
+    plugin: PluginProcess,
+    /// The plugin's socket, to start it again at the same place.
+    socket: PathBuf,
+    /// Holds the plugin's socket.
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(hold: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("acl.sock");
+    let plugin = start_plugin(&socket);
+    let broker = Tandem::start_config(&config(&socket, hold));
     let mut publisher = RawClient::connect(broker.addr, "publisher").await;
     for t in TOPICS.iter().chain(&["marker"]) {
         publisher
             .publish(t, b"warm-up", QoS::AtLeastOnce, false)
             .await;
     }
-    publisher
+    Setup {
+        publisher,
+        broker,
+        plugin,
+        socket,
+        _dir: dir,
+    }
+}
+
+/// Subscribes `sub` to every test topic and to the marker, at QoS 1.
+async fn subscribe(sub: &mut RawClient) {
+    sub.subscribe("t/#", QoS::AtLeastOnce).await;
+    sub.subscribe("marker", QoS::AtLeastOnce).await;
 }
 
 /// Acknowledges and collects every PUBLISH up to and including the one on `marker`;
@@ -92,17 +119,12 @@ fn expected(tag: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("acl.sock");
-    let mut plugin = start_plugin(&socket);
-    let broker = Tandem::start_config(&config(&socket, "30s"));
-    let admin = broker.admin_addr();
-    let mut publisher = warmed_publisher(&broker).await;
-    let mut sub = RawClient::connect(broker.addr, "sub").await;
-    sub.subscribe("t/#", QoS::AtLeastOnce).await;
-    sub.subscribe("marker", QoS::AtLeastOnce).await;
+    let mut s = setup("30s").await;
+    let admin = s.broker.admin_addr();
+    let mut sub = RawClient::connect(s.broker.addr, "sub").await;
+    subscribe(&mut sub).await;
 
-    plugin.kill();
+    s.plugin.kill();
     // QoS 1 and 2, each acknowledged by the broker (PUBACK / PUBCOMP) while the plugin
     // is down.
     for (i, t) in TOPICS.iter().enumerate() {
@@ -111,19 +133,19 @@ async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_on
         } else {
             QoS::ExactlyOnce
         };
-        publisher
+        s.publisher
             .publish(t, format!("down {t}").as_bytes(), qos, false)
             .await;
     }
-    broker
+    s.broker
         .wait_log("holding the delivery", DEADLINE)
         .expect("the first delivery is held, not dropped");
     wait_series(admin, "tandem_messages_held_total", |v| v >= 1.0).await;
     // Held is not stuck: the connection still reads and answers.
     sub.ping().await;
 
-    let _plugin = start_plugin(&socket);
-    publisher
+    let _plugin = start_plugin(&s.socket);
+    s.publisher
         .publish("marker", b"end", QoS::AtLeastOnce, false)
         .await;
     let got = collect_until_marker(&mut sub).await;
@@ -132,18 +154,14 @@ async fn acknowledged_messages_wait_for_a_restarted_receive_plugin_and_arrive_on
 
 #[tokio::test]
 async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog_once_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("acl.sock");
-    let mut plugin = start_plugin(&socket);
-    let broker = Tandem::start_config(&config(&socket, "30s"));
-    let mut publisher = warmed_publisher(&broker).await;
+    let mut s = setup("30s").await;
 
-    let (mut sub, _) = RawClient::connect_with(broker.addr, connect_packet("sub", false, 0)).await;
-    sub.subscribe("t/#", QoS::AtLeastOnce).await;
-    sub.subscribe("marker", QoS::AtLeastOnce).await;
+    let (mut sub, _) =
+        RawClient::connect_with(s.broker.addr, connect_packet("sub", false, 0)).await;
+    subscribe(&mut sub).await;
     sub.disconnect().await;
     for t in TOPICS {
-        publisher
+        s.publisher
             .publish(
                 t,
                 format!("offline {t}").as_bytes(),
@@ -153,16 +171,16 @@ async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog
             .await;
     }
 
-    plugin.kill();
+    s.plugin.kill();
     let (mut sub, ack) =
-        RawClient::connect_with(broker.addr, connect_packet("sub", false, 0)).await;
+        RawClient::connect_with(s.broker.addr, connect_packet("sub", false, 0)).await;
     assert!(ack.session_present);
-    broker
+    s.broker
         .wait_log("holding the delivery", DEADLINE)
         .expect("the backlog is held, not dropped");
 
-    let _plugin = start_plugin(&socket);
-    publisher
+    let _plugin = start_plugin(&s.socket);
+    s.publisher
         .publish("marker", b"end", QoS::AtLeastOnce, false)
         .await;
     let got = collect_until_marker(&mut sub).await;
@@ -175,18 +193,13 @@ async fn a_persistent_session_resuming_while_the_plugin_is_down_gets_its_backlog
 
 #[tokio::test]
 async fn a_held_delivery_is_dropped_and_counted_when_the_hold_runs_out_never_delivered_unchecked() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("acl.sock");
-    let mut plugin = start_plugin(&socket);
-    let broker = Tandem::start_config(&config(&socket, "1s"));
-    let admin = broker.admin_addr();
-    let mut publisher = warmed_publisher(&broker).await;
-    let mut sub = RawClient::connect(broker.addr, "sub").await;
-    sub.subscribe("t/#", QoS::AtLeastOnce).await;
-    sub.subscribe("marker", QoS::AtLeastOnce).await;
+    let mut s = setup("1s").await;
+    let admin = s.broker.admin_addr();
+    let mut sub = RawClient::connect(s.broker.addr, "sub").await;
+    subscribe(&mut sub).await;
 
-    plugin.kill();
-    publisher
+    s.plugin.kill();
+    s.publisher
         .publish("t/1", b"lost", QoS::AtLeastOnce, false)
         .await;
     wait_series(
@@ -195,25 +208,25 @@ async fn a_held_delivery_is_dropped_and_counted_when_the_hold_runs_out_never_del
         |v| v >= 1.0,
     )
     .await;
-    broker
+    s.broker
         .wait_log("kept failing for topic-check.hold", DEADLINE)
         .expect("the drop is logged");
     // Still down: a QoS 0 delivery follows on_error (deny) at once; nothing arrives.
-    publisher
+    s.publisher
         .publish("t/2", b"qos0", QoS::AtMostOnce, false)
         .await;
 
-    let _plugin = start_plugin(&socket);
-    eventually("the broker found the plugin again", || {
-        broker.count_log("replica up") >= 2
+    let _plugin = start_plugin(&s.socket);
+    eventually("the s.broker found the plugin again", || {
+        s.broker.count_log("replica up") >= 2
     })
     .await;
     // Once the plugin answers again, deliveries flow: the next message arrives, and it
     // is the first thing the subscriber sees (neither the expired one nor the QoS 0).
-    publisher
+    s.publisher
         .publish("t/3", b"after", QoS::AtLeastOnce, false)
         .await;
-    publisher
+    s.publisher
         .publish("marker", b"end", QoS::AtLeastOnce, false)
         .await;
     let got = collect_until_marker(&mut sub).await;

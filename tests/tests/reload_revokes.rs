@@ -5,7 +5,7 @@
 //! so only the revocation can stop the deliveries.
 
 use tandem_broker::protocol::{ConnectReason, QoS};
-use tandem_tests::sessions::metric;
+use tandem_tests::probe::metric;
 use tandem_tests::{DEADLINE, RawClient, Tandem, connect_packet, log_event, policy_bin};
 
 /// The broker config with the policy plugin as the topic check; `deny_subscribe`

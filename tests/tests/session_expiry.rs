@@ -3,7 +3,7 @@
 //! messages go, and its client id starts afresh (session present = 0).
 
 use tandem_broker::protocol::{ConnectReason, QoS};
-use tandem_tests::sessions::metric;
+use tandem_tests::probe::metric;
 use tandem_tests::{DEADLINE, RawClient, Tandem, connect_packet};
 
 /// Subscribes a persistent session `id` to `filter` at QoS 1 and disconnects it.

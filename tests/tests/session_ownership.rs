@@ -9,8 +9,8 @@
 //! roles) over a unix socket.
 
 use tandem_broker::protocol::{ConnectReason, QoS};
-use tandem_tests::sessions::{connect_user, metric};
-use tandem_tests::{DEADLINE, RawClient, Tandem, policy_bin};
+use tandem_tests::probe::metric;
+use tandem_tests::{DEADLINE, RawClient, Tandem, connect_user, policy_bin};
 
 /// alice, mallory and a publisher; alice alone may use `alice/#`, anyone `public/#`.
 /// `takeover` sets `mqtt.session_takeover`; `None` leaves the default.

@@ -60,6 +60,39 @@ async fn received_before_marker(
     }
 }
 
+/// What the idle-client tests start from: the broker on `yaml`, a watcher of `wills/#`
+/// and `marker`, and the idle client with a will on `wills/idle`, which has published
+/// there once (allowed, the decision cached) and will send nothing more.
+struct IdleWill {
+    broker: Tandem,
+    watcher: RawClient,
+    idle: RawClient,
+    /// When the idle client's one PUBLISH was acknowledged (its decision cached).
+    cached_at: Instant,
+}
+
+async fn setup(yaml: &str) -> IdleWill {
+    let broker = Tandem::start_config(yaml);
+    let mut watcher = RawClient::connect(broker.addr, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    watcher.subscribe("marker", QoS::AtLeastOnce).await;
+
+    let (mut idle, _) =
+        RawClient::connect_with(broker.addr, with_will("idle", "wills/idle", false)).await;
+    idle.publish("wills/idle", b"alive", QoS::AtLeastOnce, false)
+        .await;
+    let cached_at = Instant::now();
+    let p = watcher.recv_publish().await;
+    assert_eq!(&p.payload[..], b"alive");
+    watcher.ack(&p).await;
+    IdleWill {
+        broker,
+        watcher,
+        idle,
+        cached_at,
+    }
+}
+
 #[tokio::test]
 async fn a_retained_will_to_sys_never_appears() {
     let broker = Tandem::start("sys: { enable: true, interval: 1s }\n");
@@ -129,21 +162,14 @@ async fn an_idle_clients_cached_allow_expires_before_its_will_is_checked() {
     let acl = dir.path().join("acl.yaml");
     std::fs::write(&acl, OPEN_ACL).unwrap();
     let ttl = Duration::from_millis(500);
-    let broker = Tandem::start_config(&acl_config(dir.path(), &acl, ttl.as_millis() as u64));
-    let mut watcher = RawClient::connect(broker.addr, "watcher").await;
-    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
-    watcher.subscribe("marker", QoS::AtLeastOnce).await;
-
     // The client publishes to its will topic once (allowed, cached for the TTL), then
     // sends nothing more.
-    let (mut idle, _) =
-        RawClient::connect_with(broker.addr, with_will("idle", "wills/idle", false)).await;
-    idle.publish("wills/idle", b"alive", QoS::AtLeastOnce, false)
-        .await;
-    let cached_at = Instant::now();
-    let p = watcher.recv_publish().await;
-    assert_eq!(&p.payload[..], b"alive");
-    watcher.ack(&p).await;
+    let IdleWill {
+        broker,
+        mut watcher,
+        idle,
+        cached_at,
+    } = setup(&acl_config(dir.path(), &acl, ttl.as_millis() as u64)).await;
 
     // The policy changes in the plugin alone (no broker reload): wills/ is no longer
     // publishable. A fresh connection (no cached decisions) probes until the plugin
@@ -207,18 +233,12 @@ topic-check:
 #[tokio::test]
 async fn a_reload_that_denies_the_will_topic_stops_the_will_of_an_idle_client() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tandem::start_config(&policy_config(dir.path(), false));
-    let mut watcher = RawClient::connect(broker.addr, "watcher").await;
-    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
-    watcher.subscribe("marker", QoS::AtLeastOnce).await;
-
-    let (mut idle, _) =
-        RawClient::connect_with(broker.addr, with_will("idle", "wills/idle", false)).await;
-    idle.publish("wills/idle", b"alive", QoS::AtLeastOnce, false)
-        .await;
-    let p = watcher.recv_publish().await;
-    assert_eq!(&p.payload[..], b"alive");
-    watcher.ack(&p).await;
+    let IdleWill {
+        broker,
+        mut watcher,
+        idle,
+        ..
+    } = setup(&policy_config(dir.path(), false)).await;
 
     broker.reload(&policy_config(dir.path(), true));
     broker

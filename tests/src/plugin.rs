@@ -1,0 +1,227 @@
+//! Plugin processes: the workspace's binaries, plugins a test starts itself
+//! ([`PluginProcess`]), and finding the ones the broker started (`command:`) among its
+//! children, as Linux lists them in `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::wait::DEADLINE;
+
+/// Builds (once per test process) and returns the path of a workspace binary, in the
+/// same profile as the running test. `TANDEM_BIN_DIR` overrides the directory.
+///
+/// It builds the whole workspace with `--all-targets`, which resolves features exactly as
+/// `cargo test --workspace` did, so this is a no-op after `cargo test` built everything
+/// (building one package alone would pick other features and rebuild half the tree).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    if let Ok(dir) = std::env::var("TANDEM_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build --workspace --all-targets failed"
+        );
+    });
+    profile_dir.join(name)
+}
+
+/// The `tandem` binary.
+pub fn tandem_bin() -> PathBuf {
+    binary("tandem")
+}
+
+/// The example plugin `tandem-event-logger` (events as JSON lines).
+pub fn event_logger_bin() -> PathBuf {
+    binary("tandem-event-logger")
+}
+
+/// The example plugin `tandem-policy` (static rules from the broker's YAML).
+pub fn policy_bin() -> PathBuf {
+    binary("tandem-policy")
+}
+
+/// A plugin process started by a test (not by the broker). Killed on drop.
+pub struct PluginProcess {
+    child: Child,
+    /// The endpoint to put in the broker's config.
+    pub endpoint: String,
+}
+
+impl PluginProcess {
+    /// Starts `program args...` listening on `listen` (`unix:///path` or
+    /// `tcp://ip:port`) and waits until it accepts connections.
+    ///
+    /// For a TCP port, prefer [`start_tcp`](Self::start_tcp): a port found free can be
+    /// taken by another test before the plugin binds it.
+    pub fn start(program: &Path, args: &[&str], listen: &str) -> Self {
+        let endpoint = if let Some(addr) = listen.strip_prefix("tcp://") {
+            format!("http://{addr}")
+        } else {
+            listen.to_owned()
+        };
+        let mut p = Self::spawn(program, args, listen, endpoint);
+        if let Err(status) = p.try_wait_accepting(listen) {
+            panic!("plugin exited before listening: {status}");
+        }
+        p
+    }
+
+    /// Starts `program args...` on a free TCP port of `host` and waits until it accepts
+    /// connections; returns it and the port. A free port can be taken by another test
+    /// between [`free_port`] and the plugin's bind, so a plugin that exits before
+    /// listening is started again on another port (a few times, then it panics: a plugin
+    /// that never starts is still a failure).
+    pub fn start_tcp(program: &Path, args: &[&str], host: &str) -> (Self, u16) {
+        let mut exits = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let listen = format!("tcp://{host}:{port}");
+            let mut p = Self::spawn(program, args, &listen, format!("http://{host}:{port}"));
+            match p.try_wait_accepting(&listen) {
+                Ok(()) => return (p, port),
+                Err(status) => exits.push((port, status)),
+            }
+        }
+        panic!("plugin exited before listening, on every port tried: {exits:?}");
+    }
+
+    fn spawn(program: &Path, args: &[&str], listen: &str, endpoint: String) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn plugin");
+        Self { child, endpoint }
+    }
+
+    /// Waits until the plugin accepts on `listen`; `Err` with its exit status if it
+    /// exited first.
+    fn try_wait_accepting(&mut self, listen: &str) -> Result<(), ExitStatus> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let up = if let Some(path) = listen.strip_prefix("unix://") {
+                std::os::unix::net::UnixStream::connect(path).is_ok()
+            } else {
+                let addr = listen.trim_start_matches("tcp://");
+                std::net::TcpStream::connect(addr).is_ok()
+            };
+            if up {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin never listened on {listen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: fine for tests on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Sends SIGKILL to a process by id.
+pub fn kill_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+/// The live child processes of `pid`, from `/proc/<pid>/task/*/children` (each thread
+/// lists the children it forked; a tokio broker forks from any of its threads).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// The command line of process `pid`, one string per argument; empty for a process that
+/// is gone or a zombie (the kernel keeps no arguments for one that exited).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // Each argument ends with a NUL; an empty argument is an empty string between two.
+    let Some(args) = raw.strip_suffix(&[0]) else {
+        return Vec::new();
+    };
+    args.split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+/// The value of `name` in the environment process `pid` started with.
+pub(crate) fn environ_var(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    })
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`);
+/// orders processes by age where pids, which wrap, cannot.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ...: comm may hold spaces and ')', so count after the last ')'.
+    // Field 22 is the 20th after it (field 3, state, is the first).
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
