@@ -170,24 +170,34 @@ pub fn kill_pid(pid: u32) {
         .status();
 }
 
-/// The live child processes of `pid`, from `/proc/<pid>/task/*/children` (each thread
-/// lists the children it forked; a tokio broker forks from any of its threads).
+/// The live child processes of `pid`: every process in `/proc` whose parent it is.
+///
+/// Not `/proc/<pid>/task/*/children`: the kernel documents those lists as unreliable
+/// while the threads run, and under load they missed a plugin just restarted. Walking
+/// `/proc` reads every process's parent from its own `stat`, which is exact.
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut found: Vec<u32> = tasks
+    let mut found: Vec<u32> = entries
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| parent(child) == Some(pid))
         .collect();
     found.sort_unstable();
-    found.dedup();
     found
+}
+
+/// The parent of process `pid` (field 4 of `/proc/<pid>/stat`).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces and ')', so count after the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The command line of process `pid`, one string per argument; empty for a process that
