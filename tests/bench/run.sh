@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Tandem beside Mosquitto and rumqttd, in one run, on one machine: every scenario against every
-# broker, medians of R repetitions, and Tandem's ratio to each peer. See tests/bench/README.md.
+# broker, medians of R repetitions, and Tandem's ratio to each peer. A second Tandem build
+# (tandem-base, TANDEM_BASE_BIN) can run beside them, to compare a change with its base in the
+# same run. See tests/bench/README.md.
 #
 # This prints numbers; it never fails on a slow result (benchmarks are not tests).
 set -euo pipefail
@@ -8,13 +10,16 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
-                          [--brokers tandem,mosquitto,rumqttd] [--scenarios a,b,...] [--no-build]
+                          [--brokers tandem,tandem-base,mosquitto,rumqttd] [--scenarios a,b,...]
+                          [--no-build]
 
   --quick       one short repetition per scenario (a smoke run, about 2 minutes)
   --reps N      repetitions per scenario and broker; the table shows medians (default 3)
   --duration S  measurement window per run in seconds (default 5; --quick 2)
   --warmup S    warm-up before each window in seconds (default 1; --quick 0.5)
-  --brokers     which brokers to run (default all three; a missing binary is skipped)
+  --brokers     which brokers to run (default tandem,mosquitto,rumqttd; a missing binary is
+                skipped); tandem-base is a second Tandem build (TANDEM_BASE_BIN), run only
+                when named, and the table then gives tandem/tandem-base and its spread
   --scenarios   which scenarios (default all): fan-in-qos0 fan-in-qos1 fan-out-qos0
                 fan-out-qos1 pairs-qos0 pairs-qos1 connect latency
                 (fan-in-qos0-fixed: 200k msg/s offered, only when named)
@@ -25,9 +30,13 @@ environment:
   BENCH_TOOLS       install root of peer tools (default /work/.bench-tools); rumqttd is
                     cargo-installed there if missing
   TANDEM_BIN, LOADGEN, MOSQUITTO, RUMQTTD   override a binary
+  TANDEM_BASE_BIN   the second Tandem build, e.g. the commit before a change (no default)
   TANDEM_CONFIG     a Tandem config file to use instead of the generated one (it must listen
                     on TANDEM_PORT)
-  TANDEM_PORT, MOSQUITTO_PORT, RUMQTTD_PORT ports (default 21883, 21884, 21885)
+  TANDEM_BASE_CONFIG  the same for tandem-base (it must listen on TANDEM_BASE_PORT); needed
+                    with TANDEM_CONFIG, so that both builds run the config you mean
+  TANDEM_PORT, MOSQUITTO_PORT, RUMQTTD_PORT, TANDEM_BASE_PORT
+                    ports (default 21883, 21884, 21885, 21886)
   MOSQUITTO_MAX_QUEUED  Mosquitto's max_queued_messages (default 10000000; ANCHORS.md used 100000)
   BENCH_OUT         directory for configs, broker logs and raw results (default a new /tmp dir)
 EOF
@@ -110,6 +119,11 @@ LOADGEN=${LOADGEN:-$TARGET/release/tandem-loadgen}
 
 wanted() { [[ ",$BROKERS," == *",$1,"* ]]; }
 
+# Two builds compared under different configs would measure the configs, not the builds.
+if wanted tandem-base && [[ -n ${TANDEM_CONFIG:-} && -z ${TANDEM_BASE_CONFIG:-} ]]; then
+    die "TANDEM_CONFIG is set: set TANDEM_BASE_CONFIG too (the same config on TANDEM_BASE_PORT)"
+fi
+
 if wanted mosquitto; then
     MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
     if [[ ! -x $MOSQUITTO ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
@@ -136,16 +150,22 @@ fi
 TANDEM_PORT=${TANDEM_PORT:-21883}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-21884}
 RUMQTTD_PORT=${RUMQTTD_PORT:-21885}
+TANDEM_BASE_PORT=${TANDEM_BASE_PORT:-21886}
 
 # Queues as roomy as the peers' (Mosquitto's max_queued_messages below, rumqttd's commitlog).
-cat >"$OUT/tandem.yaml" <<EOF
+# tandem-base gets the same config on its own port, so the two builds differ in code only.
+tandem_config() {
+    cat <<EOF
 listeners:
   default:
     type: tcp
-    bind: 127.0.0.1:$TANDEM_PORT
+    bind: 127.0.0.1:$1
 mqtt:
   max_queued_messages: 10000000
 EOF
+}
+tandem_config "$TANDEM_PORT" >"$OUT/tandem.yaml"
+tandem_config "$TANDEM_BASE_PORT" >"$OUT/tandem-base.yaml"
 # ANCHORS.md measured Mosquitto with max_queued_messages 100000. Mosquitto 2.0.11 then drops
 # QoS 1 messages for a busy subscriber once about 100k messages have passed through its queue,
 # however short the queue is at the time (seen here: fan-in QoS 1 with 8000 messages at most in
@@ -183,10 +203,17 @@ EOF
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 declare -A BIN_OF PORT_OF ARGS_OF
-BIN_OF=([tandem]=$TANDEM_BIN [mosquitto]=${MOSQUITTO:-} [rumqttd]=${RUMQTTD:-})
-PORT_OF=([tandem]=$TANDEM_PORT [mosquitto]=$MOSQUITTO_PORT [rumqttd]=$RUMQTTD_PORT)
+BIN_OF=(
+    [tandem]=$TANDEM_BIN [tandem-base]=${TANDEM_BASE_BIN:-}
+    [mosquitto]=${MOSQUITTO:-} [rumqttd]=${RUMQTTD:-}
+)
+PORT_OF=(
+    [tandem]=$TANDEM_PORT [tandem-base]=$TANDEM_BASE_PORT
+    [mosquitto]=$MOSQUITTO_PORT [rumqttd]=$RUMQTTD_PORT
+)
 ARGS_OF=(
     [tandem]="--config ${TANDEM_CONFIG:-$OUT/tandem.yaml}"
+    [tandem-base]="--config ${TANDEM_BASE_CONFIG:-$OUT/tandem-base.yaml}"
     [mosquitto]="-c $OUT/mosquitto.conf"
     [rumqttd]="-q -c $OUT/rumqttd.toml"
 )
@@ -228,7 +255,7 @@ stop() {
 }
 
 RUNNING=()
-for name in tandem mosquitto rumqttd; do
+for name in tandem tandem-base mosquitto rumqttd; do
     wanted "$name" || continue
     bin=${BIN_OF[$name]}
     if [[ -z $bin || ! -x $bin ]]; then
@@ -247,21 +274,44 @@ done
 # Each run gets a freshly started broker, so that no run inherits another's queues, logs or
 # damage; brokers are interleaved within each repetition, so that drift in the machine's load
 # falls on all of them alike.
+#
+# run_order K: the running brokers in the order of the K-th (repetition, scenario) turn. A
+# fixed order would always give the same broker the first place and another the last, and a
+# drift in the machine's load within a repetition would then fall on one more than another.
+# So the list is rotated by K (every broker takes every place in turn) and reversed on every
+# other round of rotations (of any two brokers, each runs before the other equally often): over
+# 2 x brokers turns every broker has run in every place twice.
+run_order() {
+    local n=${#RUNNING[@]} k=$1 i order=()
+    for ((i = 0; i < n; i++)); do order+=("${RUNNING[(i + k) % n]}"); done
+    if (((k / n) % 2 == 1)); then
+        for ((i = n - 1; i >= 0; i--)); do echo "${order[i]}"; done
+    else
+        printf '%s\n' "${order[@]}"
+    fi
+}
+
 log "results in $OUT; $REPS repetition(s) of ${DURATION}s windows"
+IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for ((rep = 1; rep <= REPS; rep++)); do
-    for scenario in ${SCENARIOS//,/ }; do
-        for name in "${RUNNING[@]}"; do
+    for ((s = 0; s < ${#SCENARIO_LIST[@]}; s++)); do
+        scenario=${SCENARIO_LIST[s]}
+        # The turn counts repetitions and scenarios, so a single repetition (--quick) varies
+        # the order across scenarios too.
+        mapfile -t order < <(run_order $((rep - 1 + s)))
+        for ((slot = 0; slot < ${#order[@]}; slot++)); do
+            name=${order[slot]}
             if ! start "$name"; then
-                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
+                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"slot\":$slot,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
                 continue
             fi
             # shellcheck disable=SC2046 # the scenario's arguments are meant to split
             if line=$("$LOADGEN" $(scenario_args "$scenario") --port "${PORT_OF[$name]}" \
                 --label "$name" --broker-pid "${PID_OF[$name]}" \
                 --duration "$DURATION" --warmup "$WARMUP" 2>>"$OUT/loadgen.log"); then
-                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"run\":$line}" >>"$RESULTS"
+                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"slot\":$slot,\"run\":$line}" >>"$RESULTS"
             else
-                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
+                echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"slot\":$slot,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
                 log "$scenario on $name failed: $(tail -1 "$OUT/loadgen.log")"
             fi
             tail -1 "$OUT/loadgen.log" >&2
@@ -272,12 +322,16 @@ for ((rep = 1; rep <= REPS; rep++)); do
 done
 
 # --- table ------------------------------------------------------------------------------------
-python3 - "$RESULTS" "${SCENARIOS//,/ }" >"$OUT/table.md" <<'PY'
+python3 - "$RESULTS" "${SCENARIOS//,/ }" "$BROKERS" >"$OUT/table.md" <<'PY'
 import json, statistics, sys
 
 results, scenarios = sys.argv[1], sys.argv[2].split()
-brokers = ["tandem", "mosquitto", "rumqttd"]
+# tandem-base gets columns only when it was asked for: the usual table stays as it was.
+base = "tandem-base" in sys.argv[3].split(",")
+peer_names = ["mosquitto", "rumqttd"]
+brokers = ["tandem"] + (["tandem-base"] if base else []) + peer_names
 runs, errors, inexact, cpu = {}, {}, {}, {}
+run_of_rep = {}  # (scenario, broker) -> {repetition: run}, to pair the two builds' runs
 for line in open(results):
     r = json.loads(line)
     if r.get("error"):
@@ -286,6 +340,7 @@ for line in open(results):
     run = r["run"]
     key = (r["bench"], run["label"])
     runs.setdefault(key, []).append(run)
+    run_of_rep.setdefault(key, {})[r["rep"]] = run
     if run.get("exact") is False:
         inexact[key] = inexact.get(key, 0) + 1
     if run.get("loadgen_cpu") is not None:
@@ -327,8 +382,9 @@ def ratio(t, p, higher):
         return None
     return t / p if higher else p / t
 
-print("| scenario | tandem | mosquitto | rumqttd | tandem/mosquitto | tandem/best |")
-print("|---|---|---|---|---|---|")
+base_head = " tandem/tandem-base |" if base else ""
+print("| scenario | " + " | ".join(brokers) + " |" + base_head + " tandem/mosquitto | tandem/best |")
+print("|---|" + "---|" * (len(brokers) + base + 2))
 notes = []
 for label, s, field, higher, fmt in rows:
     vals = {b: median((s, b), field) for b in brokers}
@@ -341,15 +397,18 @@ for label, s, field, higher, fmt in rows:
             cell += " (!)"
             notes.append(f"{b} {s}: QoS 1 delivered counts differed from the expected in {inexact[(s, b)]} run(s)")
         cells.append(cell)
-    peers = [vals[b] for b in brokers[1:] if vals[b] is not None]
+    peers = [vals[b] for b in peer_names if vals[b] is not None]
     best = (max(peers) if higher else min(peers)) if peers else None
     r_m = ratio(vals["tandem"], vals["mosquitto"], higher)
     r_b = ratio(vals["tandem"], best, higher)
     f = lambda x: "-" if x is None else f"{x:.2f}"
-    print(f"| {label} | " + " | ".join(cells) + f" | {f(r_m)} | {f(r_b)} |")
+    r_base = f" {f(ratio(vals['tandem'], vals['tandem-base'], higher))} |" if base else ""
+    print(f"| {label} | " + " | ".join(cells) + f" |{r_base} {f(r_m)} | {f(r_b)} |")
 print()
 print("Ratios are Tandem's advantage: throughput tandem/peer, latency peer/tandem; above 1 is better.")
 print("Bar: tandem/mosquitto >= 1 in every row and tandem/best >= 0.5.")
+if base:
+    print("tandem-base is another Tandem build, not a peer: it is not in tandem/best.")
 for (s, b), n in sorted(errors.items()):
     notes.append(f"{b} {s}: {n} run(s) failed (see loadgen.log)")
 for (s, b), c in sorted(cpu.items()):
@@ -357,6 +416,38 @@ for (s, b), c in sorted(cpu.items()):
         notes.append(f"{b} {s}: the load generator used {c * 100:.0f}% of a core: it may be the bottleneck")
 for n in dict.fromkeys(notes):
     print(f"- {n}")
+
+# Two builds: is the difference larger than the noise? The noise is each build's own spread
+# over its repetitions; the ratio per repetition pairs runs that were minutes apart, so slow
+# drift of the machine cancels in it.
+def by_rep(key, field):
+    return {k: r[field] for k, r in run_of_rep.get(key, {}).items() if r.get(field) is not None}
+
+if base:
+    print()
+    print("tandem against tandem-base, repetition by repetition: spread is (max - min) / median of")
+    print("a build's repetitions; the ratio per repetition is tandem's advantage in that repetition.")
+    print()
+    print("| scenario | tandem min - max | spread | tandem-base min - max | spread | ranges overlap "
+          "| tandem/tandem-base per repetition, min / median / max |")
+    print("|---|---|---|---|---|---|---|")
+    for label, s, field, higher, fmt in rows:
+        t, b = by_rep((s, "tandem"), field), by_rep((s, "tandem-base"), field)
+        if not t or not b:
+            print(f"| {label} | - | - | - | - | - | - |")
+            continue
+        def span(v):
+            lo, hi, mid = min(v.values()), max(v.values()), statistics.median(v.values())
+            spread = f"{(hi - lo) / mid * 100:.1f}%" if mid else "-"
+            return f"{fmt(lo)} - {fmt(hi)}", spread, lo, hi
+        t_range, t_spread, t_lo, t_hi = span(t)
+        b_range, b_spread, b_lo, b_hi = span(b)
+        overlap = "yes" if t_lo <= b_hi and b_lo <= t_hi else "no"
+        paired = [ratio(t[k], b[k], higher) for k in sorted(t.keys() & b.keys())]
+        paired = [x for x in paired if x is not None]
+        per_rep = (f"{min(paired):.3f} / {statistics.median(paired):.3f} / {max(paired):.3f}"
+                   if paired else "-")
+        print(f"| {label} | {t_range} | {t_spread} | {b_range} | {b_spread} | {overlap} | {per_rep} |")
 
 # Who was busy: if the load generator is near its share of the machine, it may be what limits.
 print()
