@@ -258,7 +258,9 @@ RUNNING=()
 for name in tandem tandem-base mosquitto rumqttd; do
     wanted "$name" || continue
     bin=${BIN_OF[$name]}
-    if [[ -z $bin || ! -x $bin ]]; then
+    if [[ $name == tandem-base && -z $bin ]]; then
+        log "skipping tandem-base: set TANDEM_BASE_BIN to the Tandem build to compare with"
+    elif [[ -z $bin || ! -x $bin ]]; then
         log "skipping $name: no binary at '${bin:-?}'"
     elif start "$name"; then
         log "$name starts on 127.0.0.1:${PORT_OF[$name]}"
