@@ -433,6 +433,7 @@ if base:
     print("| scenario | tandem min - max | spread | tandem-base min - max | spread | ranges overlap "
           "| tandem/tandem-base per repetition, min / median / max |")
     print("|---|---|---|---|---|---|---|")
+    too_few = False
     for label, s, field, higher, fmt in rows:
         t, b = by_rep((s, "tandem"), field), by_rep((s, "tandem-base"), field)
         if not t or not b:
@@ -445,11 +446,18 @@ if base:
         t_range, t_spread, t_lo, t_hi = span(t)
         b_range, b_spread, b_lo, b_hi = span(b)
         overlap = "yes" if t_lo <= b_hi and b_lo <= t_hi else "no"
+        if min(len(t), len(b)) < 3:
+            # One or two runs have no spread worth the name: do not call them apart.
+            t_spread = b_spread = overlap = "-"
+            too_few = True
         paired = [ratio(t[k], b[k], higher) for k in sorted(t.keys() & b.keys())]
         paired = [x for x in paired if x is not None]
         per_rep = (f"{min(paired):.3f} / {statistics.median(paired):.3f} / {max(paired):.3f}"
                    if paired else "-")
         print(f"| {label} | {t_range} | {t_spread} | {b_range} | {b_spread} | {overlap} | {per_rep} |")
+    if too_few:
+        print()
+        print("- fewer than 3 repetitions of a build: too few to tell noise from a difference (use --reps 5)")
 
 # Who was busy: if the load generator is near its share of the machine, it may be what limits.
 print()
