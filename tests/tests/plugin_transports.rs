@@ -164,6 +164,12 @@ async fn dns_endpoint_balances_across_replicas_and_survives_losing_one() {
     let mut watcher = connect_as(broker.addr, "watcher", "alice", "pa")
         .await
         .unwrap();
+    let base = "$SYS/broker/plugins/users";
+    // Both replicas up before the calls are counted: under load one replica can still be
+    // starting when the broker is (its probe then brings it in), and calls made before
+    // that all go to the other one.
+    let up = wait_sys(&mut watcher, &format!("{base}/replicas_up"), |v| v == "2").await;
+    assert_eq!(up, "2");
     for i in 0..20 {
         assert!(
             connect_as(broker.addr, &format!("c{i}"), "alice", "pa")
@@ -171,7 +177,6 @@ async fn dns_endpoint_balances_across_replicas_and_survives_losing_one() {
                 .is_ok()
         );
     }
-    let base = "$SYS/broker/plugins/users";
     // Replicas are numbered in $SYS: any client may read it, and plugin addresses are
     // not theirs to learn.
     for replica in 0..2 {
@@ -228,6 +233,12 @@ async fn dns_endpoint_with_tls_dials_every_replica_with_tls() {
     let mut watcher = connect_as(broker.addr, "watcher", "alice", "pa")
         .await
         .unwrap();
+    let base = "$SYS/broker/plugins/users";
+    // Both replicas up before the calls are counted: under load one replica can still be
+    // starting when the broker is (its probe then brings it in), and calls made before
+    // that all go to the other one.
+    let up = wait_sys(&mut watcher, &format!("{base}/replicas_up"), |v| v == "2").await;
+    assert_eq!(up, "2");
     for i in 0..20 {
         assert!(
             connect_as(broker.addr, &format!("c{i}"), "alice", "pa")
