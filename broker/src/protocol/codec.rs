@@ -37,11 +37,24 @@ impl Wire {
     }
 
     /// Splits the next whole packet off `buf` and decodes it; `Ok(None)` when more bytes
-    /// are needed (nothing is consumed then). The packet comes with its whole wire form
-    /// (a reference into the same buffer, not a copy) for packet events.
-    pub fn decode(self, buf: &mut BytesMut) -> Result<Option<(Packet, Bytes)>, Error> {
-        let Some((header, frame, body)) = split_frame(buf, self.max_packet_size)? else {
-            return Ok(None);
+    /// are needed (nothing is consumed then). With `keep_frame`, the packet comes with its
+    /// whole wire form (a reference into the same buffer, not a copy) for packet events;
+    /// otherwise the bytes are empty and no reference is taken.
+    pub fn decode(
+        self,
+        buf: &mut BytesMut,
+        keep_frame: bool,
+    ) -> Result<Option<(Packet, Bytes)>, Error> {
+        let (header, frame, body) = if keep_frame {
+            match split_frame(buf, self.max_packet_size)? {
+                Some(split) => split,
+                None => return Ok(None),
+            }
+        } else {
+            match next_frame(buf, self.max_packet_size)? {
+                Some((header, body)) => (header, Bytes::new(), body),
+                None => return Ok(None),
+            }
         };
         let packet = match self.version {
             ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::decode(header, body)?,

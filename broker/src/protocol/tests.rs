@@ -639,7 +639,7 @@ fn outbox_summaries_match_the_packets_decoded_back() {
                 let (c, frame) = decode_connect_frame(&mut bytes, MAX).unwrap().unwrap();
                 (Packet::Connect(c), frame)
             }
-            _ => wire.decode(&mut bytes).unwrap().unwrap(),
+            _ => wire.decode(&mut bytes, true).unwrap().unwrap(),
         };
         assert_eq!(PacketSummary::of(&packet, V4, frame), summary, "{packet:?}");
     }
@@ -677,8 +677,8 @@ fn wire_decode_returns_each_packet_with_its_frame() {
         all.extend_from_slice(&one);
     }
     for expected in frames {
-        let (_, frame) = wire.decode(&mut all).unwrap().unwrap();
+        let (_, frame) = wire.decode(&mut all, true).unwrap().unwrap();
         assert_eq!(frame, expected);
     }
-    assert_eq!(wire.decode(&mut all).unwrap(), None);
+    assert_eq!(wire.decode(&mut all, true).unwrap(), None);
 }

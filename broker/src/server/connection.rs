@@ -96,6 +96,8 @@ pub(super) struct Connection<R, W> {
     /// Checks, the decision cache and events, through the plugin set in force.
     pub(super) plugins: ClientPlugins,
     pub(super) traffic: Traffic,
+    /// `mqtt.max_inflight`, read once: the window is compared on every delivery.
+    pub(super) max_inflight: usize,
     /// The next check of the held delivery (`state.held`), polled by the run loop
     /// beside the socket, so the connection keeps reading and acknowledging meanwhile.
     pub(super) retry: Option<PendingCheck>,
@@ -126,6 +128,7 @@ where
     ) -> Self {
         let mqtt = &broker.config.mqtt;
         let wire = Wire::new(connect.protocol, mqtt.max_packet_size);
+        let max_inflight = mqtt.max_inflight as usize;
         Self {
             out: Outbox::new(connect.protocol, 8 * 1024),
             broker,
@@ -137,6 +140,7 @@ where
             will: connect.will.clone(),
             plugins,
             traffic: Traffic::default(),
+            max_inflight,
             retry: None,
             hold_backoff: Backoff::default(),
             purge_revoked: false,
@@ -254,8 +258,7 @@ where
                     continue;
                 }
             }
-            let window_open =
-                self.state.inflight.len() < self.broker.config.mqtt.max_inflight as usize;
+            let window_open = self.state.inflight.len() < self.max_inflight;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Exit::Takeover,
@@ -313,7 +316,7 @@ where
         self.follow_reload().await;
         let report = self.plugins.wants_packets_received();
         let result = loop {
-            match self.wire.decode(&mut self.rbuf) {
+            match self.wire.decode(&mut self.rbuf, report) {
                 Ok(Some((packet, frame))) => {
                     if report {
                         let summary = PacketSummary::of(&packet, self.wire.version(), frame);

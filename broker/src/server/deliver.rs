@@ -175,9 +175,8 @@ where
     /// Moves queued messages into the outbox while the window and batch allow, and no
     /// delivery is held.
     pub(super) async fn drain_queue(&mut self) {
-        let max_inflight = self.broker.config.mqtt.max_inflight as usize;
         while self.out.len() < WRITE_BATCH
-            && self.state.inflight.len() < max_inflight
+            && self.state.inflight.len() < self.max_inflight
             && self.state.held.is_none()
         {
             match self.state.queue.try_recv() {
