@@ -63,7 +63,7 @@ pub fn assert_round_trip(packet: &Packet, session: ProtocolVersion) {
 pub fn assert_connect_round_trip(connect: &Connect) {
     let mut wire = BytesMut::new();
     protocol::encode(
-        &Packet::Connect(connect.clone()),
+        &Packet::Connect(Box::new(connect.clone())),
         connect.protocol,
         &mut wire,
     );

@@ -170,7 +170,7 @@ pub fn session(data: &[u8]) {
             properties: None,
         };
         protocol::encode(
-            &Packet::Connect(connect),
+            &Packet::Connect(Box::new(connect)),
             ProtocolVersion::V3_1_1,
             &mut stream,
         );

@@ -126,7 +126,7 @@ impl RawClient {
 
     /// Sends `connect` on this fresh connection and returns the CONNACK.
     pub(crate) async fn handshake(mut self, connect: Connect) -> (Self, ConnAck) {
-        self.send(&Packet::Connect(connect)).await;
+        self.send(&Packet::Connect(Box::new(connect))).await;
         match self.recv().await {
             Packet::ConnAck(ack) => (self, ack),
             other => panic!("expected CONNACK, got {other:?}"),

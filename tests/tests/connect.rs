@@ -25,7 +25,8 @@ async fn empty_client_id_with_clean_session_gets_one_assigned() {
 async fn empty_client_id_with_persistent_session_is_refused_with_0x02() {
     let broker = Tandem::start("");
     let mut c = RawClient::tcp(broker.addr).await;
-    c.send(&Packet::Connect(connect_packet("", false, 0))).await;
+    c.send(&Packet::Connect(Box::new(connect_packet("", false, 0))))
+        .await;
     match c.recv().await {
         Packet::ConnAck(ack) => {
             assert_eq!(ack.reason, ConnectReason::ClientIdentifierNotValid);
@@ -43,7 +44,11 @@ async fn mqtt_3_1_mqisdp_is_accepted() {
     connect.protocol = ProtocolVersion::V3_1;
     let mut c = RawClient::tcp(broker.addr).await;
     let mut raw = bytes::BytesMut::new();
-    tandem_broker::protocol::encode(&Packet::Connect(connect), ProtocolVersion::V3_1, &mut raw);
+    tandem_broker::protocol::encode(
+        &Packet::Connect(Box::new(connect)),
+        ProtocolVersion::V3_1,
+        &mut raw,
+    );
     assert_eq!(&raw[4..10], b"MQIsdp");
     c.send_raw(&raw).await;
     match c.recv().await {
@@ -126,7 +131,7 @@ async fn a_connection_that_never_sends_connect_is_closed() {
 async fn a_second_connect_is_a_protocol_violation() {
     let broker = Tandem::start("");
     let mut c = RawClient::connect(broker.addr, "twice").await;
-    c.send(&Packet::Connect(connect_packet("twice", true, 0)))
+    c.send(&Packet::Connect(Box::new(connect_packet("twice", true, 0))))
         .await;
     c.expect_closed().await;
     broker

@@ -141,7 +141,7 @@ async fn a_connect_over_max_connect_packet_size_is_refused_and_one_under_accepte
     let mut client = RawClient::tcp(broker.addr).await;
     let mut out = BytesMut::new();
     protocol::encode(
-        &Packet::Connect(with_password(8200)),
+        &Packet::Connect(Box::new(with_password(8200))),
         ProtocolVersion::V3_1_1,
         &mut out,
     );
@@ -174,7 +174,7 @@ async fn connections_over_max_handshakes_are_closed_at_once() {
     // A fifth is closed at once, without a CONNACK, even with a valid CONNECT (the
     // broker accepts in order, so the four idle ones hold their slots by now).
     let mut over = RawClient::tcp(addr).await;
-    over.send(&Packet::Connect(connect_packet("over", true, 0)))
+    over.send(&Packet::Connect(Box::new(connect_packet("over", true, 0))))
         .await;
     let started = Instant::now();
     match over.recv_within(DEADLINE).await {
@@ -197,7 +197,7 @@ async fn connections_over_max_handshakes_are_closed_at_once() {
     let deadline = Instant::now() + DEADLINE;
     let mut client = loop {
         let mut c = RawClient::tcp(addr).await;
-        c.send(&Packet::Connect(connect_packet("after", true, 0)))
+        c.send(&Packet::Connect(Box::new(connect_packet("after", true, 0))))
             .await;
         match c.recv_within(Duration::from_secs(2)).await {
             Recv::Packet(Packet::ConnAck(ack)) if ack.reason == ConnectReason::Success => break c,

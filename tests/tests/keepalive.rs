@@ -23,9 +23,9 @@ fn encode(packet: &Packet) -> BytesMut {
 async fn connect_raw(addr: std::net::SocketAddr, id: &str, keep_alive: u16) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(&encode(&Packet::Connect(connect_packet(
+        .write_all(&encode(&Packet::Connect(Box::new(connect_packet(
             id, true, keep_alive,
-        ))))
+        )))))
         .await
         .unwrap();
     let mut buf = BytesMut::new();

@@ -211,7 +211,8 @@ async fn a_too_deep_will_topic_is_refused() {
         c
     };
     let mut c = RawClient::tcp(broker.addr).await;
-    c.send(&Packet::Connect(with_will("deep-will", 129))).await;
+    c.send(&Packet::Connect(Box::new(with_will("deep-will", 129))))
+        .await;
     match c.recv_within(DEADLINE).await {
         Recv::Closed => {}
         other => panic!("expected the connection closed without CONNACK, got {other:?}"),

@@ -40,7 +40,7 @@ fn pipelined(client_id: &str, login: Option<(&str, &str)>, topic: &str) -> Bytes
     };
     let mut out = BytesMut::new();
     for packet in [
-        Packet::Connect(connect),
+        Packet::Connect(Box::new(connect)),
         Packet::Publish(publish),
         Packet::Subscribe(subscribe),
     ] {
@@ -188,7 +188,11 @@ async fn more_than_the_handshake_buffer_pipelined_is_served_not_lost() {
     connect.username = Some("alice".into());
     connect.password = Some(Bytes::from_static(b"right"));
     let mut out = BytesMut::new();
-    protocol::encode(&Packet::Connect(connect), ProtocolVersion::V3_1_1, &mut out);
+    protocol::encode(
+        &Packet::Connect(Box::new(connect)),
+        ProtocolVersion::V3_1_1,
+        &mut out,
+    );
     for pkid in 1..=100u16 {
         let publish = Publish {
             dup: false,

@@ -126,7 +126,9 @@ impl fmt::Display for PacketType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Packet {
-    Connect(Connect),
+    /// Boxed: a CONNECT is read once per connection, and every packet moved through
+    /// the decoder and the connection's handlers would otherwise be as large as it.
+    Connect(Box<Connect>),
     ConnAck(ConnAck),
     Publish(Publish),
     PubAck(PubAck),

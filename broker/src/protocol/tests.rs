@@ -12,7 +12,7 @@ const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
 
 fn samples() -> Vec<Packet> {
     vec![
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             protocol: V4,
             clean_start: true,
             keep_alive: 30,
@@ -27,8 +27,8 @@ fn samples() -> Vec<Packet> {
                 properties: None,
             }),
             properties: None,
-        }),
-        Packet::Connect(Connect {
+        })),
+        Packet::Connect(Box::new(Connect {
             protocol: ProtocolVersion::V3_1,
             clean_start: false,
             keep_alive: 0,
@@ -37,7 +37,7 @@ fn samples() -> Vec<Packet> {
             password: None,
             will: None,
             properties: None,
-        }),
+        })),
         Packet::ConnAck(ConnAck {
             session_present: true,
             reason: ConnectReason::Success,
@@ -147,7 +147,7 @@ fn connect_is_read_first_without_a_version() {
     for p in samples() {
         let Packet::Connect(c) = &p else { continue };
         let mut buf = encoded(&p);
-        assert_eq!(decode_connect(&mut buf, MAX).unwrap().as_ref(), Some(c));
+        assert_eq!(decode_connect(&mut buf, MAX).unwrap().as_ref(), Some(&**c));
     }
     let mut buf = encoded(&Packet::PingReq);
     assert_eq!(
@@ -465,7 +465,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                 Some((u, p)) => (Some(u), p),
                 None => (None, None),
             };
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 protocol: V4,
                 clean_start: clean,
                 keep_alive: ka,
@@ -480,7 +480,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
                     properties: None,
                 }),
                 properties: None,
-            })
+            }))
         });
     let publish = (
         arb_topic(),
@@ -637,7 +637,7 @@ fn outbox_summaries_match_the_packets_decoded_back() {
             // CONNECT only decodes as the first packet of a connection.
             PacketType::Connect => {
                 let (c, frame) = decode_connect_frame(&mut bytes, MAX).unwrap().unwrap();
-                (Packet::Connect(c), frame)
+                (Packet::Connect(Box::new(c)), frame)
             }
             _ => wire.decode(&mut bytes, true).unwrap().unwrap(),
         };

@@ -188,7 +188,11 @@ pub(crate) async fn serve<R, W>(
         let received = plugins.wants_packets_received().then(|| {
             // Raw bytes never carry the password (see plugin.proto's MqttPacket.raw).
             let frame = protocol::redacted_connect_frame(&connect, &frame);
-            PacketSummary::of(&Packet::Connect(connect.clone()), connect.protocol, frame)
+            PacketSummary::of(
+                &Packet::Connect(Box::new(connect.clone())),
+                connect.protocol,
+                frame,
+            )
         });
         let mut conn = Connection::new(broker, rd, wr, rbuf, &connect, state, plugins);
         conn.start(&connect, session_present, received).await;

@@ -25,7 +25,7 @@ use crate::protocol::packet::{Packet, PacketType, ProtocolVersion};
 pub fn decode(header: FixedHeader, body: Bytes) -> Result<Packet, Error> {
     let kind = header.packet_type()?;
     Ok(match kind {
-        PacketType::Connect => Packet::Connect(connect::read(header, body)?),
+        PacketType::Connect => Packet::Connect(Box::new(connect::read(header, body)?)),
         PacketType::ConnAck => Packet::ConnAck(connack::read(header, body)?),
         PacketType::Publish => Packet::Publish(publish::read(header, body)?),
         PacketType::PubAck => Packet::PubAck(ack::read_puback(header, body)?),

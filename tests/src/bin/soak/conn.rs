@@ -34,7 +34,7 @@ impl Conn {
             wr,
             buf: BytesMut::new(),
         };
-        c.send(&Packet::Connect(connect)).await?;
+        c.send(&Packet::Connect(Box::new(connect))).await?;
         match tokio::time::timeout(Duration::from_secs(10), c.next()).await {
             Ok(Ok(Some(Packet::ConnAck(ack)))) => Ok((c, ack)),
             Ok(Ok(other)) => Err(std::io::Error::other(format!(
