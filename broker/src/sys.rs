@@ -124,12 +124,12 @@ pub fn publish_once(broker: &Broker) {
 }
 
 fn publish(broker: &Broker, topic: String, value: String) {
-    broker.router.publish(Arc::new(Message {
-        topic: topic.into(),
-        payload: value.into(),
-        qos: QoS::AtMostOnce,
-        retain: true,
-    }));
+    broker.router.publish(Arc::new(Message::new(
+        topic.into(),
+        value.into(),
+        QoS::AtMostOnce,
+        true,
+    )));
 }
 
 /// Publishes the statistics every `sys.interval` until shutdown.

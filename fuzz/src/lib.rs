@@ -104,9 +104,14 @@ fn decode_loop(buf: &mut BytesMut, version: ProtocolVersion, max: usize) -> Opti
 /// follows, with the version the CONNECT negotiated; every packet must round-trip.
 ///
 /// If the input does not start with a valid CONNECT, the loop runs on the whole input
-/// as 3.1.1 instead, so the fuzzer reaches every packet decoder without first having
-/// to synthesise a CONNECT.
+/// instead, as MQTT 5 when the first byte is odd and 3.1.1 otherwise, so the fuzzer
+/// reaches every packet decoder of both versions (properties included) without first
+/// having to synthesise a CONNECT.
 pub fn decode_round_trip(data: &[u8]) {
+    let fallback = match data.first() {
+        Some(b) if b & 1 == 1 => ProtocolVersion::V5,
+        _ => ProtocolVersion::V3_1_1,
+    };
     let mut buf = BytesMut::from(data);
     let version = match protocol::decode_connect(&mut buf, DEFAULT_MAX) {
         Ok(Some(c)) => {
@@ -116,12 +121,12 @@ pub fn decode_round_trip(data: &[u8]) {
         Ok(None) => {
             assert_eq!(buf.len(), data.len(), "Ok(None) consumed bytes");
             buf = BytesMut::from(data);
-            ProtocolVersion::V3_1_1
+            fallback
         }
         Err(e) => {
             let _ = e.to_string();
             buf = BytesMut::from(data);
-            ProtocolVersion::V3_1_1
+            fallback
         }
     };
     decode_loop(&mut buf, version, DEFAULT_MAX);

@@ -1,4 +1,4 @@
-//! [`RawClient`]: an MQTT 3.1.1 client over a raw TCP socket, for tests that need
+//! [`RawClient`]: an MQTT 3.1.1 or 5 client over a raw TCP socket, for tests that need
 //! byte-level control (DUP flags, malformed packets, exact packet order), the CONNECT
 //! packets the tests log in with, and [`wait_sys`], which waits as a subscriber.
 
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tandem_broker::protocol::{
-    ConnAck, Connect, ConnectReason, Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel,
-    Publish, QoS, SubAck,
+    ConnAck, Connect, ConnectReason, Packet, Properties, ProtocolVersion, PubAck, PubComp, PubRec,
+    PubRel, Publish, QoS, SubAck,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -29,6 +29,16 @@ pub fn connect_packet(client_id: &str, clean: bool, keep_alive: u16) -> Connect 
         password: None,
         will: None,
         properties: None,
+    }
+}
+
+/// An MQTT 5 CONNECT with the given client id, clean start flag, keepalive 0 and
+/// `properties` (none when empty).
+pub fn connect_packet_v5(client_id: &str, clean: bool, properties: Properties) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V5,
+        properties: (!properties.is_empty()).then(|| Box::new(properties)),
+        ..connect_packet(client_id, clean, 0)
     }
 }
 
@@ -89,9 +99,11 @@ pub enum Recv {
     Nothing,
 }
 
-/// An MQTT 3.1.1 client over a raw TCP socket.
+/// An MQTT client over a raw TCP socket: 3.1.1, or the version its CONNECT names.
 pub struct RawClient {
     stream: TcpStream,
+    /// The wire form spoken: 3.1.1 until a CONNECT names another.
+    version: ProtocolVersion,
     /// Bytes read but not decoded yet.
     buf: BytesMut,
     next_pkid: u16,
@@ -104,6 +116,7 @@ impl RawClient {
     pub fn from_stream(stream: TcpStream) -> Self {
         Self {
             stream,
+            version: ProtocolVersion::V3_1_1,
             buf: BytesMut::new(),
             next_pkid: 0,
             stashed: VecDeque::new(),
@@ -126,6 +139,7 @@ impl RawClient {
 
     /// Sends `connect` on this fresh connection and returns the CONNACK.
     pub(crate) async fn handshake(mut self, connect: Connect) -> (Self, ConnAck) {
+        self.version = connect.protocol;
         self.send(&Packet::Connect(Box::new(connect))).await;
         match self.recv().await {
             Packet::ConnAck(ack) => (self, ack),
@@ -142,7 +156,7 @@ impl RawClient {
 
     /// Sends a packet.
     pub async fn send(&mut self, packet: &Packet) {
-        self.send_raw(&wire::encode(packet)).await;
+        self.send_raw(&wire::encode_as(packet, self.version)).await;
     }
 
     /// Sends raw bytes. A write error is ignored: the broker may have closed already,
@@ -162,7 +176,7 @@ impl RawClient {
         if let Some(p) = self.stashed.pop_front() {
             return Recv::Packet(p);
         }
-        let read = wire::read_packet(&mut self.stream, &mut self.buf);
+        let read = wire::read_packet_as(&mut self.stream, &mut self.buf, self.version);
         match tokio::time::timeout(within, read).await {
             Err(_) => Recv::Nothing,
             Ok(Ok(Some(p))) => Recv::Packet(p),

@@ -35,7 +35,8 @@ pub mod wire;
 
 pub use broker::{Tandem, log_event, log_field};
 pub use client::{
-    RawClient, Recv, connect_as, connect_packet, connect_packet_as, connect_user, wait_sys,
+    RawClient, Recv, connect_as, connect_packet, connect_packet_as, connect_packet_v5,
+    connect_user, wait_sys,
 };
 pub use plugin::{
     PluginProcess, binary, children, cmdline, event_logger_bin, free_port, kill_pid, policy_bin,

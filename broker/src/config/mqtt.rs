@@ -59,6 +59,10 @@ pub struct MqttConfig {
     /// Persistent sessions kept while their clients are offline; parking one more
     /// discards the one parked longest ago first.
     pub max_parked_sessions: usize,
+    /// MQTT 5 topic aliases a client may set on its PUBLISH packets (announced in the
+    /// CONNACK; 0 announces none). Each holds one topic for the life of the
+    /// connection; an alias above it closes the connection with DISCONNECT 0x94.
+    pub topic_alias_maximum: u16,
 }
 
 /// Who may claim a client id whose session (live or parked) another identity owns.
@@ -88,6 +92,7 @@ impl Default for MqttConfig {
             max_handshakes: 1024,
             session_takeover: SessionTakeover::SameIdentity,
             session_expiry: Some(Duration::from_secs(2 * 3600)),
+            topic_alias_maximum: 64,
             max_parked_sessions: 10_000,
         }
     }

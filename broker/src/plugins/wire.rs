@@ -16,6 +16,7 @@ pub(crate) fn version(v: ProtocolVersion) -> pb::ProtocolVersion {
     match v {
         ProtocolVersion::V3_1 => pb::ProtocolVersion::Mqtt31,
         ProtocolVersion::V3_1_1 => pb::ProtocolVersion::Mqtt311,
+        ProtocolVersion::V5 => pb::ProtocolVersion::Mqtt5,
     }
 }
 

@@ -5,9 +5,12 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::error::Error;
-use crate::protocol::frame::{FixedHeader, check, next_frame};
-use crate::protocol::packet::{Connect, ConnectReason, Packet, PacketType, ProtocolVersion, QoS};
-use crate::protocol::v4;
+use crate::protocol::frame::{FixedHeader, check, next_frame, remaining_len_size};
+use crate::protocol::packet::{
+    Connect, ConnectReason, Packet, PacketType, ProtocolVersion, PublishRef, QoS,
+};
+use crate::protocol::properties::Properties;
+use crate::protocol::{v4, v5};
 
 /// The wire form one connection speaks, fixed by its CONNECT, and the largest packet it
 /// accepts. Copied freely: two words.
@@ -58,6 +61,7 @@ impl Wire {
         };
         let packet = match self.version {
             ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::decode(header, body)?,
+            ProtocolVersion::V5 => v5::decode(header, body)?,
         };
         Ok(Some((packet, frame)))
     }
@@ -66,6 +70,7 @@ impl Wire {
     pub fn connect_code(self, reason: ConnectReason) -> u8 {
         match self.version {
             ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => reason.v4_code(),
+            ProtocolVersion::V5 => reason as u8,
         }
     }
 }
@@ -86,33 +91,39 @@ fn split_frame(
 
 /// Appends a PUBLISH built from its parts in `version`'s wire form: the delivery path
 /// writes from a stored message without building a [`Publish`](crate::protocol::Publish).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn encode_publish(
-    version: ProtocolVersion,
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    pkid: u16,
-    dup: bool,
-    retain: bool,
-    buf: &mut BytesMut,
-) {
+/// Properties are MQTT 5's: 3.1.1 has no room for them.
+pub(crate) fn encode_publish(version: ProtocolVersion, p: &PublishRef<'_>, buf: &mut BytesMut) {
     match version {
-        ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => {
-            v4::publish::write_parts(topic, payload, qos, pkid, dup, retain, buf)
-        }
+        ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::publish::write_parts(p, buf),
+        ProtocolVersion::V5 => v5::publish::write_parts(p, buf),
     }
 }
 
-/// Appends PUBACK, PUBREC, PUBREL or PUBCOMP in `version`'s wire form.
+/// Bytes the PUBLISH `p` takes in `version`'s wire form, fixed header included: what
+/// is compared with a client's MQTT 5 maximum packet size before it is written.
+pub fn publish_len(version: ProtocolVersion, p: &PublishRef<'_>) -> usize {
+    let pkid = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let properties = match version {
+        ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => 0,
+        ProtocolVersion::V5 => v5::properties::len(p.properties),
+    };
+    let remaining = 2 + p.topic.len() + pkid + properties + p.payload.len();
+    1 + remaining_len_size(remaining) + remaining
+}
+
+/// Appends PUBACK, PUBREC, PUBREL or PUBCOMP in `version`'s wire form. The reason code
+/// and properties are MQTT 5's; 3.1.1 acknowledgements carry the identifier alone.
 pub(crate) fn encode_ack(
     version: ProtocolVersion,
     kind: PacketType,
     pkid: u16,
+    reason: u8,
+    properties: Option<&Properties>,
     buf: &mut BytesMut,
 ) {
     match version {
         ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::ack::write(kind, pkid, buf),
+        ProtocolVersion::V5 => v5::ack::write(kind, pkid, reason, properties, buf),
     }
 }
 
@@ -129,6 +140,7 @@ pub fn decode(
     };
     match version {
         ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::decode(header, body).map(Some),
+        ProtocolVersion::V5 => v5::decode(header, body).map(Some),
     }
 }
 
@@ -160,23 +172,47 @@ pub fn decode_connect_frame(
 
 fn read_connect(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
     match header.packet_type()? {
-        // Levels 3 and 4 share one layout; the CONNECT names its level, which picks the
-        // connection's wire form from here on.
+        // The CONNECT names its level, which picks the connection's wire form from here
+        // on: levels 3 and 4 share one layout, level 5 has its own.
+        PacketType::Connect if connect_level(&body) == Some(5) => v5::connect::read(header, body),
         PacketType::Connect => v4::connect::read(header, body),
         other => Err(Error::Unexpected(other)),
     }
+}
+
+/// The protocol level byte of a CONNECT body, found behind the protocol name (`None`
+/// if the body is too short to hold it; the decoder then says what is missing).
+fn connect_level(body: &[u8]) -> Option<u8> {
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
 }
 
 /// `frame`, the wire form of `connect` as decoded by [`decode_connect`], with the
 /// password's bytes zeroed and everything else, lengths included, unchanged: what
 /// packet events may carry of a CONNECT.
 ///
-/// In MQTT 3.1 and 3.1.1 the password is the CONNECT's last field and the decoder
-/// refuses trailing bytes, so it is exactly the frame's last `password.len()` bytes.
-/// (MQTT 5 authentication data, in CONNECT properties and AUTH, would be zeroed the same
-/// way; this broker speaks neither.) A frame that does not end as `connect` says is
-/// zeroed whole after its fixed header rather than risk leaking the secret.
+/// The password is the CONNECT's last field in every version and the decoder refuses
+/// trailing bytes, so it is exactly the frame's last `password.len()` bytes. A frame
+/// that does not end as `connect` says is zeroed whole after its fixed header rather
+/// than risk leaking the secret. An MQTT 5 CONNECT that carries authentication data
+/// (a secret too) is encoded again from `connect` with both secrets zeroed: lengths are
+/// kept, the order of its properties may differ from the client's.
 pub fn redacted_connect_frame(connect: &Connect, frame: &[u8]) -> Bytes {
+    if let Some(props) = &connect.properties
+        && let Some(data) = &props.authentication_data
+    {
+        let zeroed = |n: usize| Bytes::from(vec![0u8; n]);
+        let mut props = props.clone();
+        props.authentication_data = Some(zeroed(data.len()));
+        let redacted = Connect {
+            password: connect.password.as_ref().map(|p| zeroed(p.len())),
+            properties: Some(props),
+            ..connect.clone()
+        };
+        let mut out = BytesMut::with_capacity(frame.len());
+        v5::connect::write(&redacted, &mut out);
+        return out.freeze();
+    }
     let mut out = BytesMut::from(frame);
     if let Some(password) = &connect.password {
         let n = password.len();
@@ -202,5 +238,6 @@ pub fn redacted_connect_frame(connect: &Connect, frame: &[u8]) -> Bytes {
 pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
     match version {
         ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => v4::encode(packet, version, buf),
+        ProtocolVersion::V5 => v5::encode(packet, buf),
     }
 }

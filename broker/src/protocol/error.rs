@@ -55,6 +55,31 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
+    /// An MQTT 5 property that is unknown, not allowed in its packet, repeated or out of
+    /// its range.
+    #[error("malformed {packet}: property {id:#04x} {reason}")]
+    Property {
+        /// The packet type being decoded.
+        packet: PacketType,
+        /// The property identifier.
+        id: u8,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A packet that breaks an MQTT 5 rule the codec cannot see alone (a topic alias
+    /// out of range, a receive maximum exceeded, ...).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// An MQTT 5 topic alias of 0, above the maximum announced, or not yet set.
+    #[error("invalid topic alias {0}")]
+    TopicAliasInvalid(u16),
+    /// The client sent more QoS 1 and 2 PUBLISH packets than the receive maximum let it.
+    #[error("receive maximum {0} exceeded")]
+    ReceiveMaximumExceeded(u16),
+    /// A SUBSCRIBE with a subscription identifier, which this broker announces (in the
+    /// CONNACK) it does not support.
+    #[error("subscription identifiers are not supported")]
+    SubscriptionIdentifiersUnsupported,
     /// A packet that only CONNECT may start with, received later, or the reverse.
     #[error("unexpected {0} packet")]
     Unexpected(PacketType),
@@ -68,4 +93,31 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+}
+
+impl Error {
+    /// The MQTT 5 reason code of the DISCONNECT that closes a connection for this error
+    /// (section 4.13): what could not be parsed is a malformed packet (0x81), what
+    /// parsed but broke a rule is a protocol error (0x82), and a few have their own code.
+    pub fn disconnect_code(&self) -> u8 {
+        match self {
+            Error::PacketTooLarge { .. } => 0x95,
+            Error::TopicAliasInvalid(_) => 0x94,
+            Error::ReceiveMaximumExceeded(_) => 0x93,
+            Error::SubscriptionIdentifiersUnsupported => 0xA1,
+            // Well formed, but more levels than this broker accepts.
+            Error::TooManyTopicLevels { .. } => 0x90,
+            Error::Unexpected(_) | Error::Protocol(_) | Error::EmptyTopic(_) => 0x82,
+            Error::MalformedRemainingLength
+            | Error::InvalidPacketType(_)
+            | Error::InvalidFlags { .. }
+            | Error::InvalidProtocolName
+            | Error::UnsupportedProtocolLevel(_)
+            | Error::InvalidQoS(_)
+            | Error::InvalidUtf8(_)
+            | Error::WildcardInTopic
+            | Error::Malformed { .. }
+            | Error::Property { .. } => 0x81,
+        }
+    }
 }

@@ -111,18 +111,24 @@ pub(crate) fn remaining_len_size(len: usize) -> usize {
 }
 
 /// Writes the fixed header: first byte, then the remaining length.
-pub(crate) fn write_fixed_header(buf: &mut BytesMut, byte1: u8, mut len: usize) {
+pub(crate) fn write_fixed_header(buf: &mut BytesMut, byte1: u8, len: usize) {
     debug_assert!(len <= MAX_REMAINING_LENGTH);
     buf.reserve(1 + remaining_len_size(len) + len);
     buf.put_u8(byte1);
+    write_varint(buf, len);
+}
+
+/// Writes a variable byte integer (a remaining length, an MQTT 5 property length or
+/// subscription identifier): seven bits a byte, low first.
+pub(crate) fn write_varint(buf: &mut BytesMut, mut value: usize) {
     loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
+        let mut b = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
             b |= 0x80;
         }
         buf.put_u8(b);
-        if len == 0 {
+        if value == 0 {
             break;
         }
     }
@@ -168,6 +174,42 @@ impl Reader {
             return Err(self.malformed(what));
         }
         Ok(self.body.get_u16())
+    }
+
+    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, Error> {
+        if self.body.len() < 4 {
+            return Err(self.malformed(what));
+        }
+        Ok(self.body.get_u32())
+    }
+
+    /// A variable byte integer: at most four bytes, so at most [`MAX_REMAINING_LENGTH`].
+    pub(crate) fn varint(&mut self, what: &'static str) -> Result<usize, Error> {
+        let mut value = 0usize;
+        for i in 0..4 {
+            let b = self.u8(what)?;
+            value |= usize::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.malformed(what))
+    }
+
+    /// The next `len` bytes as a reader of their own (an MQTT 5 property block).
+    pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<Reader, Error> {
+        if self.body.len() < len {
+            return Err(self.malformed(what));
+        }
+        Ok(Reader {
+            body: self.body.split_to(len),
+            packet: self.packet,
+        })
+    }
+
+    /// The packet type being read.
+    pub(crate) fn packet(&self) -> PacketType {
+        self.packet
     }
 
     /// A two-byte length followed by that many bytes, shared with the frame.

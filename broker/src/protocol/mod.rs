@@ -5,9 +5,12 @@
 //!   properties) so that the 3.1.1 wire form and the 5.0 one decode into the same types
 //!   and the rest of the broker never branches on the wire version to read a packet.
 //! - [`properties`]: MQTT 5 properties as a plain struct. The 3.1.1 wire form ignores
-//!   them on encode and leaves them empty on decode.
+//!   them on encode and leaves them empty on decode; [`v5::properties`] reads and writes
+//!   them.
 //! - [`v4`]: the 3.1.1 wire form (protocol level 4, and level 3 "MQIsdp", which has the
 //!   same layout), one file per packet.
+//! - [`v5`]: the 5.0 wire form (protocol level 5), one file per packet, and the property
+//!   blocks every 5.0 packet carries.
 //! - [`error`]: why bytes are not an acceptable packet.
 //! - [`frame`]: fixed-header framing and the small shared primitives (remaining length,
 //!   strings, binary data).
@@ -32,9 +35,10 @@ pub mod outbox;
 pub mod packet;
 pub mod properties;
 pub mod v4;
+pub mod v5;
 
 pub use codec::{
-    Wire, decode, decode_connect, decode_connect_frame, encode, redacted_connect_frame,
+    Wire, decode, decode_connect, decode_connect_frame, encode, publish_len, redacted_connect_frame,
 };
 pub use error::Error;
 pub use frame::{FixedHeader, MAX_REMAINING_LENGTH, check, next_frame, validate_topic_name};

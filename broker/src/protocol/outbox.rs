@@ -13,7 +13,10 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::protocol::codec::{encode, encode_ack, encode_publish};
-use crate::protocol::packet::{Packet, PacketType, ProtocolVersion, QoS, SubscribeReason};
+use crate::protocol::packet::{
+    Packet, PacketType, ProtocolVersion, PublishRef, QoS, SubAck, SubscribeReason,
+};
+use crate::protocol::properties::Properties;
 
 /// The header fields of one packet, for packet events (received or sent), with its
 /// whole wire form.
@@ -33,7 +36,8 @@ pub struct PacketSummary {
     pub retain: bool,
     /// A PUBLISH's DUP flag.
     pub dup: bool,
-    /// A CONNACK's return code in the version it was written in; 0 otherwise.
+    /// The reason or return code of a CONNACK (in the version it was written in), and
+    /// the MQTT 5 reason code of an acknowledgement, DISCONNECT or AUTH; 0 otherwise.
     pub reason_code: u8,
     /// The whole packet as on the wire (a CONNECT's with its password zeroed).
     pub frame: Bytes,
@@ -54,17 +58,20 @@ impl PacketSummary {
             Packet::ConnAck(c) => {
                 s.reason_code = match version {
                     ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => c.reason.v4_code(),
+                    ProtocolVersion::V5 => c.reason as u8,
                 }
             }
-            Packet::PubAck(a) => s.packet_id = a.pkid,
-            Packet::PubRec(a) => s.packet_id = a.pkid,
-            Packet::PubRel(a) => s.packet_id = a.pkid,
-            Packet::PubComp(a) => s.packet_id = a.pkid,
+            Packet::PubAck(a) => (s.packet_id, s.reason_code) = (a.pkid, a.reason),
+            Packet::PubRec(a) => (s.packet_id, s.reason_code) = (a.pkid, a.reason),
+            Packet::PubRel(a) => (s.packet_id, s.reason_code) = (a.pkid, a.reason),
+            Packet::PubComp(a) => (s.packet_id, s.reason_code) = (a.pkid, a.reason),
+            Packet::Disconnect(d) => s.reason_code = d.reason,
+            Packet::Auth(a) => s.reason_code = a.reason,
             Packet::Subscribe(p) => s.packet_id = p.pkid,
             Packet::SubAck(p) => s.packet_id = p.pkid,
             Packet::Unsubscribe(p) => s.packet_id = p.pkid,
             Packet::UnsubAck(p) => s.packet_id = p.pkid,
-            Packet::Connect(_) | Packet::PingReq | Packet::PingResp | Packet::Disconnect(_) => {}
+            Packet::Connect(_) | Packet::PingReq | Packet::PingResp => {}
         }
         s
     }
@@ -110,6 +117,11 @@ impl Outbox {
         }
     }
 
+    /// The protocol version the outbox writes.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
     /// Whether packets encoded from now on are summarized (a plugin wants
     /// `MQTT_PACKET_SENT`). Cheap to call every turn.
     pub fn summarize(&mut self, on: bool) {
@@ -130,13 +142,26 @@ impl Outbox {
         }
     }
 
-    /// Appends PUBACK, PUBREC, PUBREL or PUBCOMP.
+    /// Appends PUBACK, PUBREC, PUBREL or PUBCOMP, successful.
     pub fn ack(&mut self, kind: PacketType, pkid: u16) {
+        self.ack_reason(kind, pkid, 0, None);
+    }
+
+    /// Appends PUBACK, PUBREC, PUBREL or PUBCOMP with an MQTT 5 reason code and
+    /// properties (a 3.1.1 acknowledgement carries neither).
+    pub fn ack_reason(
+        &mut self,
+        kind: PacketType,
+        pkid: u16,
+        reason: u8,
+        properties: Option<&Properties>,
+    ) {
         let start = self.buf.len();
-        encode_ack(self.version, kind, pkid, &mut self.buf);
+        encode_ack(self.version, kind, pkid, reason, properties, &mut self.buf);
         if self.summaries.is_some() {
             let summary = PacketSummary {
                 packet_id: pkid,
+                reason_code: if self.version.is_v5() { reason } else { 0 },
                 ..PacketSummary::bare(kind, self.frame_from(start))
             };
             self.keep(summary);
@@ -145,34 +170,16 @@ impl Outbox {
 
     /// Appends a PUBLISH from its parts (the delivery path holds a stored message, not a
     /// [`Publish`](crate::protocol::Publish)).
-    #[allow(clippy::too_many_arguments)]
-    pub fn publish(
-        &mut self,
-        topic: &ByteString,
-        payload: &[u8],
-        qos: QoS,
-        pkid: u16,
-        dup: bool,
-        retain: bool,
-    ) {
+    pub fn publish(&mut self, p: &PublishRef<'_>) {
         let start = self.buf.len();
-        encode_publish(
-            self.version,
-            topic,
-            payload,
-            qos,
-            pkid,
-            dup,
-            retain,
-            &mut self.buf,
-        );
+        encode_publish(self.version, p, &mut self.buf);
         if self.summaries.is_some() {
             let summary = PacketSummary {
-                packet_id: pkid,
-                topic: topic.clone(),
-                qos,
-                retain,
-                dup,
+                packet_id: p.pkid,
+                topic: p.topic.clone(),
+                qos: p.qos,
+                retain: p.retain,
+                dup: p.dup,
                 ..PacketSummary::bare(PacketType::Publish, self.frame_from(start))
             };
             self.keep(summary);
@@ -181,7 +188,7 @@ impl Outbox {
 
     /// Appends a SUBACK.
     pub fn suback(&mut self, pkid: u16, reasons: Vec<SubscribeReason>) {
-        self.packet(&Packet::SubAck(crate::protocol::packet::SubAck {
+        self.packet(&Packet::SubAck(SubAck {
             pkid,
             reasons,
             properties: None,

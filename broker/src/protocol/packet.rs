@@ -17,6 +17,8 @@ pub enum ProtocolVersion {
     V3_1,
     /// MQTT 3.1.1, protocol name "MQTT", level 4.
     V3_1_1,
+    /// MQTT 5.0, protocol name "MQTT", level 5.
+    V5,
 }
 
 impl ProtocolVersion {
@@ -25,7 +27,13 @@ impl ProtocolVersion {
         match self {
             ProtocolVersion::V3_1 => 3,
             ProtocolVersion::V3_1_1 => 4,
+            ProtocolVersion::V5 => 5,
         }
+    }
+
+    /// Whether this is MQTT 5 (reason codes and properties on the wire).
+    pub fn is_v5(self) -> bool {
+        self == ProtocolVersion::V5
     }
 }
 
@@ -142,6 +150,7 @@ pub enum Packet {
     PingReq,
     PingResp,
     Disconnect(Disconnect),
+    Auth(Auth),
 }
 
 impl Packet {
@@ -162,6 +171,7 @@ impl Packet {
             Packet::PingReq => PacketType::PingReq,
             Packet::PingResp => PacketType::PingResp,
             Packet::Disconnect(_) => PacketType::Disconnect,
+            Packet::Auth(_) => PacketType::Auth,
         }
     }
 }
@@ -202,7 +212,7 @@ pub struct LastWill {
     pub properties: Option<Box<Properties>>,
 }
 
-/// CONNECT outcome, as an MQTT 5 reason code.
+/// CONNECT outcome, as an MQTT 5 reason code (section 3.2.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ConnectReason {
@@ -214,6 +224,8 @@ pub enum ConnectReason {
     MalformedPacket = 0x81,
     /// 5.0 "protocol error".
     ProtocolError = 0x82,
+    /// 5.0 "implementation specific error".
+    ImplementationSpecificError = 0x83,
     /// 3.1.1 code 1.
     UnsupportedProtocolVersion = 0x84,
     /// 3.1.1 code 2.
@@ -226,25 +238,40 @@ pub enum ConnectReason {
     ServerUnavailable = 0x88,
     /// 5.0 "server busy" (3.1.1 code 3).
     ServerBusy = 0x89,
+    /// 5.0 "banned" (3.1.1 code 5).
+    Banned = 0x8A,
+    /// 5.0 "bad authentication method" (3.1.1 code 4).
+    BadAuthenticationMethod = 0x8C,
+    /// 5.0 "topic name invalid" (a will topic).
+    TopicNameInvalid = 0x90,
+    /// 5.0 "packet too large".
+    PacketTooLarge = 0x95,
     /// 5.0 "quota exceeded" (3.1.1 code 3).
     QuotaExceeded = 0x97,
+    /// 5.0 "payload format invalid" (a will payload).
+    PayloadFormatInvalid = 0x99,
+    /// 5.0 "retain not supported".
+    RetainNotSupported = 0x9A,
+    /// 5.0 "QoS not supported".
+    QoSNotSupported = 0x9B,
+    /// 5.0 "use another server".
+    UseAnotherServer = 0x9C,
+    /// 5.0 "server moved".
+    ServerMoved = 0x9D,
+    /// 5.0 "connection rate exceeded" (3.1.1 code 3).
+    ConnectionRateExceeded = 0x9F,
 }
 
 impl ConnectReason {
-    /// The 3.1.1 CONNACK return code for this reason.
+    /// The 3.1.1 CONNACK return code nearest to this reason.
     pub fn v4_code(self) -> u8 {
         match self {
             ConnectReason::Success => 0,
             ConnectReason::UnsupportedProtocolVersion => 1,
             ConnectReason::ClientIdentifierNotValid => 2,
-            ConnectReason::ServerUnavailable
-            | ConnectReason::ServerBusy
-            | ConnectReason::QuotaExceeded
-            | ConnectReason::UnspecifiedError
-            | ConnectReason::MalformedPacket
-            | ConnectReason::ProtocolError => 3,
-            ConnectReason::BadUserNameOrPassword => 4,
-            ConnectReason::NotAuthorized => 5,
+            ConnectReason::BadUserNameOrPassword | ConnectReason::BadAuthenticationMethod => 4,
+            ConnectReason::NotAuthorized | ConnectReason::Banned => 5,
+            _ => 3,
         }
     }
 
@@ -257,6 +284,37 @@ impl ConnectReason {
             3 => ConnectReason::ServerUnavailable,
             4 => ConnectReason::BadUserNameOrPassword,
             5 => ConnectReason::NotAuthorized,
+            _ => return None,
+        })
+    }
+
+    /// The reason an MQTT 5 CONNACK reason code stands for; `None` for a code CONNACK
+    /// may not carry.
+    pub fn from_code(code: u8) -> Option<Self> {
+        use ConnectReason::*;
+        Some(match code {
+            0x00 => Success,
+            0x80 => UnspecifiedError,
+            0x81 => MalformedPacket,
+            0x82 => ProtocolError,
+            0x83 => ImplementationSpecificError,
+            0x84 => UnsupportedProtocolVersion,
+            0x85 => ClientIdentifierNotValid,
+            0x86 => BadUserNameOrPassword,
+            0x87 => NotAuthorized,
+            0x88 => ServerUnavailable,
+            0x89 => ServerBusy,
+            0x8A => Banned,
+            0x8C => BadAuthenticationMethod,
+            0x90 => TopicNameInvalid,
+            0x95 => PacketTooLarge,
+            0x97 => QuotaExceeded,
+            0x99 => PayloadFormatInvalid,
+            0x9A => RetainNotSupported,
+            0x9B => QoSNotSupported,
+            0x9C => UseAnotherServer,
+            0x9D => ServerMoved,
+            0x9F => ConnectionRateExceeded,
             _ => return None,
         })
     }
@@ -290,6 +348,41 @@ pub struct Publish {
     pub payload: Bytes,
     /// MQTT 5 PUBLISH properties.
     pub properties: Option<Box<Properties>>,
+}
+
+/// A PUBLISH to encode, borrowed from wherever its parts live (a stored message on the
+/// delivery path, a [`Publish`] elsewhere).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// Topic name (empty when a topic alias stands for it).
+    pub topic: &'a ByteString,
+    /// Application payload.
+    pub payload: &'a [u8],
+    /// QoS of this transmission.
+    pub qos: QoS,
+    /// Packet identifier; 0 for QoS 0.
+    pub pkid: u16,
+    /// Redelivery flag.
+    pub dup: bool,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 properties (ignored by the 3.1.1 wire form).
+    pub properties: Option<&'a Properties>,
+}
+
+impl<'a> PublishRef<'a> {
+    /// The parts of `p`.
+    pub fn of(p: &'a Publish) -> Self {
+        Self {
+            topic: &p.topic,
+            payload: &p.payload,
+            qos: p.qos,
+            pkid: p.pkid,
+            dup: p.dup,
+            retain: p.retain,
+            properties: p.properties.as_deref(),
+        }
+    }
 }
 
 macro_rules! ack_packet {
@@ -422,4 +515,22 @@ pub struct Disconnect {
     pub reason: u8,
     /// MQTT 5 properties.
     pub properties: Option<Box<Properties>>,
+}
+
+/// AUTH (5.0 only): a step of enhanced authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Auth {
+    /// 0x00 success, 0x18 continue authentication, 0x19 re-authenticate.
+    pub reason: u8,
+    /// The method and data of this step, a reason string, user properties.
+    pub properties: Option<Box<Properties>>,
+}
+
+impl Auth {
+    /// "Success": the exchange is over.
+    pub const SUCCESS: u8 = 0x00;
+    /// "Continue authentication": another step follows.
+    pub const CONTINUE: u8 = 0x18;
+    /// "Re-authenticate": the client starts a new exchange on a live connection.
+    pub const REAUTHENTICATE: u8 = 0x19;
 }

@@ -626,8 +626,17 @@ fn outbox_summaries_match_the_packets_decoded_back() {
     out.ack(PacketType::PubAck, 7);
     out.ack(PacketType::PubRel, 8);
     let topic: bytestring::ByteString = "t/x".into();
-    out.publish(&topic, b"payload", QoS::AtLeastOnce, 9, true, true);
-    out.publish(&topic, b"", QoS::AtMostOnce, 0, false, false);
+    let publish = |qos, pkid, flag| PublishRef {
+        topic: &topic,
+        payload: if flag { b"payload" } else { b"" },
+        qos,
+        pkid,
+        dup: flag,
+        retain: flag,
+        properties: None,
+    };
+    out.publish(&publish(QoS::AtLeastOnce, 9, true));
+    out.publish(&publish(QoS::AtMostOnce, 0, false));
     let mut bytes = BytesMut::from(out.bytes());
     let summaries = out.written();
     assert!(out.is_empty());

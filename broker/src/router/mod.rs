@@ -89,20 +89,25 @@ impl Router {
     /// retained message once, at the highest QoS of the granted filters it matches
     /// (capped by its own QoS), as overlapping subscriptions deliver a publish once. At
     /// most `limit` messages (the room left in the session's queue): the walk stops
-    /// there, since what is past it could not be queued anyway. Returns the messages and
-    /// whether the walk stopped at `limit`.
+    /// there, since what is past it could not be queued anyway. A message whose MQTT 5
+    /// expiry interval has run out is not sent. Returns the messages and whether the
+    /// walk stopped at `limit`.
     pub fn retained_for_subscribe(
         &self,
         granted: &[(ByteString, QoS)],
         limit: usize,
     ) -> (Vec<(Arc<Message>, QoS)>, bool) {
         let store = self.retained.read();
+        let now = tokio::time::Instant::now();
         let mut out: Vec<(Arc<Message>, QoS)> = Vec::new();
         // Each stored message is one allocation: its address identifies it.
         let mut seen: foldhash::HashMap<*const Message, usize> = Default::default();
         let mut full = false;
         for (filter, qos) in granted {
             store.for_each_matching(filter, &mut |m| {
+                if m.expired(now) {
+                    return true;
+                }
                 let qos = (*qos).min(m.qos);
                 match seen.entry(Arc::as_ptr(m)) {
                     std::collections::hash_map::Entry::Occupied(at) => {
@@ -155,7 +160,11 @@ impl Router {
         }
         let tree = self.subscriptions.read();
         let mut matches: SmallVec<[&Subscriber; 16]> = SmallVec::new();
-        tree.for_each_match(&message.topic, &mut |s| matches.push(s));
+        tree.for_each_match(&message.topic, &mut |s| {
+            if !(s.no_local && message.from == Some(s.session)) {
+                matches.push(s);
+            }
+        });
         if matches.len() > 1 {
             // Overlapping subscriptions deliver once per session, at the highest QoS.
             matches.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
@@ -167,7 +176,7 @@ impl Router {
             let delivery = Delivery {
                 message: message.clone(),
                 qos,
-                retain: false,
+                retain: sub.retain_as_published && message.retain,
             };
             match sub.mailbox.offer(delivery) {
                 Offer::Queued => queued += 1,

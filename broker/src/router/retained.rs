@@ -294,12 +294,12 @@ mod tests {
     use crate::router::topic;
 
     fn msg(topic: &str, payload: &str) -> Arc<Message> {
-        Arc::new(Message {
-            topic: topic.into(),
-            payload: payload.to_owned().into(),
-            qos: QoS::AtMostOnce,
-            retain: true,
-        })
+        Arc::new(Message::new(
+            topic.into(),
+            payload.to_owned().into(),
+            QoS::AtMostOnce,
+            true,
+        ))
     }
 
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {

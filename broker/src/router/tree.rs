@@ -24,6 +24,11 @@ pub struct Subscriber {
     pub session: SessionId,
     /// Maximum QoS granted.
     pub qos: QoS,
+    /// MQTT 5 "no local": messages the session published itself are not sent to it.
+    pub no_local: bool,
+    /// MQTT 5 "retain as published": deliveries keep the retain flag they were
+    /// published with (otherwise it is cleared, as 3.1.1 does).
+    pub retain_as_published: bool,
     /// Where its messages go.
     pub mailbox: Arc<Mailbox>,
 }
@@ -181,6 +186,8 @@ mod tests {
         Subscriber {
             session: SessionId(session),
             qos: QoS::AtMostOnce,
+            no_local: false,
+            retain_as_published: false,
             mailbox,
         }
     }

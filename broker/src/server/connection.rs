@@ -27,9 +27,10 @@ use crate::broker::Broker;
 use crate::plugins::client::{Backoff, ClientPlugins, PendingCheck};
 use crate::plugins::client_info::{ConnectedInfo, DisconnectedInfo, EndReason};
 use crate::protocol::{
-    self, ConnAck, Connect, ConnectReason, LastWill, Outbox, Packet, PacketSummary, PacketType,
-    Wire,
+    self, ConnAck, Connect, ConnectReason, Disconnect, LastWill, Outbox, Packet, PacketSummary,
+    PacketType, Properties, Wire,
 };
+use crate::server::alias::InboundAliases;
 use crate::session::SessionState;
 use crate::session::registry::Claim;
 
@@ -41,6 +42,9 @@ pub(super) const WRITE_BATCH: usize = 64 * 1024;
 pub(super) enum Exit {
     /// The client sent DISCONNECT: the will is discarded.
     Disconnect,
+    /// An MQTT 5 client sent DISCONNECT 0x04, "disconnect with will message": the will
+    /// is published.
+    DisconnectWithWill,
     /// The client closed the socket without DISCONNECT.
     Closed,
     /// Reading or writing the socket failed.
@@ -60,12 +64,25 @@ impl Exit {
     fn reported(&self) -> (EndReason, String) {
         match self {
             Exit::Disconnect => (EndReason::Clean, String::new()),
+            Exit::DisconnectWithWill => (EndReason::Clean, "with will message".into()),
             Exit::Closed => (EndReason::ConnectionLost, "closed by the client".into()),
             Exit::Io(e) => (EndReason::ConnectionLost, e.to_string()),
             Exit::Protocol(e) => (EndReason::ProtocolError, e.to_string()),
             Exit::KeepAlive => (EndReason::KeepaliveTimeout, String::new()),
             Exit::Takeover => (EndReason::Takeover, String::new()),
             Exit::Shutdown => (EndReason::Shutdown, String::new()),
+        }
+    }
+
+    /// The MQTT 5 DISCONNECT the broker sends for it, if any: the reason code and a
+    /// reason string.
+    fn disconnect(&self) -> Option<(u8, String)> {
+        match self {
+            Exit::Protocol(e) => Some((e.disconnect_code(), e.to_string())),
+            Exit::KeepAlive => Some((0x8D, "keep alive timeout".into())),
+            Exit::Takeover => Some((0x8E, "session taken over".into())),
+            Exit::Shutdown => Some((0x8B, "server shutting down".into())),
+            Exit::Disconnect | Exit::DisconnectWithWill | Exit::Closed | Exit::Io(_) => None,
         }
     }
 }
@@ -96,8 +113,17 @@ pub(super) struct Connection<R, W> {
     /// Checks, the decision cache and events, through the plugin set in force.
     pub(super) plugins: ClientPlugins,
     pub(super) traffic: Traffic,
-    /// `mqtt.max_inflight`, read once: the window is compared on every delivery.
+    /// `mqtt.max_inflight`, or the MQTT 5 client's smaller receive maximum, read once:
+    /// the window is compared on every delivery.
     pub(super) max_inflight: usize,
+    /// The largest packet the client accepts (its MQTT 5 maximum packet size): a
+    /// message that would be larger is dropped for it and counted.
+    pub(super) client_max_packet: usize,
+    /// The MQTT 5 topic aliases the client set.
+    pub(super) aliases: InboundAliases,
+    /// Whether the session expiry the CONNECT asked for was 0: an MQTT 5 DISCONNECT
+    /// may then not set one.
+    expiry_was_zero: bool,
     /// The next check of the held delivery (`state.held`), polled by the run loop
     /// beside the socket, so the connection keeps reading and acknowledging meanwhile.
     pub(super) retry: Option<PendingCheck>,
@@ -128,7 +154,19 @@ where
     ) -> Self {
         let mqtt = &broker.config.mqtt;
         let wire = Wire::new(connect.protocol, mqtt.max_packet_size);
-        let max_inflight = mqtt.max_inflight as usize;
+        let asked = connect.properties.as_deref();
+        let receive_maximum = asked.and_then(|p| p.receive_maximum);
+        let max_inflight = receive_maximum.map_or(usize::MAX, usize::from);
+        let max_inflight = max_inflight.min(usize::from(mqtt.max_inflight));
+        let client_max_packet = asked
+            .and_then(|p| p.maximum_packet_size)
+            .map_or(usize::MAX, |m| m as usize);
+        let aliases = if connect.protocol.is_v5() {
+            InboundAliases::new(mqtt.topic_alias_maximum)
+        } else {
+            InboundAliases::default()
+        };
+        let expiry_was_zero = asked.and_then(|p| p.session_expiry_interval).unwrap_or(0) == 0;
         Self {
             out: Outbox::new(connect.protocol, 8 * 1024),
             broker,
@@ -141,6 +179,9 @@ where
             plugins,
             traffic: Traffic::default(),
             max_inflight,
+            client_max_packet,
+            aliases,
+            expiry_was_zero,
             retry: None,
             hold_backoff: Backoff::default(),
             purge_revoked: false,
@@ -155,13 +196,14 @@ where
         &mut self,
         connect: &Connect,
         session_present: bool,
+        connack: Option<Box<Properties>>,
         received: Option<PacketSummary>,
     ) {
         self.out.summarize(self.plugins.wants_packets_sent());
         self.out.packet(&Packet::ConnAck(ConnAck {
             session_present,
             reason: ConnectReason::Success,
-            properties: None,
+            properties: connack,
         }));
         self.resend_inflight().await;
         self.resume_held();
@@ -356,10 +398,17 @@ where
             Packet::PubComp(a) => {
                 self.state.inflight.complete(a.pkid);
             }
-            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            Packet::Subscribe(s) => return self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
             Packet::PingReq => self.out.packet(&Packet::PingResp),
-            Packet::Disconnect(_) => return Err(Exit::Disconnect),
+            Packet::Disconnect(d) => return Err(self.on_disconnect(d)),
+            // Enhanced authentication is not offered (a CONNECT with a method is
+            // refused), so there is no exchange an AUTH could belong to.
+            Packet::Auth(_) => {
+                return Err(Exit::Protocol(protocol::Error::Protocol(
+                    "AUTH without enhanced authentication",
+                )));
+            }
             other @ (Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -371,6 +420,31 @@ where
             }
         }
         Ok(())
+    }
+
+    /// The client's DISCONNECT: how the connection ends, and the session expiry it may
+    /// change (MQTT 5, section 3.14.2.2.2).
+    fn on_disconnect(&mut self, d: Disconnect) -> Exit {
+        if let Some(interval) = d
+            .properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval)
+        {
+            if self.expiry_was_zero && interval != 0 {
+                return Exit::Protocol(protocol::Error::Protocol(
+                    "session expiry set on DISCONNECT after 0 on CONNECT",
+                ));
+            }
+            let cap = self.broker.config.mqtt.session_expiry;
+            let (persistent, expiry) = session_expiry(interval, cap);
+            self.state.persistent = persistent;
+            self.state.expiry = expiry;
+        }
+        if d.reason == 0x04 {
+            Exit::DisconnectWithWill
+        } else {
+            Exit::Disconnect
+        }
     }
 
     /// Ends the connection: logs why, publishes the will unless DISCONNECT discarded it,
@@ -396,6 +470,22 @@ where
         {
             will_published = self.publish_will(will, shutdown).await;
         }
+        if self.wire.version().is_v5()
+            && let Some((code, why)) = exit.disconnect()
+        {
+            // A reason string only when it cannot push the packet past the client's
+            // maximum (a few bytes of header, the code, the string).
+            let properties = (why.len() + 16 <= self.client_max_packet).then(|| {
+                Box::new(Properties {
+                    reason_string: Some(why.into()),
+                    ..Properties::default()
+                })
+            });
+            self.out.packet(&Packet::Disconnect(Disconnect {
+                reason: code,
+                properties,
+            }));
+        }
         let (reason, detail) = exit.reported();
         self.plugins
             .disconnected(&DisconnectedInfo {
@@ -405,7 +495,13 @@ where
                 session_kept: self.state.persistent,
             })
             .await;
-        if !self.out.is_empty() && matches!(exit, Exit::Disconnect | Exit::Shutdown) {
+        let flush = match exit {
+            Exit::Disconnect | Exit::DisconnectWithWill | Exit::Shutdown => true,
+            // What is owed, then the DISCONNECT that says why.
+            Exit::Protocol(_) | Exit::KeepAlive | Exit::Takeover => self.wire.version().is_v5(),
+            Exit::Closed | Exit::Io(_) => false,
+        };
+        if !self.out.is_empty() && flush {
             let written = tokio::time::timeout(
                 Duration::from_millis(500),
                 self.wr.write_all(self.out.bytes()),
@@ -430,5 +526,19 @@ async fn next_answer(
     match retry {
         Some(call) => call.await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+/// Whether a session with an MQTT 5 session expiry `interval` (seconds) outlives its
+/// connection, and for how long when shorter than `cap` (`mqtt.session_expiry`):
+/// 0 ends it with the connection, 0xFFFFFFFF ("never") is held to the cap.
+pub(super) fn session_expiry(interval: u32, cap: Option<Duration>) -> (bool, Option<Duration>) {
+    match interval {
+        0 => (false, None),
+        u32::MAX => (true, None),
+        secs => {
+            let asked = Duration::from_secs(u64::from(secs));
+            (true, cap.is_none_or(|cap| asked < cap).then_some(asked))
+        }
     }
 }

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::plugins::cache::CachedAction;
 use crate::plugins::client::{Checked, LaterAnswer};
-use crate::protocol::{PacketType, QoS};
+use crate::protocol::{self, PacketType, PublishRef, QoS};
 use crate::server::connection::{Connection, WRITE_BATCH};
 use crate::session::{Delivery, Held, OutState};
 
@@ -41,6 +41,11 @@ where
     /// Checks one delivery (RECEIVE) and writes, skips, holds or drops it: the one
     /// place a queued message is decided. A delivery is never written unchecked.
     pub(super) async fn deliver(&mut self, delivery: Delivery) {
+        if delivery.message.expired_now() {
+            // Its MQTT 5 expiry interval ran out while it was queued.
+            self.broker.stats.add_dropped(1);
+            return;
+        }
         let checked = self
             .plugins
             .check(
@@ -66,21 +71,50 @@ where
     }
 
     /// Encodes one checked delivery, entering it into the inflight window if QoS > 0.
+    /// One larger than the client's maximum packet size is dropped for it and counted
+    /// (MQTT 5, section 3.1.2.11.4).
     fn write_delivery(&mut self, delivery: Delivery) {
-        self.traffic.messages_out[delivery.qos as usize] += 1;
         let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
             _ => self.state.inflight.push(delivery.clone()),
         };
+        if self.encode_delivery(&delivery, pkid, false) {
+            self.traffic.messages_out[delivery.qos as usize] += 1;
+        } else if pkid != 0 {
+            self.state.inflight.remove(pkid);
+        }
+    }
+
+    /// Encodes a PUBLISH of `delivery` with `pkid`, its MQTT 5 properties as of now;
+    /// `false` (nothing encoded, the drop counted) when it would be larger than the
+    /// client accepts.
+    fn encode_delivery(&mut self, delivery: &Delivery, pkid: u16, dup: bool) -> bool {
         let m = &delivery.message;
-        self.out.publish(
-            &m.topic,
-            &m.payload,
-            delivery.qos,
+        let version = self.out.version();
+        let properties = if version.is_v5() {
+            m.properties_at(Instant::now(), &[])
+        } else {
+            None
+        };
+        let publish = PublishRef {
+            topic: &m.topic,
+            payload: &m.payload,
+            qos: delivery.qos,
             pkid,
-            false,
-            delivery.retain,
-        );
+            dup,
+            retain: delivery.retain,
+            properties: properties.as_deref(),
+        };
+        if self.client_max_packet != usize::MAX
+            && protocol::publish_len(version, &publish) > self.client_max_packet
+        {
+            self.broker.stats.add_dropped(1);
+            debug!(topic = ?m.topic, max = self.client_max_packet,
+                "dropping a message larger than the client's maximum packet size");
+            return false;
+        }
+        self.out.publish(&publish);
+        true
     }
 
     /// Holds a delivery whose RECEIVE check failed with a plugin error: nothing more is
@@ -223,14 +257,10 @@ where
                 .await
             {
                 Checked::Allowed => {
-                    self.out.publish(
-                        &m.topic,
-                        &m.payload,
-                        delivery.qos,
-                        pkid,
-                        true,
-                        delivery.retain,
-                    );
+                    if !self.encode_delivery(&delivery, pkid, true) {
+                        // Larger than the client now accepts: it can never be sent.
+                        self.state.inflight.remove(pkid);
+                    }
                 }
                 Checked::Failed => {
                     // Acknowledged to its publisher: never dropped for a plugin failure,

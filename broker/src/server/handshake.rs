@@ -21,10 +21,11 @@ use tracing::{Instrument, debug, info, warn};
 use crate::broker::Broker;
 use crate::plugins::client::{ClientPlugins, wants_packet_events};
 use crate::protocol::{
-    self, ConnAck, Connect, ConnectReason, Outbox, Packet, PacketSummary, ProtocolVersion,
+    self, ConnAck, Connect, ConnectReason, Outbox, Packet, PacketSummary, Properties,
+    ProtocolVersion,
 };
 use crate::router::topic;
-use crate::server::connection::Connection;
+use crate::server::connection::{Connection, session_expiry};
 use crate::session::SessionState;
 use crate::session::registry::{Claim, ClaimError};
 use crate::stats::TopicIn;
@@ -43,6 +44,8 @@ struct Hello {
     frame: Bytes,
     /// The client id: the CONNECT's, or one the broker assigned.
     client_id: ByteString,
+    /// Whether the broker assigned it (an MQTT 5 CONNACK then says which).
+    assigned: bool,
     /// Bytes read after the CONNECT (packets pipelined behind it): served once the
     /// client is allowed, dropped with the connection if it is refused.
     rbuf: BytesMut,
@@ -179,6 +182,7 @@ pub(crate) async fn serve<R, W>(
             .await;
             return;
         };
+        let connack = connack_properties(&broker, &hello);
         let Hello {
             connect,
             frame,
@@ -195,7 +199,8 @@ pub(crate) async fn serve<R, W>(
             )
         });
         let mut conn = Connection::new(broker, rd, wr, rbuf, &connect, state, plugins);
-        conn.start(&connect, session_present, received).await;
+        conn.start(&connect, session_present, connack, received)
+            .await;
         let exit = conn.run(connect.keep_alive, &claim.stop, &shutdown).await;
         conn.finish(exit, claim, &shutdown).await;
     }
@@ -268,10 +273,24 @@ where
         );
         return None;
     }
-    let client_id = if connect.client_id.is_empty() {
+    if let Some(method) = connect
+        .properties
+        .as_ref()
+        .and_then(|p| p.authentication_method.as_ref())
+    {
+        // Enhanced authentication (MQTT 5 AUTH exchanges) is not offered yet: no
+        // method is known.
+        info!(%peer, ?method, "refusing CONNECT: unknown authentication method");
+        refuse(wr, connect.protocol, ConnectReason::BadAuthenticationMethod).await;
+        return None;
+    }
+    let assigned = connect.client_id.is_empty();
+    let client_id = if assigned {
         // 3.1.1 lets the server assign an id to a clean session only (MQTT-3.1.3-8);
-        // 3.1 requires an id of 1 to 23 characters.
-        if !connect.clean_start || connect.protocol == ProtocolVersion::V3_1 {
+        // 3.1 requires an id of 1 to 23 characters; MQTT 5 allows it always (the
+        // CONNACK says which id was assigned).
+        let v5 = connect.protocol.is_v5();
+        if (!connect.clean_start && !v5) || connect.protocol == ProtocolVersion::V3_1 {
             info!(%peer, "refusing empty client id for a persistent session");
             refuse(
                 wr,
@@ -289,6 +308,7 @@ where
         connect,
         frame,
         client_id,
+        assigned,
         rbuf,
     })
 }
@@ -315,6 +335,20 @@ async fn take_session(
         }
     };
     let clean_start = hello.connect.clean_start;
+    // 3.1.1: clean session 0 is a persistent session. MQTT 5: the session expiry
+    // interval decides, and clean start only whether a stored session is resumed.
+    let (persistent, expiry) = match &hello.connect.protocol {
+        ProtocolVersion::V5 => session_expiry(
+            hello
+                .connect
+                .properties
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval)
+                .unwrap_or(0),
+            broker.config.mqtt.session_expiry,
+        ),
+        _ => (!clean_start, None),
+    };
     let (mut state, session_present) = match previous {
         Some(prev) if !clean_start && prev.persistent => (prev, true),
         prev => {
@@ -323,7 +357,7 @@ async fn take_session(
             }
             let mut fresh = SessionState::new(
                 hello.client_id.clone(),
-                !clean_start,
+                persistent,
                 broker.config.mqtt.max_queued_messages,
             );
             // Nothing to check yet: no subscription.
@@ -331,6 +365,8 @@ async fn take_session(
             (fresh, false)
         }
     };
+    state.persistent = persistent;
+    state.expiry = expiry;
     // Subscriptions taken over from another identity (`session_takeover: any`) were
     // allowed for that identity: they are checked again for this one before anything
     // is delivered.
@@ -343,4 +379,35 @@ async fn take_session(
         .registry
         .serving(&hello.client_id, &claim, state.mailbox.clone());
     Some((claim, state, session_present))
+}
+
+/// What an MQTT 5 CONNACK tells the client of this broker (section 3.2.2.3): the id it
+/// assigned, the session expiry when it holds the one asked for to
+/// `mqtt.session_expiry`, the limits it applies (topic aliases, packet size) and the
+/// features it does not offer (subscription identifiers, shared subscriptions). `None`
+/// for 3.1.1, whose CONNACK has no properties.
+fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>> {
+    if !hello.connect.protocol.is_v5() {
+        return None;
+    }
+    let mqtt = &broker.config.mqtt;
+    let asked = hello
+        .connect
+        .properties
+        .as_ref()
+        .and_then(|p| p.session_expiry_interval)
+        .unwrap_or(0);
+    let held = mqtt
+        .session_expiry
+        .map(|cap| u32::try_from(cap.as_secs()).unwrap_or(u32::MAX))
+        .filter(|cap| asked > *cap);
+    Some(Box::new(Properties {
+        assigned_client_identifier: hello.assigned.then(|| hello.client_id.clone()),
+        session_expiry_interval: held,
+        topic_alias_maximum: (mqtt.topic_alias_maximum > 0).then_some(mqtt.topic_alias_maximum),
+        maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
+        subscription_identifier_available: Some(0),
+        shared_subscription_available: Some(0),
+        ..Properties::default()
+    }))
 }

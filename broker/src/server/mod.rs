@@ -10,6 +10,7 @@
 //! - [`deliver`]: messages out through their RECEIVE check; holds and resends.
 //! - [`will`]: the will at the end, held while its check fails.
 
+pub(crate) mod alias;
 pub(crate) mod connection;
 pub(crate) mod deliver;
 pub(crate) mod handshake;

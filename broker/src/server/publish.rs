@@ -1,12 +1,15 @@
-//! A PUBLISH from the client: acknowledged, checked (PUBLISH) and routed.
+//! A PUBLISH from the client: checked (PUBLISH), routed and acknowledged.
 //!
-//! The acknowledgement is encoded first: 3.1.1 has no way to tell a publisher that its
-//! message was denied, so a denied (or `$SYS/`) message is acknowledged and dropped.
+//! 3.1.1 has no way to tell a publisher that its message was denied, so a denied (or
+//! `$SYS/`) message is acknowledged as any other and dropped; an MQTT 5 publisher's
+//! PUBACK or PUBREC carries 0x87 (not authorized).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::broker::Broker;
@@ -47,9 +50,22 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    /// Applies a PUBLISH: a topic deeper than `mqtt.max_topic_levels` closes the
-    /// connection; otherwise it is acknowledged, then routed if allowed.
-    pub(super) async fn on_publish(&mut self, p: Publish) -> Result<(), Exit> {
+    /// Applies a PUBLISH: its MQTT 5 topic alias resolved, a topic deeper than
+    /// `mqtt.max_topic_levels` closes the connection; otherwise it is checked (PUBLISH),
+    /// routed if allowed, and acknowledged with what was decided (an MQTT 5 publisher
+    /// learns of a denial from the reason code; 3.1.1 has no way to say it).
+    pub(super) async fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
+        if p.properties.is_some() {
+            self.aliases.resolve(&mut p).map_err(Exit::Protocol)?;
+            if p.properties
+                .as_ref()
+                .is_some_and(|props| !props.subscription_identifiers.is_empty())
+            {
+                return Err(Exit::Protocol(protocol::Error::Protocol(
+                    "subscription identifier in a client's PUBLISH",
+                )));
+            }
+        }
         let max_levels = self.broker.config.mqtt.max_topic_levels;
         if let Err(levels) = topic::check_levels(&p.topic, max_levels) {
             self.broker.stats.limits.topic_levels(TopicIn::Publish);
@@ -61,38 +77,65 @@ where
         }
         self.traffic.messages_in[p.qos as usize] += 1;
         self.plugins.message_received(&p).await;
-        let fresh = match p.qos {
-            QoS::AtMostOnce => true,
-            QoS::AtLeastOnce => {
-                self.out.ack(PacketType::PubAck, p.pkid);
-                true
-            }
-            QoS::ExactlyOnce => {
-                self.out.ack(PacketType::PubRec, p.pkid);
-                // A redelivered PUBLISH whose PUBREL has not come is not routed again.
-                self.state.incoming_qos2.insert(p.pkid)
-            }
-        };
-        if !fresh {
+        if p.qos == QoS::ExactlyOnce && self.state.incoming_qos2.contains(&p.pkid) {
+            // Redelivered before its PUBREL came: acknowledged again, not routed again.
+            self.out.ack(PacketType::PubRec, p.pkid);
             return Ok(());
         }
-        if reserved_for_broker(&p.topic) {
+        let reason = if reserved_for_broker(&p.topic) {
             debug!(topic = %p.topic, "dropping a client publish to $SYS");
-            return Ok(());
-        }
-        if self
+            NOT_AUTHORIZED
+        } else if self
             .plugins
             .allowed(CachedAction::Publish, &p.topic, p.qos, p.retain)
             .await
         {
-            let message = Arc::new(Message {
-                topic: p.topic,
-                payload: p.payload,
-                qos: p.qos,
-                retain: p.retain,
-            });
+            SUCCESS
+        } else {
+            NOT_AUTHORIZED
+        };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self
+                .out
+                .ack_reason(PacketType::PubAck, p.pkid, reason, None),
+            QoS::ExactlyOnce => {
+                // A refused QoS 2 message ends with its PUBREC (an MQTT 5 client sends no
+                // PUBREL after an error code): nothing to remember.
+                if reason == SUCCESS {
+                    self.state.incoming_qos2.insert(p.pkid);
+                }
+                self.out
+                    .ack_reason(PacketType::PubRec, p.pkid, reason, None);
+            }
+        }
+        if reason == SUCCESS {
+            let message = Arc::new(self.message_of(p));
             route(&self.broker, &self.plugins, message).await;
         }
         Ok(())
     }
+
+    /// The message a client's PUBLISH makes: its MQTT 5 properties travel with it, its
+    /// expiry interval counts from now.
+    fn message_of(&self, p: Publish) -> Message {
+        let expires_at = p
+            .properties
+            .as_ref()
+            .and_then(|props| props.message_expiry_interval)
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+        Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+            expires_at,
+            from: Some(self.state.id),
+        }
+    }
 }
+
+/// MQTT 5 PUBACK and PUBREC reason codes (3.1.1 sends neither).
+const SUCCESS: u8 = 0x00;
+const NOT_AUTHORIZED: u8 = 0x87;

@@ -10,9 +10,11 @@ use tracing::{debug, info, warn};
 
 use crate::plugins::cache::CachedAction;
 use crate::plugins::client::Checked;
-use crate::protocol::{Packet, QoS, Subscribe, SubscribeReason, UnsubAck, Unsubscribe};
+use crate::protocol::{
+    self, Packet, QoS, Subscribe, SubscribeReason, SubscriptionOptions, UnsubAck, Unsubscribe,
+};
 use crate::router::{Subscriber, topic};
-use crate::server::connection::Connection;
+use crate::server::connection::{Connection, Exit};
 use crate::session::{Delivery, Offer};
 use crate::stats::TopicIn;
 
@@ -26,19 +28,29 @@ where
 {
     /// Applies a SUBSCRIBE: each distinct filter checked (validity, depth, the
     /// per-client bound, then SUBSCRIBE), granted ones added to the router, the SUBACK
-    /// encoded, and the retained messages that match queued behind it.
-    pub(super) async fn on_subscribe(&mut self, s: Subscribe) {
-        // Copies of one filter are decided once, with the QoS of the last copy (as if
-        // applied in order); each copy still gets its own SUBACK code.
+    /// encoded, and the retained messages that match queued behind it (as each
+    /// filter's MQTT 5 retain handling says). A subscription identifier, which this
+    /// broker announces it does not support, closes the connection.
+    pub(super) async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
+        if s.properties
+            .as_ref()
+            .is_some_and(|p| !p.subscription_identifiers.is_empty())
+        {
+            return Err(Exit::Protocol(
+                protocol::Error::SubscriptionIdentifiersUnsupported,
+            ));
+        }
+        // Copies of one filter are decided once, with the options of the last copy (as
+        // if applied in order); each copy still gets its own SUBACK code.
         let mut slot_of = Vec::with_capacity(s.filters.len());
-        let mut distinct: Vec<(ByteString, QoS)> = Vec::new();
+        let mut distinct: Vec<(ByteString, SubscriptionOptions)> = Vec::new();
         let mut index: foldhash::HashMap<&str, usize> = Default::default();
         for f in &s.filters {
             let slot = *index.entry(&f.filter).or_insert_with(|| {
-                distinct.push((f.filter.clone(), f.options.qos));
+                distinct.push((f.filter.clone(), f.options));
                 distinct.len() - 1
             });
-            distinct[slot].1 = f.options.qos;
+            distinct[slot].1 = f.options;
             slot_of.push(slot);
         }
         drop(index);
@@ -58,13 +70,16 @@ where
         if !granted.is_empty() {
             self.queue_retained(&granted);
         }
+        Ok(())
     }
 
     /// Decides each distinct filter: `None` for granted (and subscribed), else the
-    /// refusal; also returns the granted filters with their QoS.
+    /// refusal; also returns the granted filters whose retained messages are to be
+    /// sent, with their QoS: all of them but those with MQTT 5 retain handling 2
+    /// (never), or 1 (only for a new subscription) when the session held the filter.
     async fn decide_filters(
         &mut self,
-        distinct: Vec<(ByteString, QoS)>,
+        distinct: Vec<(ByteString, SubscriptionOptions)>,
     ) -> (Vec<Option<SubscribeReason>>, Vec<(ByteString, QoS)>) {
         let mqtt = &self.broker.config.mqtt;
         let (max_levels, max_subscriptions) =
@@ -72,7 +87,8 @@ where
         let (mut invalid, mut too_deep, mut over_limit) = (0u64, 0u64, 0u64);
         let mut decided = Vec::with_capacity(distinct.len());
         let mut granted = Vec::new();
-        for (filter, qos) in distinct {
+        for (filter, options) in distinct {
+            let qos = options.qos;
             if !topic::valid_filter(&filter) {
                 if invalid == 0 {
                     info!(filter = ?filter, "refusing invalid topic filter");
@@ -115,13 +131,23 @@ where
                 Subscriber {
                     session: self.state.id,
                     qos,
+                    no_local: options.no_local,
+                    retain_as_published: options.retain_as_published,
                     mailbox: self.state.mailbox.clone(),
                 },
             );
-            self.state.subscriptions.insert(filter.clone(), qos);
+            let existed = self
+                .state
+                .subscriptions
+                .insert(filter.clone(), qos)
+                .is_some();
             debug!(filter = ?filter, ?qos, "subscribed");
             decided.push(None);
-            granted.push((filter, qos));
+            match options.retain_handling {
+                2 => {}
+                1 if existed => {}
+                _ => granted.push((filter, qos)),
+            }
         }
         if too_deep > 1 || invalid > 1 {
             info!(invalid, too_deep, "refused topic filters in one SUBSCRIBE");
@@ -166,16 +192,19 @@ where
         }
     }
 
-    /// Applies an UNSUBSCRIBE.
+    /// Applies an UNSUBSCRIBE. Each filter's MQTT 5 reason code says whether the
+    /// session held it (0x00) or not (0x11, "no subscription existed").
     pub(super) async fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
             self.broker.router.unsubscribe(f, self.state.id);
-            self.state.subscriptions.remove(f);
+            let held = self.state.subscriptions.remove(f).is_some();
+            reasons.push(if held { 0x00 } else { 0x11 });
         }
         self.plugins.unsubscribed(&u.filters).await;
         self.out.packet(&Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
-            reasons: Vec::new(),
+            reasons,
             properties: None,
         }));
     }

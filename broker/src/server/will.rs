@@ -17,14 +17,27 @@ use crate::plugins::client::{Backoff, Checked, ClientPlugins};
 use crate::protocol::LastWill;
 use crate::server::connection::Connection;
 use crate::server::publish::{reserved_for_broker, route};
-use crate::session::Message;
+use crate::session::{Message, SessionId};
 
-fn message(will: LastWill) -> Arc<Message> {
+/// The message a will makes: published on behalf of `from`, with the MQTT 5 will
+/// properties that travel with a message (the will delay is the broker's alone).
+fn message(will: LastWill, from: SessionId) -> Arc<Message> {
+    let mut properties = will.properties;
+    if let Some(props) = &mut properties {
+        props.will_delay_interval = None;
+    }
+    let expires_at = properties
+        .as_ref()
+        .and_then(|props| props.message_expiry_interval)
+        .map(|secs| tokio::time::Instant::now() + std::time::Duration::from_secs(secs.into()));
     Arc::new(Message {
         topic: will.topic,
         payload: will.payload,
         qos: will.qos,
         retain: will.retain,
+        properties: properties.filter(|props| !props.is_empty()),
+        expires_at,
+        from: Some(from),
     })
 }
 
@@ -53,7 +66,7 @@ where
         {
             Checked::Allowed => {
                 debug!(topic = ?will.topic, "publishing will");
-                route(&self.broker, &self.plugins, message(will)).await;
+                route(&self.broker, &self.plugins, message(will, self.state.id)).await;
                 true
             }
             Checked::Denied => {
@@ -68,6 +81,7 @@ where
                     self.broker.clone(),
                     self.plugins.detached(),
                     will,
+                    self.state.id,
                     shutdown.child_token(),
                 );
                 tokio::spawn(task.instrument(tracing::Span::current()));
@@ -85,6 +99,7 @@ async fn hold_will(
     broker: Arc<Broker>,
     mut plugins: ClientPlugins,
     will: LastWill,
+    from: SessionId,
     shutdown: CancellationToken,
 ) {
     let since = Instant::now();
@@ -104,7 +119,7 @@ async fn hold_will(
         {
             Checked::Allowed => {
                 info!(topic = ?will.topic, held = ?since.elapsed(), "publishing a held will");
-                route(&broker, &plugins, message(will)).await;
+                route(&broker, &plugins, message(will, from)).await;
                 return;
             }
             Checked::Denied => {

@@ -137,12 +137,12 @@ mod tests {
 
     fn delivery() -> Delivery {
         Delivery {
-            message: Arc::new(Message {
-                topic: "t".into(),
-                payload: "p".into(),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-            }),
+            message: Arc::new(Message::new(
+                "t".into(),
+                "p".into(),
+                QoS::AtLeastOnce,
+                false,
+            )),
             qos: QoS::AtLeastOnce,
             retain: false,
         }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use bytestring::ByteString;
+use tokio::time::Instant;
 
-use crate::protocol::QoS;
+use crate::protocol::{Properties, QoS};
+use crate::session::id::SessionId;
 
 /// An application message as routed: one allocation shared by every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,66 @@ pub struct Message {
     pub qos: QoS,
     /// Whether it was published with the retain flag.
     pub retain: bool,
+    /// The MQTT 5 properties that travel with the message to its subscribers (payload
+    /// format, content type, response topic, correlation data, user properties, the
+    /// expiry interval as published); `None` for a 3.1.1 publish or a bare 5.0 one.
+    pub properties: Option<Box<Properties>>,
+    /// When it expires (MQTT 5 message expiry interval, counted from when the broker
+    /// received it): a queued or retained message past it is not delivered.
+    pub expires_at: Option<Instant>,
+    /// The session that published it (its will included), for subscriptions with "no
+    /// local"; `None` for what the broker publishes itself.
+    pub from: Option<SessionId>,
+}
+
+impl Message {
+    /// A message without MQTT 5 properties or expiry, published by the broker.
+    pub fn new(topic: ByteString, payload: Bytes, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: None,
+            expires_at: None,
+            from: None,
+        }
+    }
+
+    /// Whether its expiry interval has run out at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Whether its expiry interval has run out; reads the clock only for a message
+    /// that has one.
+    pub fn expired_now(&self) -> bool {
+        self.expires_at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// The properties a PUBLISH of it carries at `now` to an MQTT 5 subscriber: those
+    /// it was published with, the expiry interval lowered to the time left (section
+    /// 3.3.2.3.3), and the subscription identifiers that matched. Borrowed when nothing
+    /// changes, so the common message costs no allocation.
+    pub fn properties_at(
+        &self,
+        now: Instant,
+        subscription_ids: &[u32],
+    ) -> Option<std::borrow::Cow<'_, Properties>> {
+        use std::borrow::Cow;
+        if self.expires_at.is_none() && subscription_ids.is_empty() {
+            return self.properties.as_deref().map(Cow::Borrowed);
+        }
+        let mut p = self.properties.as_deref().cloned().unwrap_or_default();
+        if let Some(at) = self.expires_at {
+            let left = at.saturating_duration_since(now);
+            // Rounded up: a message with 0.4 s left is not announced as already expired.
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            p.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+        }
+        p.subscription_identifiers = subscription_ids.to_vec();
+        Some(Cow::Owned(p))
+    }
 }
 
 /// One message on its way to one session.

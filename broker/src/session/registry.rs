@@ -16,8 +16,10 @@
 //! stays parked.
 //!
 //! # Expiry and bound
-//! Parked sessions are indexed by the time they were parked. [`Registry::run_expiry`]
-//! discards those parked longer than `mqtt.session_expiry`; parking one more than
+//! Parked sessions are indexed by the time they were parked, and those that expire by
+//! when they are due. [`Registry::run_expiry`] discards a session once it has been
+//! parked for its expiry (`mqtt.session_expiry`, or the shorter interval an MQTT 5
+//! client asked for, see [`SessionState::expiry`]); parking one more than
 //! `mqtt.max_parked_sessions` discards the one parked longest ago first. A discarded
 //! session's subscriptions leave the router and its queue is freed.
 
@@ -55,7 +57,8 @@ pub enum ClaimError {
 pub struct Limits {
     /// Who may claim a client id another identity owns.
     pub takeover: SessionTakeover,
-    /// How long a session stays parked; `None`: until the broker stops.
+    /// How long a session stays parked unless it asked for less; `None`: until the
+    /// broker stops.
     pub expiry: Option<Duration>,
     /// Sessions parked at most.
     pub max_parked: usize,
@@ -81,7 +84,9 @@ struct Entry {
     /// The identity that owns the session: the last claim's (see [`Registry::claim`]).
     owner: ByteString,
     live: Option<Live>,
-    parked: Option<(SessionState, ParkedKey)>,
+    /// The parked session, its key in the parked index and, if it expires, its key in
+    /// the due index.
+    parked: Option<(SessionState, ParkedKey, Option<ParkedKey>)>,
 }
 
 struct Live {
@@ -105,6 +110,8 @@ struct Inner {
     entries: HashMap<ByteString, Entry>,
     /// Parked sessions, oldest first.
     parked: BTreeMap<ParkedKey, ByteString>,
+    /// Parked sessions that expire, by when they are due.
+    due: BTreeMap<ParkedKey, ByteString>,
     next_seq: u64,
 }
 
@@ -112,16 +119,26 @@ impl Inner {
     /// Takes the parked session of `client_id` out (the entry stays).
     fn unpark(&mut self, client_id: &ByteString) -> Option<SessionState> {
         let entry = self.entries.get_mut(client_id)?;
-        let (state, key) = entry.parked.take()?;
+        let (state, key, due) = entry.parked.take()?;
         self.parked.remove(&key);
+        if let Some(due) = due {
+            self.due.remove(&due);
+        }
+        Some(state)
+    }
+
+    /// Removes the parked session of `client_id` and its entry.
+    fn remove_parked(&mut self, client_id: &ByteString) -> Option<SessionState> {
+        let state = self.unpark(client_id)?;
+        self.entries.remove(client_id);
         Some(state)
     }
 
     /// Removes the oldest parked session and its entry.
     fn pop_oldest(&mut self) -> Option<(ByteString, SessionState, Instant)> {
-        let ((parked_at, _), client_id) = self.parked.pop_first()?;
-        let entry = self.entries.remove(&client_id)?;
-        let (state, _) = entry.parked?;
+        let (&(parked_at, _), client_id) = self.parked.first_key_value()?;
+        let client_id = client_id.clone();
+        let state = self.remove_parked(&client_id)?;
         Some((client_id, state, parked_at))
     }
 }
@@ -170,7 +187,7 @@ impl Registry {
             .values()
             .map(|e| {
                 let live = e.live.as_ref().and_then(|l| l.mailbox.as_ref());
-                let parked = e.parked.as_ref().map(|(s, _)| &s.mailbox);
+                let parked = e.parked.as_ref().map(|(s, _, _)| &s.mailbox);
                 live.into_iter()
                     .chain(parked)
                     .map(|m| m.queued() as u64)
@@ -269,10 +286,18 @@ impl Registry {
                 Some(entry) if entry.generation == claim.generation => {
                     entry.live = None;
                     if state.persistent {
-                        let key = (Instant::now(), inner.next_seq);
+                        let now = Instant::now();
+                        let key = (now, inner.next_seq);
                         inner.next_seq += 1;
                         inner.parked.insert(key, state.client_id.clone());
-                        entry.parked = Some((state, key));
+                        let due = state
+                            .expiry
+                            .or(self.limits.expiry)
+                            .map(|expiry| (now + expiry, key.1));
+                        if let Some(due) = due {
+                            inner.due.insert(due, state.client_id.clone());
+                        }
+                        entry.parked = Some((state, key, due));
                         if inner.parked.len() > self.limits.max_parked {
                             evicted = inner.pop_oldest();
                         }
@@ -308,25 +333,32 @@ impl Registry {
             .unsubscribe_all(state.subscriptions.keys(), state.id);
     }
 
-    /// Discards every session parked at or before `now - expiry`, and returns when the
-    /// next one is due (`None`: nothing parked, or no expiry).
+    /// Discards every parked session whose expiry is due at `now`, and returns when the
+    /// next one is due (`None`: none expires).
     pub fn expire_due(&self, now: Instant) -> Option<Instant> {
-        let expiry = self.limits.expiry?;
         loop {
-            let due = {
+            let expired = {
                 let mut inner = self.inner.lock();
-                let (&(parked_at, _), _) = inner.parked.first_key_value()?;
-                if parked_at + expiry > now {
-                    return Some(parked_at + expiry);
+                let (&(due, _), client_id) = inner.due.first_key_value()?;
+                if due > now {
+                    return Some(due);
                 }
-                inner.pop_oldest()
+                let client_id = client_id.clone();
+                let parked_at = inner
+                    .entries
+                    .get(&client_id)
+                    .and_then(|e| e.parked.as_ref())
+                    .map(|(_, (at, _), _)| *at);
+                inner
+                    .remove_parked(&client_id)
+                    .map(|state| (client_id, state, parked_at.unwrap_or(now)))
             };
-            if let Some((client_id, state, parked_at)) = due {
+            if let Some((client_id, state, parked_at)) = expired {
                 self.stats.session_expired();
                 info!(
                     ?client_id,
                     parked_for = ?now.saturating_duration_since(parked_at),
-                    "persistent session expired (mqtt.session_expiry): discarded with its subscriptions and queue"
+                    "persistent session expired: discarded with its subscriptions and queue"
                 );
                 self.discard(state);
             }
@@ -334,11 +366,8 @@ impl Registry {
     }
 
     /// Expires parked sessions on time (see [`expire_due`](Self::expire_due)) until
-    /// `shutdown`. Returns at once without `mqtt.session_expiry`.
+    /// `shutdown`.
     pub async fn run_expiry(&self, shutdown: CancellationToken) {
-        if self.limits.expiry.is_none() {
-            return;
-        }
         loop {
             let next = self.expire_due(Instant::now());
             let due = async {
@@ -391,6 +420,8 @@ mod tests {
             Subscriber {
                 session: state.id,
                 qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
                 mailbox: state.mailbox.clone(),
             },
         );

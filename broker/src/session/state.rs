@@ -18,8 +18,13 @@ pub struct SessionState {
     pub id: SessionId,
     /// The client identifier.
     pub client_id: ByteString,
-    /// Whether the session survives disconnection (3.1.1 clean session = 0).
+    /// Whether the session survives disconnection (3.1.1 clean session = 0; MQTT 5
+    /// session expiry interval above 0).
     pub persistent: bool,
+    /// How long a persistent session is kept once its connection ended, when shorter
+    /// than `mqtt.session_expiry` (an MQTT 5 client's session expiry interval); `None`:
+    /// `mqtt.session_expiry`.
+    pub expiry: Option<std::time::Duration>,
     /// Sending side of the session's queue, held by its subscriptions.
     pub mailbox: Arc<Mailbox>,
     /// Receiving side of the session's queue.
@@ -61,6 +66,7 @@ impl SessionState {
             id: SessionId::next(),
             client_id,
             persistent,
+            expiry: None,
             mailbox,
             queue,
             subscriptions: HashMap::default(),

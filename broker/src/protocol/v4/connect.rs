@@ -84,7 +84,7 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
 pub fn write(p: &Connect, version: ProtocolVersion, buf: &mut BytesMut) {
     let name: &[u8] = match version {
         ProtocolVersion::V3_1 => b"MQIsdp",
-        ProtocolVersion::V3_1_1 => b"MQTT",
+        ProtocolVersion::V3_1_1 | ProtocolVersion::V5 => b"MQTT",
     };
     let mut len = 2 + name.len() + 1 + 1 + 2 + 2 + p.client_id.len();
     let mut flags = 0u8;

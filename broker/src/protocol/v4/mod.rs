@@ -67,5 +67,8 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
         Packet::PingReq => ping::write(PacketType::PingReq, buf),
         Packet::PingResp => ping::write(PacketType::PingResp, buf),
         Packet::Disconnect(_) => disconnect::write(buf),
+        // AUTH does not exist before MQTT 5: the broker never writes one to a 3.1.1
+        // client, and there is nothing to write.
+        Packet::Auth(_) => {}
     }
 }

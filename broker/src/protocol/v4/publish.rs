@@ -6,7 +6,7 @@ use crate::protocol::error::Error;
 use crate::protocol::frame::{
     FixedHeader, Reader, qos, validate_topic_name, write_bytes, write_fixed_header,
 };
-use crate::protocol::packet::{PacketType, Publish, QoS};
+use crate::protocol::packet::{PacketType, Publish, PublishRef, QoS};
 use crate::protocol::v4::fields::read_pkid;
 
 /// Decodes a PUBLISH body; the topic and payload share the frame's memory.
@@ -41,26 +41,19 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Publish, Error> {
 
 /// Encodes a PUBLISH.
 pub fn write(p: &Publish, buf: &mut BytesMut) {
-    write_parts(&p.topic, &p.payload, p.qos, p.pkid, p.dup, p.retain, buf);
+    write_parts(&PublishRef::of(p), buf);
 }
 
 /// Encodes a PUBLISH from its parts, so the outbound path need not build a [`Publish`].
-pub fn write_parts(
-    topic: &str,
-    payload: &[u8],
-    qos: QoS,
-    pkid: u16,
-    dup: bool,
-    retain: bool,
-    buf: &mut BytesMut,
-) {
-    let pkid_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
-    let len = 2 + topic.len() + pkid_len + payload.len();
-    let byte1 = 0x30 | ((dup as u8) << 3) | ((qos as u8) << 1) | retain as u8;
+/// 3.1.1 has no properties: any are left out.
+pub fn write_parts(p: &PublishRef<'_>, buf: &mut BytesMut) {
+    let pkid_len = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let len = 2 + p.topic.len() + pkid_len + p.payload.len();
+    let byte1 = 0x30 | ((p.dup as u8) << 3) | ((p.qos as u8) << 1) | p.retain as u8;
     write_fixed_header(buf, byte1, len);
-    write_bytes(buf, topic.as_bytes());
+    write_bytes(buf, p.topic.as_bytes());
     if pkid_len != 0 {
-        buf.put_u16(pkid);
+        buf.put_u16(p.pkid);
     }
-    buf.put_slice(payload);
+    buf.put_slice(p.payload);
 }

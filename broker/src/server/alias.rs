@@ -1,0 +1,125 @@
+//! MQTT 5 topic aliases a client sets on its PUBLISH packets (section 3.3.2.3.4): a
+//! PUBLISH with a topic and an alias sets the alias, one with an empty topic and an
+//! alias uses it. At most `mqtt.topic_alias_maximum` aliases per connection (announced
+//! in the CONNACK), each holding one topic: bounded by that count and the packet size.
+
+use bytestring::ByteString;
+
+use crate::protocol::{self, Publish};
+
+/// The aliases one connection's client has set.
+#[derive(Debug, Default)]
+pub(super) struct InboundAliases {
+    /// `topics[alias - 1]`; grows up to the maximum as aliases are set.
+    topics: Vec<Option<ByteString>>,
+    max: u16,
+}
+
+impl InboundAliases {
+    /// No alias set yet; aliases above `max` (0: none at all) are refused.
+    pub(super) fn new(max: u16) -> Self {
+        Self {
+            topics: Vec::new(),
+            max,
+        }
+    }
+
+    /// Gives `p` its topic: sets the alias it carries, or takes the topic the alias
+    /// stands for, then removes the alias from its properties (subscribers get the
+    /// topic, never the publisher's alias). An alias of 0 or above the maximum, or an
+    /// empty topic with an alias never set, is a protocol error.
+    pub(super) fn resolve(&mut self, p: &mut Publish) -> Result<(), protocol::Error> {
+        let Some(alias) = p
+            .properties
+            .as_mut()
+            .and_then(|props| props.topic_alias.take())
+        else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.max {
+            return Err(protocol::Error::TopicAliasInvalid(alias));
+        }
+        let slot = usize::from(alias) - 1;
+        if p.topic.is_empty() {
+            match self.topics.get(slot) {
+                Some(Some(topic)) => p.topic = topic.clone(),
+                _ => {
+                    return Err(protocol::Error::Protocol(
+                        "topic alias used before it was set",
+                    ));
+                }
+            }
+        } else {
+            if self.topics.len() <= slot {
+                self.topics.resize(slot + 1, None);
+            }
+            self.topics[slot] = Some(p.topic.clone());
+        }
+        if p.properties.as_ref().is_some_and(|props| props.is_empty()) {
+            p.properties = None;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Properties, QoS};
+
+    fn publish(topic: &str, alias: Option<u16>) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid: 0,
+            payload: Default::default(),
+            properties: alias.map(|a| {
+                Box::new(Properties {
+                    topic_alias: Some(a),
+                    ..Default::default()
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn an_alias_set_then_used_gives_the_topic_and_leaves_no_property() {
+        let mut aliases = InboundAliases::new(4);
+        let mut set = publish("a/b", Some(2));
+        aliases.resolve(&mut set).unwrap();
+        assert_eq!(set.topic, "a/b");
+        assert!(set.properties.is_none());
+        let mut used = publish("", Some(2));
+        aliases.resolve(&mut used).unwrap();
+        assert_eq!(used.topic, "a/b");
+        let mut reset = publish("c", Some(2));
+        aliases.resolve(&mut reset).unwrap();
+        let mut used = publish("", Some(2));
+        aliases.resolve(&mut used).unwrap();
+        assert_eq!(used.topic, "c");
+    }
+
+    #[test]
+    fn aliases_out_of_range_or_unset_are_refused() {
+        let mut aliases = InboundAliases::new(4);
+        assert_eq!(
+            aliases.resolve(&mut publish("t", Some(5))),
+            Err(protocol::Error::TopicAliasInvalid(5))
+        );
+        assert!(matches!(
+            aliases.resolve(&mut publish("", Some(3))),
+            Err(protocol::Error::Protocol(_))
+        ));
+        let mut none = InboundAliases::new(0);
+        assert_eq!(
+            none.resolve(&mut publish("t", Some(1))),
+            Err(protocol::Error::TopicAliasInvalid(1))
+        );
+        // Without an alias nothing changes.
+        let mut plain = publish("t", None);
+        none.resolve(&mut plain).unwrap();
+        assert_eq!(plain.topic, "t");
+    }
+}

@@ -1,0 +1,614 @@
+//! MQTT 5 end to end: the real broker, raw MQTT 5 clients over real sockets (the
+//! broker's own codec, so each byte and reason code is checked), and Debian's
+//! `mosquitto_pub`/`mosquitto_sub -V 5`, a client nobody here wrote. Every MQTT 5
+//! behaviour the broker serves is tried here, including what a hostile or broken
+//! client sends (aliases out of range, malformed properties, an unknown AUTH).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tandem_broker::protocol::{
+    ConnectReason, Disconnect, LastWill, Packet, Properties, PubAck, Publish, QoS, Subscribe,
+    SubscribeFilter, SubscribeReason, SubscriptionOptions, Unsubscribe,
+};
+use tandem_tests::{DEADLINE, RawClient, Recv, Tandem, connect_packet_v5};
+
+fn props(f: impl FnOnce(&mut Properties)) -> Properties {
+    let mut p = Properties::default();
+    f(&mut p);
+    p
+}
+
+/// Connects an MQTT 5 client and asserts it was let in; returns it and its CONNACK
+/// properties.
+async fn connect5(
+    broker: &Tandem,
+    id: &str,
+    clean: bool,
+    p: Properties,
+) -> (RawClient, Properties, bool) {
+    let (c, ack) = RawClient::connect_with(broker.addr, connect_packet_v5(id, clean, p)).await;
+    assert_eq!(ack.reason, ConnectReason::Success, "{id} let in");
+    (
+        c,
+        ack.properties.map(|p| *p).unwrap_or_default(),
+        ack.session_present,
+    )
+}
+
+fn publish(topic: &str, payload: &str, qos: QoS, pkid: u16, p: Option<Properties>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        properties: p.map(Box::new),
+    })
+}
+
+fn subscribe(pkid: u16, filter: &str, options: SubscriptionOptions) -> Packet {
+    Packet::Subscribe(Subscribe {
+        pkid,
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options,
+        }],
+        properties: None,
+    })
+}
+
+fn qos(q: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos: q,
+        ..Default::default()
+    }
+}
+
+async fn suback(c: &mut RawClient) -> Vec<SubscribeReason> {
+    match c.recv().await {
+        Packet::SubAck(a) => a.reasons,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+/// The DISCONNECT the broker sends before closing, and the close itself.
+async fn expect_disconnect(c: &mut RawClient) -> Disconnect {
+    let d = match c.recv().await {
+        Packet::Disconnect(d) => d,
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    };
+    c.expect_closed().await;
+    d
+}
+
+#[tokio::test]
+async fn connack_announces_the_limits_and_assigns_an_id() {
+    let broker = Tandem::start("");
+    let (c, ack) = RawClient::connect_with(
+        broker.addr,
+        connect_packet_v5("", false, Properties::default()),
+    )
+    .await;
+    assert_eq!(
+        ack.reason,
+        ConnectReason::Success,
+        "MQTT 5 lets the server assign an id even without clean start"
+    );
+    let p = ack.properties.expect("CONNACK properties");
+    let id = p
+        .assigned_client_identifier
+        .clone()
+        .expect("assigned client id");
+    assert!(id.starts_with("tandem-"), "{id}");
+    assert_eq!(p.topic_alias_maximum, Some(64));
+    assert_eq!(p.maximum_packet_size, Some(1024 * 1024));
+    assert_eq!(p.subscription_identifier_available, Some(0));
+    assert_eq!(p.shared_subscription_available, Some(0));
+    c.disconnect().await;
+    // A session expiry longer than mqtt.session_expiry (2 h) is held to it, and said so.
+    let (c, p, _) = connect5(
+        &broker,
+        "long",
+        true,
+        props(|p| p.session_expiry_interval = Some(u32::MAX)),
+    )
+    .await;
+    assert_eq!(p.session_expiry_interval, Some(7200));
+    assert_eq!(p.assigned_client_identifier, None);
+    c.disconnect().await;
+}
+
+#[tokio::test]
+async fn publish_subscribe_pass_properties_through_and_say_why_on_refusal() {
+    let broker = Tandem::start("");
+    let (mut sub, _, _) = connect5(&broker, "sub5", true, Properties::default()).await;
+    sub.send(&subscribe(1, "p/#", qos(QoS::AtLeastOnce))).await;
+    assert_eq!(
+        suback(&mut sub).await,
+        vec![SubscribeReason::Granted(QoS::AtLeastOnce)]
+    );
+    // A 3.1.1 subscriber gets the same messages, without properties.
+    let mut old = RawClient::connect(broker.addr, "sub4").await;
+    old.subscribe("p/#", QoS::AtLeastOnce).await;
+
+    let (mut publisher, _, _) = connect5(&broker, "pub5", true, Properties::default()).await;
+    let sent = props(|p| {
+        p.payload_format_indicator = Some(1);
+        p.content_type = Some("text/plain".into());
+        p.response_topic = Some("reply/to".into());
+        p.correlation_data = Some(Bytes::from_static(b"\x01\x02"));
+        p.user_properties = vec![("a".into(), "1".into()), ("a".into(), "2".into())];
+    });
+    publisher
+        .send(&publish(
+            "p/1",
+            "hi",
+            QoS::AtLeastOnce,
+            1,
+            Some(sent.clone()),
+        ))
+        .await;
+    match publisher.recv().await {
+        Packet::PubAck(a) => assert_eq!((a.pkid, a.reason), (1, 0x00)),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let got = sub.recv_publish().await;
+    assert_eq!((&got.topic[..], &got.payload[..]), ("p/1", &b"hi"[..]));
+    assert_eq!(
+        got.properties.as_deref(),
+        Some(&sent),
+        "properties passed through unchanged"
+    );
+    sub.send(&Packet::PubAck(PubAck::new(got.pkid))).await;
+    let got = old.recv_publish().await;
+    assert_eq!(&got.payload[..], b"hi");
+    assert_eq!(got.properties, None);
+
+    // $SYS belongs to the broker: an MQTT 5 publisher is told so (0x87).
+    publisher
+        .send(&publish("$SYS/x", "no", QoS::AtLeastOnce, 2, None))
+        .await;
+    match publisher.recv().await {
+        Packet::PubAck(a) => assert_eq!((a.pkid, a.reason), (2, 0x87)),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // A filter that is not valid: 0x8F, not 3.1.1's bare 0x80.
+    publisher
+        .send(&subscribe(3, "a/#/b", qos(QoS::AtMostOnce)))
+        .await;
+    assert_eq!(
+        suback(&mut publisher).await,
+        vec![SubscribeReason::Failure(0x8F)]
+    );
+    // UNSUBACK says which filters were held.
+    sub.send(&Packet::Unsubscribe(Unsubscribe {
+        pkid: 4,
+        filters: vec!["p/#".into(), "never/held".into()],
+        properties: None,
+    }))
+    .await;
+    match sub.recv().await {
+        Packet::UnsubAck(a) => assert_eq!(a.reasons, vec![0x00, 0x11]),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn topic_aliases_are_resolved_and_bounded() {
+    let broker = Tandem::start("mqtt:\n  topic_alias_maximum: 2\n");
+    let (mut sub, _, _) = connect5(&broker, "alias-sub", true, Properties::default()).await;
+    sub.send(&subscribe(1, "alias/#", qos(QoS::AtMostOnce)))
+        .await;
+    suback(&mut sub).await;
+    let (mut c, p, _) = connect5(&broker, "alias-pub", true, Properties::default()).await;
+    assert_eq!(p.topic_alias_maximum, Some(2));
+    let alias = |a| Some(props(|p| p.topic_alias = Some(a)));
+    c.send(&publish(
+        "alias/long/topic",
+        "1",
+        QoS::AtMostOnce,
+        0,
+        alias(2),
+    ))
+    .await;
+    c.send(&publish("", "2", QoS::AtMostOnce, 0, alias(2)))
+        .await;
+    for payload in ["1", "2"] {
+        let got = sub.recv_publish().await;
+        assert_eq!(
+            (&got.topic[..], &got.payload[..]),
+            ("alias/long/topic", payload.as_bytes())
+        );
+        assert_eq!(
+            got.properties, None,
+            "the publisher's alias is not passed on"
+        );
+    }
+    // An alias used before it was set is a protocol error (0x82)...
+    let (mut unset, _, _) = connect5(&broker, "alias-unset", true, Properties::default()).await;
+    unset
+        .send(&publish("", "x", QoS::AtMostOnce, 0, alias(1)))
+        .await;
+    assert_eq!(expect_disconnect(&mut unset).await.reason, 0x82);
+    // ... and one above the maximum is "topic alias invalid" (0x94), with the reason.
+    c.send(&publish("alias/t", "x", QoS::AtMostOnce, 0, alias(3)))
+        .await;
+    let d = expect_disconnect(&mut c).await;
+    assert_eq!(d.reason, 0x94);
+    let why = d
+        .properties
+        .and_then(|p| p.reason_string)
+        .expect("reason string");
+    assert!(why.contains("topic alias"), "{why}");
+    broker
+        .wait_log_all(&["alias-pub", "invalid topic alias 3"], DEADLINE)
+        .expect("the reason is logged");
+    // Nobody else was disturbed.
+    sub.ping().await;
+}
+
+#[tokio::test]
+async fn malformed_properties_close_that_connection_with_0x81() {
+    let broker = Tandem::start("");
+    let (mut bystander, _, _) = connect5(&broker, "bystander", true, Properties::default()).await;
+    let cases: [(&str, &[u8]); 3] = [
+        // PUBLISH QoS 0 "t" with content type twice.
+        (
+            "duplicate",
+            &[0x30, 12, 0, 1, b't', 8, 0x03, 0, 1, b'a', 0x03, 0, 1, b'b'],
+        ),
+        // PUBLISH with property 0x7F.
+        ("unknown", &[0x30, 6, 0, 1, b't', 2, 0x7F, 0]),
+        // PUBLISH carrying a session expiry interval (a CONNECT property).
+        ("wrong packet", &[0x30, 9, 0, 1, b't', 5, 0x11, 0, 0, 0, 1]),
+    ];
+    for (what, bytes) in cases {
+        let (mut c, _, _) = connect5(&broker, what, true, Properties::default()).await;
+        c.send_raw(bytes).await;
+        let d = expect_disconnect(&mut c).await;
+        assert_eq!(d.reason, 0x81, "{what}");
+    }
+    assert!(
+        broker.count_log("protocol error") >= 3,
+        "each one logged with its reason"
+    );
+    broker
+        .wait_log("property 0x03 appears more than once", DEADLINE)
+        .expect("the duplicate is named in the log");
+    bystander.ping().await;
+}
+
+#[tokio::test]
+async fn sessions_follow_the_session_expiry_interval() {
+    let broker = Tandem::start("");
+    let expiry = |secs| props(|p| p.session_expiry_interval = Some(secs));
+    // Expiry 0 (the default): the session ends with the connection.
+    let (mut c, _, present) = connect5(&broker, "exp0", true, Properties::default()).await;
+    assert!(!present);
+    c.send(&subscribe(1, "exp/0", qos(QoS::AtLeastOnce))).await;
+    suback(&mut c).await;
+    c.disconnect().await;
+    let (c, _, present) = connect5(&broker, "exp0", false, Properties::default()).await;
+    assert!(
+        !present,
+        "nothing kept with session expiry 0, whatever clean start says"
+    );
+    c.disconnect().await;
+
+    // Expiry 60 s: kept across a reconnect, messages queued meanwhile delivered.
+    let (mut c, _, _) = connect5(&broker, "exp60", true, expiry(60)).await;
+    c.send(&subscribe(1, "exp/60", qos(QoS::AtLeastOnce))).await;
+    suback(&mut c).await;
+    c.disconnect().await;
+    let (mut p, _, _) = connect5(&broker, "exp-pub", true, Properties::default()).await;
+    p.send(&publish("exp/60", "while away", QoS::AtLeastOnce, 1, None))
+        .await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    let (mut c, _, present) = connect5(&broker, "exp60", false, expiry(60)).await;
+    assert!(present, "the session was kept");
+    assert_eq!(&c.recv_publish().await.payload[..], b"while away");
+
+    // A DISCONNECT may shorten it to 1 s: the session is then gone once that passed.
+    c.send(&Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: Some(Box::new(expiry(1))),
+    }))
+    .await;
+    c.expect_closed().await;
+    broker
+        .wait_log_all(&["exp60", "persistent session expired"], 3 * DEADLINE)
+        .expect("expired after its own 1 s, not mqtt.session_expiry's 2 h");
+    let (c, _, present) = connect5(&broker, "exp60", false, expiry(60)).await;
+    assert!(!present);
+    c.disconnect().await;
+
+    // Setting an expiry on DISCONNECT after 0 on CONNECT is a protocol error.
+    let (mut c, _, _) = connect5(&broker, "exp-bad", true, Properties::default()).await;
+    c.send(&Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: Some(Box::new(expiry(10))),
+    }))
+    .await;
+    assert_eq!(expect_disconnect(&mut c).await.reason, 0x82);
+}
+
+#[tokio::test]
+async fn queued_messages_expire_and_carry_the_time_left() {
+    let broker = Tandem::start("");
+    let keep = props(|p| p.session_expiry_interval = Some(60));
+    let (mut c, _, _) = connect5(&broker, "mexp", true, keep.clone()).await;
+    c.send(&subscribe(1, "mexp/#", qos(QoS::AtLeastOnce))).await;
+    suback(&mut c).await;
+    c.disconnect().await;
+    let (mut p, _, _) = connect5(&broker, "mexp-pub", true, Properties::default()).await;
+    let expiring = |secs| Some(props(|p| p.message_expiry_interval = Some(secs)));
+    p.send(&publish(
+        "mexp/short",
+        "gone",
+        QoS::AtLeastOnce,
+        1,
+        expiring(1),
+    ))
+    .await;
+    p.send(&publish(
+        "mexp/long",
+        "kept",
+        QoS::AtLeastOnce,
+        2,
+        expiring(600),
+    ))
+    .await;
+    for _ in 0..2 {
+        assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    }
+    // Wait out the short one's second, on the broker's clock (it counts from receipt).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (mut c, _, present) = connect5(&broker, "mexp", false, keep).await;
+    assert!(present);
+    let got = c.recv_publish().await;
+    assert_eq!(
+        &got.payload[..],
+        b"kept",
+        "the expired message was not delivered"
+    );
+    let left = got
+        .properties
+        .and_then(|p| p.message_expiry_interval)
+        .expect("time left");
+    assert!(
+        (598..=600).contains(&left),
+        "time left sent, not the original: {left}"
+    );
+    c.expect_nothing(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn subscription_options_no_local_retain_as_published_and_retain_handling() {
+    let broker = Tandem::start("");
+    let (mut c, _, _) = connect5(&broker, "opts", true, Properties::default()).await;
+    let (mut other, _, _) = connect5(&broker, "opts-other", true, Properties::default()).await;
+    let no_local = SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        no_local: true,
+        ..Default::default()
+    };
+    c.send(&subscribe(1, "nl/#", no_local)).await;
+    suback(&mut c).await;
+    c.send(&publish("nl/own", "mine", QoS::AtMostOnce, 0, None))
+        .await;
+    other
+        .send(&publish("nl/theirs", "theirs", QoS::AtMostOnce, 0, None))
+        .await;
+    let got = c.recv_publish().await;
+    assert_eq!(
+        &got.topic[..],
+        "nl/theirs",
+        "its own message was not sent back"
+    );
+    c.expect_nothing(Duration::from_millis(300)).await;
+
+    // A retained message: handling 2 sends nothing on subscribe, 1 only for a new
+    // subscription, 0 every time; retain as published keeps the flag on live messages.
+    let mut retained = Publish {
+        retain: true,
+        ..match publish("rh/t", "kept", QoS::AtMostOnce, 0, None) {
+            Packet::Publish(p) => p,
+            _ => unreachable!(),
+        }
+    };
+    other.send(&Packet::Publish(retained.clone())).await;
+    other.ping().await;
+    let handling = |q, rh, rap| SubscriptionOptions {
+        qos: q,
+        retain_handling: rh,
+        retain_as_published: rap,
+        ..Default::default()
+    };
+    let (mut s, _, _) = connect5(&broker, "rh", true, Properties::default()).await;
+    s.send(&subscribe(1, "rh/#", handling(QoS::AtMostOnce, 2, false)))
+        .await;
+    suback(&mut s).await;
+    s.expect_nothing(Duration::from_millis(300)).await;
+    // rh/+ at QoS 1: of the two overlapping subscriptions, the one a message is
+    // delivered through (the highest QoS), so its retain-as-published decides.
+    s.send(&subscribe(2, "rh/+", handling(QoS::AtLeastOnce, 1, true)))
+        .await;
+    suback(&mut s).await;
+    assert!(
+        s.recv_publish().await.retain,
+        "new subscription with handling 1: sent, flagged"
+    );
+    s.send(&subscribe(3, "rh/+", handling(QoS::AtLeastOnce, 1, true)))
+        .await;
+    suback(&mut s).await;
+    s.expect_nothing(Duration::from_millis(300)).await;
+    // Live: through rh/+ (retain as published) the flag stays.
+    retained.payload = Bytes::from_static(b"live");
+    other.send(&Packet::Publish(retained)).await;
+    let live = s.recv_publish().await;
+    assert_eq!((&live.payload[..], live.retain), (&b"live"[..], true));
+}
+
+#[tokio::test]
+async fn the_client_limits_are_honoured() {
+    let broker = Tandem::start("");
+    let limits = props(|p| {
+        p.receive_maximum = Some(2);
+        p.maximum_packet_size = Some(64);
+    });
+    let (mut c, _, _) = connect5(&broker, "limited", true, limits).await;
+    c.send(&subscribe(1, "lim/#", qos(QoS::AtLeastOnce))).await;
+    suback(&mut c).await;
+    let (mut p, _, _) = connect5(&broker, "lim-pub", true, Properties::default()).await;
+    let big = "x".repeat(100);
+    p.send(&publish("lim/big", &big, QoS::AtLeastOnce, 1, None))
+        .await;
+    for i in 0..4u16 {
+        p.send(&publish(
+            "lim/small",
+            &i.to_string(),
+            QoS::AtLeastOnce,
+            2 + i,
+            None,
+        ))
+        .await;
+    }
+    // The big one is dropped for this client; of the small ones, two at a time.
+    let first = c.recv_publish().await;
+    let second = c.recv_publish().await;
+    assert_eq!(
+        (&first.payload[..], &second.payload[..]),
+        (&b"0"[..], &b"1"[..])
+    );
+    c.expect_nothing(Duration::from_millis(300)).await;
+    c.send(&Packet::PubAck(PubAck::new(first.pkid))).await;
+    assert_eq!(&c.recv_publish().await.payload[..], b"2");
+}
+
+#[tokio::test]
+async fn disconnect_with_will_unknown_auth_and_server_disconnects() {
+    let broker = Tandem::start("");
+    let (mut watcher, _, _) = connect5(&broker, "watcher", true, Properties::default()).await;
+    watcher
+        .send(&subscribe(1, "will/#", qos(QoS::AtMostOnce)))
+        .await;
+    suback(&mut watcher).await;
+    let mut connect = connect_packet_v5("leaver", true, Properties::default());
+    connect.will = Some(LastWill {
+        topic: "will/leaver".into(),
+        payload: Bytes::from_static(b"bye"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Some(Box::new(props(|p| {
+            p.content_type = Some("text/plain".into())
+        }))),
+    });
+    let (mut leaver, _) = RawClient::connect_with(broker.addr, connect).await;
+    leaver
+        .send(&Packet::Disconnect(Disconnect {
+            reason: 0x04,
+            properties: None,
+        }))
+        .await;
+    leaver.expect_closed().await;
+    let will = watcher.recv_publish().await;
+    assert_eq!(
+        &will.payload[..],
+        b"bye",
+        "DISCONNECT 0x04 publishes the will"
+    );
+    assert_eq!(
+        will.properties.and_then(|p| p.content_type).as_deref(),
+        Some("text/plain")
+    );
+
+    // Enhanced authentication with a method no plugin knows: 0x8C.
+    let (_, ack) = RawClient::connect_with(
+        broker.addr,
+        connect_packet_v5(
+            "scram",
+            true,
+            props(|p| p.authentication_method = Some("SCRAM-SHA-256".into())),
+        ),
+    )
+    .await;
+    assert_eq!(ack.reason, ConnectReason::BadAuthenticationMethod);
+
+    // Takeover: the old connection is told (0x8E).
+    let (mut first, _, _) = connect5(&broker, "twice", true, Properties::default()).await;
+    let (second, _, _) = connect5(&broker, "twice", true, Properties::default()).await;
+    assert_eq!(expect_disconnect(&mut first).await.reason, 0x8E);
+    second.disconnect().await;
+
+    // An AUTH outside any exchange is a protocol error.
+    let (mut stray, _, _) = connect5(&broker, "stray", true, Properties::default()).await;
+    stray.send(&Packet::Auth(Default::default())).await;
+    assert_eq!(expect_disconnect(&mut stray).await.reason, 0x82);
+
+    // Keepalive: 1 s, then silence: 0x8D after 1.5 s.
+    let mut connect = connect_packet_v5("sleepy", true, Properties::default());
+    connect.keep_alive = 1;
+    let (mut sleepy, _) = RawClient::connect_with(broker.addr, connect).await;
+    match sleepy.recv_within(DEADLINE).await {
+        Recv::Packet(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x8D),
+        other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+    }
+}
+
+#[test]
+fn mosquitto_v5_clients_exchange_messages_with_properties() {
+    let broker = Tandem::start("");
+    let port = broker.addr.port().to_string();
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "v5/#",
+            "-q",
+            "1",
+        ])
+        .args(["-C", "1", "-W", "10", "-i", "msub5"])
+        .args(["-F", "%t|%p|%C|%R|%P"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed (apt-get install mosquitto-clients)");
+    broker
+        .wait_log_all(&["client_id=msub5", "subscribed"], DEADLINE)
+        .expect("mosquitto_sub subscribed");
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "v5/x",
+            "-q",
+            "1",
+            "-m",
+            "hello five",
+        ])
+        .args(["-D", "publish", "content-type", "text/plain"])
+        .args(["-D", "publish", "response-topic", "v5/reply"])
+        .args(["-D", "publish", "user-property", "team", "tandem"])
+        .status()
+        .expect("mosquitto_pub is installed");
+    assert!(status.success());
+    let output = sub.wait_with_output().expect("sub output");
+    assert!(output.status.success(), "mosquitto_sub -V 5 failed");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        text.trim(),
+        "v5/x|hello five|text/plain|v5/reply|team:tandem"
+    );
+}
