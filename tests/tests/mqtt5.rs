@@ -105,8 +105,12 @@ async fn connack_announces_the_limits_and_assigns_an_id() {
     assert!(id.starts_with("tandem-"), "{id}");
     assert_eq!(p.topic_alias_maximum, Some(64));
     assert_eq!(p.maximum_packet_size, Some(1024 * 1024));
-    assert_eq!(p.subscription_identifier_available, Some(0));
+    assert_eq!(
+        p.subscription_identifier_available, None,
+        "available (the default)"
+    );
     assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(p.server_keep_alive, None, "no keepalive imposed by default");
     c.disconnect().await;
     // A session expiry longer than mqtt.session_expiry (2 h) is held to it, and said so.
     let (c, p, _) = connect5(
@@ -611,4 +615,97 @@ fn mosquitto_v5_clients_exchange_messages_with_properties() {
         text.trim(),
         "v5/x|hello five|text/plain|v5/reply|team:tandem"
     );
+}
+
+#[tokio::test]
+async fn subscription_identifiers_and_server_topic_aliases_reach_the_subscriber() {
+    let broker = Tandem::start("");
+    let (mut c, _, _) = connect5(
+        &broker,
+        "ids",
+        true,
+        props(|p| p.topic_alias_maximum = Some(1)),
+    )
+    .await;
+    for (pkid, filter, id) in [(1, "ids/+", 7), (2, "ids/#", 300_000)] {
+        c.send(&Packet::Subscribe(Subscribe {
+            pkid,
+            filters: vec![SubscribeFilter {
+                filter: filter.into(),
+                options: qos(QoS::AtMostOnce),
+            }],
+            properties: Some(Box::new(props(|p| p.subscription_identifiers = vec![id]))),
+        }))
+        .await;
+        suback(&mut c).await;
+    }
+    let (mut p, _, _) = connect5(&broker, "ids-pub", true, Properties::default()).await;
+    for (topic, payload) in [("ids/a", "1"), ("ids/a", "2"), ("ids/b/c", "3")] {
+        p.send(&publish(topic, payload, QoS::AtMostOnce, 0, None))
+            .await;
+    }
+    // Both overlapping subscriptions matched ids/a: one delivery, both identifiers; the
+    // first sets alias 1, the second uses it alone.
+    let first = c.recv_publish().await;
+    let fp = first.properties.clone().expect("properties");
+    assert_eq!((&first.topic[..], fp.topic_alias), ("ids/a", Some(1)));
+    assert_eq!(fp.subscription_identifiers, vec![7, 300_000]);
+    let second = c.recv_publish().await;
+    let sp = second.properties.clone().expect("properties");
+    assert_eq!(
+        (&second.topic[..], sp.topic_alias, &second.payload[..]),
+        ("", Some(1), &b"2"[..])
+    );
+    // Past the client's maximum of one alias, topics go out in full.
+    let third = c.recv_publish().await;
+    let tp = third.properties.clone().expect("properties");
+    assert_eq!((&third.topic[..], tp.topic_alias), ("ids/b/c", None));
+    assert_eq!(tp.subscription_identifiers, vec![300_000]);
+}
+
+#[tokio::test]
+async fn a_delayed_will_waits_and_a_resumed_session_cancels_it() {
+    let broker = Tandem::start("mqtt:\n  max_keep_alive: 60\n");
+    let (mut watcher, _, _) = connect5(&broker, "dw-watch", true, Properties::default()).await;
+    watcher
+        .send(&subscribe(1, "dw/#", qos(QoS::AtMostOnce)))
+        .await;
+    suback(&mut watcher).await;
+    let with_will = |id: &str, delay| {
+        let mut c = connect_packet_v5(id, false, props(|p| p.session_expiry_interval = Some(60)));
+        c.keep_alive = 120;
+        c.will = Some(LastWill {
+            topic: format!("dw/{id}").into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Some(Box::new(props(|p| p.will_delay_interval = Some(delay)))),
+        });
+        c
+    };
+    // The server keep alive holds a 120 s keepalive to mqtt.max_keep_alive.
+    let (lost, ack) = RawClient::connect_with(broker.addr, with_will("dw-a", 1)).await;
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(60));
+    // Dropped without DISCONNECT: the will comes after its 1 s delay, not at once.
+    let dropped_at = std::time::Instant::now();
+    drop(lost);
+    let will = watcher.recv_publish().await;
+    assert_eq!(&will.topic[..], "dw/dw-a");
+    assert!(
+        dropped_at.elapsed() >= Duration::from_millis(900),
+        "after the delay: {:?}",
+        dropped_at.elapsed()
+    );
+    // A client back within the delay resumes its session and its will is never sent.
+    let (lost, _) = RawClient::connect_with(broker.addr, with_will("dw-b", 2)).await;
+    drop(lost);
+    broker
+        .wait_log_all(&["dw-b", "will delayed"], DEADLINE)
+        .expect("will delayed");
+    let (back, _) = RawClient::connect_with(broker.addr, with_will("dw-b", 2)).await;
+    broker
+        .wait_log_all(&["dw-b", "delayed will dropped"], DEADLINE)
+        .expect("the resumed session dropped it");
+    watcher.expect_nothing(Duration::from_millis(2500)).await;
+    back.disconnect().await;
 }

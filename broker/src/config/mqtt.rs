@@ -63,6 +63,11 @@ pub struct MqttConfig {
     /// CONNACK; 0 announces none). Each holds one topic for the life of the
     /// connection; an alias above it closes the connection with DISCONNECT 0x94.
     pub topic_alias_maximum: u16,
+    /// The longest keepalive (seconds) an MQTT 5 client may ask for: one that asks for
+    /// more, or for none (0), is given this one in the CONNACK's server keep alive and
+    /// held to it. 65535 (the default) imposes nothing. 3.1.1 clients, who cannot be
+    /// told, keep the keepalive they asked for.
+    pub max_keep_alive: u16,
 }
 
 /// Who may claim a client id whose session (live or parked) another identity owns.
@@ -93,12 +98,24 @@ impl Default for MqttConfig {
             session_takeover: SessionTakeover::SameIdentity,
             session_expiry: Some(Duration::from_secs(2 * 3600)),
             topic_alias_maximum: 64,
+            max_keep_alive: u16::MAX,
             max_parked_sessions: 10_000,
         }
     }
 }
 
 impl MqttConfig {
+    /// The keepalive a client is held to, and whether it differs from the one its
+    /// CONNECT asked for (an MQTT 5 CONNACK then says so); see `max_keep_alive`.
+    pub fn keep_alive_for(&self, asked: u16, v5: bool) -> (u16, bool) {
+        let cap = self.max_keep_alive;
+        if v5 && cap < u16::MAX && (asked == 0 || asked > cap) {
+            (cap, true)
+        } else {
+            (asked, false)
+        }
+    }
+
     /// The CONNECT size limit in force: `max_connect_packet_size`, capped by
     /// `max_packet_size`.
     pub fn connect_size_limit(&self) -> usize {

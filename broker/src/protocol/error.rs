@@ -76,10 +76,6 @@ pub enum Error {
     /// The client sent more QoS 1 and 2 PUBLISH packets than the receive maximum let it.
     #[error("receive maximum {0} exceeded")]
     ReceiveMaximumExceeded(u16),
-    /// A SUBSCRIBE with a subscription identifier, which this broker announces (in the
-    /// CONNACK) it does not support.
-    #[error("subscription identifiers are not supported")]
-    SubscriptionIdentifiersUnsupported,
     /// A packet that only CONNECT may start with, received later, or the reverse.
     #[error("unexpected {0} packet")]
     Unexpected(PacketType),
@@ -104,7 +100,6 @@ impl Error {
             Error::PacketTooLarge { .. } => 0x95,
             Error::TopicAliasInvalid(_) => 0x94,
             Error::ReceiveMaximumExceeded(_) => 0x93,
-            Error::SubscriptionIdentifiersUnsupported => 0xA1,
             // Well formed, but more levels than this broker accepts.
             Error::TooManyTopicLevels { .. } => 0x90,
             Error::Unexpected(_) | Error::Protocol(_) | Error::EmptyTopic(_) => 0x82,

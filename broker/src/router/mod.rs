@@ -166,17 +166,24 @@ impl Router {
             }
         });
         if matches.len() > 1 {
-            // Overlapping subscriptions deliver once per session, at the highest QoS.
+            // Overlapping subscriptions deliver once per session, at the highest QoS
+            // (the first of its group once sorted), with every MQTT 5 subscription
+            // identifier of the group.
             matches.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
-            matches.dedup_by_key(|s| s.session);
         }
         let mut queued = 0;
-        for sub in matches {
+        let mut rest = &matches[..];
+        while let Some((&sub, _)) = rest.split_first() {
+            let same = rest.iter().take_while(|s| s.session == sub.session).count();
+            let (group, after) = rest.split_at(same);
+            rest = after;
+            let subscription_ids = subscription_ids(group);
             let qos = sub.qos.min(message.qos);
             let delivery = Delivery {
                 message: message.clone(),
                 qos,
                 retain: sub.retain_as_published && message.retain,
+                subscription_ids,
             };
             match sub.mailbox.offer(delivery) {
                 Offer::Queued => queued += 1,
@@ -214,4 +221,20 @@ impl Router {
             );
         }
     }
+}
+
+/// The MQTT 5 subscription identifiers of one session's matching subscriptions; `None`
+/// (no allocation) when none has one, as for every 3.1.1 subscription.
+fn subscription_ids(group: &[&Subscriber]) -> Option<Box<[u32]>> {
+    if group.iter().all(|s| s.subscription_id == 0) {
+        return None;
+    }
+    let mut ids: Vec<u32> = group
+        .iter()
+        .map(|s| s.subscription_id)
+        .filter(|id| *id != 0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Some(ids.into())
 }

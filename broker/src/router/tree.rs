@@ -24,6 +24,8 @@ pub struct Subscriber {
     pub session: SessionId,
     /// Maximum QoS granted.
     pub qos: QoS,
+    /// The MQTT 5 subscription identifier of the SUBSCRIBE that made it; 0: none.
+    pub subscription_id: u32,
     /// MQTT 5 "no local": messages the session published itself are not sent to it.
     pub no_local: bool,
     /// MQTT 5 "retain as published": deliveries keep the retain flag they were
@@ -186,6 +188,7 @@ mod tests {
         Subscriber {
             session: SessionId(session),
             qos: QoS::AtMostOnce,
+            subscription_id: 0,
             no_local: false,
             retain_as_published: false,
             mailbox,

@@ -1,9 +1,15 @@
-//! MQTT 5 topic aliases a client sets on its PUBLISH packets (section 3.3.2.3.4): a
-//! PUBLISH with a topic and an alias sets the alias, one with an empty topic and an
-//! alias uses it. At most `mqtt.topic_alias_maximum` aliases per connection (announced
-//! in the CONNACK), each holding one topic: bounded by that count and the packet size.
+//! MQTT 5 topic aliases (section 3.3.2.3.4), both ways: a PUBLISH with a topic and an
+//! alias sets the alias, one with an empty topic and an alias uses it.
+//!
+//! Inbound, a client sets at most `mqtt.topic_alias_maximum` aliases per connection
+//! (announced in the CONNACK), each holding one topic: bounded by that count and the
+//! packet size. Outbound, the broker gives the first topics it sends a client an alias
+//! each, up to the maximum the client's CONNECT announced, and sends later messages on
+//! them with the alias alone; topics past the maximum go out in full. Both live and die
+//! with the connection (aliases are not part of the session).
 
 use bytestring::ByteString;
+use foldhash::HashMap;
 
 use crate::protocol::{self, Publish};
 
@@ -62,6 +68,46 @@ impl InboundAliases {
     }
 }
 
+/// The aliases the broker has given topics it sent one client.
+#[derive(Debug, Default)]
+pub(super) struct OutboundAliases {
+    given: HashMap<ByteString, u16>,
+    max: u16,
+}
+
+impl OutboundAliases {
+    /// No alias given yet; at most `max` (the client's topic alias maximum; 0: none).
+    pub(super) fn new(max: u16) -> Self {
+        Self {
+            given: HashMap::default(),
+            max,
+        }
+    }
+
+    /// How to send a message on `topic`: `None` in full without an alias, `Some((alias,
+    /// true))` in full setting a new alias, `Some((alias, false))` with the alias alone.
+    pub(super) fn for_topic(&mut self, topic: &ByteString) -> Option<(u16, bool)> {
+        if self.max == 0 {
+            return None;
+        }
+        if let Some(alias) = self.given.get(topic) {
+            return Some((*alias, false));
+        }
+        let next = u16::try_from(self.given.len() + 1).ok()?;
+        if next > self.max {
+            return None;
+        }
+        self.given.insert(topic.clone(), next);
+        Some((next, true))
+    }
+
+    /// Takes back the alias just given to `topic` (its PUBLISH was not sent, so the
+    /// client never learnt it).
+    pub(super) fn forget(&mut self, topic: &ByteString) {
+        self.given.remove(topic);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +145,24 @@ mod tests {
         let mut used = publish("", Some(2));
         aliases.resolve(&mut used).unwrap();
         assert_eq!(used.topic, "c");
+    }
+
+    #[test]
+    fn outbound_aliases_are_given_up_to_the_client_maximum() {
+        let mut out = OutboundAliases::new(2);
+        let (a, b, c): (ByteString, ByteString, ByteString) = ("a".into(), "b".into(), "c".into());
+        assert_eq!(out.for_topic(&a), Some((1, true)));
+        assert_eq!(out.for_topic(&a), Some((1, false)));
+        assert_eq!(out.for_topic(&b), Some((2, true)));
+        assert_eq!(out.for_topic(&c), None, "past the maximum: in full");
+        out.forget(&b);
+        assert_eq!(
+            out.for_topic(&c),
+            Some((2, true)),
+            "a forgotten alias is given again"
+        );
+        assert_eq!(out.for_topic(&b), Some((2, false)));
+        assert_eq!(OutboundAliases::new(0).for_topic(&a), None);
     }
 
     #[test]

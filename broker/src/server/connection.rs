@@ -30,7 +30,7 @@ use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, Disconnect, LastWill, Outbox, Packet, PacketSummary,
     PacketType, Properties, Wire,
 };
-use crate::server::alias::InboundAliases;
+use crate::server::alias::{InboundAliases, OutboundAliases};
 use crate::session::SessionState;
 use crate::session::registry::Claim;
 
@@ -121,6 +121,8 @@ pub(super) struct Connection<R, W> {
     pub(super) client_max_packet: usize,
     /// The MQTT 5 topic aliases the client set.
     pub(super) aliases: InboundAliases,
+    /// The MQTT 5 topic aliases the broker gave topics it sent the client.
+    pub(super) out_aliases: OutboundAliases,
     /// Whether the session expiry the CONNECT asked for was 0: an MQTT 5 DISCONNECT
     /// may then not set one.
     expiry_was_zero: bool,
@@ -161,10 +163,14 @@ where
         let client_max_packet = asked
             .and_then(|p| p.maximum_packet_size)
             .map_or(usize::MAX, |m| m as usize);
-        let aliases = if connect.protocol.is_v5() {
-            InboundAliases::new(mqtt.topic_alias_maximum)
+        let (aliases, out_aliases) = if connect.protocol.is_v5() {
+            let client_max = asked.and_then(|p| p.topic_alias_maximum).unwrap_or(0);
+            (
+                InboundAliases::new(mqtt.topic_alias_maximum),
+                OutboundAliases::new(client_max),
+            )
         } else {
-            InboundAliases::default()
+            Default::default()
         };
         let expiry_was_zero = asked.and_then(|p| p.session_expiry_interval).unwrap_or(0) == 0;
         Self {
@@ -181,6 +187,7 @@ where
             max_inflight,
             client_max_packet,
             aliases,
+            out_aliases,
             expiry_was_zero,
             retry: None,
             hold_backoff: Backoff::default(),
@@ -398,7 +405,7 @@ where
             Packet::PubComp(a) => {
                 self.state.inflight.complete(a.pkid);
             }
-            Packet::Subscribe(s) => return self.on_subscribe(s).await,
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
             Packet::PingReq => self.out.packet(&Packet::PingResp),
             Packet::Disconnect(d) => return Err(self.on_disconnect(d)),

@@ -6,7 +6,10 @@
 //! work, until a verdict or `topic-check.hold` runs out. QoS 0 promises nothing: its
 //! `on_error` stands.
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+use bytestring::ByteString;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -91,13 +94,25 @@ where
     fn encode_delivery(&mut self, delivery: &Delivery, pkid: u16, dup: bool) -> bool {
         let m = &delivery.message;
         let version = self.out.version();
-        let properties = if version.is_v5() {
-            m.properties_at(Instant::now(), &[])
+        let mut properties = if version.is_v5() {
+            let ids = delivery.subscription_ids.as_deref().unwrap_or_default();
+            m.properties_at(Instant::now(), ids)
         } else {
             None
         };
+        let empty = ByteString::new();
+        let mut topic = &m.topic;
+        let alias = self.out_aliases.for_topic(&m.topic);
+        if let Some((alias, new)) = alias {
+            let mut owned = properties.map(Cow::into_owned).unwrap_or_default();
+            owned.topic_alias = Some(alias);
+            properties = Some(Cow::Owned(owned));
+            if !new {
+                topic = &empty;
+            }
+        }
         let publish = PublishRef {
-            topic: &m.topic,
+            topic,
             payload: &m.payload,
             qos: delivery.qos,
             pkid,
@@ -111,6 +126,9 @@ where
             self.broker.stats.add_dropped(1);
             debug!(topic = ?m.topic, max = self.client_max_packet,
                 "dropping a message larger than the client's maximum packet size");
+            if let Some((_, true)) = alias {
+                self.out_aliases.forget(&m.topic);
+            }
             return false;
         }
         self.out.publish(&publish);

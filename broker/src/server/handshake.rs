@@ -198,10 +198,14 @@ pub(crate) async fn serve<R, W>(
                 frame,
             )
         });
+        let (keep_alive, _) = broker
+            .config
+            .mqtt
+            .keep_alive_for(connect.keep_alive, connect.protocol.is_v5());
         let mut conn = Connection::new(broker, rd, wr, rbuf, &connect, state, plugins);
         conn.start(&connect, session_present, connack, received)
             .await;
-        let exit = conn.run(connect.keep_alive, &claim.stop, &shutdown).await;
+        let exit = conn.run(keep_alive, &claim.stop, &shutdown).await;
         conn.finish(exit, claim, &shutdown).await;
     }
     .instrument(span)
@@ -350,7 +354,13 @@ async fn take_session(
         _ => (!clean_start, None),
     };
     let (mut state, session_present) = match previous {
-        Some(prev) if !clean_start && prev.persistent => (prev, true),
+        Some(mut prev) if !clean_start && prev.persistent => {
+            if let Some(will) = prev.pending_will.take() {
+                // Back before its will's delay ran out: the will is not sent.
+                let _ = will.send(false);
+            }
+            (prev, true)
+        }
         prev => {
             if let Some(prev) = prev {
                 broker.registry.discard(prev);
@@ -384,7 +394,7 @@ async fn take_session(
 /// What an MQTT 5 CONNACK tells the client of this broker (section 3.2.2.3): the id it
 /// assigned, the session expiry when it holds the one asked for to
 /// `mqtt.session_expiry`, the limits it applies (topic aliases, packet size) and the
-/// features it does not offer (subscription identifiers, shared subscriptions). `None`
+/// feature it does not offer yet (shared subscriptions). `None`
 /// for 3.1.1, whose CONNACK has no properties.
 fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>> {
     if !hello.connect.protocol.is_v5() {
@@ -401,12 +411,13 @@ fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>>
         .session_expiry
         .map(|cap| u32::try_from(cap.as_secs()).unwrap_or(u32::MAX))
         .filter(|cap| asked > *cap);
+    let (keep_alive, imposed) = mqtt.keep_alive_for(hello.connect.keep_alive, true);
     Some(Box::new(Properties {
         assigned_client_identifier: hello.assigned.then(|| hello.client_id.clone()),
+        server_keep_alive: imposed.then_some(keep_alive),
         session_expiry_interval: held,
         topic_alias_maximum: (mqtt.topic_alias_maximum > 0).then_some(mqtt.topic_alias_maximum),
         maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
-        subscription_identifier_available: Some(0),
         shared_subscription_available: Some(0),
         ..Properties::default()
     }))

@@ -11,10 +11,10 @@ use tracing::{debug, info, warn};
 use crate::plugins::cache::CachedAction;
 use crate::plugins::client::Checked;
 use crate::protocol::{
-    self, Packet, QoS, Subscribe, SubscribeReason, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Packet, QoS, Subscribe, SubscribeReason, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use crate::router::{Subscriber, topic};
-use crate::server::connection::{Connection, Exit};
+use crate::server::connection::Connection;
 use crate::session::{Delivery, Offer};
 use crate::stats::TopicIn;
 
@@ -29,17 +29,14 @@ where
     /// Applies a SUBSCRIBE: each distinct filter checked (validity, depth, the
     /// per-client bound, then SUBSCRIBE), granted ones added to the router, the SUBACK
     /// encoded, and the retained messages that match queued behind it (as each
-    /// filter's MQTT 5 retain handling says). A subscription identifier, which this
-    /// broker announces it does not support, closes the connection.
-    pub(super) async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Exit> {
-        if s.properties
+    /// filter's MQTT 5 retain handling says). Its MQTT 5 subscription identifier, if
+    /// any, goes with every subscription it makes.
+    pub(super) async fn on_subscribe(&mut self, s: Subscribe) {
+        let subscription_id = s
+            .properties
             .as_ref()
-            .is_some_and(|p| !p.subscription_identifiers.is_empty())
-        {
-            return Err(Exit::Protocol(
-                protocol::Error::SubscriptionIdentifiersUnsupported,
-            ));
-        }
+            .and_then(|p| p.subscription_identifiers.first().copied())
+            .unwrap_or(0);
         // Copies of one filter are decided once, with the options of the last copy (as
         // if applied in order); each copy still gets its own SUBACK code.
         let mut slot_of = Vec::with_capacity(s.filters.len());
@@ -54,7 +51,7 @@ where
             slot_of.push(slot);
         }
         drop(index);
-        let (decided, granted) = self.decide_filters(distinct).await;
+        let (decided, granted) = self.decide_filters(distinct, subscription_id).await;
         let requested: Vec<(ByteString, QoS)> = s
             .filters
             .into_iter()
@@ -68,9 +65,8 @@ where
         self.plugins.subscribed(&requested, &reasons).await;
         self.out.suback(s.pkid, reasons);
         if !granted.is_empty() {
-            self.queue_retained(&granted);
+            self.queue_retained(&granted, subscription_id);
         }
-        Ok(())
     }
 
     /// Decides each distinct filter: `None` for granted (and subscribed), else the
@@ -80,6 +76,7 @@ where
     async fn decide_filters(
         &mut self,
         distinct: Vec<(ByteString, SubscriptionOptions)>,
+        subscription_id: u32,
     ) -> (Vec<Option<SubscribeReason>>, Vec<(ByteString, QoS)>) {
         let mqtt = &self.broker.config.mqtt;
         let (max_levels, max_subscriptions) =
@@ -131,6 +128,7 @@ where
                 Subscriber {
                     session: self.state.id,
                     qos,
+                    subscription_id,
                     no_local: options.no_local,
                     retain_as_published: options.retain_as_published,
                     mailbox: self.state.mailbox.clone(),
@@ -166,7 +164,7 @@ where
     /// Retained messages follow the SUBACK through the session's own queue, behind the
     /// inflight window like any other message: each once, however many granted filters
     /// match it, and no more than the queue has room for.
-    fn queue_retained(&mut self, granted: &[(ByteString, QoS)]) {
+    fn queue_retained(&mut self, granted: &[(ByteString, QoS)], subscription_id: u32) {
         let room = self
             .broker
             .config
@@ -182,9 +180,9 @@ where
         }
         for (message, qos) in retained {
             let offer = self.state.mailbox.offer(Delivery {
-                message,
-                qos,
                 retain: true,
+                subscription_ids: (subscription_id != 0).then(|| Box::from([subscription_id])),
+                ..Delivery::new(message, qos)
             });
             if offer == Offer::Dropped {
                 self.broker.stats.add_dropped(1);

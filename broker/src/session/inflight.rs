@@ -136,16 +136,15 @@ mod tests {
     use crate::session::message::Message;
 
     fn delivery() -> Delivery {
-        Delivery {
-            message: Arc::new(Message::new(
+        Delivery::new(
+            Arc::new(Message::new(
                 "t".into(),
                 "p".into(),
                 QoS::AtLeastOnce,
                 false,
             )),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        }
+            QoS::AtLeastOnce,
+        )
     }
 
     #[test]

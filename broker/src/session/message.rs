@@ -91,6 +91,22 @@ pub struct Delivery {
     pub message: Arc<Message>,
     /// QoS of this delivery: min(published, granted).
     pub qos: QoS,
-    /// Retain flag on the wire: set only for retained messages sent on subscribe.
+    /// Retain flag on the wire: set for retained messages sent on subscribe, and
+    /// through an MQTT 5 subscription with "retain as published".
     pub retain: bool,
+    /// The MQTT 5 subscription identifiers of the subscriptions it matched; `None` for
+    /// none.
+    pub subscription_ids: Option<Box<[u32]>>,
+}
+
+impl Delivery {
+    /// `message` at `qos`, with no retain flag and no subscription identifier.
+    pub fn new(message: Arc<Message>, qos: QoS) -> Self {
+        Self {
+            message,
+            qos,
+            retain: false,
+            subscription_ids: None,
+        }
+    }
 }

@@ -420,6 +420,7 @@ mod tests {
             Subscriber {
                 session: state.id,
                 qos: QoS::AtLeastOnce,
+                subscription_id: 0,
                 no_local: false,
                 retain_as_published: false,
                 mailbox: state.mailbox.clone(),

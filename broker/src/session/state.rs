@@ -47,6 +47,10 @@ pub struct SessionState {
     /// until `topic-check.hold` runs out. Nothing is taken from `queue` meanwhile, so
     /// the session's order holds. Kept with the session across reconnects.
     pub held: Option<Held>,
+    /// An MQTT 5 will waiting out its delay interval since the last connection ended:
+    /// sending `false` drops it (a connection resumed the session); dropping the sender
+    /// (the session is discarded) publishes it at once.
+    pub pending_will: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// A delivery waiting for a RECEIVE verdict (see [`SessionState::held`]).
@@ -73,6 +77,7 @@ impl SessionState {
             inflight: Inflight::default(),
             incoming_qos2: HashSet::default(),
             held: None,
+            pending_will: None,
             owner: ByteString::new(),
             checked_generation: 0,
         }
