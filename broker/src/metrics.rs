@@ -157,11 +157,13 @@ impl Collector for BrokerCollector {
         let mut f = Family::new(
             &mut e,
             "tandem_messages_dropped",
-            "Messages not delivered to a session, by reason (queue_full: mqtt.max_queued_messages; hold_expired: topic-check.hold).",
+            "Messages not delivered to a session, by reason (queue_full: mqtt.max_queued_messages; hold_expired: topic-check.hold; expired: MQTT 5 message expiry; too_large: the MQTT 5 client's maximum packet size).",
             Counter,
         )?;
         f.counter(&[("reason", "queue_full")], s.messages_dropped)?;
         f.counter(&[("reason", "hold_expired")], s.messages_hold_expired)?;
+        f.counter(&[("reason", "expired")], s.messages_expired)?;
+        f.counter(&[("reason", "too_large")], s.messages_too_large)?;
         single(
             &mut e,
             "tandem_messages_held",

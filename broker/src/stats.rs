@@ -30,6 +30,10 @@ pub struct Stats {
     messages_held: AtomicU64,
     /// Held deliveries and wills dropped when `topic-check.hold` ran out.
     messages_hold_expired: AtomicU64,
+    /// Messages not sent because their MQTT 5 expiry interval ran out first.
+    messages_expired: AtomicU64,
+    /// Messages not sent to a client because they exceed its MQTT 5 maximum packet size.
+    messages_too_large: AtomicU64,
     /// Topic decisions not cached: the session's cache was at a bound.
     topic_cache_full: AtomicU64,
     handshakes_refused: AtomicU64,
@@ -66,6 +70,8 @@ impl Default for Stats {
             topic_denied: AtomicU64::new(0),
             messages_held: AtomicU64::new(0),
             messages_hold_expired: AtomicU64::new(0),
+            messages_expired: AtomicU64::new(0),
+            messages_too_large: AtomicU64::new(0),
             topic_cache_full: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             connects_too_large: AtomicU64::new(0),
@@ -97,6 +103,8 @@ pub struct Snapshot {
     pub topic_denied: u64,
     pub messages_held: u64,
     pub messages_hold_expired: u64,
+    pub messages_expired: u64,
+    pub messages_too_large: u64,
     pub topic_cache_full: u64,
     /// New connections closed at once at `mqtt.max_handshakes`.
     pub handshakes_refused: u64,
@@ -165,6 +173,16 @@ impl Stats {
     /// A held delivery or will was dropped at the end of `topic-check.hold`.
     pub fn hold_expired(&self) {
         self.messages_hold_expired.fetch_add(1, Relaxed);
+    }
+
+    /// A message was not sent: its MQTT 5 expiry interval ran out while it waited.
+    pub fn message_expired(&self) {
+        self.messages_expired.fetch_add(1, Relaxed);
+    }
+
+    /// A message was not sent to a client: larger than its MQTT 5 maximum packet size.
+    pub fn message_too_large(&self) {
+        self.messages_too_large.fetch_add(1, Relaxed);
     }
 
     /// A topic decision was not cached: the session's cache was full.
@@ -236,6 +254,8 @@ impl Stats {
             topic_denied: self.topic_denied.load(Relaxed),
             messages_held: self.messages_held.load(Relaxed),
             messages_hold_expired: self.messages_hold_expired.load(Relaxed),
+            messages_expired: self.messages_expired.load(Relaxed),
+            messages_too_large: self.messages_too_large.load(Relaxed),
             topic_cache_full: self.topic_cache_full.load(Relaxed),
             handshakes_refused: self.handshakes_refused.load(Relaxed),
             connects_too_large: self.connects_too_large.load(Relaxed),

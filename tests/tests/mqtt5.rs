@@ -12,7 +12,7 @@ use tandem_broker::protocol::{
     ConnectReason, Disconnect, LastWill, Packet, Properties, PubAck, Publish, QoS, Subscribe,
     SubscribeFilter, SubscribeReason, SubscriptionOptions, Unsubscribe,
 };
-use tandem_tests::{DEADLINE, RawClient, Recv, Tandem, connect_packet_v5};
+use tandem_tests::{DEADLINE, RawClient, Recv, Tandem, connect_packet_v5, probe};
 
 fn props(f: impl FnOnce(&mut Properties)) -> Properties {
     let mut p = Properties::default();
@@ -109,7 +109,10 @@ async fn connack_announces_the_limits_and_assigns_an_id() {
         p.subscription_identifier_available, None,
         "available (the default)"
     );
-    assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(
+        p.shared_subscription_available, None,
+        "available (the default)"
+    );
     assert_eq!(p.server_keep_alive, None, "no keepalive imposed by default");
     c.disconnect().await;
     // A session expiry longer than mqtt.session_expiry (2 h) is held to it, and said so.
@@ -341,7 +344,7 @@ async fn sessions_follow_the_session_expiry_interval() {
 
 #[tokio::test]
 async fn queued_messages_expire_and_carry_the_time_left() {
-    let broker = Tandem::start("");
+    let broker = Tandem::start(probe::ADMIN);
     let keep = props(|p| p.session_expiry_interval = Some(60));
     let (mut c, _, _) = connect5(&broker, "mexp", true, keep.clone()).await;
     c.send(&subscribe(1, "mexp/#", qos(QoS::AtLeastOnce))).await;
@@ -387,6 +390,8 @@ async fn queued_messages_expire_and_carry_the_time_left() {
         "time left sent, not the original: {left}"
     );
     c.expect_nothing(Duration::from_millis(300)).await;
+    let expired = r#"tandem_messages_dropped_total{reason="expired"}"#;
+    probe::wait_series(broker.admin_addr(), expired, |n| n == 1.0).await;
 }
 
 #[tokio::test]
@@ -458,7 +463,7 @@ async fn subscription_options_no_local_retain_as_published_and_retain_handling()
 
 #[tokio::test]
 async fn the_client_limits_are_honoured() {
-    let broker = Tandem::start("");
+    let broker = Tandem::start(probe::ADMIN);
     let limits = props(|p| {
         p.receive_maximum = Some(2);
         p.maximum_packet_size = Some(64);
@@ -490,6 +495,8 @@ async fn the_client_limits_are_honoured() {
     c.expect_nothing(Duration::from_millis(300)).await;
     c.send(&Packet::PubAck(PubAck::new(first.pkid))).await;
     assert_eq!(&c.recv_publish().await.payload[..], b"2");
+    let dropped = r#"tandem_messages_dropped_total{reason="too_large"}"#;
+    probe::wait_series(broker.admin_addr(), dropped, |n| n == 1.0).await;
 }
 
 #[tokio::test]
@@ -708,4 +715,93 @@ async fn a_delayed_will_waits_and_a_resumed_session_cancels_it() {
         .expect("the resumed session dropped it");
     watcher.expect_nothing(Duration::from_millis(2500)).await;
     back.disconnect().await;
+}
+
+#[tokio::test]
+async fn shared_subscriptions_share_messages_among_members_of_both_versions() {
+    let broker = Tandem::start("");
+    let share = "$share/workers/jobs/#";
+    let mut members: Vec<RawClient> = Vec::new();
+    for id in ["w1", "w2"] {
+        let (mut c, _, _) = connect5(&broker, id, true, Properties::default()).await;
+        c.send(&subscribe(1, share, qos(QoS::AtLeastOnce))).await;
+        assert_eq!(
+            suback(&mut c).await,
+            vec![SubscribeReason::Granted(QoS::AtLeastOnce)]
+        );
+        members.push(c);
+    }
+    // A 3.1.1 client joins the same group.
+    let mut w3 = RawClient::connect(broker.addr, "w3").await;
+    assert_eq!(
+        w3.subscribe(share, QoS::AtLeastOnce).await.reasons,
+        vec![SubscribeReason::Granted(QoS::AtLeastOnce)]
+    );
+    members.push(w3);
+    // An ordinary subscriber to the same filter gets every message.
+    let (mut all, _, _) = connect5(&broker, "all", true, Properties::default()).await;
+    all.send(&subscribe(1, "jobs/#", qos(QoS::AtMostOnce)))
+        .await;
+    suback(&mut all).await;
+
+    let (mut p, _, _) = connect5(&broker, "boss", true, Properties::default()).await;
+    let mut send = async |from: u16, to: u16| {
+        for i in from..to {
+            p.send(&publish(
+                "jobs/x",
+                &i.to_string(),
+                QoS::AtLeastOnce,
+                i,
+                None,
+            ))
+            .await;
+            assert!(matches!(p.recv().await, Packet::PubAck(_)));
+        }
+    };
+    send(1, 31).await;
+    // Round robin among three online members: ten each, each message once.
+    let mut seen = Vec::new();
+    for c in members.iter_mut() {
+        for _ in 0..10 {
+            let m = c.recv_publish().await;
+            c.ack(&m).await;
+            seen.push(String::from_utf8(m.payload.to_vec()).unwrap());
+        }
+        c.expect_nothing(Duration::from_millis(200)).await;
+    }
+    for _ in 0..30 {
+        all.recv_publish().await;
+    }
+    // One member leaves mid-stream; the others take all that follows, nothing lost.
+    let leaver = members.remove(0);
+    leaver.disconnect().await;
+    send(31, 41).await;
+    for c in members.iter_mut() {
+        for _ in 0..5 {
+            let m = c.recv_publish().await;
+            c.ack(&m).await;
+            seen.push(String::from_utf8(m.payload.to_vec()).unwrap());
+        }
+    }
+    seen.sort_by_key(|s| s.parse::<u32>().unwrap());
+    let expected: Vec<String> = (1..41).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "every message to exactly one member");
+    for _ in 31..41 {
+        all.recv_publish().await;
+    }
+
+    // Malformed share names are invalid filters.
+    for (pkid, bad) in [
+        (5, "$share//a"),
+        (6, "$share/g+/a"),
+        (7, "$share/g"),
+        (8, "$share/g/a/#/b"),
+    ] {
+        all.send(&subscribe(pkid, bad, qos(QoS::AtMostOnce))).await;
+        assert_eq!(
+            suback(&mut all).await,
+            vec![SubscribeReason::Failure(0x8F)],
+            "{bad}"
+        );
+    }
 }

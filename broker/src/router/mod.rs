@@ -13,6 +13,7 @@
 //! - [`retained`]: the retained store, a tree of topic levels with count and bytes bounds.
 
 pub mod retained;
+pub mod shared;
 pub mod topic;
 pub mod tree;
 
@@ -25,15 +26,17 @@ use smallvec::SmallVec;
 use crate::protocol::QoS;
 use crate::session::id::SessionId;
 use crate::session::mailbox::Offer;
-use crate::session::message::{Delivery, Message};
+use crate::session::message::{Delivery, Message, SubscriptionIds};
 use crate::stats::Stats;
 use retained::{Applied, Bounds, Refused, RetainedStore};
+use shared::{ShareGroup, ShareGroups};
 pub use tree::Subscriber;
 use tree::SubscriptionTree;
 
 /// Subscriptions, retained messages and fan-out.
 pub struct Router {
     subscriptions: RwLock<SubscriptionTree>,
+    share_groups: ShareGroups,
     retained: RwLock<RetainedStore>,
     stats: Arc<Stats>,
 }
@@ -43,19 +46,39 @@ impl Router {
     pub fn new(stats: Arc<Stats>, retained: Bounds) -> Self {
         Self {
             subscriptions: RwLock::default(),
+            share_groups: ShareGroups::default(),
             retained: RwLock::new(RetainedStore::new(retained)),
             stats,
         }
     }
 
     /// Subscribes (or re-subscribes with a new QoS). Returns whether it replaced one.
-    pub fn subscribe(&self, filter: &str, subscriber: Subscriber) -> bool {
+    pub fn subscribe(&self, filter: &str, mut subscriber: Subscriber) -> bool {
+        if let Some((_, inner)) = topic::split_shared(filter) {
+            subscriber.share = Some(self.share_groups.get(filter));
+            // No local has no meaning for a shared subscription (MQTT-3.8.3-4).
+            subscriber.no_local = false;
+            return self.subscriptions.write().insert(inner, subscriber);
+        }
         self.subscriptions.write().insert(filter, subscriber)
     }
 
-    /// Removes one subscription; returns whether it existed.
+    /// Removes one subscription (a `$share/` filter: the session's membership of that
+    /// group); returns whether it existed.
     pub fn unsubscribe(&self, filter: &str, session: SessionId) -> bool {
-        self.subscriptions.write().remove(filter, session)
+        let mut tree = self.subscriptions.write();
+        self.remove_from(&mut tree, filter, session)
+    }
+
+    fn remove_from(&self, tree: &mut SubscriptionTree, filter: &str, session: SessionId) -> bool {
+        match topic::split_shared(filter) {
+            Some((_, inner)) => {
+                let removed = tree.remove(inner, session, Some(filter));
+                self.share_groups.prune(filter);
+                removed
+            }
+            None => tree.remove(filter, session, None),
+        }
     }
 
     /// Removes every subscription of a session, given its filters.
@@ -66,7 +89,7 @@ impl Router {
     ) {
         let mut tree = self.subscriptions.write();
         for f in filters {
-            tree.remove(f, session);
+            self.remove_from(&mut tree, f, session);
         }
     }
 
@@ -160,8 +183,11 @@ impl Router {
         }
         let tree = self.subscriptions.read();
         let mut matches: SmallVec<[&Subscriber; 16]> = SmallVec::new();
+        let mut shared: SmallVec<[&Subscriber; 4]> = SmallVec::new();
         tree.for_each_match(&message.topic, &mut |s| {
-            if !(s.no_local && message.from == Some(s.session)) {
+            if s.share.is_some() {
+                shared.push(s);
+            } else if !(s.no_local && message.from == Some(s.session)) {
                 matches.push(s);
             }
         });
@@ -172,27 +198,34 @@ impl Router {
             matches.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
         }
         let mut queued = 0;
-        let mut rest = &matches[..];
-        while let Some((&sub, _)) = rest.split_first() {
-            let same = rest.iter().take_while(|s| s.session == sub.session).count();
-            let (group, after) = rest.split_at(same);
-            rest = after;
-            let subscription_ids = subscription_ids(group);
-            let qos = sub.qos.min(message.qos);
+        let mut offer = |group: &[&Subscriber]| {
+            let sub = group[0];
             let delivery = Delivery {
                 message: message.clone(),
-                qos,
+                qos: sub.qos.min(message.qos),
                 retain: sub.retain_as_published && message.retain,
-                subscription_ids,
+                subscription_ids: subscription_ids(group),
             };
             match sub.mailbox.offer(delivery) {
-                Offer::Queued => queued += 1,
+                Offer::Queued | Offer::Skipped => queued += 1,
                 Offer::QueuedOffline => {
                     queued += 1;
                     queued_offline(sub.mailbox.client_id());
                 }
-                Offer::Skipped => queued += 1,
                 Offer::Dropped => self.stats.add_dropped(1),
+            }
+        };
+        for group in runs(&matches, |s| s.session) {
+            offer(group);
+        }
+        if !shared.is_empty() {
+            // One member of each share group, apart from the session's own
+            // subscriptions: a session may get a message both ways.
+            shared.sort_unstable_by_key(share_of);
+            for members in runs(&shared, share_of) {
+                if let Some(group) = &members[0].share {
+                    offer(&[group.pick(members)]);
+                }
             }
         }
         queued
@@ -225,7 +258,7 @@ impl Router {
 
 /// The MQTT 5 subscription identifiers of one session's matching subscriptions; `None`
 /// (no allocation) when none has one, as for every 3.1.1 subscription.
-fn subscription_ids(group: &[&Subscriber]) -> Option<Box<[u32]>> {
+fn subscription_ids(group: &[&Subscriber]) -> SubscriptionIds {
     if group.iter().all(|s| s.subscription_id == 0) {
         return None;
     }
@@ -236,5 +269,18 @@ fn subscription_ids(group: &[&Subscriber]) -> Option<Box<[u32]>> {
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    Some(ids.into())
+    Some(Box::new(ids))
+}
+
+/// The share group a subscriber belongs to, as an identity for sorting and grouping.
+fn share_of(s: &&Subscriber) -> *const ShareGroup {
+    s.share.as_ref().map_or(std::ptr::null(), Arc::as_ptr)
+}
+
+/// The runs of consecutive items of `items` with the same `key`.
+fn runs<'s, 'a, K: PartialEq>(
+    items: &'s [&'a Subscriber],
+    key: impl Fn(&&'a Subscriber) -> K,
+) -> impl Iterator<Item = &'s [&'a Subscriber]> {
+    items.chunk_by(move |a, b| key(a) == key(b))
 }

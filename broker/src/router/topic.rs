@@ -6,6 +6,10 @@ pub fn valid_filter(filter: &str) -> bool {
     if filter.is_empty() {
         return false;
     }
+    if filter.starts_with(SHARE_PREFIX) {
+        // `$share/{group}/{filter}`: a group name without wildcards, then a filter.
+        return split_shared(filter).is_some_and(|(_, inner)| valid_filter(inner));
+    }
     let mut levels = filter.split('/').peekable();
     while let Some(level) = levels.next() {
         if level.contains('#') && (level != "#" || levels.peek().is_some()) {
@@ -16,6 +20,22 @@ pub fn valid_filter(filter: &str) -> bool {
         }
     }
     true
+}
+
+/// What starts a shared subscription's filter (MQTT 5 section 4.8.2; 3.1.1 clients use
+/// the same form, as Mosquitto and EMQX let them).
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// A shared subscription's group name and filter: `Some(("g", "a/b"))` for
+/// `$share/g/a/b`; `None` when `filter` is not a shared one or its group name is
+/// empty or holds a wildcard.
+pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix(SHARE_PREFIX)?;
+    let (group, inner) = rest.split_once('/')?;
+    if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
+        return None;
+    }
+    Some((group, inner))
 }
 
 /// Number of levels in a topic name or filter: one more than its `/` separators

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use foldhash::HashMap;
 
 use crate::protocol::QoS;
+use crate::router::shared::ShareGroup;
 use crate::session::id::SessionId;
 use crate::session::mailbox::Mailbox;
 
@@ -33,6 +34,17 @@ pub struct Subscriber {
     pub retain_as_published: bool,
     /// Where its messages go.
     pub mailbox: Arc<Mailbox>,
+    /// The shared subscription group it is a member of; `None` for an ordinary
+    /// subscription.
+    pub share: Option<Arc<ShareGroup>>,
+}
+
+impl Subscriber {
+    /// Whether it is `session`'s subscription in the group named `share` (`None`: its
+    /// ordinary one): a session holds at most one subscription per filter and group.
+    fn is(&self, session: SessionId, share: Option<&str>) -> bool {
+        self.session == session && self.share.as_ref().map(|g| &g.name()[..]) == share
+    }
 }
 
 /// All subscriptions of the broker.
@@ -77,17 +89,19 @@ impl SubscriptionTree {
         self.count == 0
     }
 
-    /// Adds or replaces the subscription of `sub.session` to `filter`. Returns whether
-    /// it replaced an existing one.
+    /// Adds or replaces the subscription of `sub.session` to `filter` (in `sub`'s
+    /// share group, if any). Returns whether it replaced an existing one.
     pub fn insert(&mut self, filter: &str, sub: Subscriber) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
+        let share = sub.share.clone();
+        let share = share.as_ref().map(|g| &g.name()[..]);
         if let Some(existing) = node
             .subscribers
             .iter_mut()
-            .find(|s| s.session == sub.session)
+            .find(|s| s.is(sub.session, share))
         {
             *existing = sub;
             true
@@ -98,9 +112,10 @@ impl SubscriptionTree {
         }
     }
 
-    /// Removes the subscription of `session` to `filter`; returns whether there was one.
-    /// Nodes left empty are pruned.
-    pub fn remove(&mut self, filter: &str, session: SessionId) -> bool {
+    /// Removes the subscription of `session` to `filter` in the share group named
+    /// `share` (`None`: its ordinary one); returns whether there was one. Nodes left
+    /// empty are pruned.
+    pub fn remove(&mut self, filter: &str, session: SessionId, share: Option<&str>) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         // First pass, read-only: find the subscription and the shallowest level from
         // which the path holds nothing but it (a chain of nodes with no subscriber and
@@ -121,7 +136,7 @@ impl SubscriptionTree {
                 }
             }
         }
-        if !node.subscribers.iter().any(|s| s.session == session) {
+        if !node.subscribers.iter().any(|s| s.is(session, share)) {
             return false;
         }
         let leaf_goes = node.children.is_empty() && node.subscribers.len() == 1;
@@ -139,7 +154,7 @@ impl SubscriptionTree {
             Some(depth) => {
                 node.children.remove(levels[depth]);
             }
-            None => node.subscribers.retain(|s| s.session != session),
+            None => node.subscribers.retain(|s| !s.is(session, share)),
         }
         self.count -= 1;
         true
@@ -192,6 +207,7 @@ mod tests {
             no_local: false,
             retain_as_published: false,
             mailbox,
+            share: None,
         }
     }
 
@@ -233,10 +249,10 @@ mod tests {
         assert!(tree.insert("a/b", sub(1)));
         assert!(!tree.insert("a/b", sub(2)));
         assert_eq!(tree.len(), 2);
-        assert!(tree.remove("a/b", SessionId(1)));
-        assert!(!tree.remove("a/b", SessionId(1)));
-        assert!(!tree.remove("a/x", SessionId(2)));
-        assert!(tree.remove("a/b", SessionId(2)));
+        assert!(tree.remove("a/b", SessionId(1), None));
+        assert!(!tree.remove("a/b", SessionId(1), None));
+        assert!(!tree.remove("a/x", SessionId(2), None));
+        assert!(tree.remove("a/b", SessionId(2), None));
         assert!(tree.is_empty());
         assert!(tree.root.is_empty(), "empty nodes are pruned");
     }
@@ -249,20 +265,20 @@ mod tests {
         tree.insert("a/x/y", sub(3));
         tree.insert("a/b/c/d/e", sub(4));
         // A leaf with children stays, without the subscriber.
-        assert!(tree.remove("a/b/c/d", SessionId(1)));
+        assert!(tree.remove("a/b/c/d", SessionId(1), None));
         assert_eq!(matched(&tree, "a/b/c/d"), Vec::<u64>::new());
         assert_eq!(matched(&tree, "a/b/c/d/e"), vec![4]);
         // The chain c/d/e below a/b (which has a subscriber) is cut.
-        assert!(tree.remove("a/b/c/d/e", SessionId(4)));
+        assert!(tree.remove("a/b/c/d/e", SessionId(4), None));
         assert!(
             !tree.root.children["a"].children["b"]
                 .children
                 .contains_key("c")
         );
         assert_eq!(matched(&tree, "a/b"), vec![2]);
-        assert!(tree.remove("a/x/y", SessionId(3)));
+        assert!(tree.remove("a/x/y", SessionId(3), None));
         assert!(!tree.root.children["a"].children.contains_key("x"));
-        assert!(tree.remove("a/b", SessionId(2)));
+        assert!(tree.remove("a/b", SessionId(2), None));
         assert!(tree.root.is_empty());
         assert!(tree.is_empty());
     }
@@ -277,13 +293,13 @@ mod tests {
         tree.insert(&deep_hash, sub(2));
         tree.insert("#", sub(3));
         assert_eq!(matched(&tree, &deep), vec![1, 2, 3]);
-        assert!(tree.remove(&deep, SessionId(1)));
+        assert!(tree.remove(&deep, SessionId(1), None));
         assert_eq!(matched(&tree, &deep), vec![2, 3]);
         // Dropping the tree with a deep path left in it must not recurse either.
         drop(tree);
         let mut tree = SubscriptionTree::default();
         tree.insert(&deep, sub(1));
-        assert!(tree.remove(&deep, SessionId(1)));
+        assert!(tree.remove(&deep, SessionId(1), None));
         assert!(tree.root.is_empty());
     }
 }

@@ -46,7 +46,7 @@ where
     pub(super) async fn deliver(&mut self, delivery: Delivery) {
         if delivery.message.expired_now() {
             // Its MQTT 5 expiry interval ran out while it was queued.
-            self.broker.stats.add_dropped(1);
+            self.broker.stats.message_expired();
             return;
         }
         let checked = self
@@ -93,37 +93,40 @@ where
     /// client accepts.
     fn encode_delivery(&mut self, delivery: &Delivery, pkid: u16, dup: bool) -> bool {
         let m = &delivery.message;
-        let version = self.out.version();
-        let mut properties = if version.is_v5() {
-            let ids = delivery.subscription_ids.as_deref().unwrap_or_default();
-            m.properties_at(Instant::now(), ids)
-        } else {
-            None
+        let mut publish = PublishRef {
+            topic: &m.topic,
+            payload: &m.payload,
+            qos: delivery.qos,
+            pkid,
+            dup,
+            retain: delivery.retain,
+            properties: None,
         };
+        if !self.out.version().is_v5() {
+            // 3.1.1: no properties, aliases or packet size to mind.
+            self.out.publish(&publish);
+            return true;
+        }
+        let ids = delivery
+            .subscription_ids
+            .as_deref()
+            .map_or(&[][..], Vec::as_slice);
+        let mut properties = m.properties_at(Instant::now(), ids);
         let empty = ByteString::new();
-        let mut topic = &m.topic;
         let alias = self.out_aliases.for_topic(&m.topic);
         if let Some((alias, new)) = alias {
             let mut owned = properties.map(Cow::into_owned).unwrap_or_default();
             owned.topic_alias = Some(alias);
             properties = Some(Cow::Owned(owned));
             if !new {
-                topic = &empty;
+                publish.topic = &empty;
             }
         }
-        let publish = PublishRef {
-            topic,
-            payload: &m.payload,
-            qos: delivery.qos,
-            pkid,
-            dup,
-            retain: delivery.retain,
-            properties: properties.as_deref(),
-        };
+        publish.properties = properties.as_deref();
         if self.client_max_packet != usize::MAX
-            && protocol::publish_len(version, &publish) > self.client_max_packet
+            && protocol::publish_len(self.out.version(), &publish) > self.client_max_packet
         {
-            self.broker.stats.add_dropped(1);
+            self.broker.stats.message_too_large();
             debug!(topic = ?m.topic, max = self.client_max_packet,
                 "dropping a message larger than the client's maximum packet size");
             if let Some((_, true)) = alias {

@@ -393,9 +393,8 @@ async fn take_session(
 
 /// What an MQTT 5 CONNACK tells the client of this broker (section 3.2.2.3): the id it
 /// assigned, the session expiry when it holds the one asked for to
-/// `mqtt.session_expiry`, the limits it applies (topic aliases, packet size) and the
-/// feature it does not offer yet (shared subscriptions). `None`
-/// for 3.1.1, whose CONNACK has no properties.
+/// `mqtt.session_expiry`, and the limits it applies (topic aliases, packet size, keep
+/// alive). `None` for 3.1.1, whose CONNACK has no properties.
 fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>> {
     if !hello.connect.protocol.is_v5() {
         return None;
@@ -418,7 +417,6 @@ fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>>
         session_expiry_interval: held,
         topic_alias_maximum: (mqtt.topic_alias_maximum > 0).then_some(mqtt.topic_alias_maximum),
         maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
-        shared_subscription_available: Some(0),
         ..Properties::default()
     }))
 }

@@ -71,8 +71,9 @@ where
 
     /// Decides each distinct filter: `None` for granted (and subscribed), else the
     /// refusal; also returns the granted filters whose retained messages are to be
-    /// sent, with their QoS: all of them but those with MQTT 5 retain handling 2
-    /// (never), or 1 (only for a new subscription) when the session held the filter.
+    /// sent, with their QoS: all of them but shared ones and those with MQTT 5 retain
+    /// handling 2 (never), or 1 (only for a new subscription) when the session held
+    /// the filter.
     async fn decide_filters(
         &mut self,
         distinct: Vec<(ByteString, SubscriptionOptions)>,
@@ -132,6 +133,8 @@ where
                     no_local: options.no_local,
                     retain_as_published: options.retain_as_published,
                     mailbox: self.state.mailbox.clone(),
+                    // The router makes a `$share/` filter's membership.
+                    share: None,
                 },
             );
             let existed = self
@@ -141,7 +144,11 @@ where
                 .is_some();
             debug!(filter = ?filter, ?qos, "subscribed");
             decided.push(None);
+            // Retained messages are not sent for a shared subscription (MQTT 5
+            // section 4.8.2).
+            let shared = topic::split_shared(&filter).is_some();
             match options.retain_handling {
+                _ if shared => {}
                 2 => {}
                 1 if existed => {}
                 _ => granted.push((filter, qos)),
@@ -181,7 +188,7 @@ where
         for (message, qos) in retained {
             let offer = self.state.mailbox.offer(Delivery {
                 retain: true,
-                subscription_ids: (subscription_id != 0).then(|| Box::from([subscription_id])),
+                subscription_ids: (subscription_id != 0).then(|| Box::new(vec![subscription_id])),
                 ..Delivery::new(message, qos)
             });
             if offer == Offer::Dropped {

@@ -43,6 +43,16 @@ impl Mailbox {
         self.online.store(online, Ordering::Release);
     }
 
+    /// Whether a connection is draining the queue.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Whether the queue has no room left.
+    pub fn is_full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
+
     /// Messages in the queue now (read from the channel's free capacity: no counter
     /// on the message path).
     pub fn queued(&self) -> usize {

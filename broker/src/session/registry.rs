@@ -424,6 +424,7 @@ mod tests {
                 no_local: false,
                 retain_as_published: false,
                 mailbox: state.mailbox.clone(),
+                share: None,
             },
         );
         state.subscriptions.insert(filter, QoS::AtLeastOnce);
