@@ -224,7 +224,8 @@ impl Router {
             shared.sort_unstable_by_key(share_of);
             for members in runs(&shared, share_of) {
                 if let Some(group) = &members[0].share {
-                    offer(&[group.pick(members)]);
+                    let ready = |m: &&Subscriber| m.mailbox.is_online() && !m.mailbox.is_full();
+                    offer(&[*group.pick(members, ready)]);
                 }
             }
         }

@@ -17,8 +17,6 @@ use bytestring::ByteString;
 use foldhash::HashMap;
 use parking_lot::Mutex;
 
-use crate::router::tree::Subscriber;
-
 /// One shared subscription group: its full filter and whose turn it is.
 #[derive(Debug)]
 pub struct ShareGroup {
@@ -33,14 +31,16 @@ impl ShareGroup {
         &self.name
     }
 
-    /// The member a message goes to (see the module docs). `members` is not empty.
-    pub fn pick<'a>(&self, members: &[&'a Subscriber]) -> &'a Subscriber {
+    /// The member a message goes to (see the module docs): from the one whose turn it
+    /// is, the first that is `ready` (online with room), else the one whose turn it
+    /// was. `members` is not empty.
+    pub fn pick<'m, T>(&self, members: &'m [T], ready: impl Fn(&T) -> bool) -> &'m T {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = members.len();
         (0..n)
-            .map(|i| members[(start + i) % n])
-            .find(|m| m.mailbox.is_online() && !m.mailbox.is_full())
-            .unwrap_or(members[start % n])
+            .map(|i| &members[(start + i) % n])
+            .find(|m| ready(m))
+            .unwrap_or(&members[start % n])
     }
 }
 
