@@ -56,8 +56,8 @@ plugins:
       auth_default: allow
   acl:
     endpoint: unix://{d}/acl.sock
-    # Its log goes to stdout: sent to the broker's stderr, which the harness reads.
-    command: [/bin/sh, -c, 'exec "$0" >&2', {topic_acl}]
+    # Its log goes to stderr, which it shares with the broker: the harness reads both.
+    command: [{topic_acl}]
     startup_timeout: {startup_timeout}
     config:
       acl_file: {acl}
