@@ -376,6 +376,21 @@ async fn the_paho_acl_refuses_only_test_nosubscribe() {
             .reasons,
         vec![REFUSED]
     );
+    // A shared subscription is checked on its inner filter: what its member receives.
+    assert_eq!(
+        client
+            .subscribe("$share/g/TopicA/#", QoS::ExactlyOnce)
+            .await
+            .reasons,
+        vec![SubscribeReason::Granted(QoS::ExactlyOnce)]
+    );
+    assert_eq!(
+        client
+            .subscribe("$share/g/test/nosubscribe", QoS::ExactlyOnce)
+            .await
+            .reasons,
+        vec![REFUSED]
+    );
     let mut other = anonymous(&broker, "myclientid2").await;
     assert_eq!(
         other.subscribe("+/+", QoS::AtLeastOnce).await.reasons,

@@ -38,6 +38,13 @@ pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
     Some((group, inner))
 }
 
+/// The filter the topic-check chain is asked about for a subscription: a shared
+/// subscription's inner filter (what its member will receive), so that rules written
+/// for topics apply to `$share/{group}/...` alike; any other filter as it is.
+pub fn checked_filter(filter: &str) -> &str {
+    split_shared(filter).map_or(filter, |(_, inner)| inner)
+}
+
 /// Number of levels in a topic name or filter: one more than its `/` separators
 /// (`a` has one, `a/b` two, `/` two, `a//` three).
 pub fn levels(topic: &str) -> usize {

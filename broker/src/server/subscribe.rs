@@ -118,7 +118,12 @@ where
             }
             if !self
                 .plugins
-                .allowed(CachedAction::Subscribe, &filter, qos, false)
+                .allowed(
+                    CachedAction::Subscribe,
+                    topic::checked_filter(&filter),
+                    qos,
+                    false,
+                )
                 .await
             {
                 decided.push(Some(SubscribeReason::NOT_AUTHORIZED));
@@ -259,7 +264,12 @@ where
         for (filter, qos) in subscriptions {
             match self
                 .plugins
-                .check(CachedAction::Subscribe, &filter, qos, false)
+                .check(
+                    CachedAction::Subscribe,
+                    topic::checked_filter(&filter),
+                    qos,
+                    false,
+                )
                 .await
             {
                 Checked::Allowed => {}
