@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use tandem_broker::protocol::{ConnectReason, QoS};
 use tandem_plugin::proto::v1 as pb;
 use tandem_tests::{
-    DEADLINE, PluginProcess, RawClient, Tandem, connect_as, event_logger_bin, free_port,
-    policy_bin, wait_sys,
+    DEADLINE, PluginProcess, RawClient, Tandem, connect_as, event_logger_bin, policy_bin, wait_sys,
 };
 
 const USERS: &str = "{ users: { alice: { password: pa } } }";
@@ -173,8 +172,10 @@ fn expect_exit(args: &[&str]) -> String {
 #[tokio::test]
 async fn the_sdk_refuses_a_public_address_with_no_caller_check() {
     let listen = |port: u16| format!("tcp://0.0.0.0:{port}");
-    let port = free_port();
-    let err = expect_exit(&["--roles", "auth", "--listen", &listen(port)]);
+    // The refusals bind port 0 (the SDK binds, then looks at what it bound): a port
+    // picked free beforehand can be taken meanwhile by another test's connection, and
+    // the plugin would then fail to bind instead of refusing.
+    let err = expect_exit(&["--roles", "auth", "--listen", &listen(0)]);
     assert!(
         err.contains("refusing to serve on tcp://0.0.0.0")
             && err.contains("--token-file")
@@ -203,7 +204,7 @@ async fn the_sdk_refuses_a_public_address_with_no_caller_check() {
         "--tls-key",
         &k,
         "--listen",
-        &listen(port),
+        &listen(0),
     ]);
     assert!(err.contains("refusing to serve"), "{err}");
 
