@@ -71,16 +71,23 @@ impl PluginProcess {
     /// For a TCP port, prefer [`start_tcp`](Self::start_tcp): a port found free can be
     /// taken by another test before the plugin binds it.
     pub fn start(program: &Path, args: &[&str], listen: &str) -> Self {
+        match Self::try_start(program, args, listen) {
+            Ok(p) => p,
+            Err(status) => panic!("plugin exited before listening: {status}"),
+        }
+    }
+
+    /// [`start`](Self::start), returning how the plugin exited if it did before
+    /// listening (a port taken meanwhile, for a caller that retries on another).
+    pub fn try_start(program: &Path, args: &[&str], listen: &str) -> Result<Self, ExitStatus> {
         let endpoint = if let Some(addr) = listen.strip_prefix("tcp://") {
             format!("http://{addr}")
         } else {
             listen.to_owned()
         };
         let mut p = Self::spawn(program, args, listen, endpoint);
-        if let Err(status) = p.try_wait_accepting(listen) {
-            panic!("plugin exited before listening: {status}");
-        }
-        p
+        p.try_wait_accepting(listen)?;
+        Ok(p)
     }
 
     /// Starts `program args...` on a free TCP port of `host` and waits until it accepts

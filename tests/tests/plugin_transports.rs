@@ -145,17 +145,23 @@ async fn https_endpoint_with_client_certificates() {
 #[tokio::test]
 async fn dns_endpoint_balances_across_replicas_and_survives_losing_one() {
     ensure_replica_hosts();
-    let port = free_port();
-    let _a = PluginProcess::start(
-        &policy_bin(),
-        &["--roles", "auth"],
-        &format!("tcp://127.0.0.2:{port}"),
-    );
-    let mut b = PluginProcess::start(
-        &policy_bin(),
-        &["--roles", "auth"],
-        &format!("tcp://127.0.0.3:{port}"),
-    );
+    // Both replicas on one port (the name resolves to both addresses, one port): a port
+    // found free can be taken before both have bound it, so another is tried then.
+    let replica = |host: &str, port: u16| {
+        PluginProcess::try_start(
+            &policy_bin(),
+            &["--roles", "auth"],
+            &format!("tcp://{host}:{port}"),
+        )
+    };
+    let (_a, mut b, port) = (0..5)
+        .find_map(|_| {
+            let port = free_port();
+            let a = replica("127.0.0.2", port).ok()?;
+            let b = replica("127.0.0.3", port).ok()?;
+            Some((a, b, port))
+        })
+        .expect("two replicas listening on one port");
     let broker = broker_with(
         &format!("dns:///{REPLICAS_HOST}:{port}"),
         "    resolve_interval: 1s\n",
