@@ -41,8 +41,7 @@ async fn unix_socket_endpoint() {
 
 #[tokio::test]
 async fn http_endpoint() {
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
-    let plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
+    let (plugin, _) = PluginProcess::start_tcp(&policy_bin(), &["--roles", "auth"], "127.0.0.1");
     let broker = broker_with(&plugin.endpoint, "");
     assert_auth_works(&broker).await;
 }
@@ -99,13 +98,12 @@ async fn https_endpoint_with_client_certificates() {
         ExtendedKeyUsagePurpose::ServerAuth,
     );
     pki.sign("broker", &["broker"], ExtendedKeyUsagePurpose::ClientAuth);
-    let port = free_port();
     let (cert, key, ca) = (
         p(&pki.path("plugin.pem")),
         p(&pki.path("plugin.key")),
         p(&pki.path("ca.pem")),
     );
-    let _plugin = PluginProcess::start(
+    let (_plugin, port) = PluginProcess::start_tcp(
         &policy_bin(),
         &[
             "--roles",
@@ -117,7 +115,7 @@ async fn https_endpoint_with_client_certificates() {
             "--tls-client-ca",
             &ca,
         ],
-        &format!("tcp://127.0.0.1:{port}"),
+        "127.0.0.1",
     );
     let endpoint = format!("https://127.0.0.1:{port}");
     let tls = format!(
@@ -145,23 +143,7 @@ async fn https_endpoint_with_client_certificates() {
 #[tokio::test]
 async fn dns_endpoint_balances_across_replicas_and_survives_losing_one() {
     ensure_replica_hosts();
-    // Both replicas on one port (the name resolves to both addresses, one port): a port
-    // found free can be taken before both have bound it, so another is tried then.
-    let replica = |host: &str, port: u16| {
-        PluginProcess::try_start(
-            &policy_bin(),
-            &["--roles", "auth"],
-            &format!("tcp://{host}:{port}"),
-        )
-    };
-    let (_a, mut b, port) = (0..5)
-        .find_map(|_| {
-            let port = free_port();
-            let a = replica("127.0.0.2", port).ok()?;
-            let b = replica("127.0.0.3", port).ok()?;
-            Some((a, b, port))
-        })
-        .expect("two replicas listening on one port");
+    let (_a, mut b, port) = replicas_on_one_port(&["--roles", "auth"]);
     let broker = broker_with(
         &format!("dns:///{REPLICAS_HOST}:{port}"),
         "    resolve_interval: 1s\n",
@@ -229,10 +211,8 @@ async fn dns_endpoint_with_tls_dials_every_replica_with_tls() {
         p(&pki.path("replica.key")),
         p(&pki.path("ca.pem")),
     );
-    let port = free_port();
     let tls_args = ["--roles", "auth", "--tls-cert", &cert, "--tls-key", &key];
-    let _a = PluginProcess::start(&policy_bin(), &tls_args, &format!("tcp://127.0.0.2:{port}"));
-    let _b = PluginProcess::start(&policy_bin(), &tls_args, &format!("tcp://127.0.0.3:{port}"));
+    let (_a, _b, port) = replicas_on_one_port(&tls_args);
     let endpoint = format!("dns:///{REPLICAS_HOST}:{port}");
     let broker = broker_with(&endpoint, &format!("    tls: {{ ca: {ca} }}\n"));
     assert_auth_works(&broker).await;
@@ -272,4 +252,21 @@ async fn dns_endpoint_with_tls_dials_every_replica_with_tls() {
         Duration::from_secs(20),
     );
     assert!(err.contains("did not answer Describe"), "{err}");
+}
+
+/// Two policy plugins with `args`, on 127.0.0.2 and 127.0.0.3 and one port (the replica
+/// name resolves to both addresses, one port). A port found free can be taken before both
+/// have bound it, so another is tried then, a few times.
+fn replicas_on_one_port(args: &[&str]) -> (PluginProcess, PluginProcess, u16) {
+    let replica = |host: &str, port: u16| {
+        PluginProcess::try_start(&policy_bin(), args, &format!("tcp://{host}:{port}"))
+    };
+    (0..5)
+        .find_map(|_| {
+            let port = free_port();
+            let a = replica("127.0.0.2", port).ok()?;
+            let b = replica("127.0.0.3", port).ok()?;
+            Some((a, b, port))
+        })
+        .expect("two replicas listening on one port")
 }
