@@ -3,7 +3,7 @@
 //! messages go, and its client id starts afresh (session present = 0).
 
 use tandem_broker::protocol::{ConnectReason, QoS};
-use tandem_tests::probe::metric;
+use tandem_tests::probe::{metric, wait_series};
 use tandem_tests::{DEADLINE, RawClient, Tandem, connect_packet};
 
 /// Subscribes a persistent session `id` to `filter` at QoS 1 and disconnects it.
@@ -82,9 +82,13 @@ async fn a_session_within_its_expiry_is_resumed() {
 async fn parking_past_the_bound_discards_the_oldest_session() {
     let broker = Tandem::start("admin: { bind: 127.0.0.1:0 }\nmqtt:\n  max_parked_sessions: 2\n");
     let admin = broker.admin_addr();
-    for id in ["one", "two", "three"] {
+    // Each parked before the next connects: the client sees its socket close before the
+    // broker parks the session, so without the wait two could park in either order.
+    for (id, parked) in [("one", 1.0), ("two", 2.0)] {
         park(&broker, id, &format!("{id}/#")).await;
+        wait_series(admin, "tandem_sessions_parked", |n| n == parked).await;
     }
+    park(&broker, "three", "three/#").await;
     broker
         .wait_log_all(&["mqtt.max_parked_sessions reached", "one"], DEADLINE)
         .expect("the eviction is logged");

@@ -66,16 +66,13 @@ pub enum Error {
         /// What was wrong.
         reason: &'static str,
     },
-    /// A packet that breaks an MQTT 5 rule the codec cannot see alone (a topic alias
-    /// out of range, a receive maximum exceeded, ...).
+    /// A packet that breaks an MQTT 5 rule the codec cannot see alone (an alias used
+    /// before it was set, a subscription identifier in a client's PUBLISH, ...).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
     /// An MQTT 5 topic alias of 0, above the maximum announced, or not yet set.
     #[error("invalid topic alias {0}")]
     TopicAliasInvalid(u16),
-    /// The client sent more QoS 1 and 2 PUBLISH packets than the receive maximum let it.
-    #[error("receive maximum {0} exceeded")]
-    ReceiveMaximumExceeded(u16),
     /// A packet that only CONNECT may start with, received later, or the reverse.
     #[error("unexpected {0} packet")]
     Unexpected(PacketType),
@@ -99,7 +96,6 @@ impl Error {
         match self {
             Error::PacketTooLarge { .. } => 0x95,
             Error::TopicAliasInvalid(_) => 0x94,
-            Error::ReceiveMaximumExceeded(_) => 0x93,
             // Well formed, but more levels than this broker accepts.
             Error::TooManyTopicLevels { .. } => 0x90,
             Error::Unexpected(_) | Error::Protocol(_) | Error::EmptyTopic(_) => 0x82,
