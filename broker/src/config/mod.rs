@@ -222,6 +222,14 @@ impl Config {
                 "must be above 0 (null keeps parked sessions until the broker stops)",
             ));
         }
+        if self.mqtt.max_keep_alive == 0 {
+            // A cap of 0 would tell MQTT 5 clients "no keepalive" and let dead
+            // connections hold their slot for ever.
+            return Err(invalid(
+                "mqtt.max_keep_alive",
+                "must be at least 1 second (65535 imposes nothing)",
+            ));
+        }
         if self.mqtt.max_parked_sessions == 0 {
             return Err(invalid("mqtt.max_parked_sessions", "must be at least 1"));
         }
@@ -461,6 +469,29 @@ mod tests {
         assert!(
             msg.starts_with("t: mqtt.session_expiry: must be above 0"),
             "{msg}"
+        );
+        let msg = Config::from_yaml("mqtt:\n  max_keep_alive: 0\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("t: mqtt.max_keep_alive: must be at least 1"),
+            "{msg}"
+        );
+        let c = Config::from_yaml(
+            "mqtt:\n  max_keep_alive: 60\n  topic_alias_maximum: 0\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.topic_alias_maximum, 0);
+        // MQTT 5: held to the cap when asking more or none; 3.1.1 keeps its own.
+        assert_eq!(c.mqtt.keep_alive_for(120, true), (60, true));
+        assert_eq!(c.mqtt.keep_alive_for(0, true), (60, true));
+        assert_eq!(c.mqtt.keep_alive_for(30, true), (30, false));
+        assert_eq!(c.mqtt.keep_alive_for(120, false), (120, false));
+        assert_eq!(
+            d.keep_alive_for(0, true),
+            (0, false),
+            "the default imposes nothing"
         );
         let msg = Config::from_yaml("mqtt:\n  session_takeover: anyone\n", Path::new("t"))
             .unwrap_err()
