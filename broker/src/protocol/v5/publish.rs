@@ -4,24 +4,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::error::Error;
 use crate::protocol::frame::{
-    FixedHeader, Reader, qos, validate_topic_name, write_bytes, write_fixed_header,
+    FixedHeader, Reader, validate_topic_name, write_bytes, write_fixed_header,
 };
 use crate::protocol::packet::{PacketType, Publish, PublishRef, QoS};
-use crate::protocol::v4::fields::read_pkid;
+use crate::protocol::v4::fields::{publish_flags, read_pkid};
 use crate::protocol::v5::properties::{self, Context};
 
 /// Decodes a PUBLISH body. The topic may be empty when a topic alias names it (the
 /// connection resolves the alias); the topic and payload share the frame's memory.
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Publish, Error> {
-    let flags = header.flags();
-    let qos = qos((flags >> 1) & 0x03)?;
-    let dup = flags & 0x08 != 0;
-    if dup && qos == QoS::AtMostOnce {
-        return Err(Error::InvalidFlags {
-            kind: PacketType::Publish,
-            flags,
-        });
-    }
+    let (qos, dup, retain) = publish_flags(header)?;
     let mut r = Reader::new(body, PacketType::Publish);
     let topic = r.string("topic name")?;
     let pkid = if qos == QoS::AtMostOnce {
@@ -37,7 +29,7 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Publish, Error> {
     Ok(Publish {
         dup,
         qos,
-        retain: flags & 0x01 != 0,
+        retain,
         topic,
         pkid,
         payload: r.rest(),
