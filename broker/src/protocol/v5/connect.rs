@@ -4,19 +4,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::error::Error;
-use crate::protocol::frame::{
-    FixedHeader, Reader, qos, validate_topic_name, write_bytes, write_fixed_header,
-};
-use crate::protocol::packet::{Connect, LastWill, PacketType, ProtocolVersion};
+use crate::protocol::frame::{FixedHeader, Reader, write_bytes, write_fixed_header};
+use crate::protocol::packet::{Connect, PacketType, ProtocolVersion};
+use crate::protocol::v4::connect::ConnectFlags;
 use crate::protocol::v4::fields::expect_flags;
 use crate::protocol::v5::properties::{self, Context};
-
-const FLAG_RESERVED: u8 = 0x01;
-const FLAG_CLEAN: u8 = 0x02;
-const FLAG_WILL: u8 = 0x04;
-const FLAG_WILL_RETAIN: u8 = 0x20;
-const FLAG_PASSWORD: u8 = 0x40;
-const FLAG_USERNAME: u8 = 0x80;
 
 /// Decodes a level 5 CONNECT body (the caller has seen the level).
 pub fn read(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
@@ -30,46 +22,23 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
     if level != 5 {
         return Err(Error::UnsupportedProtocolLevel(level));
     }
-    let flags = r.u8("connect flags")?;
-    if flags & FLAG_RESERVED != 0 {
-        return Err(r.malformed("reserved connect flag set"));
-    }
-    let will_qos = (flags >> 3) & 0x03;
-    if flags & FLAG_WILL == 0 && (will_qos != 0 || flags & FLAG_WILL_RETAIN != 0) {
-        return Err(r.malformed("will QoS or retain set without a will"));
-    }
+    let flags = ConnectFlags::read(&mut r)?;
     let keep_alive = r.u16("keep alive")?;
     let properties = properties::read(&mut r, Context::Connect)?;
     let client_id = r.string("client identifier")?;
-    let will = if flags & FLAG_WILL != 0 {
-        let will_properties = properties::read(&mut r, Context::Will)?;
-        let topic = r.string("will topic")?;
-        validate_topic_name(&topic, "will topic")?;
-        let payload = r.binary("will message")?;
-        Some(LastWill {
-            topic,
-            payload,
-            qos: qos(will_qos)?,
-            retain: flags & FLAG_WILL_RETAIN != 0,
-            properties: will_properties,
-        })
-    } else {
-        None
+    let will = match flags.will() {
+        true => {
+            let will_properties = properties::read(&mut r, Context::Will)?;
+            Some(flags.read_will(&mut r, will_properties)?)
+        }
+        false => None,
     };
-    let username = if flags & FLAG_USERNAME != 0 {
-        Some(r.string("user name")?)
-    } else {
-        None
-    };
-    let password = if flags & FLAG_PASSWORD != 0 {
-        Some(r.binary("password")?)
-    } else {
-        None
-    };
+    // Unlike 3.1.1, MQTT 5 allows a password without a user name.
+    let (username, password) = flags.read_login(&mut r)?;
     r.finish()?;
     Ok(Connect {
         protocol: ProtocolVersion::V5,
-        clean_start: flags & FLAG_CLEAN != 0,
+        clean_start: flags.clean(),
         keep_alive,
         client_id,
         username,
@@ -83,29 +52,20 @@ pub fn read(header: FixedHeader, body: Bytes) -> Result<Connect, Error> {
 pub fn write(p: &Connect, buf: &mut BytesMut) {
     let mut len =
         2 + 4 + 1 + 1 + 2 + properties::len(p.properties.as_deref()) + 2 + p.client_id.len();
-    let mut flags = 0u8;
-    if p.clean_start {
-        flags |= FLAG_CLEAN;
-    }
+    let flags = ConnectFlags::of(p);
     if let Some(w) = &p.will {
-        flags |= FLAG_WILL | ((w.qos as u8) << 3);
-        if w.retain {
-            flags |= FLAG_WILL_RETAIN;
-        }
         len += properties::len(w.properties.as_deref()) + 2 + w.topic.len() + 2 + w.payload.len();
     }
     if let Some(u) = &p.username {
-        flags |= FLAG_USERNAME;
         len += 2 + u.len();
     }
     if let Some(pw) = &p.password {
-        flags |= FLAG_PASSWORD;
         len += 2 + pw.len();
     }
     write_fixed_header(buf, 0x10, len);
     write_bytes(buf, b"MQTT");
     buf.put_u8(5);
-    buf.put_u8(flags);
+    buf.put_u8(flags.bits());
     buf.put_u16(p.keep_alive);
     properties::write(p.properties.as_deref(), buf);
     write_bytes(buf, p.client_id.as_bytes());
