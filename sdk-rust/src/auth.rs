@@ -119,8 +119,14 @@ impl AuthRequest {
 pub struct AuthDecision {
     /// The verdict.
     pub verdict: Verdict,
-    /// Why; logged by the broker (never sent to the client).
+    /// Why; logged by the broker (never sent to the client: see
+    /// [`client_reason`](Self::client_reason)).
     pub reason: String,
+    /// The MQTT 5 Reason String sent to the client with a deny (in the CONNACK, or the
+    /// DISCONNECT ending a failed re-authentication); `None` sends none. Unlike
+    /// [`reason`](Self::reason), the client reads it: say nothing an attacker should not learn
+    /// (such as whether the user exists).
+    pub client_reason: Option<String>,
     /// The MQTT 5 CONNACK reason code for a deny (for example `0x86`, bad user name or password);
     /// `None` lets the broker choose (`0x87`, not authorized).
     pub reason_code: Option<u8>,
@@ -133,6 +139,28 @@ pub struct AuthDecision {
     /// CONNECT username (unless another allowing plugin sets one; two allowing plugins that set
     /// different identities deny the connection).
     pub identity: Option<String>,
+    /// MQTT 5 enhanced authentication: continue the exchange instead of deciding now. When set,
+    /// `verdict` is not read; the broker sends the client an AUTH packet (0x18) with the data and
+    /// calls this plugin again with the client's answer (`auth_step + 1`, `auth_context` echoed).
+    pub auth_continue: Option<AuthContinue>,
+    /// MQTT 5 Authentication Data for the client with the final CONNACK (or the AUTH success of a
+    /// re-authentication), for methods where the server proves itself last (SCRAM's
+    /// server-final message). Read on `Allow`.
+    pub auth_data: Option<Vec<u8>>,
+}
+
+/// The next step of an MQTT 5 enhanced authentication exchange (see
+/// [`AuthDecision::continue_with`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthContinue {
+    /// Authentication Data sent to the client in the AUTH packet.
+    pub auth_data: Vec<u8>,
+    /// Opaque state the broker echoes back in [`AuthRequest::auth_context`] at the next step, so
+    /// a plugin running as several replicas needs no shared memory. The broker keeps it (it never
+    /// reaches the client) for the exchange only.
+    pub context: Vec<u8>,
+    /// MQTT 5 user properties added to the AUTH packet.
+    pub user_properties: UserProperties,
 }
 
 impl AuthDecision {
@@ -140,11 +168,43 @@ impl AuthDecision {
         AuthDecision {
             verdict,
             reason,
+            client_reason: None,
             reason_code: None,
             attributes: Attributes::new(),
             user_properties: UserProperties::new(),
             identity: None,
+            auth_continue: None,
+            auth_data: None,
         }
+    }
+
+    /// Continue an MQTT 5 enhanced authentication exchange: send the client `auth_data` in an
+    /// AUTH packet and ask this plugin again with its answer; `context` comes back in
+    /// [`AuthRequest::auth_context`]. A plugin should only continue a method it knows
+    /// ([`AuthRequest::auth_method`]); for any other it abstains.
+    pub fn continue_with(auth_data: impl Into<Vec<u8>>, context: impl Into<Vec<u8>>) -> Self {
+        let mut d = Self::new(Verdict::Abstain, String::new());
+        d.auth_continue = Some(AuthContinue {
+            auth_data: auth_data.into(),
+            context: context.into(),
+            user_properties: UserProperties::new(),
+        });
+        d
+    }
+
+    /// Sets the Authentication Data sent with the final CONNACK (or re-authentication success).
+    pub fn with_auth_data(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.auth_data = Some(data.into());
+        self
+    }
+
+    /// Adds an MQTT 5 user property to the CONNACK (or, on a continue, to the AUTH packet).
+    pub fn with_user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        match &mut self.auth_continue {
+            Some(c) => c.user_properties.push((key.into(), value.into())),
+            None => self.user_properties.push((key.into(), value.into())),
+        }
+        self
     }
 
     /// Allow the connection.
@@ -171,6 +231,12 @@ impl AuthDecision {
     /// Sets the MQTT 5 CONNACK reason code used when this deny decides.
     pub fn with_reason_code(mut self, code: u8) -> Self {
         self.reason_code = Some(code);
+        self
+    }
+
+    /// Sets the MQTT 5 Reason String the client is sent when this deny decides.
+    pub fn with_client_reason(mut self, reason: impl Into<String>) -> Self {
+        self.client_reason = Some(reason.into());
         self
     }
 

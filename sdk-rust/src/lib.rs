@@ -185,7 +185,7 @@ mod types;
 pub use args::{
     DEFAULT_LISTEN, LISTEN_ENV, TLS_CERT_ENV, TLS_CLIENT_CA_ENV, TLS_KEY_ENV, TOKEN_FILE_ENV,
 };
-pub use auth::{AuthDecision, AuthRequest, Authenticator};
+pub use auth::{AuthContinue, AuthDecision, AuthRequest, Authenticator};
 pub use context::Context;
 pub use error::{Error, HandlerError};
 pub use events::{

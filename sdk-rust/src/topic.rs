@@ -87,7 +87,8 @@ impl TopicRequest {
 pub struct TopicDecision {
     /// The verdict.
     pub verdict: Verdict,
-    /// Why; logged by the broker.
+    /// Why; logged by the broker (never sent to the client: see
+    /// [`client_reason`](Self::client_reason)).
     pub reason: String,
     /// How long the broker may reuse this answer for the same session, action and topic (denials
     /// included). Zero (the default) means do not cache. Sent in milliseconds; the broker caps it
@@ -96,6 +97,9 @@ pub struct TopicDecision {
     /// The MQTT 5 reason code for a deny (SUBACK entry, PUBACK/PUBREC); `None` lets the broker
     /// choose (`0x87`, not authorized).
     pub reason_code: Option<u8>,
+    /// The MQTT 5 Reason String sent to the client with a deny (the SUBACK or PUBACK/PUBREC);
+    /// `None` sends none. Unlike [`reason`](Self::reason), the client reads it.
+    pub client_reason: Option<String>,
 }
 
 impl TopicDecision {
@@ -105,6 +109,7 @@ impl TopicDecision {
             reason,
             cache_ttl: Duration::ZERO,
             reason_code: None,
+            client_reason: None,
         }
     }
 
@@ -138,6 +143,12 @@ impl TopicDecision {
     /// Sets the MQTT 5 reason code used when this deny decides.
     pub fn with_reason_code(mut self, code: u8) -> Self {
         self.reason_code = Some(code);
+        self
+    }
+
+    /// Sets the MQTT 5 Reason String the client is sent when this deny decides.
+    pub fn with_client_reason(mut self, reason: impl Into<String>) -> Self {
+        self.client_reason = Some(reason.into());
         self
     }
 }

@@ -137,6 +137,15 @@ impl RawClient {
         Self::tcp(addr).await.handshake(connect).await
     }
 
+    /// Connects and sends `connect` without waiting for an answer (an MQTT 5 client
+    /// whose CONNECT starts an enhanced authentication exchange reads AUTH first).
+    pub async fn open(addr: SocketAddr, connect: Connect) -> Self {
+        let mut c = Self::tcp(addr).await;
+        c.version = connect.protocol;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        c
+    }
+
     /// Sends `connect` on this fresh connection and returns the CONNACK.
     pub(crate) async fn handshake(mut self, connect: Connect) -> (Self, ConnAck) {
         self.version = connect.protocol;

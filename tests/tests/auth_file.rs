@@ -157,9 +157,10 @@ async fn every_hash_format_and_skipped_lines() {
         ("bcrypt", "anything"),
         ("nobody", "x"),
     ] {
+        // The plugin's 0x86 (unknown users alike), as 3.1.1's return code 4.
         assert_eq!(
             refused(&broker, "bad", user, password).await,
-            ConnectReason::NotAuthorized,
+            ConnectReason::BadUserNameOrPassword,
             "{user}"
         );
     }
@@ -167,7 +168,7 @@ async fn every_hash_format_and_skipped_lines() {
     let mut connect = connect_packet("nopw", true, 0);
     connect.username = Some("alice".into());
     let (_, ack) = RawClient::connect_with(addr, connect).await;
-    assert_eq!(ack.reason, ConnectReason::NotAuthorized);
+    assert_eq!(ack.reason, ConnectReason::BadUserNameOrPassword);
     // allow_anonymous defaults to false.
     assert_eq!(
         anonymous(&broker, "anon").await,
@@ -238,14 +239,14 @@ auth:
     assert!(connect_as(addr, "b", "bob", "pb").await.is_ok());
     assert_eq!(
         refused(&broker, "b2", "bob", "wrong").await,
-        ConnectReason::NotAuthorized
+        ConnectReason::BadUserNameOrPassword
     );
     assert!(connect_as(addr, "a", "alice", "pa").await.is_ok());
     // In the file with the wrong password: denied, whatever the others say and whatever
     // allow_anonymous is (aMQTT lets any username in when it is false: not here).
     assert_eq!(
         refused(&broker, "a2", "alice", "pb").await,
-        ConnectReason::NotAuthorized
+        ConnectReason::BadUserNameOrPassword
     );
     assert_no_panic(&broker);
 }
@@ -279,7 +280,7 @@ async fn edits_while_running_are_picked_up() {
     let broker = Tandem::start_config(&config(d, "", ""));
     assert_eq!(
         refused(&broker, "c", "carol", "one").await,
-        ConnectReason::NotAuthorized
+        ConnectReason::BadUserNameOrPassword
     );
 
     passwd_ok(&["add", f, "carol"], "one");

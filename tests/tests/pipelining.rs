@@ -152,7 +152,7 @@ async fn nothing_pipelined_is_served_when_the_auth_plugin_refuses() {
         ))
         .await;
     match client.recv().await {
-        Packet::ConnAck(ack) => assert_eq!(ack.reason, ConnectReason::NotAuthorized),
+        Packet::ConnAck(ack) => assert_eq!(ack.reason, ConnectReason::BadUserNameOrPassword),
         other => panic!("expected CONNACK first, got {other:?}"),
     }
     // Nothing after the refusing CONNACK: the connection closes, no PUBACK, no SUBACK.

@@ -71,15 +71,16 @@ async fn auth_chain_allow_deny_abstain() {
     assert!(connect_as(a, "c1", "alice", "pa").await.is_ok());
     // A abstains, B allows: allowed.
     assert!(connect_as(a, "c2", "bob", "pb").await.is_ok());
-    // A denies (bad password), B abstains: denied, 3.1.1 code 5.
+    // A denies (bad password, 0x86), B abstains: denied, 3.1.1 code 4.
     assert_eq!(
         connect_as(a, "c3", "alice", "wrong").await.err(),
-        Some(ConnectReason::NotAuthorized)
+        Some(ConnectReason::BadUserNameOrPassword)
     );
-    // A allows, B denies: any deny denies.
+    // A allows, B denies (an unknown user, answered as a bad password: 0x86): any deny
+    // denies.
     assert_eq!(
         connect_as(a, "c4", "eve", "x").await.err(),
-        Some(ConnectReason::NotAuthorized)
+        Some(ConnectReason::BadUserNameOrPassword)
     );
     // Both abstain: denied.
     assert_eq!(

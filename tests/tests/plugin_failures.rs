@@ -110,7 +110,7 @@ async fn on_error_abstain_lets_the_other_plugins_decide() {
     assert!(connect_as(broker.addr, "a", "alice", "pa").await.is_ok());
     assert_eq!(
         connect_as(broker.addr, "b", "alice", "bad").await.err(),
-        Some(ConnectReason::NotAuthorized)
+        Some(ConnectReason::BadUserNameOrPassword)
     );
     assert_eq!(
         connect_as(broker.addr, "c", "nobody", "x").await.err(),

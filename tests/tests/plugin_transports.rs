@@ -26,7 +26,7 @@ async fn assert_auth_works(broker: &Tandem) {
     assert!(connect_as(broker.addr, "a", "alice", "pa").await.is_ok());
     assert_eq!(
         connect_as(broker.addr, "b", "alice", "no").await.err(),
-        Some(ConnectReason::NotAuthorized)
+        Some(ConnectReason::BadUserNameOrPassword)
     );
 }
 

@@ -24,10 +24,10 @@ use super::config::CacheConfig;
 pub struct DecisionCache {
     /// One map per action (publish, subscribe, receive): lookups by `&str`, no key
     /// allocation on the hot path.
-    by_action: [HashMap<ByteString, (bool, Instant)>; 3],
+    by_action: [HashMap<ByteString, (Cached, Instant)>; 3],
     /// The last hit per action: a stream of messages on one topic (the common case)
     /// compares a string instead of hashing it.
-    last_hit: [Option<(ByteString, bool, Instant)>; 3],
+    last_hit: [Option<(ByteString, Cached, Instant)>; 3],
     /// Bytes of the topics held as keys.
     bytes: usize,
     max_entries: usize,
@@ -44,6 +44,16 @@ pub enum Put {
     Uncacheable,
     /// Not cached: the cache is at `max_entries` or `max_bytes` with nothing expired.
     Full,
+}
+
+/// A cached decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// Allowed.
+    Allowed,
+    /// Denied, with the MQTT 5 reason code the deciding plugin asked for (0: the
+    /// broker's choice). The plugin's Reason String is not kept.
+    Denied(u8),
 }
 
 /// Which action a cached decision is for.
@@ -90,7 +100,7 @@ impl DecisionCache {
     }
 
     /// The cached decision, if fresh.
-    pub fn get(&mut self, action: CachedAction, topic: &str, now: Instant) -> Option<bool> {
+    pub fn get(&mut self, action: CachedAction, topic: &str, now: Instant) -> Option<Cached> {
         let a = action as usize;
         if let Some((last, allowed, expires)) = &self.last_hit[a]
             && *expires > now
@@ -112,7 +122,7 @@ impl DecisionCache {
         &mut self,
         action: CachedAction,
         topic: &str,
-        allowed: bool,
+        allowed: Cached,
         ttl: Duration,
         now: Instant,
     ) -> Put {
@@ -175,10 +185,13 @@ mod tests {
         let mut c = cache(10);
         let t0 = Instant::now();
         assert_eq!(
-            c.put(CachedAction::Publish, "a", false, SEC, t0),
+            c.put(CachedAction::Publish, "a", Cached::Denied(0), SEC, t0),
             Put::Stored
         );
-        assert_eq!(c.get(CachedAction::Publish, "a", t0), Some(false));
+        assert_eq!(
+            c.get(CachedAction::Publish, "a", t0),
+            Some(Cached::Denied(0))
+        );
         assert_eq!(c.get(CachedAction::Receive, "a", t0), None);
         assert_eq!(c.get(CachedAction::Publish, "a", t0 + 2 * SEC), None);
     }
@@ -187,17 +200,17 @@ mod tests {
     fn the_last_hit_memo_follows_updates_and_expiry() {
         let mut c = cache(10);
         let t0 = Instant::now();
-        c.put(CachedAction::Receive, "t", true, SEC, t0);
-        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(true));
+        c.put(CachedAction::Receive, "t", Cached::Allowed, SEC, t0);
+        assert_eq!(c.get(CachedAction::Receive, "t", t0), Some(Cached::Allowed));
         assert_eq!(
             c.get(CachedAction::Receive, "t", t0),
-            Some(true),
+            Some(Cached::Allowed),
             "from the memo"
         );
-        c.put(CachedAction::Receive, "t", false, 5 * SEC, t0);
+        c.put(CachedAction::Receive, "t", Cached::Denied(0), 5 * SEC, t0);
         assert_eq!(
             c.get(CachedAction::Receive, "t", t0),
-            Some(false),
+            Some(Cached::Denied(0)),
             "memo replaced"
         );
         assert_eq!(c.bytes(), 1, "a replaced decision adds no bytes");
@@ -214,11 +227,20 @@ mod tests {
         let mut c = cache(10);
         let t0 = Instant::now();
         assert_eq!(
-            c.put(CachedAction::Publish, "z", true, Duration::ZERO, t0),
+            c.put(
+                CachedAction::Publish,
+                "z",
+                Cached::Allowed,
+                Duration::ZERO,
+                t0
+            ),
             Put::Uncacheable
         );
-        c.put(CachedAction::Publish, "a", true, 3600 * SEC, t0);
-        assert_eq!(c.get(CachedAction::Publish, "a", t0 + 9 * SEC), Some(true));
+        c.put(CachedAction::Publish, "a", Cached::Allowed, 3600 * SEC, t0);
+        assert_eq!(
+            c.get(CachedAction::Publish, "a", t0 + 9 * SEC),
+            Some(Cached::Allowed)
+        );
         assert_eq!(c.get(CachedAction::Publish, "a", t0 + 11 * SEC), None);
     }
 
@@ -227,20 +249,20 @@ mod tests {
         let mut c = cache(2);
         let t0 = Instant::now();
         assert_eq!(
-            c.put(CachedAction::Publish, "a", true, SEC, t0),
+            c.put(CachedAction::Publish, "a", Cached::Allowed, SEC, t0),
             Put::Stored
         );
         assert_eq!(
-            c.put(CachedAction::Publish, "b", true, 5 * SEC, t0),
+            c.put(CachedAction::Publish, "b", Cached::Allowed, 5 * SEC, t0),
             Put::Stored
         );
         assert_eq!(
-            c.put(CachedAction::Publish, "c", true, 5 * SEC, t0),
+            c.put(CachedAction::Publish, "c", Cached::Allowed, 5 * SEC, t0),
             Put::Full
         );
         let later = t0 + 2 * SEC;
         assert_eq!(
-            c.put(CachedAction::Publish, "c", true, 5 * SEC, later),
+            c.put(CachedAction::Publish, "c", Cached::Allowed, 5 * SEC, later),
             Put::Stored
         );
         assert_eq!(c.len(), 2);
@@ -255,16 +277,22 @@ mod tests {
         });
         let t0 = Instant::now();
         assert_eq!(
-            c.put(CachedAction::Publish, "aaaa", true, SEC, t0),
+            c.put(CachedAction::Publish, "aaaa", Cached::Allowed, SEC, t0),
             Put::Stored
         );
         assert_eq!(
-            c.put(CachedAction::Receive, "bbbbbb", true, 5 * SEC, t0),
+            c.put(
+                CachedAction::Receive,
+                "bbbbbb",
+                Cached::Allowed,
+                5 * SEC,
+                t0
+            ),
             Put::Stored
         );
         assert_eq!(c.bytes(), 10);
         assert_eq!(
-            c.put(CachedAction::Subscribe, "c", true, 5 * SEC, t0),
+            c.put(CachedAction::Subscribe, "c", Cached::Allowed, 5 * SEC, t0),
             Put::Full,
             "one byte over max_bytes"
         );
@@ -272,7 +300,7 @@ mod tests {
             c.put(
                 CachedAction::Publish,
                 &"x".repeat(11),
-                true,
+                Cached::Allowed,
                 5 * SEC,
                 t0 + 2 * SEC
             ),
@@ -282,7 +310,13 @@ mod tests {
         // The sweep above removed the expired "aaaa": room again.
         assert_eq!(c.bytes(), 6);
         assert_eq!(
-            c.put(CachedAction::Subscribe, "c", true, 5 * SEC, t0 + 2 * SEC),
+            c.put(
+                CachedAction::Subscribe,
+                "c",
+                Cached::Allowed,
+                5 * SEC,
+                t0 + 2 * SEC
+            ),
             Put::Stored
         );
         assert_eq!(c.bytes(), 7);
@@ -297,10 +331,13 @@ mod tests {
         let mut c = cache(10);
         let t0 = Instant::now();
         assert_eq!(
-            c.put(CachedAction::Publish, &topic, false, SEC, t0),
+            c.put(CachedAction::Publish, &topic, Cached::Denied(0), SEC, t0),
             Put::Stored
         );
-        assert_eq!(c.get(CachedAction::Publish, &topic, t0), Some(false));
+        assert_eq!(
+            c.get(CachedAction::Publish, &topic, t0),
+            Some(Cached::Denied(0))
+        );
         drop(topic);
         assert!(
             buffer.is_unique(),
@@ -308,7 +345,7 @@ mod tests {
         );
         assert_eq!(
             c.get(CachedAction::Publish, &"x".repeat(16), t0),
-            Some(false)
+            Some(Cached::Denied(0))
         );
     }
 }

@@ -25,28 +25,54 @@ use super::rpc::{ErrorKind, Rpc, Verdict};
 struct Answer {
     verdict: Verdict,
     reason: String,
+    /// The Reason String for the client (MQTT 5), on a DENY.
+    client_reason: String,
     reason_code: u32,
     error: Option<ErrorKind>,
     attributes: HashMap<String, String>,
     /// The identity an Authenticate answer established (empty: none).
     identity: String,
     cache_ttl: Duration,
+    /// Authenticate: the plugin continues an enhanced authentication exchange (its
+    /// verdict is ABSTAIN meanwhile).
+    proceed: Option<pb::AuthContinue>,
+    /// Authenticate ALLOW: Authentication Data for the client with the CONNACK.
+    auth_data: Vec<u8>,
+    /// Authenticate ALLOW: user properties for the CONNACK.
+    user_properties: Vec<pb::UserProperty>,
 }
 
 impl Answer {
-    fn failed(plugin: &Plugin, kind: ErrorKind) -> Self {
+    fn new(verdict: Verdict, reason: String, reason_code: u32, client_reason: String) -> Self {
         Self {
-            verdict: match plugin.config.on_error {
-                OnError::Deny => Verdict::Deny,
-                OnError::Abstain => Verdict::Abstain,
-                OnError::Allow => Verdict::Allow,
-            },
-            reason: format!("plugin error: {}", kind.as_str()),
-            reason_code: 0,
-            error: Some(kind),
+            verdict,
+            reason,
+            client_reason,
+            reason_code,
+            error: None,
             attributes: HashMap::new(),
             identity: String::new(),
             cache_ttl: Duration::ZERO,
+            proceed: None,
+            auth_data: Vec::new(),
+            user_properties: Vec::new(),
+        }
+    }
+
+    fn failed(plugin: &Plugin, kind: ErrorKind) -> Self {
+        let verdict = match plugin.config.on_error {
+            OnError::Deny => Verdict::Deny,
+            OnError::Abstain => Verdict::Abstain,
+            OnError::Allow => Verdict::Allow,
+        };
+        Self {
+            error: Some(kind),
+            ..Self::new(
+                verdict,
+                format!("plugin error: {}", kind.as_str()),
+                0,
+                String::new(),
+            )
         }
     }
 }
@@ -101,6 +127,50 @@ pub struct AuthOutcome {
     pub from_error: bool,
     /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
     pub reason_code: u32,
+    /// The Reason String the deciding plugin's DENY has for the client (empty: none).
+    pub client_reason: String,
+    /// ALLOW: Authentication Data for the CONNACK (the plugin that led an enhanced
+    /// authentication exchange proves itself with it; empty: none).
+    pub auth_data: Vec<u8>,
+    /// ALLOW: user properties the allowing plugins add to the CONNACK, in chain order.
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// Where the Authenticate chain stands after a step.
+#[derive(Debug)]
+pub enum AuthStep {
+    /// Decided.
+    Done(AuthOutcome),
+    /// A plugin continues an MQTT 5 enhanced authentication exchange: send the client
+    /// an AUTH packet with the exchange's [`data`](Exchange::data), then hand its answer
+    /// to [`Chain::continue_auth`].
+    Continue(Exchange),
+}
+
+/// An MQTT 5 enhanced authentication exchange in progress. One plugin leads it (the
+/// first in chain order that answered with `auth_continue`); the others' first answers
+/// are kept and combined with the leader's final one as any chain's answers are.
+#[derive(Debug)]
+pub struct Exchange {
+    leader: usize,
+    step: u32,
+    context: Vec<u8>,
+    answers: Vec<Answer>,
+    /// Authentication Data for the client's AUTH packet.
+    pub data: Vec<u8>,
+    /// User properties for the client's AUTH packet.
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl Exchange {
+    /// How many AUTH packets the broker has sent in this exchange.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+}
+
+fn pairs(props: Vec<pb::UserProperty>) -> Vec<(String, String)> {
+    props.into_iter().map(|p| (p.key, p.value)).collect()
 }
 
 /// Two allowing plugins that set different identities: (alias, identity) of each.
@@ -161,7 +231,12 @@ pub struct TopicOutcome {
     pub from_error: bool,
     /// The MQTT 5 reason code the deciding plugin asked for (0: broker's choice).
     pub reason_code: u32,
+    /// The Reason String the deciding plugin's DENY has for the client (empty: none).
+    pub client_reason: String,
 }
+
+/// MQTT 5 CONNACK "bad authentication method".
+const BAD_AUTHENTICATION_METHOD: u32 = 0x8C;
 
 /// An ordered set of plugins answering one RPC.
 pub struct Chain {
@@ -214,112 +289,179 @@ impl Chain {
         Ok(answers.into_iter().flatten().collect())
     }
 
-    /// Runs the Authenticate chain.
-    pub async fn authenticate(&self, request: pb::AuthenticateRequest) -> AuthOutcome {
-        let ask = |plugin: Arc<Plugin>| {
-            let request = request.clone();
-            async move {
-                let started = Instant::now();
-                let result = plugin
-                    .call(request, |mut c, r| async move { c.authenticate(r).await })
-                    .await;
-                settle(
-                    &plugin,
-                    Rpc::Authenticate,
-                    result,
-                    started.elapsed(),
-                    |resp| {
-                        if resp.auth_continue.is_some() {
-                            return Err(
-                                "enhanced authentication (auth_continue) is not supported yet",
-                            );
-                        }
-                        let verdict =
-                            verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
-                        Ok(Answer {
-                            verdict,
-                            reason: resp.reason,
-                            reason_code: resp.reason_code,
-                            error: None,
-                            attributes: resp.attributes,
-                            identity: resp.identity,
-                            cache_ttl: Duration::ZERO,
-                        })
-                    },
-                )
-            }
-        };
-        let span = info_span!("authenticate", chain = self.section, client_id = %request.client_id, allowed = Empty);
-        let outcome = self
-            .authenticate_in(ask, &request)
-            .instrument(span.clone())
+    /// Asks one plugin to authenticate, its answer settled.
+    async fn ask_auth(plugin: Arc<Plugin>, request: pb::AuthenticateRequest) -> Answer {
+        let started = Instant::now();
+        let result = plugin
+            .call(request, |mut c, r| async move { c.authenticate(r).await })
             .await;
-        span.record("allowed", outcome.allowed);
-        outcome
+        settle(
+            &plugin,
+            Rpc::Authenticate,
+            result,
+            started.elapsed(),
+            |resp| {
+                if let Some(proceed) = resp.auth_continue {
+                    return Ok(Answer {
+                        proceed: Some(proceed),
+                        ..Answer::new(Verdict::Abstain, resp.reason, 0, String::new())
+                    });
+                }
+                let verdict = verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
+                Ok(Answer {
+                    attributes: resp.attributes,
+                    identity: resp.identity,
+                    auth_data: resp.auth_data,
+                    user_properties: resp.user_properties,
+                    ..Answer::new(verdict, resp.reason, resp.reason_code, resp.client_reason)
+                })
+            },
+        )
     }
 
-    async fn authenticate_in<F, Fut>(
-        &self,
-        ask: F,
-        request: &pb::AuthenticateRequest,
-    ) -> AuthOutcome
-    where
-        F: Fn(Arc<Plugin>) -> Fut,
-        Fut: std::future::Future<Output = Answer>,
-    {
-        match self.run(ask).await {
-            Err((i, a)) => {
-                let alias = self.plugins[i].alias.clone();
-                info!(plugin = %alias, reason = %a.reason, client_id = %request.client_id, "authentication denied");
-                AuthOutcome {
-                    allowed: false,
-                    attributes: HashMap::new(),
-                    identity: None,
-                    denied_by: Some((alias, a.reason)),
-                    from_error: a.error.is_some(),
-                    reason_code: a.reason_code,
-                }
-            }
-            Ok(answers) => {
-                let allowed = answers.iter().any(|a| a.verdict == Verdict::Allow);
-                let mut attributes = HashMap::new();
-                for a in answers.iter().filter(|a| a.verdict == Verdict::Allow) {
-                    attributes.extend(a.attributes.clone());
-                }
-                if !allowed {
-                    info!(chain = self.section, client_id = %request.client_id, "authentication denied: every plugin abstained");
-                }
-                let identity = match established_identity(&self.plugins, &answers) {
-                    Ok(identity) => identity,
-                    Err(conflict) => {
-                        warn!(chain = self.section, client_id = ?request.client_id,
-                            first = %conflict.first.0, first_identity = ?conflict.first.1,
-                            other = %conflict.other.0, other_identity = ?conflict.other.1,
-                            "authentication denied: allowing plugins established different identities");
-                        return AuthOutcome {
-                            allowed: false,
-                            attributes: HashMap::new(),
-                            identity: None,
-                            denied_by: Some((
-                                conflict.other.0,
-                                "established a different identity than an earlier plugin".into(),
-                            )),
-                            from_error: false,
-                            reason_code: 0,
-                        };
+    /// Runs the Authenticate chain on a CONNECT (or the AUTH that starts a
+    /// re-authentication): every member is asked; a DENY decides at once; a member that
+    /// continues an enhanced authentication exchange leads it from here.
+    pub async fn authenticate(&self, request: pb::AuthenticateRequest) -> AuthStep {
+        let span = info_span!("authenticate", chain = self.section, client_id = %request.client_id, allowed = Empty);
+        let step = async {
+            let answers = self
+                .run(|plugin| Self::ask_auth(plugin, request.clone()))
+                .await;
+            match answers {
+                Err((i, a)) => AuthStep::Done(self.denied(i, a, &request)),
+                Ok(answers) => match answers.iter().position(|a| a.proceed.is_some()) {
+                    Some(leader) => {
+                        let mut answers = answers;
+                        let proceed = answers[leader].proceed.take().unwrap_or_default();
+                        AuthStep::Continue(Exchange {
+                            leader,
+                            step: 1,
+                            context: proceed.context,
+                            answers,
+                            data: proceed.auth_data,
+                            user_properties: pairs(proceed.user_properties),
+                        })
                     }
-                };
-                AuthOutcome {
-                    allowed,
-                    attributes,
-                    identity: identity.filter(|_| allowed),
-                    denied_by: (!allowed)
-                        .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
-                    from_error: !allowed && answers.iter().any(|a| a.error.is_some()),
-                    reason_code: 0,
-                }
+                    None => AuthStep::Done(self.combined(answers, &request, false)),
+                },
             }
         }
+        .instrument(span.clone())
+        .await;
+        if let AuthStep::Done(outcome) = &step {
+            span.record("allowed", outcome.allowed);
+        }
+        step
+    }
+
+    /// Runs the next step of an enhanced authentication exchange: the client's answer
+    /// (`request.auth_data`) goes to the plugin that leads it, with its context; its
+    /// final verdict is combined with the other members' first answers.
+    pub async fn continue_auth(
+        &self,
+        mut exchange: Exchange,
+        mut request: pb::AuthenticateRequest,
+    ) -> AuthStep {
+        let Some(plugin) = self.plugins.get(exchange.leader).cloned() else {
+            return AuthStep::Done(AuthOutcome::default());
+        };
+        request.auth_step = exchange.step;
+        request.auth_context = std::mem::take(&mut exchange.context);
+        let span = info_span!("authenticate", chain = self.section, client_id = %request.client_id,
+            step = exchange.step, allowed = Empty);
+        let answer = Self::ask_auth(plugin, request.clone())
+            .instrument(span.clone())
+            .await;
+        if let Some(proceed) = answer.proceed {
+            exchange.step += 1;
+            exchange.context = proceed.context;
+            exchange.data = proceed.auth_data;
+            exchange.user_properties = pairs(proceed.user_properties);
+            return AuthStep::Continue(exchange);
+        }
+        let outcome = if answer.verdict == Verdict::Deny {
+            self.denied(exchange.leader, answer, &request)
+        } else {
+            let mut answers = exchange.answers;
+            answers[exchange.leader] = answer;
+            self.combined(answers, &request, true)
+        };
+        span.record("allowed", outcome.allowed);
+        AuthStep::Done(outcome)
+    }
+
+    /// The outcome when plugin `i`'s DENY decides.
+    fn denied(&self, i: usize, a: Answer, request: &pb::AuthenticateRequest) -> AuthOutcome {
+        let alias = self.plugins[i].alias.clone();
+        info!(plugin = %alias, reason = %a.reason, client_id = %request.client_id, "authentication denied");
+        AuthOutcome {
+            from_error: a.error.is_some(),
+            reason_code: a.reason_code,
+            client_reason: a.client_reason,
+            denied_by: Some((alias, a.reason)),
+            ..AuthOutcome::default()
+        }
+    }
+
+    /// Combines answers none of which denied: at least one ALLOW is needed. A CONNECT
+    /// that named an authentication method no plugin took up (`exchanged` false, nobody
+    /// allowed) is refused with 0x8C "bad authentication method".
+    fn combined(
+        &self,
+        answers: Vec<Answer>,
+        request: &pb::AuthenticateRequest,
+        exchanged: bool,
+    ) -> AuthOutcome {
+        let allowed = answers.iter().any(|a| a.verdict == Verdict::Allow);
+        if !allowed {
+            let unknown_method = !exchanged && !request.auth_method.is_empty();
+            if unknown_method {
+                info!(chain = self.section, client_id = %request.client_id, method = %request.auth_method,
+                    "authentication denied: no plugin knows the authentication method");
+            } else {
+                info!(chain = self.section, client_id = %request.client_id, "authentication denied: every plugin abstained");
+            }
+            return AuthOutcome {
+                denied_by: Some((self.section.to_owned(), "every plugin abstained".to_owned())),
+                from_error: answers.iter().any(|a| a.error.is_some()),
+                reason_code: if unknown_method {
+                    BAD_AUTHENTICATION_METHOD
+                } else {
+                    0
+                },
+                ..AuthOutcome::default()
+            };
+        }
+        let identity = match established_identity(&self.plugins, &answers) {
+            Ok(identity) => identity,
+            Err(conflict) => {
+                warn!(chain = self.section, client_id = ?request.client_id,
+                    first = %conflict.first.0, first_identity = ?conflict.first.1,
+                    other = %conflict.other.0, other_identity = ?conflict.other.1,
+                    "authentication denied: allowing plugins established different identities");
+                return AuthOutcome {
+                    denied_by: Some((
+                        conflict.other.0,
+                        "established a different identity than an earlier plugin".into(),
+                    )),
+                    ..AuthOutcome::default()
+                };
+            }
+        };
+        let mut outcome = AuthOutcome {
+            allowed,
+            identity,
+            ..AuthOutcome::default()
+        };
+        for a in answers.into_iter().filter(|a| a.verdict == Verdict::Allow) {
+            outcome.attributes.extend(a.attributes);
+            outcome.user_properties.extend(pairs(a.user_properties));
+            if outcome.auth_data.is_empty() {
+                outcome.auth_data = a.auth_data;
+            }
+        }
+        outcome
     }
 
     /// Runs the TopicFilter chain.
@@ -340,13 +482,13 @@ impl Chain {
                         let verdict =
                             verdict(resp.verdict).ok_or("answered VERDICT_UNSPECIFIED")?;
                         Ok(Answer {
-                            verdict,
-                            reason: resp.reason,
-                            reason_code: resp.reason_code,
-                            error: None,
-                            attributes: HashMap::new(),
-                            identity: String::new(),
                             cache_ttl: Duration::from_millis(u64::from(resp.cache_ttl_ms)),
+                            ..Answer::new(
+                                verdict,
+                                resp.reason,
+                                resp.reason_code,
+                                resp.client_reason,
+                            )
                         })
                     },
                 )
@@ -386,6 +528,7 @@ impl Chain {
                     denied_by: Some((alias, a.reason)),
                     from_error: a.error.is_some(),
                     reason_code: a.reason_code,
+                    client_reason: a.client_reason,
                 }
             }
             Ok(answers) => {
@@ -405,6 +548,7 @@ impl Chain {
                         .then(|| (self.section.to_owned(), "every plugin abstained".to_owned())),
                     from_error: !allowed && answers.iter().any(|a| a.error.is_some()),
                     reason_code: 0,
+                    client_reason: String::new(),
                 }
             }
         }
@@ -417,13 +561,8 @@ mod tests {
 
     fn answer(verdict: Verdict, identity: &str) -> Answer {
         Answer {
-            verdict,
-            reason: String::new(),
-            reason_code: 0,
-            error: None,
-            attributes: HashMap::new(),
             identity: identity.to_owned(),
-            cache_ttl: Duration::ZERO,
+            ..Answer::new(verdict, String::new(), 0, String::new())
         }
     }
 

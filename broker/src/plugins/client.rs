@@ -14,7 +14,6 @@
 //! task ([`ClientPlugins::check_later`]), with [`Backoff`] between attempts: held
 //! deliveries and held wills retry the same way.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +23,11 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info};
 
-use crate::plugins::cache::{CachedAction, DecisionCache, Put};
+use crate::plugins::cache::{Cached, CachedAction, DecisionCache, Put};
 use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo};
 use crate::plugins::wire;
 use crate::plugins::{PluginHost, PluginSet, TopicOutcome};
-use crate::protocol::{Connect, PacketSummary, ProtocolVersion, Publish, QoS, SubscribeReason};
+use crate::protocol::{PacketSummary, ProtocolVersion, Publish, QoS, SubscribeReason};
 use crate::session::Message;
 use crate::stats::Stats;
 
@@ -41,6 +40,37 @@ pub enum Checked {
     Denied,
     /// Denied because a plugin failed (`on_error` applied): no verdict yet.
     Failed,
+}
+
+impl Checked {
+    fn of(decision: &Decision) -> Self {
+        match decision {
+            Decision::Allowed => Checked::Allowed,
+            Decision::Denied(_) => Checked::Denied,
+            Decision::Failed => Checked::Failed,
+        }
+    }
+}
+
+/// What a topic check decided, with what a refused MQTT 5 client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed: by a verdict, a cached one, `on_error: allow`, or no chain at all.
+    Allowed,
+    /// Denied by a verdict (or a cached one): final.
+    Denied(Denial),
+    /// Denied because a plugin failed (`on_error` applied): no verdict yet.
+    Failed,
+}
+
+/// A denial as the deciding plugin put it for the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Denial {
+    /// The MQTT 5 reason code it asked for; 0 leaves the broker's choice. Not checked
+    /// here: the caller knows which codes its packet may carry.
+    pub code: u8,
+    /// Its Reason String (not kept by the cache).
+    pub reason: Option<ByteString>,
 }
 
 /// The answer of a check asked off the connection's task (see
@@ -115,52 +145,40 @@ pub struct ClientPlugins {
 }
 
 impl ClientPlugins {
-    /// Asks the auth chain in force about a CONNECT. `None` when it denies (counted);
-    /// otherwise the client's handle, its identity established.
-    pub async fn authenticate(
+    /// The handle of a client the auth chain (of `set`) let in as `client`.
+    pub(crate) fn new(
         host: &Arc<PluginHost>,
         stats: &Arc<Stats>,
-        connect: &Connect,
-        client_id: &str,
-        peer: SocketAddr,
-        listener: &str,
-    ) -> Option<Self> {
-        let set = host.current();
-        let (mut attributes, mut identity) = Default::default();
-        if let Some(auth) = &set.auth {
-            let request = wire::authenticate_request(connect, client_id, peer, listener);
-            let outcome = auth.authenticate(request).await;
-            if !outcome.allowed {
-                stats.auth_denied();
-                return None;
-            }
-            attributes = outcome.attributes;
-            identity = outcome.identity;
-        }
-        let client = ClientIdentity::new(
-            client_id.to_owned(),
-            identity,
-            connect.username.as_ref().map(|u| u.to_string()),
-            attributes,
-            listener.to_owned(),
-            peer.to_string(),
-        );
+        set: Arc<PluginSet>,
+        client: ClientIdentity,
+        version: ProtocolVersion,
+    ) -> Self {
         if client.identity() != client.connect_username() {
             debug!(identity = ?client.identity(), username = ?client.connect_username(),
                 "identity established by the auth chain");
         }
-        Some(Self {
+        Self {
             host: host.clone(),
             event_client: Arc::new(wire::client_ref(&client)),
             client,
-            version: connect.protocol,
+            version,
             cache: DecisionCache::new(&set.cache),
             cache_full_logged: false,
             gave_up: false,
             pending_connected: None,
             stats: stats.clone(),
             set,
-        })
+        }
+    }
+
+    /// The host the handle's sets come from.
+    pub(crate) fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
+    /// The broker's counters.
+    pub(crate) fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// A handle for the same client with an empty cache, for work that outlives the
@@ -226,37 +244,38 @@ impl ClientPlugins {
         qos: QoS,
         retain: bool,
     ) -> Checked {
+        Checked::of(&self.decide(action, topic, qos, retain).await)
+    }
+
+    /// [`check`](Self::check), with the deciding plugin's reason code and Reason String
+    /// on a denial (for a SUBACK or PUBACK).
+    pub async fn decide(
+        &mut self,
+        action: CachedAction,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Decision {
         if self.set.topic_check.is_none() {
-            return Checked::Allowed;
+            return Decision::Allowed;
         }
         match self.cache.get(action, topic, Instant::now()) {
-            Some(true) => return Checked::Allowed,
-            Some(false) => {
+            Some(Cached::Allowed) => return Decision::Allowed,
+            Some(Cached::Denied(code)) => {
                 debug!(topic = ?topic, ?action, "topic check denied (cached)");
-                return Checked::Denied;
+                return Decision::Denied(Denial { code, reason: None });
             }
             None => {}
         }
         // The set, not `self`, lends the chain: the answer is settled into `self`.
         let set = self.set.clone();
         let Some(chain) = &set.topic_check else {
-            return Checked::Allowed;
+            return Decision::Allowed;
         };
         let request = wire::topic_request(&self.client, self.version, action, topic, qos, retain);
         let asked_at = Instant::now();
         let outcome = chain.topic_filter(request).await;
-        self.settle_outcome(action, topic, outcome, asked_at)
-    }
-
-    /// [`check`](Self::check) as a yes or no: a plugin failure denies (its `on_error`).
-    pub async fn allowed(
-        &mut self,
-        action: CachedAction,
-        topic: &str,
-        qos: QoS,
-        retain: bool,
-    ) -> bool {
-        self.check(action, topic, qos, retain).await == Checked::Allowed
+        self.settle_decision(action, topic, outcome, asked_at)
     }
 
     /// Asks the chain in force now about `action` on `topic`, `after` from now, in a task
@@ -305,9 +324,9 @@ impl ClientPlugins {
     ) -> Option<Checked> {
         self.follow_reload();
         match answer {
-            Some(a) if a.generation == self.set.generation => {
-                Some(self.settle_outcome(action, topic, a.outcome, a.asked_at))
-            }
+            Some(a) if a.generation == self.set.generation => Some(Checked::of(
+                &self.settle_decision(action, topic, a.outcome, a.asked_at),
+            )),
             Some(_) => None,
             None => Some(Checked::Failed),
         }
@@ -326,13 +345,14 @@ impl ClientPlugins {
     }
 
     /// Counts a chain's outcome, caches it as the plugins allow, and says what it was.
-    fn settle_outcome(
+    fn settle_decision(
         &mut self,
         action: CachedAction,
         topic: &str,
         outcome: TopicOutcome,
         asked_at: Instant,
-    ) -> Checked {
+    ) -> Decision {
+        let code = u8::try_from(outcome.reason_code).unwrap_or(0);
         if !outcome.allowed {
             self.stats.topic_denied();
         }
@@ -341,10 +361,17 @@ impl ClientPlugins {
             self.gave_up = false;
         }
         if let Some(ttl) = outcome.cache_ttl
-            && self
-                .cache
-                .put(action, topic, outcome.allowed, ttl, asked_at)
-                == Put::Full
+            && self.cache.put(
+                action,
+                topic,
+                if outcome.allowed {
+                    Cached::Allowed
+                } else {
+                    Cached::Denied(code)
+                },
+                ttl,
+                asked_at,
+            ) == Put::Full
         {
             self.stats.topic_cache_full();
             if !self.cache_full_logged {
@@ -359,9 +386,13 @@ impl ClientPlugins {
             }
         }
         match (outcome.allowed, outcome.from_error) {
-            (true, _) => Checked::Allowed,
-            (false, false) => Checked::Denied,
-            (false, true) => Checked::Failed,
+            (true, _) => Decision::Allowed,
+            (false, false) => Decision::Denied(Denial {
+                code,
+                reason: (!outcome.client_reason.is_empty())
+                    .then(|| ByteString::from(outcome.client_reason)),
+            }),
+            (false, true) => Decision::Failed,
         }
     }
 
@@ -431,7 +462,12 @@ impl ClientPlugins {
         self.emit(pb::EventKind::MessageReceived, Some(&p.topic), |payloads| {
             pb::event::Kind::MessageReceived(pb::MessageReceived {
                 message: Some(wire::message(
-                    &p.topic, &p.payload, p.qos, p.retain, payloads,
+                    &p.topic,
+                    &p.payload,
+                    p.qos,
+                    p.retain,
+                    p.properties.as_deref(),
+                    payloads,
                 )),
                 packet_id: u32::from(p.pkid),
                 dup: p.dup,
@@ -444,7 +480,16 @@ impl ClientPlugins {
     /// many subscriptions matched), retained store or clear, and one QUEUED per offline
     /// session (`offline`) it was queued for.
     pub async fn routed(&self, m: &Message, matched: usize, offline: &[ByteString]) {
-        let message = |payloads| wire::message(&m.topic, &m.payload, m.qos, m.retain, payloads);
+        let message = |payloads| {
+            wire::message(
+                &m.topic,
+                &m.payload,
+                m.qos,
+                m.retain,
+                m.properties.as_deref(),
+                payloads,
+            )
+        };
         self.emit(
             pb::EventKind::MessageBroadcast,
             Some(&m.topic),

@@ -85,6 +85,8 @@ pub enum EndReason {
     Takeover,
     /// The broker shut down.
     Shutdown,
+    /// A re-authentication (MQTT 5) failed.
+    NotAuthorized,
 }
 
 /// What `client_disconnected` reports.

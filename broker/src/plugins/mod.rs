@@ -18,6 +18,8 @@
 //! - [`cache`]: the per-session TopicFilter decision cache.
 //! - [`events`]: per-plugin event queues and `Events` streams.
 //! - [`supervisor`]: plugins the broker starts itself (`command:`).
+//! - [`login`]: letting a client in: the auth chain on CONNECT and MQTT 5 enhanced
+//!   authentication exchanges, re-authentication included.
 //! - [`client`]: one client's handle on the plugins: checks, cache, events, in the
 //!   broker's types; [`client_info`] the facts it reports; [`wire`] every conversion
 //!   of those to the plugin contract's messages.
@@ -42,6 +44,7 @@ pub mod error;
 pub mod events;
 pub mod host;
 pub mod lifecycle;
+pub mod login;
 pub mod plugin;
 pub mod reload;
 pub mod rpc;

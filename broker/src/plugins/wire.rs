@@ -1,7 +1,7 @@
 //! Every conversion from the broker's types to the plugin contract's messages
 //! (`tandem_proto`) that a client's connection needs: the requests of the two decision
 //! RPCs and the bodies of the client events. One place to read what a plugin is told,
-//! and one place for MQTT 5's fields (reason codes, properties) to be filled in later.
+//! MQTT 5's fields (reason codes, properties, enhanced authentication) included.
 
 use std::net::SocketAddr;
 
@@ -9,7 +9,7 @@ use tandem_proto::v1 as pb;
 
 use crate::plugins::cache::CachedAction;
 use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo, EndReason};
-use crate::protocol::{Connect, PacketSummary, ProtocolVersion, QoS, SubscribeReason};
+use crate::protocol::{Connect, PacketSummary, Properties, ProtocolVersion, QoS, SubscribeReason};
 
 /// The protocol version as plugins see it.
 pub(crate) fn version(v: ProtocolVersion) -> pb::ProtocolVersion {
@@ -29,13 +29,43 @@ pub(crate) fn action(action: CachedAction) -> pb::Action {
     }
 }
 
-/// The Authenticate request for a CONNECT.
+/// MQTT 5 user properties as plugins see them, in order.
+pub(crate) fn user_properties(props: Option<&Properties>) -> Vec<pb::UserProperty> {
+    props.map_or_else(Vec::new, |p| {
+        p.user_properties
+            .iter()
+            .map(|(k, v)| pb::UserProperty {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    })
+}
+
+/// A message's MQTT 5 properties as plugins see them; `None` when it has none (always
+/// for MQTT 3.1.1).
+pub(crate) fn message_properties(props: Option<&Properties>) -> Option<pb::MessageProperties> {
+    let p = props?;
+    Some(pb::MessageProperties {
+        payload_is_utf8: p.payload_format_indicator == Some(1),
+        message_expiry_interval_secs: p.message_expiry_interval.unwrap_or(0),
+        content_type: p.content_type.as_deref().unwrap_or_default().to_owned(),
+        response_topic: p.response_topic.as_deref().unwrap_or_default().to_owned(),
+        correlation_data: p.correlation_data.as_deref().unwrap_or_default().to_vec(),
+        user_properties: user_properties(Some(p)),
+    })
+}
+
+/// The Authenticate request for a CONNECT: everything the client sent, its MQTT 5
+/// properties (authentication method and data, user properties, session expiry, the
+/// will's delay and properties) included.
 pub(crate) fn authenticate_request(
     connect: &Connect,
     client_id: &str,
     peer: SocketAddr,
     listener: &str,
 ) -> pb::AuthenticateRequest {
+    let props = connect.properties.as_deref();
     pb::AuthenticateRequest {
         client_id: client_id.to_owned(),
         username: connect.username.as_ref().map(|u| u.to_string()),
@@ -50,10 +80,41 @@ pub(crate) fn authenticate_request(
             qos: w.qos as u32,
             retain: w.retain,
             payload: w.payload.to_vec(),
-            delay_interval_secs: 0,
-            properties: None,
+            delay_interval_secs: w
+                .properties
+                .as_ref()
+                .and_then(|p| p.will_delay_interval)
+                .unwrap_or(0),
+            properties: message_properties(w.properties.as_deref()),
         }),
+        auth_method: props
+            .and_then(|p| p.authentication_method.as_deref())
+            .unwrap_or_default()
+            .to_owned(),
+        auth_data: props
+            .and_then(|p| p.authentication_data.as_deref())
+            .unwrap_or_default()
+            .to_vec(),
+        user_properties: user_properties(props),
+        session_expiry_interval_secs: props.and_then(|p| p.session_expiry_interval).unwrap_or(0),
         ..Default::default()
+    }
+}
+
+/// The Authenticate request for a client's AUTH packet: `first` the request the
+/// exchange started with (the CONNECT's, or a re-authentication's), with this packet's
+/// data and user properties.
+pub(crate) fn auth_answer(
+    first: &pb::AuthenticateRequest,
+    props: Option<&Properties>,
+) -> pb::AuthenticateRequest {
+    pb::AuthenticateRequest {
+        auth_data: props
+            .and_then(|p| p.authentication_data.as_deref())
+            .unwrap_or_default()
+            .to_vec(),
+        user_properties: user_properties(props),
+        ..first.clone()
     }
 }
 
@@ -98,6 +159,7 @@ pub(crate) fn message(
     payload: &[u8],
     qos: QoS,
     retain: bool,
+    properties: Option<&Properties>,
     with_payload: bool,
 ) -> pb::Message {
     pb::Message {
@@ -110,7 +172,7 @@ pub(crate) fn message(
             Vec::new()
         },
         payload_size: payload.len() as u32,
-        properties: None,
+        properties: message_properties(properties),
     }
 }
 
@@ -156,6 +218,7 @@ pub(crate) fn disconnected(info: &DisconnectedInfo) -> pb::ClientDisconnected {
         EndReason::KeepaliveTimeout => pb::DisconnectReason::KeepaliveTimeout,
         EndReason::Takeover => pb::DisconnectReason::Takeover,
         EndReason::Shutdown => pb::DisconnectReason::Shutdown,
+        EndReason::NotAuthorized => pb::DisconnectReason::NotAuthorized,
     };
     pb::ClientDisconnected {
         reason: reason as i32,

@@ -186,12 +186,17 @@ impl Outbox {
         }
     }
 
-    /// Appends a SUBACK.
-    pub fn suback(&mut self, pkid: u16, reasons: Vec<SubscribeReason>) {
+    /// Appends a SUBACK (with MQTT 5 properties: a Reason String).
+    pub fn suback(
+        &mut self,
+        pkid: u16,
+        reasons: Vec<SubscribeReason>,
+        properties: Option<Box<Properties>>,
+    ) {
         self.packet(&Packet::SubAck(SubAck {
             pkid,
             reasons,
-            properties: None,
+            properties: properties.filter(|_| self.version.is_v5()),
         }));
     }
 

@@ -517,6 +517,29 @@ pub struct Disconnect {
     pub properties: Option<Box<Properties>>,
 }
 
+impl Disconnect {
+    /// Whether an MQTT 5 DISCONNECT sent by the server may carry `code` (section
+    /// 3.14.2.1).
+    pub fn server_may_send(code: u8) -> bool {
+        matches!(code, 0x00 | 0x80..=0x83 | 0x87 | 0x89 | 0x8B | 0x8D..=0x90 | 0x93..=0xA2)
+    }
+}
+
+/// Whether a refused SUBSCRIBE's SUBACK entry may carry the MQTT 5 reason code `code`
+/// (section 3.9.3).
+pub fn suback_failure_code(code: u8) -> bool {
+    matches!(
+        code,
+        0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+    )
+}
+
+/// Whether a refused PUBLISH's PUBACK or PUBREC may carry the MQTT 5 reason code `code`
+/// (sections 3.4.2.1, 3.5.2.1).
+pub fn puback_failure_code(code: u8) -> bool {
+    matches!(code, 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99)
+}
+
 /// AUTH (5.0 only): a step of enhanced authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Auth {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,11 +27,13 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::plugins::client::{Backoff, ClientPlugins, PendingCheck};
 use crate::plugins::client_info::{ConnectedInfo, DisconnectedInfo, EndReason};
+use crate::plugins::login::{Login, Refusal};
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, Disconnect, LastWill, Outbox, Packet, PacketSummary,
     PacketType, Properties, Wire,
 };
 use crate::server::alias::{InboundAliases, OutboundAliases};
+use crate::server::reauth::refusal_disconnect;
 use crate::session::SessionState;
 use crate::session::registry::Claim;
 
@@ -57,6 +60,8 @@ pub(super) enum Exit {
     Takeover,
     /// The broker is shutting down.
     Shutdown,
+    /// A re-authentication failed (MQTT 5).
+    Refused(Refusal),
 }
 
 impl Exit {
@@ -71,6 +76,7 @@ impl Exit {
             Exit::KeepAlive => (EndReason::KeepaliveTimeout, String::new()),
             Exit::Takeover => (EndReason::Takeover, String::new()),
             Exit::Shutdown => (EndReason::Shutdown, String::new()),
+            Exit::Refused(_) => (EndReason::NotAuthorized, "re-authentication failed".into()),
         }
     }
 
@@ -82,6 +88,7 @@ impl Exit {
             Exit::KeepAlive => Some((0x8D, "keep alive timeout".into())),
             Exit::Takeover => Some((0x8E, "session taken over".into())),
             Exit::Shutdown => Some((0x8B, "server shutting down".into())),
+            Exit::Refused(refusal) => Some(refusal_disconnect(refusal)),
             Exit::Disconnect | Exit::DisconnectWithWill | Exit::Closed | Exit::Io(_) => None,
         }
     }
@@ -137,6 +144,14 @@ pub(super) struct Connection<R, W> {
     /// When a re-check of the subscriptions that failed (a plugin error) may be tried
     /// again.
     pub(super) recheck_after: Option<Instant>,
+    /// The MQTT 5 authentication method of the CONNECT: only a client that had one may
+    /// re-authenticate, with the same.
+    pub(super) auth_method: Option<ByteString>,
+    /// A re-authentication waiting for the client's next AUTH.
+    pub(super) reauth: Option<Login>,
+    /// Whether Reason Strings may go on acknowledgements (the MQTT 5 client did not set
+    /// Request Problem Information to 0).
+    pub(super) problem_information: bool,
 }
 
 impl<R, W> Connection<R, W>
@@ -193,6 +208,10 @@ where
             hold_backoff: Backoff::default(),
             purge_revoked: false,
             recheck_after: None,
+            auth_method: asked.and_then(|p| p.authentication_method.clone()),
+            reauth: None,
+            problem_information: connect.protocol.is_v5()
+                && asked.and_then(|p| p.request_problem_information) != Some(0),
         }
     }
 
@@ -409,13 +428,7 @@ where
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
             Packet::PingReq => self.out.packet(&Packet::PingResp),
             Packet::Disconnect(d) => return Err(self.on_disconnect(d)),
-            // Enhanced authentication is not offered (a CONNECT with a method is
-            // refused), so there is no exchange an AUTH could belong to.
-            Packet::Auth(_) => {
-                return Err(Exit::Protocol(protocol::Error::Protocol(
-                    "AUTH without enhanced authentication",
-                )));
-            }
+            Packet::Auth(a) => return self.on_auth(a).await,
             other @ (Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -469,6 +482,7 @@ where
             Exit::KeepAlive => info!("closing connection: keepalive expired"),
             Exit::Io(err) => debug!(cause = %err, "connection lost"),
             Exit::Takeover => info!("closing connection: client id taken over"),
+            Exit::Refused(_) => info!("closing connection: re-authentication failed"),
             other => debug!(reason = ?other, "connection closed"),
         }
         let mut will_published = false;
@@ -505,7 +519,9 @@ where
         let flush = match exit {
             Exit::Disconnect | Exit::DisconnectWithWill | Exit::Shutdown => true,
             // What is owed, then the DISCONNECT that says why.
-            Exit::Protocol(_) | Exit::KeepAlive | Exit::Takeover => self.wire.version().is_v5(),
+            Exit::Protocol(_) | Exit::KeepAlive | Exit::Takeover | Exit::Refused(_) => {
+                self.wire.version().is_v5()
+            }
             Exit::Closed | Exit::Io(_) => false,
         };
         if !self.out.is_empty() && flush {

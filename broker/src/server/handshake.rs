@@ -20,9 +20,10 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::broker::Broker;
 use crate::plugins::client::{ClientPlugins, wants_packet_events};
+use crate::plugins::login::{Grant, Login, Refusal, Step, Verified};
 use crate::protocol::{
-    self, ConnAck, Connect, ConnectReason, Outbox, Packet, PacketSummary, Properties,
-    ProtocolVersion,
+    self, Auth, ConnAck, Connect, ConnectReason, Outbox, Packet, PacketSummary, Properties,
+    ProtocolVersion, Wire,
 };
 use crate::router::topic;
 use crate::server::connection::{Connection, session_expiry};
@@ -90,17 +91,138 @@ async fn refuse<W: AsyncWrite + Unpin>(
     version: ProtocolVersion,
     reason: ConnectReason,
 ) {
+    refuse_with(wr, version, reason, None).await;
+}
+
+/// Writes one CONNACK refusal, with a Reason String for an MQTT 5 client, and closes.
+async fn refuse_with<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    version: ProtocolVersion,
+    reason: ConnectReason,
+    reason_string: Option<ByteString>,
+) {
     let mut out = Outbox::new(version, 4);
     out.packet(&Packet::ConnAck(ConnAck {
         session_present: false,
         reason,
-        properties: None,
+        properties: reason_string.filter(|_| version.is_v5()).map(|r| {
+            Box::new(Properties {
+                reason_string: Some(r),
+                ..Properties::default()
+            })
+        }),
     }));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = wr.write_all(out.bytes()).await;
         let _ = wr.shutdown().await;
     })
     .await;
+}
+
+/// Lets the client in, or not: asks the auth chain about the CONNECT and, while a
+/// plugin leads an MQTT 5 enhanced authentication exchange, sends the client each
+/// challenge (AUTH 0x18) and reads its answer, within `mqtt.connect_timeout` for the
+/// whole exchange and `mqtt.max_connect_packet_size` per packet. `Err(Some(_))`: refuse
+/// with that CONNACK; `Err(None)`: just close (logged here).
+async fn log_in<R, W>(
+    login: &mut Login,
+    rd: &mut R,
+    wr: &mut W,
+    rbuf: &mut BytesMut,
+    broker: &Broker,
+) -> Result<Verified, Option<Refusal>>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mqtt = &broker.config.mqtt;
+    let deadline = tokio::time::Instant::now() + mqtt.connect_timeout;
+    let wire = Wire::new(ProtocolVersion::V5, mqtt.connect_size_limit());
+    let mut step = login.start().await;
+    loop {
+        let challenge = match step {
+            Step::Allowed(verified) => return Ok(verified),
+            Step::Refused(refusal) => return Err(Some(refusal)),
+            Step::Challenge(challenge) => challenge,
+        };
+        let mut out = Outbox::new(ProtocolVersion::V5, 64);
+        out.packet(&Packet::Auth(Auth {
+            reason: Auth::CONTINUE,
+            properties: Some(Box::new(Properties {
+                authentication_method: Some(challenge.method),
+                authentication_data: Some(challenge.data),
+                user_properties: challenge.user_properties,
+                ..Properties::default()
+            })),
+        }));
+        let answer = tokio::time::timeout_at(deadline, async {
+            wr.write_all(out.bytes()).await.map_err(ConnectError::Io)?;
+            read_packet(rd, rbuf, wire).await
+        })
+        .await;
+        let protocol_error = |what: &str| {
+            broker.stats.protocol_error();
+            warn!(
+                what,
+                "refusing CONNECT: the client broke the authentication exchange"
+            );
+            Err(Some(Refusal {
+                code: ConnectReason::ProtocolError,
+                reason: None,
+            }))
+        };
+        step = match answer {
+            Ok(Ok(Packet::Auth(auth))) if auth.reason == Auth::CONTINUE => {
+                if !login.same_method(auth.properties.as_deref()) {
+                    return protocol_error("an AUTH with another authentication method");
+                }
+                login.answer(auth.properties.as_deref()).await
+            }
+            Ok(Ok(Packet::Disconnect(_))) => {
+                debug!("the client gave up the authentication exchange");
+                return Err(None);
+            }
+            Ok(Ok(_)) => return protocol_error("a packet other than AUTH 0x18 before CONNACK"),
+            Ok(Err(ConnectError::Protocol(err))) => {
+                broker.stats.protocol_error();
+                warn!(cause = %err, "closing connection: invalid packet in the authentication exchange");
+                return Err(Some(Refusal {
+                    code: ConnectReason::MalformedPacket,
+                    reason: None,
+                }));
+            }
+            Ok(Err(_)) => {
+                debug!("connection closed during the authentication exchange");
+                return Err(None);
+            }
+            Err(_) => {
+                info!(timeout = ?mqtt.connect_timeout,
+                    "closing connection: the authentication exchange did not finish in time");
+                return Err(None);
+            }
+        };
+    }
+}
+
+/// Reads one packet of the authentication exchange.
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    wire: Wire,
+) -> Result<Packet, ConnectError> {
+    loop {
+        match wire.decode(buf, false) {
+            Ok(Some((packet, _))) => return Ok(packet),
+            Ok(None) => {}
+            Err(e) => return Err(ConnectError::Protocol(e)),
+        }
+        let room = wire.max_packet_size().saturating_sub(buf.len()).max(1) as u64;
+        match rd.take(room).read_buf(buf).await {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ConnectError::Io(e)),
+        }
+    }
 }
 
 /// A fresh client id for a clean client that sent none.
@@ -147,29 +269,32 @@ pub(crate) async fn serve<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    let Some(hello) = hello(&mut rd, &mut wr, peer, &broker).await else {
+    let Some(mut hello) = hello(&mut rd, &mut wr, peer, &broker).await else {
         return;
     };
     let span = tracing::info_span!("connection", client_id = %hello.client_id, %peer);
     async move {
-        let Some(plugins) = ClientPlugins::authenticate(
+        let mut login = Login::connect(
             &broker.plugins,
             &broker.stats,
             &hello.connect,
             &hello.client_id,
             peer,
             &listener,
-        )
-        .await
-        else {
-            refuse(
-                &mut wr,
-                hello.connect.protocol,
-                ConnectReason::NotAuthorized,
-            )
-            .await;
-            return;
+        );
+        let version = hello.connect.protocol;
+        let verified = match log_in(&mut login, &mut rd, &mut wr, &mut hello.rbuf, &broker).await {
+            Ok(verified) => verified,
+            Err(refusal) => {
+                if let Some(refusal) = refusal {
+                    refuse_with(&mut wr, version, refusal.code, refusal.reason).await;
+                }
+                return;
+            }
         };
+        let grant = verified.grant.clone();
+        let username = hello.connect.username.as_ref().map(|u| u.to_string());
+        let plugins = login.client(&broker.plugins, verified, username, version);
         // Authenticated: no longer a handshake.
         drop(handshake);
         let Some((claim, state, session_present)) = take_session(&broker, &hello, &plugins).await
@@ -182,7 +307,7 @@ pub(crate) async fn serve<R, W>(
             .await;
             return;
         };
-        let connack = connack_properties(&broker, &hello);
+        let connack = connack_properties(&broker, &hello, grant);
         let Hello {
             connect,
             frame,
@@ -275,17 +400,6 @@ where
             max = mqtt.max_topic_levels,
             "closing connection: will topic deeper than mqtt.max_topic_levels"
         );
-        return None;
-    }
-    if let Some(method) = connect
-        .properties
-        .as_ref()
-        .and_then(|p| p.authentication_method.as_ref())
-    {
-        // Enhanced authentication (MQTT 5 AUTH exchanges) is not offered yet: no
-        // method is known.
-        info!(%peer, ?method, "refusing CONNECT: unknown authentication method");
-        refuse(wr, connect.protocol, ConnectReason::BadAuthenticationMethod).await;
         return None;
     }
     let assigned = connect.client_id.is_empty();
@@ -394,8 +508,10 @@ async fn take_session(
 /// What an MQTT 5 CONNACK tells the client of this broker (section 3.2.2.3): the id it
 /// assigned, the session expiry when it holds the one asked for to
 /// `mqtt.session_expiry`, and the limits it applies (topic aliases, packet size, keep
-/// alive). `None` for 3.1.1, whose CONNACK has no properties.
-fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>> {
+/// alive), and what the auth chain adds (the method of an enhanced authentication
+/// exchange, its final data, plugins' user properties). `None` for 3.1.1, whose CONNACK
+/// has no properties.
+fn connack_properties(broker: &Broker, hello: &Hello, grant: Grant) -> Option<Box<Properties>> {
     if !hello.connect.protocol.is_v5() {
         return None;
     }
@@ -417,6 +533,9 @@ fn connack_properties(broker: &Broker, hello: &Hello) -> Option<Box<Properties>>
         session_expiry_interval: held,
         topic_alias_maximum: (mqtt.topic_alias_maximum > 0).then_some(mqtt.topic_alias_maximum),
         maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
+        authentication_method: grant.auth_method,
+        authentication_data: grant.auth_data,
+        user_properties: grant.user_properties,
         ..Properties::default()
     }))
 }

@@ -6,6 +6,7 @@
 //! - [`handshake`]: from an accepted socket to a served client (CONNECT, auth, session).
 //! - [`connection`]: the per-connection loop: read, decode, apply, write; the end.
 //! - [`publish`]: PUBLISH in, and routing on the client's behalf.
+//! - [`reauth`]: MQTT 5 re-authentication (AUTH on a live connection).
 //! - [`subscribe`]: SUBSCRIBE, UNSUBSCRIBE, and re-checks after a reload.
 //! - [`deliver`]: messages out through their RECEIVE check; holds and resends.
 //! - [`will`]: the will at the end, held while its check fails.
@@ -15,6 +16,7 @@ pub(crate) mod connection;
 pub(crate) mod deliver;
 pub(crate) mod handshake;
 pub(crate) mod publish;
+pub(crate) mod reauth;
 pub(crate) mod subscribe;
 pub(crate) mod will;
 

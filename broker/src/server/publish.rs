@@ -2,7 +2,9 @@
 //!
 //! 3.1.1 has no way to tell a publisher that its message was denied, so a denied (or
 //! `$SYS/`) message is acknowledged as any other and dropped; an MQTT 5 publisher's
-//! PUBACK or PUBREC carries 0x87 (not authorized).
+//! PUBACK or PUBREC carries the deciding plugin's reason code (0x87 "not authorized"
+//! when it named none, or one a PUBACK cannot carry) and its Reason String (unless the
+//! client asked for no problem information).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use tracing::debug;
 
 use crate::broker::Broker;
 use crate::plugins::cache::CachedAction;
-use crate::plugins::client::ClientPlugins;
-use crate::protocol::{self, PacketType, Publish, QoS};
+use crate::plugins::client::{ClientPlugins, Decision};
+use crate::protocol::{self, PacketType, Properties, Publish, QoS};
 use crate::router::topic;
 use crate::server::connection::{Connection, Exit};
 use crate::session::Message;
@@ -82,23 +84,35 @@ where
             self.out.ack(PacketType::PubRec, p.pkid);
             return Ok(());
         }
-        let reason = if reserved_for_broker(&p.topic) {
+        let (reason, why) = if reserved_for_broker(&p.topic) {
             debug!(topic = %p.topic, "dropping a client publish to $SYS");
-            NOT_AUTHORIZED
-        } else if self
-            .plugins
-            .allowed(CachedAction::Publish, &p.topic, p.qos, p.retain)
-            .await
-        {
-            SUCCESS
+            (NOT_AUTHORIZED, None)
         } else {
-            NOT_AUTHORIZED
+            match self
+                .plugins
+                .decide(CachedAction::Publish, &p.topic, p.qos, p.retain)
+                .await
+            {
+                Decision::Allowed => (SUCCESS, None),
+                Decision::Denied(denial) if protocol::puback_failure_code(denial.code) => {
+                    (denial.code, denial.reason)
+                }
+                Decision::Denied(denial) => (NOT_AUTHORIZED, denial.reason),
+                Decision::Failed => (NOT_AUTHORIZED, None),
+            }
         };
+        let properties = why
+            .filter(|_| self.problem_information)
+            .map(|why| Properties {
+                reason_string: Some(why),
+                ..Properties::default()
+            });
+        let properties = properties.as_ref();
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self
                 .out
-                .ack_reason(PacketType::PubAck, p.pkid, reason, None),
+                .ack_reason(PacketType::PubAck, p.pkid, reason, properties),
             QoS::ExactlyOnce => {
                 // A refused QoS 2 message ends with its PUBREC (an MQTT 5 client sends no
                 // PUBREL after an error code): nothing to remember.
@@ -106,7 +120,7 @@ where
                     self.state.incoming_qos2.insert(p.pkid);
                 }
                 self.out
-                    .ack_reason(PacketType::PubRec, p.pkid, reason, None);
+                    .ack_reason(PacketType::PubRec, p.pkid, reason, properties);
             }
         }
         if reason == SUCCESS {

@@ -9,14 +9,25 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::plugins::cache::CachedAction;
-use crate::plugins::client::Checked;
+use crate::plugins::client::{Checked, Decision};
 use crate::protocol::{
-    Packet, QoS, Subscribe, SubscribeReason, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Packet, Properties, QoS, Subscribe, SubscribeReason, SubscriptionOptions, UnsubAck,
+    Unsubscribe, suback_failure_code,
 };
 use crate::router::{Subscriber, topic};
 use crate::server::connection::Connection;
 use crate::session::{Delivery, Offer};
 use crate::stats::TopicIn;
+
+/// What [`Connection::decide_filters`] decided.
+struct Decided {
+    /// Per distinct filter: `None` granted, else the refusal.
+    reasons: Vec<Option<SubscribeReason>>,
+    /// Granted filters whose retained messages are sent, with their QoS.
+    granted: Vec<(ByteString, QoS)>,
+    /// The first denying plugin's Reason String.
+    why: Option<ByteString>,
+}
 
 /// Between revoked subscriptions and a retry of a re-check that failed.
 const RECHECK_RETRY: Duration = Duration::from_secs(1);
@@ -51,7 +62,11 @@ where
             slot_of.push(slot);
         }
         drop(index);
-        let (decided, granted) = self.decide_filters(distinct, subscription_id).await;
+        let Decided {
+            reasons: decided,
+            granted,
+            why,
+        } = self.decide_filters(distinct, subscription_id).await;
         let requested: Vec<(ByteString, QoS)> = s
             .filters
             .into_iter()
@@ -63,28 +78,36 @@ where
             .map(|((_, qos), slot)| decided[*slot].unwrap_or(SubscribeReason::Granted(*qos)))
             .collect();
         self.plugins.subscribed(&requested, &reasons).await;
-        self.out.suback(s.pkid, reasons);
+        let properties = why.filter(|_| self.problem_information).map(|why| {
+            Box::new(Properties {
+                reason_string: Some(why),
+                ..Properties::default()
+            })
+        });
+        self.out.suback(s.pkid, reasons, properties);
         if !granted.is_empty() {
             self.queue_retained(&granted, subscription_id);
         }
     }
 
     /// Decides each distinct filter: `None` for granted (and subscribed), else the
-    /// refusal; also returns the granted filters whose retained messages are to be
-    /// sent, with their QoS: all of them but shared ones and those with MQTT 5 retain
-    /// handling 2 (never), or 1 (only for a new subscription) when the session held
-    /// the filter.
+    /// refusal (a denying plugin's reason code when a SUBACK may carry it); also
+    /// returns the granted filters whose retained messages are to be sent, with their
+    /// QoS: all of them but shared ones and those with MQTT 5 retain handling 2
+    /// (never), or 1 (only for a new subscription) when the session held the filter;
+    /// and the first denying plugin's Reason String.
     async fn decide_filters(
         &mut self,
         distinct: Vec<(ByteString, SubscriptionOptions)>,
         subscription_id: u32,
-    ) -> (Vec<Option<SubscribeReason>>, Vec<(ByteString, QoS)>) {
+    ) -> Decided {
         let mqtt = &self.broker.config.mqtt;
         let (max_levels, max_subscriptions) =
             (mqtt.max_topic_levels, mqtt.max_subscriptions_per_client);
         let (mut invalid, mut too_deep, mut over_limit) = (0u64, 0u64, 0u64);
         let mut decided = Vec::with_capacity(distinct.len());
         let mut granted = Vec::new();
+        let mut why = None;
         for (filter, options) in distinct {
             let qos = options.qos;
             if !topic::valid_filter(&filter) {
@@ -116,9 +139,9 @@ where
                 decided.push(Some(SubscribeReason::Failure(0x97)));
                 continue;
             }
-            if !self
+            match self
                 .plugins
-                .allowed(
+                .decide(
                     CachedAction::Subscribe,
                     topic::checked_filter(&filter),
                     qos,
@@ -126,8 +149,21 @@ where
                 )
                 .await
             {
-                decided.push(Some(SubscribeReason::NOT_AUTHORIZED));
-                continue;
+                Decision::Allowed => {}
+                Decision::Denied(denial) => {
+                    let code = if suback_failure_code(denial.code) {
+                        denial.code
+                    } else {
+                        0x87
+                    };
+                    decided.push(Some(SubscribeReason::Failure(code)));
+                    why = why.or(denial.reason);
+                    continue;
+                }
+                Decision::Failed => {
+                    decided.push(Some(SubscribeReason::NOT_AUTHORIZED));
+                    continue;
+                }
             }
             self.broker.router.subscribe(
                 &filter,
@@ -170,7 +206,11 @@ where
                 "refusing subscriptions past mqtt.max_subscriptions_per_client"
             );
         }
-        (decided, granted)
+        Decided {
+            reasons: decided,
+            granted,
+            why,
+        }
     }
 
     /// Retained messages follow the SUBACK through the session's own queue, behind the

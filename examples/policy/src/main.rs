@@ -8,11 +8,14 @@
 //!     command: [tandem-policy]
 //!     config:
 //!       users:                          # username -> password and session attributes
-//!         alice: { password: secret, attributes: { tenant: acme } }
+//!         alice: { password: secret, attributes: { tenant: acme },
+//!                  connack_properties: [[plan, gold]] }   # MQTT 5 CONNACK user properties
 //!       auth_default: abstain           # unknown users: allow | deny | abstain
+//!       auth_client_reason: "bad credentials"   # MQTT 5 Reason String of a refused CONNECT
 //!       rules:                          # first match wins; {attr} is a session attribute
 //!         - { action: any, filter: "tenants/{tenant}/#", verdict: allow }
-//!         - { action: publish, filter: "#", verdict: deny, reason: "read-only" }
+//!         - { action: publish, filter: "#", verdict: deny, reason: "read-only",
+//!             reason_code: 0x97, client_reason: "this account is read-only" }
 //!       topic_default: abstain
 //!       cache_ttl_ms: 30000
 //! ```

@@ -36,6 +36,10 @@ pub(crate) struct Config {
     /// Answer this much later (to demonstrate deadlines).
     #[serde(default)]
     delay_ms: u64,
+    /// The MQTT 5 Reason String sent with a refused CONNECT (wrong password, or an
+    /// unknown user under `auth_default: deny`); none when absent.
+    #[serde(default)]
+    auth_client_reason: Option<String>,
 }
 
 fn abstain() -> Verdict {
@@ -48,6 +52,9 @@ struct User {
     password: String,
     #[serde(default)]
     attributes: HashMap<String, String>,
+    /// MQTT 5 user properties added to the user's CONNACK.
+    #[serde(default)]
+    connack_properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +68,12 @@ struct Rule {
     verdict: Verdict,
     #[serde(default)]
     reason: String,
+    /// The MQTT 5 reason code of a deny (the broker's choice when absent).
+    #[serde(default)]
+    reason_code: Option<u8>,
+    /// The MQTT 5 Reason String sent to the client with a deny.
+    #[serde(default)]
+    client_reason: Option<String>,
     /// Only for these usernames (all clients when absent).
     #[serde(default)]
     users: Option<Vec<String>>,
@@ -83,20 +96,30 @@ impl Authenticator for Policy {
     ) -> Result<AuthDecision, HandlerError> {
         let config = ctx.config::<Config>()?;
         delay(&config).await;
+        let refused = |reason: &str| {
+            let d = AuthDecision::deny(reason).with_reason_code(0x86);
+            match &config.auth_client_reason {
+                Some(why) => d.with_client_reason(why),
+                None => d,
+            }
+        };
         let Some(user) = req.username.as_ref().and_then(|u| config.users.get(u)) else {
             return Ok(match config.auth_default {
                 Verdict::Allow => AuthDecision::allow(),
-                Verdict::Deny => AuthDecision::deny("unknown user"),
+                Verdict::Deny => refused("unknown user"),
                 Verdict::Abstain => AuthDecision::abstain(),
             });
         };
         if req.password_str() != Some(user.password.as_str()) {
-            return Ok(AuthDecision::deny("bad password").with_reason_code(0x86));
+            return Ok(refused("bad password"));
         }
         // The password verified for this user: it is the client's identity.
         let mut decision = AuthDecision::allow().with_identity(req.username.unwrap_or_default());
         for (k, v) in &user.attributes {
             decision = decision.with_attribute(k, v);
+        }
+        for (k, v) in &user.connack_properties {
+            decision = decision.with_user_property(k, v);
         }
         Ok(decision)
     }
@@ -133,7 +156,12 @@ impl TopicFilter for Policy {
             if hit {
                 let decision = match rule.verdict {
                     Verdict::Allow => TopicDecision::allow(),
-                    Verdict::Deny => TopicDecision::deny(rule.reason.clone()),
+                    Verdict::Deny => {
+                        let mut d = TopicDecision::deny(rule.reason.clone());
+                        d.reason_code = rule.reason_code;
+                        d.client_reason = rule.client_reason.clone();
+                        d
+                    }
                     Verdict::Abstain => TopicDecision::abstain(),
                 };
                 return Ok(decision.cache_for(ttl));

@@ -8,9 +8,10 @@ use tandem_proto::v1 as pb;
 
 use super::scalars::{byte, non_empty, props_from, props_to};
 use super::types::verdict_from;
-use crate::auth::AuthDecision;
+use crate::auth::{AuthContinue, AuthDecision};
 use crate::error::Error;
 use crate::topic::TopicDecision;
+use crate::types::Verdict;
 
 impl From<AuthDecision> for pb::AuthenticateResponse {
     fn from(d: AuthDecision) -> Self {
@@ -19,10 +20,15 @@ impl From<AuthDecision> for pb::AuthenticateResponse {
             reason: d.reason,
             reason_code: d.reason_code.map(u32::from).unwrap_or(0),
             attributes: d.attributes,
-            auth_continue: None,
-            auth_data: Vec::new(),
+            auth_continue: d.auth_continue.map(|c| pb::AuthContinue {
+                auth_data: c.auth_data,
+                context: c.context,
+                user_properties: props_to(c.user_properties),
+            }),
+            auth_data: d.auth_data.unwrap_or_default(),
             user_properties: props_to(d.user_properties),
             identity: d.identity.unwrap_or_default(),
+            client_reason: d.client_reason.unwrap_or_default(),
         }
     }
 }
@@ -30,13 +36,26 @@ impl From<AuthDecision> for pb::AuthenticateResponse {
 impl TryFrom<pb::AuthenticateResponse> for AuthDecision {
     type Error = Error;
     fn try_from(r: pb::AuthenticateResponse) -> Result<Self, Error> {
+        let auth_continue = r.auth_continue.map(|c| AuthContinue {
+            auth_data: c.auth_data,
+            context: c.context,
+            user_properties: props_from(c.user_properties),
+        });
         Ok(AuthDecision {
-            verdict: verdict_from(r.verdict)?,
+            // The verdict of a continue is not read (the broker ignores it).
+            verdict: if auth_continue.is_some() {
+                Verdict::Abstain
+            } else {
+                verdict_from(r.verdict)?
+            },
             reason: r.reason,
+            client_reason: non_empty(r.client_reason),
             reason_code: (r.reason_code != 0).then(|| byte(r.reason_code)),
             attributes: r.attributes,
             user_properties: props_from(r.user_properties),
             identity: non_empty(r.identity),
+            auth_continue,
+            auth_data: (!r.auth_data.is_empty()).then_some(r.auth_data),
         })
     }
 }
@@ -49,6 +68,7 @@ impl From<TopicDecision> for pb::TopicFilterResponse {
             // Sub-millisecond TTLs round down to "do not cache"; huge ones saturate.
             cache_ttl_ms: u32::try_from(d.cache_ttl.as_millis()).unwrap_or(u32::MAX),
             reason_code: d.reason_code.map(u32::from).unwrap_or(0),
+            client_reason: d.client_reason.unwrap_or_default(),
         }
     }
 }
@@ -61,6 +81,7 @@ impl TryFrom<pb::TopicFilterResponse> for TopicDecision {
             reason: r.reason,
             cache_ttl: Duration::from_millis(u64::from(r.cache_ttl_ms)),
             reason_code: (r.reason_code != 0).then(|| byte(r.reason_code)),
+            client_reason: non_empty(r.client_reason),
         })
     }
 }
