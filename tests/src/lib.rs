@@ -21,6 +21,8 @@
 //! - `probe.rs`: the admin listener over HTTP (`/metrics` series) and a process's RSS.
 //! - `source.rs`: clients connecting from a chosen source address.
 //! - `jwt.rs`: signing the tokens the JWT plugin tests present.
+//! - `scram.rs`: a SCRAM-SHA-256 client for MQTT 5 enhanced authentication, and the
+//!   `tandem-auth-file` password file lines it logs in with.
 
 mod broker;
 mod client;
@@ -29,6 +31,7 @@ pub mod marker;
 mod plugin;
 pub mod probe;
 mod replicas;
+pub mod scram;
 pub mod source;
 mod wait;
 pub mod wire;

@@ -5,6 +5,10 @@
 //! verified against the file's decoy hash, so the answer's timing does not tell which
 //! usernames exist. Failures feed the throttle (`throttle.rs`), which then refuses a flood
 //! without hashing.
+//!
+//! MQTT 5 enhanced authentication with method `SCRAM-SHA-256` runs the exchange of `scram.rs`
+//! against the users' SCRAM entries (see [`FileAuth::scram`]); any other method is abstained
+//! on, whatever the username and password say, so another plugin may know it.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +21,7 @@ use tandem_plugin::{AuthDecision, AuthRequest, Authenticator, Context, HandlerEr
 
 use crate::config::{Config, UnknownUser};
 use crate::hash::{self, Hash};
+use crate::scram;
 use crate::throttle::{Throttle, ThrottleSettings, Throttled};
 
 /// MQTT 5 CONNACK reason "bad user name or password" (the broker answers 3.1.1 clients with
@@ -50,6 +55,8 @@ pub(crate) struct FileAuth {
     throttle: Arc<Throttle>,
     /// Hash verifications run (decoys included).
     verifications: Arc<AtomicU64>,
+    /// The server's part of SCRAM nonces ([`scram::random_nonce`]; fixed by tests).
+    server_nonce: fn() -> String,
 }
 
 impl FileAuth {
@@ -59,7 +66,15 @@ impl FileAuth {
             verifying: Arc::new(Semaphore::new(cpus)),
             throttle: Arc::new(Throttle::new()),
             verifications: Arc::new(AtomicU64::new(0)),
+            server_nonce: scram::random_nonce,
         }
+    }
+
+    /// Uses `nonce` for the server's part of SCRAM nonces (for tests with known vectors).
+    #[cfg(test)]
+    fn with_server_nonce(mut self, nonce: fn() -> String) -> Self {
+        self.server_nonce = nonce;
+        self
     }
 
     fn throttled(
@@ -90,6 +105,145 @@ impl FileAuth {
         self.throttle.failed(settings, user, addr, Instant::now());
         AuthDecision::deny(reason).with_reason_code(BAD_USER_OR_PASSWORD)
     }
+
+    /// One step of a SCRAM-SHA-256 exchange (the connection's or a re-authentication's: both
+    /// run the same way). Cheap on the server side (no PBKDF2: the entry holds the derived
+    /// keys), so it runs on the async thread.
+    fn scram(&self, config: &Config, req: &AuthRequest) -> AuthDecision {
+        match req.auth_step {
+            0 => self.scram_first(config, req),
+            1 => self.scram_final(config, req),
+            n => AuthDecision::deny(format!(
+                "SCRAM-SHA-256: unexpected step {n} (the exchange has steps 0 and 1); refused"
+            )),
+        }
+    }
+
+    /// Step 0: client-first-message in, server-first-message out. A user without SCRAM
+    /// credentials (not in the file with `unknown_user: deny`, an unusable line, another kind
+    /// of hash) gets a fake salt and the configured iterations, and fails at step 1 as a wrong
+    /// password does: the client cannot tell which users exist, or how they are stored.
+    fn scram_first(&self, config: &Config, req: &AuthRequest) -> AuthDecision {
+        // A message the client got wrong: the client is told what (the same for every user).
+        let refuse = |why: &str| {
+            let why = format!("SCRAM-SHA-256: {why}");
+            AuthDecision::deny(why.clone())
+                .with_client_reason(why)
+                .with_reason_code(BAD_USER_OR_PASSWORD)
+        };
+        let Some(data) = req.auth_data.as_deref().filter(|d| !d.is_empty()) else {
+            return refuse("no client-first-message in the Authentication Data");
+        };
+        let first = match scram::parse_client_first(data) {
+            Ok(first) => first,
+            Err(e) => return refuse(&e),
+        };
+        if req
+            .username
+            .as_deref()
+            .is_some_and(|typed| !typed.is_empty() && typed != first.user)
+        {
+            return refuse("the CONNECT user name is not the user name n= of the SCRAM exchange");
+        }
+        let settings = &config.settings.throttle;
+        let addr = req.remote_addr.map(|a| a.ip());
+        if let Some(refused) = self.throttled(settings, &first.user, addr) {
+            return refused;
+        }
+        let loaded = config.store.current();
+        // Made for every user, so a known user's answer costs what an unknown one's does.
+        let fake = scram::fake_credentials(
+            &first.user,
+            config.settings.scram_fake_iterations(&loaded.users),
+        );
+        let credentials = match loaded.users.get(&first.user) {
+            Some(Ok(Hash::Scram(credentials))) => credentials,
+            None if config.settings.unknown_user == UnknownUser::Abstain => {
+                return AuthDecision::abstain();
+            }
+            None | Some(Err(_) | Ok(_)) => &fake,
+        };
+        let exchange = scram::Exchange::start(
+            first,
+            &(self.server_nonce)(),
+            &credentials.salt,
+            credentials.iterations,
+        );
+        AuthDecision::continue_with(exchange.server_first.clone(), exchange.context())
+    }
+
+    /// Step 1: client-final-message in; the proof checked against the user's entry as it is
+    /// now (an entry changed since step 0 fails); server-final-message out with the ALLOW.
+    fn scram_final(&self, config: &Config, req: &AuthRequest) -> AuthDecision {
+        let exchange = match scram::Exchange::from_context(&req.auth_context) {
+            Ok(exchange) => exchange,
+            Err(e) => {
+                return AuthDecision::deny(format!(
+                    "SCRAM-SHA-256: the exchange state echoed by the broker does not parse ({e}); refused"
+                ));
+            }
+        };
+        let user = exchange.client_first.user.clone();
+        let settings = &config.settings.throttle;
+        let addr = req.remote_addr.map(|a| a.ip());
+        if let Some(refused) = self.throttled(settings, &user, addr) {
+            return refused;
+        }
+        let data = req.auth_data.as_deref().unwrap_or_default();
+        let client_final = match exchange.parse_client_final(data) {
+            Ok(client_final) => client_final,
+            Err(e) => {
+                // Checked before the user is looked up: the same for every user.
+                let why = format!("SCRAM-SHA-256: {e}");
+                return self
+                    .failed(settings, &user, addr, why.clone())
+                    .with_client_reason(why);
+            }
+        };
+        let loaded = config.store.current();
+        let fake = scram::fake_credentials(&user, exchange.iterations);
+        // Why the fake keys stand in, if they do (for the log only: the client's answer is the
+        // same). They never verify (no password derives them), and are checked all the same,
+        // for the cost.
+        let (credentials, stand_in) = match loaded.users.get(&user) {
+            Some(Ok(Hash::Scram(c)))
+                if c.salt == exchange.salt && c.iterations == exchange.iterations =>
+            {
+                (c, None)
+            }
+            Some(Ok(Hash::Scram(_))) => (
+                &fake,
+                Some("the user's entry changed during the exchange".to_owned()),
+            ),
+            Some(Ok(other)) => (
+                &fake,
+                Some(format!(
+                    "the user's entry ({}) has no SCRAM-SHA-256 credentials; it can log in with a CONNECT password, or be given SCRAM credentials with `passwd set --scram`",
+                    other.format()
+                )),
+            ),
+            Some(Err(e)) => (
+                &fake,
+                Some(format!(
+                    "the user's line in the password file was skipped: {e}"
+                )),
+            ),
+            None => (&fake, Some("unknown user".to_owned())),
+        };
+        match (exchange.verify(&client_final, credentials), stand_in) {
+            (Some(server_final), None) => {
+                self.throttle.succeeded(&user);
+                AuthDecision::allow()
+                    .with_attribute("auth", "scram")
+                    .with_identity(user)
+                    .with_auth_data(server_final)
+            }
+            (_, stand_in) => {
+                let why = stand_in.unwrap_or_else(|| "wrong password".to_owned());
+                self.failed(settings, &user, addr, format!("SCRAM-SHA-256: {why}"))
+            }
+        }
+    }
 }
 
 impl Authenticator for FileAuth {
@@ -99,6 +253,19 @@ impl Authenticator for FileAuth {
         req: AuthRequest,
     ) -> Result<AuthDecision, HandlerError> {
         let config = ctx.config::<Config>()?;
+        if let Some(method) = req.auth_method.as_deref() {
+            // Never decided by the username and password: only a method this plugin runs.
+            return Ok(if method == scram::METHOD {
+                self.scram(&config, &req)
+            } else {
+                AuthDecision::abstain()
+            });
+        }
+        if req.auth_step != 0 || req.reauthentication {
+            return Ok(AuthDecision::deny(
+                "an enhanced authentication step without an authentication method; refused",
+            ));
+        }
         // An empty username is no username, as in aMQTT (`if not session.username`).
         let Some(user) = req.username.filter(|u| !u.is_empty()) else {
             return Ok(if config.settings.allow_anonymous {
@@ -187,215 +354,5 @@ fn allowed(user: String) -> AuthDecision {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tandem_plugin::testing::TestBroker;
-    use tandem_plugin::{Plugin, Verdict};
-
-    const ARGON2ID: &str =
-        "$argon2id$v=19$m=4096,t=2,p=1$c29tZXNhbHQxMjM$vzC1eDZ06Bi1lvrbgG9QmK3jfd00j4DD0JXQ7wTD6rw";
-
-    fn plugin() -> Plugin {
-        Plugin::new("auth-file", "test")
-            .config::<Config>()
-            .authenticate(FileAuth::new())
-    }
-
-    #[tandem_plugin::tokio::test(crate = "tandem_plugin::tokio")]
-    async fn decisions() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("passwd");
-        std::fs::write(&file, format!("alice:{ARGON2ID}\nodd:$1$x$y\n")).unwrap();
-        let broker = TestBroker::new(plugin());
-        let config = |extra: &str| {
-            let json = format!(
-                r#"{{"password_file": {:?}{extra}}}"#,
-                file.display().to_string()
-            );
-            tandem_plugin::serde_json::from_str::<tandem_plugin::serde_json::Value>(&json).unwrap()
-        };
-        broker.describe(config("")).await.unwrap();
-        let verdict = |req: AuthRequest| {
-            let broker = &broker;
-            async move { broker.authenticate(req).await.unwrap() }
-        };
-        let req = |u: &str, p: &str| AuthRequest::new("c").with_username(u).with_password(p);
-
-        let ok = verdict(req("alice", "argon pw")).await;
-        assert_eq!(ok.verdict, Verdict::Allow);
-        assert_eq!(ok.identity.as_deref(), Some("alice"));
-        assert_eq!(ok.attributes.get("auth").map(String::as_str), Some("file"));
-        // Again: answered from the cache, same answer.
-        assert_eq!(
-            verdict(req("alice", "argon pw")).await.verdict,
-            Verdict::Allow
-        );
-        let bad = verdict(req("alice", "nope")).await;
-        assert_eq!((bad.verdict, bad.reason_code), (Verdict::Deny, Some(0x86)));
-        let no_pw = verdict(AuthRequest::new("c").with_username("alice")).await;
-        assert_eq!(no_pw.verdict, Verdict::Deny);
-        assert_eq!(verdict(req("odd", "x")).await.verdict, Verdict::Deny);
-        assert_eq!(verdict(req("nobody", "x")).await.verdict, Verdict::Deny);
-        assert_eq!(verdict(AuthRequest::new("c")).await.verdict, Verdict::Deny);
-        assert_eq!(
-            verdict(AuthRequest::new("c").with_username(""))
-                .await
-                .verdict,
-            Verdict::Deny
-        );
-
-        broker
-            .describe(config(
-                r#", "allow_anonymous": true, "unknown_user": "abstain""#,
-            ))
-            .await
-            .unwrap();
-        let anon = verdict(AuthRequest::new("c")).await;
-        assert_eq!(anon.verdict, Verdict::Allow);
-        assert_eq!(verdict(req("nobody", "x")).await.verdict, Verdict::Abstain);
-        // A user whose hash cannot be used is denied, not treated as unknown.
-        assert_eq!(verdict(req("odd", "x")).await.verdict, Verdict::Deny);
-        // A username with the wrong password is never let in by allow_anonymous (aMQTT's bug).
-        assert_eq!(verdict(req("alice", "nope")).await.verdict, Verdict::Deny);
-    }
-
-    #[tandem_plugin::tokio::test(crate = "tandem_plugin::tokio")]
-    async fn unknown_users_cost_a_verification_and_failures_are_throttled_without_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("passwd");
-        std::fs::write(&file, format!("alice:{ARGON2ID}\nbob:{ARGON2ID}\n")).unwrap();
-        let auth = FileAuth::new();
-        let verifications = Arc::clone(&auth.verifications);
-        let count = || verifications.load(Ordering::Relaxed);
-        let broker = TestBroker::new(
-            Plugin::new("auth-file", "test")
-                .config::<Config>()
-                .authenticate(auth),
-        );
-        broker
-            .describe(tandem_plugin::serde_json::json!({
-                "password_file": file.display().to_string(),
-                "throttle": {"user_failures": 3, "address_failures": 4, "window": "1m"},
-            }))
-            .await
-            .unwrap();
-        let from = |u: &str, p: &str, ip: [u8; 4]| {
-            let mut r = AuthRequest::new("c").with_username(u).with_password(p);
-            r.remote_addr = Some((ip, 40000).into());
-            r
-        };
-        let ask = |r: AuthRequest| {
-            let broker = &broker;
-            async move { broker.authenticate(r).await.unwrap() }
-        };
-
-        // An unknown user takes one hash verification, like a known one, and is denied even
-        // with a password that verifies against the decoy (alice's hash).
-        let before = count();
-        let unknown = ask(from("nobody", "argon pw", [10, 0, 0, 1])).await;
-        assert_eq!(
-            (unknown.verdict, unknown.reason.as_str()),
-            (Verdict::Deny, "unknown user")
-        );
-        assert_eq!(
-            count(),
-            before + 1,
-            "the unknown user was verified against the decoy"
-        );
-        assert_eq!(unknown.identity, None);
-        let known = ask(from("alice", "wrong", [10, 0, 0, 2])).await;
-        assert_eq!(
-            (known.verdict, known.reason_code),
-            (Verdict::Deny, Some(0x86))
-        );
-        assert_eq!(
-            unknown.reason_code, known.reason_code,
-            "same answer to the client"
-        );
-        assert_eq!(count(), before + 2);
-
-        // Three failures for alice (from two addresses): the fourth attempt is refused without
-        // a verification, even with the right password; bob is not affected.
-        ask(from("alice", "wrong", [10, 0, 0, 3])).await;
-        ask(from("alice", "wrong", [10, 0, 0, 2])).await;
-        let n = count();
-        let throttled = ask(from("alice", "argon pw", [10, 0, 0, 9])).await;
-        assert_eq!(throttled.verdict, Verdict::Deny);
-        assert!(
-            throttled.reason.starts_with("throttled"),
-            "{}",
-            throttled.reason
-        );
-        assert_eq!(throttled.reason_code, Some(0x86));
-        assert_eq!(count(), n, "no verification for a throttled username");
-        let bob = ask(from("bob", "argon pw", [10, 0, 0, 9])).await;
-        assert_eq!(bob.verdict, Verdict::Allow);
-        assert_eq!(
-            bob.identity.as_deref(),
-            Some("bob"),
-            "the verified username is the identity"
-        );
-
-        // Four failures from one address, over any usernames: that address is refused.
-        for u in ["u1", "u2", "u3", "u4"] {
-            ask(from(u, "x", [10, 0, 0, 7])).await;
-        }
-        let n = count();
-        let by_address = ask(from("bob", "argon pw", [10, 0, 0, 7])).await;
-        assert_eq!(by_address.verdict, Verdict::Deny);
-        assert!(
-            by_address.reason.contains("this address"),
-            "{}",
-            by_address.reason
-        );
-        assert_eq!(count(), n, "no verification for a throttled address");
-
-        // A new Describe (a reload, a probe) does not reset the throttle.
-        broker
-            .describe(tandem_plugin::serde_json::json!({
-                "password_file": file.display().to_string(),
-                "throttle": {"user_failures": 3, "address_failures": 4, "window": "1m"},
-            }))
-            .await
-            .unwrap();
-        let still = ask(from("alice", "argon pw", [10, 0, 0, 9])).await;
-        assert!(still.reason.starts_with("throttled"), "{}", still.reason);
-    }
-
-    #[tandem_plugin::tokio::test(crate = "tandem_plugin::tokio")]
-    async fn bad_configuration_fails_describe() {
-        let broker = TestBroker::new(plugin());
-        let describe = |v: tandem_plugin::serde_json::Value| {
-            let broker = &broker;
-            async move { broker.describe(v).await.unwrap_err().message().to_owned() }
-        };
-        use tandem_plugin::serde_json::json;
-        let missing = describe(json!({"password_file": "/nonexistent/passwd"})).await;
-        assert!(
-            missing.contains("cannot read the password file /nonexistent/passwd"),
-            "{missing}"
-        );
-        let unknown = describe(json!({"password_file": "/x", "alow_anonymous": true})).await;
-        assert!(
-            unknown.contains("unknown field `alow_anonymous`"),
-            "{unknown}"
-        );
-        let required = describe(json!({})).await;
-        assert!(
-            required.contains("missing field `password_file`"),
-            "{required}"
-        );
-        let verdict = describe(json!({"password_file": "/x", "unknown_user": "allow"})).await;
-        assert!(verdict.contains("unknown variant `allow`"), "{verdict}");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("passwd");
-        std::fs::write(&file, "").unwrap();
-        let f = file.display().to_string();
-        let window = describe(json!({"password_file": f, "throttle": {"window": "0s"}})).await;
-        assert!(window.contains("throttle.window is 0"), "{window}");
-        let entries = describe(json!({"password_file": f, "throttle": {"max_entries": 0}})).await;
-        assert!(entries.contains("throttle.max_entries is 0"), "{entries}");
-        let typo = describe(json!({"password_file": f, "throttle": {"user_failure": 3}})).await;
-        assert!(typo.contains("unknown field `user_failure`"), "{typo}");
-    }
-}
+#[path = "tests/auth.rs"]
+mod tests;

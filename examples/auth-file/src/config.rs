@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tandem_plugin::serde::Deserialize;
 
+use crate::scram;
 use crate::store::Store;
 use crate::throttle::ThrottleSettings;
 use crate::watch::{self, Watch};
@@ -41,6 +42,19 @@ pub(crate) struct Settings {
     /// Failed-login throttling (see `throttle.rs`).
     #[serde(default)]
     pub(crate) throttle: ThrottleSettings,
+    /// The iteration count a SCRAM-SHA-256 exchange announces for a user without SCRAM
+    /// credentials (unknown users); `None`: that of the file's first SCRAM entry, or 4096.
+    #[serde(default)]
+    pub(crate) scram_iterations: Option<u32>,
+}
+
+impl Settings {
+    /// The iteration count told to users without SCRAM credentials of `users`' file.
+    pub(crate) fn scram_fake_iterations(&self, users: &crate::passwd::Users) -> u32 {
+        self.scram_iterations
+            .or(users.scram_iterations())
+            .unwrap_or(scram::DEFAULT_ITERATIONS)
+    }
 }
 
 /// The settings with the opened password file; see the module documentation.
@@ -66,6 +80,15 @@ impl TryFrom<Settings> for Config {
         }
         if t.max_entries == 0 {
             return Err("throttle.max_entries is 0: give the most usernames (and addresses) to track, such as 10000".into());
+        }
+        if let Some(n) = settings.scram_iterations
+            && !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&n)
+        {
+            return Err(format!(
+                "scram_iterations is {n}: give a count from {} to {} (what passwd --scram wrote)",
+                scram::MIN_ITERATIONS,
+                scram::MAX_ITERATIONS
+            ));
         }
         let store = Arc::new(Store::open(&settings.password_file)?);
         let watch = watch::spawn(Arc::clone(&store));

@@ -1,7 +1,7 @@
 //! Password hashes: recognising a hash string, verifying a password against it, and writing
-//! new argon2id hashes.
+//! new argon2id hashes (SCRAM-SHA-256 entries are written by `scram.rs`).
 //!
-//! Four formats are verified. Two of them start with `$6$` and are told apart by shape:
+//! Five formats are verified. Two of them start with `$6$` and are told apart by shape:
 //!
 //! | format | looks like | written by |
 //! |---|---|---|
@@ -9,6 +9,7 @@
 //! | mosquitto PBKDF2 | `$7$<iterations>$<base64 12-byte salt>$<base64 64-byte hash>` | `mosquitto_passwd` (its default) |
 //! | mosquitto SHA-512 | `$6$<base64 12-byte salt>$<base64 64-byte hash>`: SHA512(password ‖ salt) | `mosquitto_passwd -H sha512`, mosquitto < 2.0 |
 //! | sha512-crypt | `$6$[rounds=N$]<salt ≤16 of ./0-9A-Za-z>$<86 chars of ./0-9A-Za-z>` | glibc `crypt`, `openssl passwd -6`, aMQTT < 0.12 |
+//! | SCRAM-SHA-256 | `$scram-sha-256$<iterations>$<base64 salt>$<base64 StoredKey>$<base64 ServerKey>` | `tandem-auth-file passwd --scram` |
 //!
 //! Mosquitto's `$6$` hash field is standard base64 of 64 bytes: 88 characters ending in `==`.
 //! A sha512-crypt hash field is 86 characters of the crypt alphabet, which has no `=`, `+`.
@@ -22,6 +23,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha_crypt::ShaCrypt;
 use sha2::{Digest as _, Sha512};
 use subtle::ConstantTimeEq as _;
+
+use crate::scram;
 
 /// Mosquitto's salt length (`SALT_LEN` in its `password_mosq.h`).
 const MOSQUITTO_SALT_LEN: usize = 12;
@@ -48,6 +51,9 @@ pub(crate) enum Hash {
     },
     /// glibc's sha512-crypt.
     Sha512Crypt(String),
+    /// SCRAM-SHA-256 credentials: a plain password is checked against the StoredKey, and MQTT 5
+    /// clients can run the SCRAM exchange (`scram.rs`).
+    Scram(scram::Credentials),
 }
 
 impl fmt::Debug for Hash {
@@ -61,7 +67,9 @@ impl fmt::Debug for Hash {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum HashError {
     /// Not one of the formats above.
-    #[error("unknown hash format (expected $argon2id$, mosquitto $7$ or $6$, or sha512-crypt $6$)")]
+    #[error(
+        "unknown hash format (expected $argon2id$, mosquitto $7$ or $6$, sha512-crypt $6$, or $scram-sha-256$)"
+    )]
     UnknownFormat,
     /// A known format with a broken field.
     #[error("invalid {format} hash: {reason}")]
@@ -84,6 +92,11 @@ impl Hash {
         if s.starts_with("$argon2id$") || s.starts_with("$argon2i$") || s.starts_with("$argon2d$") {
             PasswordHash::new(s).map_err(|e| invalid("argon2", e.to_string()))?;
             return Ok(Hash::Argon2(s.to_owned()));
+        }
+        if let Some(rest) = s.strip_prefix(scram::PREFIX) {
+            return scram::Credentials::parse(rest)
+                .map(Hash::Scram)
+                .map_err(|reason| invalid("SCRAM-SHA-256", reason));
         }
         if let Some(rest) = s.strip_prefix("$7$") {
             // libxcrypt's scrypt is also `$7$`, but its parameters are not a decimal number
@@ -128,10 +141,11 @@ impl Hash {
             Hash::MosquittoPbkdf2 { .. } => "mosquitto-pbkdf2-sha512",
             Hash::MosquittoSha512 { .. } => "mosquitto-sha512",
             Hash::Sha512Crypt(_) => "sha512-crypt",
+            Hash::Scram(_) => "scram-sha-256",
         }
     }
 
-    /// Whether `password` matches. CPU heavy for argon2, PBKDF2 and sha512-crypt: call it off
+    /// Whether `password` matches. CPU heavy for argon2, PBKDF2 (SCRAM too) and sha512-crypt: call it off
     /// the async threads. Comparisons are constant-time.
     pub(crate) fn verify(&self, password: &[u8]) -> bool {
         match self {
@@ -157,6 +171,7 @@ impl Hash {
                     .finalize();
                 out.as_slice().ct_eq(hash).into()
             }
+            Hash::Scram(credentials) => credentials.verify_password(password),
         }
     }
 }
@@ -241,6 +256,8 @@ mod tests {
     const CRYPT: &str = "$6$saltsalt$Wt1GYnk2Hz1IYROUpFhJB.kMh5e28HCzY2lY3OkzOrK9X4fN7Jf43VtPqz3jlrXn8xuzsmo/GTkQLUGXy2ae//";
     /// Python's `crypt.crypt('rounds pw', '$6$rounds=1000$shortsalt$')` (glibc).
     const CRYPT_ROUNDS: &str = "$6$rounds=1000$shortsalt$J2/8Pn18c1ZKfuK4Fz6GZqQ1fyDuFzOg3.ERTnqmy7h/0XF8xzHdZhyO/kIZjKte7GRfP2/ZKHpt/P3EjcTri/";
+    /// RFC 7677's user (password "pencil", its salt), keys by Python's `hashlib` (see `scram.rs`).
+    const SCRAM: &str = crate::scram::tests::RFC_ENTRY;
 
     fn check(hash: &str, format: &str, right: &str, wrong: &str) {
         let h = Hash::parse(hash).unwrap_or_else(|e| panic!("{hash}: {e}"));
@@ -258,6 +275,7 @@ mod tests {
         check(MOSQ6, "mosquitto-sha512", "pw6", "pw7");
         check(CRYPT, "sha512-crypt", "crypt pw", "crypt");
         check(CRYPT_ROUNDS, "sha512-crypt", "rounds pw", "rounds");
+        check(SCRAM, "scram-sha-256", "pencil", "pencil2");
     }
 
     #[test]
@@ -296,6 +314,8 @@ mod tests {
             "$6$rounds=10$saltsalt$Wt1GYnk2Hz1IYROUpFhJB.kMh5e28HCzY2lY3OkzOrK9X4fN7Jf43VtPqz3jlrXn8xuzsmo/GTkQLUGXy2ae//",
             "$6$saltsalt$tooshort",
             "$6$salt+salt$Wt1GYnk2Hz1IYROUpFhJB.kMh5e28HCzY2lY3OkzOrK9X4fN7Jf43VtPqz3jlrXn8xuzsmo/GTkQLUGXy2ae//",
+            "$scram-sha-256$1000$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+            "$scram-sha-256$4096$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=",
         ] {
             assert!(
                 matches!(Hash::parse(broken), Err(HashError::Invalid { .. })),
@@ -309,5 +329,7 @@ mod tests {
     fn debug_does_not_show_the_hash() {
         let h = Hash::parse(MOSQ6).unwrap();
         assert_eq!(format!("{h:?}"), "mosquitto-sha512");
+        let h = Hash::parse(SCRAM).unwrap();
+        assert_eq!(format!("{h:?}"), "scram-sha-256");
     }
 }

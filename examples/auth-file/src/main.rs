@@ -1,11 +1,14 @@
 //! `tandem-auth-file`: aMQTT's `FileAuthPlugin` and `AnonymousAuthPlugin` as one Tandem
 //! authentication plugin. Users and password hashes come from a file (argon2id, mosquitto's
-//! `$7$`/`$6$`, sha512-crypt) that is reloaded when it changes; `passwd` edits such a file.
+//! `$7$`/`$6$`, sha512-crypt, SCRAM-SHA-256 credentials) that is reloaded when it changes;
+//! `passwd` edits such a file. MQTT 5 clients can also log in with SCRAM-SHA-256.
 //!
 //! # Layout
 //! - `config.rs`: the configuration pushed in `Describe`, which opens the file.
 //! - `store.rs`: the loaded file and reloading; `watch.rs`: noticing changes.
 //! - `passwd.rs`: the file format (reading, editing, atomic writes); `hash.rs`: the hashes.
+//! - `scram.rs`: SCRAM-SHA-256 credentials and the exchange's messages (MQTT 5 enhanced
+//!   authentication).
 //! - `auth.rs`: the decision; `cache.rs`: recent successful verifications; `throttle.rs`:
 //!   failed-login throttling per username and per address.
 //! - `cli.rs`: the command line.
@@ -16,6 +19,7 @@ mod cli;
 mod config;
 mod hash;
 mod passwd;
+mod scram;
 mod store;
 mod throttle;
 mod watch;

@@ -19,6 +19,9 @@ pub(crate) struct Users {
     /// The first usable hash of the file: unknown users are verified against it (and always
     /// denied), so they cost what a known user costs and cannot be told apart by timing.
     decoy: Option<Hash>,
+    /// The iteration count of the file's first SCRAM-SHA-256 entry: what unknown users are told
+    /// in a SCRAM exchange unless the configuration says otherwise.
+    scram_iterations: Option<u32>,
 }
 
 impl Users {
@@ -31,6 +34,11 @@ impl Users {
     /// have, to verify unknown users against; `None` when the file has none.
     pub(crate) fn decoy(&self) -> Option<&Hash> {
         self.decoy.as_ref()
+    }
+
+    /// The iteration count of the first SCRAM-SHA-256 entry, if any.
+    pub(crate) fn scram_iterations(&self) -> Option<u32> {
+        self.scram_iterations
     }
 
     /// Users with a usable hash.
@@ -116,6 +124,9 @@ pub(crate) fn parse(text: &str) -> Parsed {
         }
         if let (None, Ok(hash)) = (&parsed.users.decoy, &hash) {
             parsed.users.decoy = Some(hash.clone());
+        }
+        if let (None, Ok(Hash::Scram(c))) = (parsed.users.scram_iterations, &hash) {
+            parsed.users.scram_iterations = Some(c.iterations);
         }
         parsed.users.entries.insert(user.to_owned(), hash);
     }
