@@ -21,7 +21,7 @@ use crate::plugins::chain::{AuthOutcome, AuthStep, Exchange};
 use crate::plugins::client::ClientPlugins;
 use crate::plugins::client_info::ClientIdentity;
 use crate::plugins::{PluginHost, PluginSet, wire};
-use crate::protocol::{Connect, ConnectReason, Properties, ProtocolVersion};
+use crate::protocol::{Connect, ConnectReason, Disconnect, Properties, ProtocolVersion};
 use crate::stats::Stats;
 
 /// The most AUTH packets the broker sends in one exchange: SCRAM needs one, Kerberos
@@ -41,6 +41,23 @@ pub struct Refusal {
 impl Refusal {
     fn new(code: ConnectReason) -> Self {
         Self { code, reason: None }
+    }
+
+    /// The reason code and string of the DISCONNECT that ends a failed
+    /// re-authentication: the plugin's code when DISCONNECT may carry it (0x86 "bad user
+    /// name or password" may not: it becomes 0x87).
+    pub fn disconnect(&self) -> (u8, String) {
+        let code = self.code as u8;
+        let code = if Disconnect::server_may_send(code) {
+            code
+        } else {
+            ConnectReason::NotAuthorized as u8
+        };
+        let reason = self.reason.as_ref().map_or_else(
+            || "re-authentication failed".to_owned(),
+            ByteString::to_string,
+        );
+        (code, reason)
     }
 }
 

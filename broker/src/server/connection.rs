@@ -33,7 +33,6 @@ use crate::protocol::{
     PacketType, Properties, Wire,
 };
 use crate::server::alias::{InboundAliases, OutboundAliases};
-use crate::server::reauth::refusal_disconnect;
 use crate::session::SessionState;
 use crate::session::registry::Claim;
 
@@ -88,7 +87,7 @@ impl Exit {
             Exit::KeepAlive => Some((0x8D, "keep alive timeout".into())),
             Exit::Takeover => Some((0x8E, "session taken over".into())),
             Exit::Shutdown => Some((0x8B, "server shutting down".into())),
-            Exit::Refused(refusal) => Some(refusal_disconnect(refusal)),
+            Exit::Refused(refusal) => Some(refusal.disconnect()),
             Exit::Disconnect | Exit::DisconnectWithWill | Exit::Closed | Exit::Io(_) => None,
         }
     }

@@ -8,7 +8,6 @@
 //! the one its session belongs to is disconnected (0x87), and the session attributes of
 //! the CONNECT stay.
 
-use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
@@ -103,21 +102,4 @@ fn grant_properties(g: Grant) -> Properties {
         user_properties: g.user_properties,
         ..Properties::default()
     }
-}
-
-/// The reason code and string of the DISCONNECT that ends a failed re-authentication:
-/// the plugin's code when DISCONNECT may carry it (0x86 "bad user name or password"
-/// may not: it becomes 0x87).
-pub(super) fn refusal_disconnect(r: &Refusal) -> (u8, String) {
-    let code = r.code as u8;
-    let code = if protocol::Disconnect::server_may_send(code) {
-        code
-    } else {
-        ConnectReason::NotAuthorized as u8
-    };
-    let reason = r.reason.as_ref().map_or_else(
-        || "re-authentication failed".to_owned(),
-        ByteString::to_string,
-    );
-    (code, reason)
 }
