@@ -278,10 +278,14 @@ impl Login {
 }
 
 /// What a denying outcome tells the client: the deciding plugin's reason code when
-/// CONNACK can carry it (else 0x87, logged), and its client reason.
+/// CONNACK can carry it (else 0x87, logged; 0x88 when a plugin failure decided), and
+/// its client reason.
 fn refusal_of(outcome: &AuthOutcome, client_id: &str) -> Refusal {
     let asked = outcome.reason_code;
     let code = match u8::try_from(asked).ok().filter(|c| *c >= 0x80) {
+        // A plugin failure decided (on_error): not a verdict on the credentials, so
+        // "server unavailable" (3.1.1: 3), which tells a client to come back later.
+        None if asked == 0 && outcome.from_error => ConnectReason::ServerUnavailable,
         None if asked == 0 => ConnectReason::NotAuthorized,
         Some(code) if ConnectReason::from_code(code).is_some() => {
             ConnectReason::from_code(code).unwrap_or(ConnectReason::NotAuthorized)
@@ -325,6 +329,15 @@ mod tests {
         assert_eq!(
             refusal_of(&denied(0x8A, ""), "c"),
             Refusal::new(ConnectReason::Banned)
+        );
+        // A plugin failure with no code: "server unavailable".
+        let failed = AuthOutcome {
+            from_error: true,
+            ..denied(0, "")
+        };
+        assert_eq!(
+            refusal_of(&failed, "c").code,
+            ConnectReason::ServerUnavailable
         );
         // The broker's choice, a success code, an AUTH-only code, a byte overflow.
         for code in [0, 0x00, 0x18, 0x8E, 0x1_86] {
