@@ -38,6 +38,8 @@ struct RawConfig {
     cache_ttl_ms: u64,
     #[serde(default)]
     unconfigured: Unconfigured,
+    /// The MQTT 5 reason code of every denial (the broker's 0x87 when absent).
+    deny_reason_code: Option<u8>,
     #[serde(rename = "subscribe-acl")]
     subscribe_acl: Option<Rules>,
     acl: Option<Rules>,
@@ -64,6 +66,8 @@ pub(crate) struct Config {
     /// Sent with every decision (`TopicDecision::cache_for`).
     pub(crate) cache_ttl: Duration,
     pub(crate) unconfigured: Unconfigured,
+    /// The MQTT 5 reason code sent with every denial; `None`: the broker's choice.
+    pub(crate) deny_reason_code: Option<u8>,
     /// The ACL in force, replaced by the watcher when the file changes.
     pub(crate) acl: Arc<LiveAcl>,
 }
@@ -103,9 +107,17 @@ impl TryFrom<RawConfig> for Config {
                 live
             }
         };
+        if let Some(code) = raw.deny_reason_code
+            && code < 0x80
+        {
+            return Err(format!(
+                "deny_reason_code {code:#04x} is not a failure code (0x80 and up)"
+            ));
+        }
         Ok(Config {
             cache_ttl: Duration::from_millis(raw.cache_ttl_ms),
             unconfigured: raw.unconfigured,
+            deny_reason_code: raw.deny_reason_code,
             acl,
         })
     }

@@ -50,7 +50,10 @@ impl TopicFilter for TopicAcl {
             .decide(req.action, &req.client, &req.topic)
         {
             Outcome::Allow => TopicDecision::allow(),
-            Outcome::Deny(reason) => TopicDecision::deny(reason),
+            Outcome::Deny(reason) => match config.deny_reason_code {
+                Some(code) => TopicDecision::deny(reason).with_reason_code(code),
+                None => TopicDecision::deny(reason),
+            },
             Outcome::Unconfigured => match config.unconfigured {
                 Unconfigured::Abstain => TopicDecision::abstain(),
                 Unconfigured::Allow => TopicDecision::allow(),

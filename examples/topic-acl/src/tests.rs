@@ -20,6 +20,19 @@ async fn verdict(broker: &TestBroker, action: Action, topic: &str, client: Clien
     decision.verdict
 }
 
+/// An anonymous SUBSCRIBE's verdict and reason code.
+async fn decision_code(broker: &TestBroker, filter: &str) -> (Verdict, Option<u8>) {
+    let d = broker
+        .topic_filter(TopicRequest::new(
+            Action::Subscribe,
+            filter,
+            Client::new("anon"),
+        ))
+        .await
+        .expect("topic_filter answers");
+    (d.verdict, d.reason_code)
+}
+
 #[tokio::test]
 async fn inline_rules_decide_with_the_configured_ttl() {
     let broker = TestBroker::new(plugin());
@@ -81,6 +94,25 @@ async fn inline_rules_decide_with_the_configured_ttl() {
         Verdict::Deny
     );
 
+    // No reason code by default (the broker's 0x87); `deny_reason_code` sets one on every
+    // denial, and only denials.
+    assert_eq!(decision_code(&broker, "#").await, (Verdict::Deny, None));
+    broker
+        .describe(json!({
+            "subscribe-acl": { "anonymous": ["public/#"] },
+            "deny_reason_code": 0x80,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        decision_code(&broker, "#").await,
+        (Verdict::Deny, Some(0x80))
+    );
+    assert_eq!(
+        decision_code(&broker, "public/x").await,
+        (Verdict::Allow, None)
+    );
+
     // `unconfigured: allow` gives aMQTT's "no restrictions" for a missing section.
     broker
         .describe(json!({ "acl": { "alice": ["a"] }, "unconfigured": "allow" }))
@@ -107,6 +139,10 @@ async fn bad_configurations_fail_describe() {
         ),
         (json!({ "publish_acl": {} }), "unknown field `publish_acl`"),
         (json!({ "cache_ttl_ms": "soon", "acl": {} }), "cache_ttl_ms"),
+        (
+            json!({ "deny_reason_code": 0x10, "acl": { "a": ["x"] } }),
+            "not a failure code",
+        ),
     ];
     for (config, needle) in cases {
         let status = broker.describe(config.clone()).await.unwrap_err();
