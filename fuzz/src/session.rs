@@ -187,7 +187,7 @@ pub fn session(data: &[u8]) {
     let (output, protocol_errors) = RUNTIME.with(|rt| {
         rt.block_on(async {
             let shutdown = CancellationToken::new();
-            let plugins = PluginHost::start(&config, shutdown.child_token())
+            let plugins = PluginHost::start(&config.plugin_sections(), shutdown.child_token())
                 .await
                 .expect("a plugin host without plugins starts");
             let broker = Arc::new(Broker::new(config.clone(), plugins));

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tandem_broker::protocol::{
-    ConnectReason, Disconnect, LastWill, Packet, Properties, PubAck, Publish, QoS, Subscribe,
-    SubscribeFilter, SubscribeReason, SubscriptionOptions, Unsubscribe,
+    ConnectReason, Disconnect, LastWill, Packet, Properties, PubAck, PubRel, Publish, QoS,
+    Subscribe, SubscribeFilter, SubscribeReason, SubscriptionOptions, Unsubscribe,
 };
 use tandem_tests::{DEADLINE, RawClient, Recv, Tandem, connect_packet_v5, eventually, probe};
 
@@ -892,4 +892,41 @@ async fn rumqttc_v5_client_resumes_its_session_and_reads_properties() {
         .map(|p| p.user_properties)
         .unwrap_or_default();
     assert_eq!(user, vec![("trace".to_string(), "abc".to_string())]);
+}
+
+#[tokio::test]
+async fn the_receive_maximum_is_announced_and_exceeding_it_disconnects_with_0x93() {
+    let broker = Tandem::start("mqtt: { receive_maximum: 3 }\n");
+    let (mut c, p, _) = connect5(&broker, "rm", true, Properties::default()).await;
+    assert_eq!(p.receive_maximum, Some(3), "announced");
+    for pkid in 1..=3 {
+        c.send(&publish("rm/t", "x", QoS::ExactlyOnce, pkid, None))
+            .await;
+        match c.recv().await {
+            Packet::PubRec(r) => assert_eq!((r.pkid, r.reason), (pkid, 0)),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+    }
+    // A duplicate of an unreleased one is not a new one: PUBREC again.
+    c.send(&publish("rm/t", "x", QoS::ExactlyOnce, 2, None))
+        .await;
+    assert!(matches!(c.recv().await, Packet::PubRec(r) if r.pkid == 2));
+    // Releasing one makes room for one more.
+    c.send(&Packet::PubRel(PubRel::new(1))).await;
+    assert!(matches!(c.recv().await, Packet::PubComp(r) if r.pkid == 1));
+    c.send(&publish("rm/t", "x", QoS::ExactlyOnce, 4, None))
+        .await;
+    assert!(matches!(c.recv().await, Packet::PubRec(r) if r.pkid == 4));
+    // A fourth unreleased one: DISCONNECT 0x93 "receive maximum exceeded".
+    c.send(&publish("rm/t", "x", QoS::ExactlyOnce, 5, None))
+        .await;
+    assert_eq!(expect_disconnect(&mut c).await.reason, 0x93);
+    // MQTT 3.1.1 has no receive maximum: the same traffic is served.
+    let mut old = RawClient::connect(broker.addr, "rm-311").await;
+    for pkid in 1..=5 {
+        old.send(&publish("rm/t", "x", QoS::ExactlyOnce, pkid, None))
+            .await;
+        assert!(matches!(old.recv().await, Packet::PubRec(r) if r.pkid == pkid));
+    }
+    old.disconnect().await;
 }

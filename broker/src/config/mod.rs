@@ -230,6 +230,13 @@ impl Config {
                 "must be at least 1 second (65535 imposes nothing)",
             ));
         }
+        if self.mqtt.receive_maximum == 0 {
+            // MQTT 5 forbids announcing 0 (section 3.2.2.3.3).
+            return Err(invalid(
+                "mqtt.receive_maximum",
+                "must be at least 1 (65535 announces nothing)",
+            ));
+        }
         if self.mqtt.max_parked_sessions == 0 {
             return Err(invalid("mqtt.max_parked_sessions", "must be at least 1"));
         }
@@ -475,6 +482,13 @@ mod tests {
             .to_string();
         assert!(
             msg.starts_with("t: mqtt.max_keep_alive: must be at least 1"),
+            "{msg}"
+        );
+        let msg = Config::from_yaml("mqtt:\n  receive_maximum: 0\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("t: mqtt.receive_maximum: must be at least 1"),
             "{msg}"
         );
         let c = Config::from_yaml(

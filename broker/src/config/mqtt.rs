@@ -68,6 +68,11 @@ pub struct MqttConfig {
     /// held to it. 65535 (the default) imposes nothing. 3.1.1 clients, who cannot be
     /// told, keep the keepalive they asked for.
     pub max_keep_alive: u16,
+    /// MQTT 5 receive maximum: how many QoS 2 publishes an MQTT 5 client may have
+    /// unreleased (PUBREC sent, PUBREL not yet received) at once. Announced in the
+    /// CONNACK when below 65535 (the spec's default); one more closes the connection
+    /// with DISCONNECT 0x93. QoS 1 publishes are acknowledged at once and never count.
+    pub receive_maximum: u16,
 }
 
 /// Who may claim a client id whose session (live or parked) another identity owns.
@@ -99,6 +104,7 @@ impl Default for MqttConfig {
             session_expiry: Some(Duration::from_secs(2 * 3600)),
             topic_alias_maximum: 64,
             max_keep_alive: u16::MAX,
+            receive_maximum: u16::MAX,
             max_parked_sessions: 10_000,
         }
     }

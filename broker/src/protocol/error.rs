@@ -73,6 +73,10 @@ pub enum Error {
     /// An MQTT 5 topic alias of 0, above the maximum announced, or not yet set.
     #[error("invalid topic alias {0}")]
     TopicAliasInvalid(u16),
+    /// An MQTT 5 client sent more unreleased QoS 2 publishes than the receive maximum
+    /// the broker announced.
+    #[error("more than {0} unacknowledged QoS 2 publishes (receive maximum)")]
+    ReceiveMaximumExceeded(u16),
     /// A packet that only CONNECT may start with, received later, or the reverse.
     #[error("unexpected {0} packet")]
     Unexpected(PacketType),
@@ -96,6 +100,7 @@ impl Error {
         match self {
             Error::PacketTooLarge { .. } => 0x95,
             Error::TopicAliasInvalid(_) => 0x94,
+            Error::ReceiveMaximumExceeded(_) => 0x93,
             // Well formed, but more levels than this broker accepts.
             Error::TooManyTopicLevels { .. } => 0x90,
             Error::Unexpected(_) | Error::Protocol(_) | Error::EmptyTopic(_) => 0x82,

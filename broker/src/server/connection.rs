@@ -534,11 +534,41 @@ where
                 self.plugins.packets_sent(sent).await;
             }
         }
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.shutdown()).await;
+        // The session is handed back before the client can see its socket close, so a
+        // client that reconnects at once finds it released.
         self.broker.stats.client_disconnected();
         self.broker.registry.release(claim, self.state);
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.wr.shutdown()).await;
+        if flush && !matches!(exit, Exit::Disconnect | Exit::DisconnectWithWill) {
+            // The broker ended it, with a DISCONNECT (MQTT 5) or what it owed: closing
+            // with the client's packets unread would answer them with a TCP reset, which
+            // can destroy those last bytes before the client reads them. Read and drop
+            // what the client still sends until it closes, for a moment at most.
+            linger(&mut self.rd).await;
+        }
     }
 }
+
+/// Reads and drops what a client sends after the broker's last packet, until it closes
+/// its side, for at most [`LINGER`] and [`LINGER_BYTES`].
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a connection the broker ended waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+/// How much it reads (and drops) meanwhile.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// The held check's answer (pending forever when none is scheduled; the run loop polls
 /// it only when one is). `None` if its task did not finish (panicked).

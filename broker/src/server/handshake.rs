@@ -532,6 +532,7 @@ fn connack_properties(broker: &Broker, hello: &Hello, grant: Grant) -> Option<Bo
         server_keep_alive: imposed.then_some(keep_alive),
         session_expiry_interval: held,
         topic_alias_maximum: (mqtt.topic_alias_maximum > 0).then_some(mqtt.topic_alias_maximum),
+        receive_maximum: (mqtt.receive_maximum < u16::MAX).then_some(mqtt.receive_maximum),
         maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
         authentication_method: grant.auth_method,
         authentication_data: grant.auth_data,

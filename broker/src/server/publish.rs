@@ -79,10 +79,16 @@ where
         }
         self.traffic.messages_in[p.qos as usize] += 1;
         self.plugins.message_received(&p).await;
-        if p.qos == QoS::ExactlyOnce && self.state.incoming_qos2.contains(&p.pkid) {
-            // Redelivered before its PUBREL came: acknowledged again, not routed again.
-            self.out.ack(PacketType::PubRec, p.pkid);
-            return Ok(());
+        if p.qos == QoS::ExactlyOnce {
+            if self.state.incoming_qos2.contains(&p.pkid) {
+                // Redelivered before its PUBREL came: acknowledged again, not routed again.
+                self.out.ack(PacketType::PubRec, p.pkid);
+                return Ok(());
+            }
+            let max = self.broker.config.mqtt.receive_maximum;
+            if self.out.version().is_v5() && self.state.incoming_qos2.len() >= usize::from(max) {
+                return Err(Exit::Protocol(protocol::Error::ReceiveMaximumExceeded(max)));
+            }
         }
         let (reason, why) = if reserved_for_broker(&p.topic) {
             debug!(topic = %p.topic, "dropping a client publish to $SYS");
