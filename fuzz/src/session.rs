@@ -22,6 +22,11 @@
 //!   appends a PINGREQ marker: if its PINGRESP comes, every answer before it must have
 //!   come too (nothing pipelined or split was lost); if it does not (the broker closed
 //!   first, for whatever reason it may have), what came must be a prefix.
+//! - MQTT 5 (a CONNECT the input brings with level 5): the same, with the v5 answers (0x87
+//!   for a `$SYS/` publish, UNSUBACK codes not predicted), an empty client id accepted with
+//!   any clean start, an authentication method refused (no plugin knows one), and a
+//!   connection the broker ends closed by a DISCONNECT with an error code after every
+//!   answer owed, only when a protocol error was counted (or keepalive, 0x8D).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,10 +34,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tandem_broker::broker::Broker;
 use tandem_broker::config::Config;
 use tandem_broker::plugins::PluginHost;
 use tandem_broker::protocol::{self, ConnectReason, Packet, ProtocolVersion};
-use tandem_broker::broker::Broker;
 use tandem_broker::server::serve_client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -91,23 +96,46 @@ fn expected(stream: &[u8], config: &Config) -> Option<Expected> {
         Ok(Some(c)) => c,
         _ => return None,
     };
+    let version = connect.protocol;
+    // 3.1.1 assigns an id to a clean session only, 3.1 never; MQTT 5 always.
     if connect.client_id.is_empty()
-        && (!connect.clean_start || connect.protocol == ProtocolVersion::V3_1)
+        && ((!connect.clean_start && !version.is_v5()) || version == ProtocolVersion::V3_1)
     {
         return None;
     }
-    let version = connect.protocol;
+    // No plugin here knows an MQTT 5 authentication method: CONNACK 0x8C.
+    if connect
+        .properties
+        .as_ref()
+        .is_some_and(|p| p.authentication_method.is_some())
+    {
+        return None;
+    }
     let mut answers = Vec::new();
     let whole = loop {
         match protocol::decode(&mut buf, version, config.mqtt.max_packet_size) {
             Ok(Some(packet)) => {
                 use protocol::{PubAck, PubComp, PubRec, PubRel, QoS};
                 match packet {
-                    Packet::Publish(p) => match p.qos {
-                        QoS::AtMostOnce => {}
-                        QoS::AtLeastOnce => answers.push(Packet::PubAck(PubAck::new(p.pkid))),
-                        QoS::ExactlyOnce => answers.push(Packet::PubRec(PubRec::new(p.pkid))),
-                    },
+                    Packet::Publish(p) => {
+                        // An MQTT 5 publisher is told that `$SYS/` is the broker's (0x87).
+                        let reason = if version.is_v5() && p.topic.starts_with("$SYS/") {
+                            0x87
+                        } else {
+                            0
+                        };
+                        match p.qos {
+                            QoS::AtMostOnce => {}
+                            QoS::AtLeastOnce => answers.push(Packet::PubAck(PubAck {
+                                reason,
+                                ..PubAck::new(p.pkid)
+                            })),
+                            QoS::ExactlyOnce => answers.push(Packet::PubRec(PubRec {
+                                reason,
+                                ..PubRec::new(p.pkid)
+                            })),
+                        }
+                    }
                     Packet::PubAck(_) | Packet::PubComp(_) => {}
                     Packet::PubRec(a) => answers.push(Packet::PubRel(PubRel::new(a.pkid))),
                     Packet::PubRel(a) => answers.push(Packet::PubComp(PubComp::new(a.pkid))),
@@ -146,6 +174,8 @@ fn same_answer(got: &Packet, want: &Packet) -> bool {
         (Packet::SubAck(g), Packet::SubAck(w)) => {
             g.pkid == w.pkid && g.reasons.len() == w.reasons.len()
         }
+        // MQTT 5 says per filter whether it was held; not predicted.
+        (Packet::UnsubAck(g), Packet::UnsubAck(w)) => g.pkid == w.pkid,
         _ => got == want,
     }
 }
@@ -261,11 +291,30 @@ pub fn session(data: &[u8]) {
     }
     let expect = expect.expect("CONNACK success for a CONNECT the codec refuses");
     assert!(!connack.session_present, "a fresh broker has no session");
-    let answers: Vec<&Packet> = packets[1..]
+    let mut answers: Vec<&Packet> = packets[1..]
         .iter()
         .filter(|p| !matches!(p, Packet::Publish(_)))
         .collect();
     let keep_alive = expect.keep_alive;
+    // MQTT 5: a connection the broker ends (a protocol error, keepalive) ends with a
+    // DISCONNECT saying why, after every answer owed; never in the middle, never under
+    // 3.1.1, never with a success code.
+    if let Some(Packet::Disconnect(d)) = answers.last() {
+        assert!(version.is_v5(), "DISCONNECT sent to a 3.1.1 client: {d:?}");
+        assert!(
+            d.reason >= 0x80,
+            "a server DISCONNECT without an error: {d:?}"
+        );
+        assert!(
+            protocol_errors > 0 || (keep_alive && d.reason == 0x8D),
+            "DISCONNECT {d:?} with no protocol error counted"
+        );
+        answers.pop();
+    }
+    assert!(
+        !answers.iter().any(|p| matches!(p, Packet::Disconnect(_))),
+        "a DISCONNECT before the last packet: {answers:?}"
+    );
     let mut want = expect.answers;
     if marker {
         want.push(Packet::PingResp);
