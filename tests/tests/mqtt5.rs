@@ -930,3 +930,93 @@ async fn the_receive_maximum_is_announced_and_exceeding_it_disconnects_with_0x93
     }
     old.disconnect().await;
 }
+
+#[tokio::test]
+async fn a_shared_member_leaving_with_unacknowledged_messages_loses_none() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    let broker = Tandem::start("");
+    let share = "$share/pool/work/#";
+    let got: Arc<Mutex<BTreeSet<u16>>> = Arc::default();
+    // Two members that acknowledge everything, in tasks of their own.
+    let mut workers = Vec::new();
+    for id in ["ok1", "ok2"] {
+        let (mut c, _, _) = connect5(&broker, id, true, Properties::default()).await;
+        c.send(&subscribe(1, share, qos(QoS::AtLeastOnce))).await;
+        assert_eq!(
+            suback(&mut c).await,
+            vec![SubscribeReason::Granted(QoS::AtLeastOnce)]
+        );
+        let got = got.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let m = c.recv_publish().await;
+                c.ack(&m).await;
+                let n: u16 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+                got.lock().unwrap().insert(n);
+            }
+        }));
+    }
+    // A third that never acknowledges, and drops its connection after five messages.
+    let (mut taker, _, _) = connect5(&broker, "taker", true, Properties::default()).await;
+    taker
+        .send(&subscribe(1, share, qos(QoS::AtLeastOnce)))
+        .await;
+    suback(&mut taker).await;
+    let taken = tokio::spawn(async move {
+        let mut unacked = Vec::new();
+        while unacked.len() < 5 {
+            let m = taker.recv_publish().await;
+            unacked.push(
+                std::str::from_utf8(&m.payload)
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap(),
+            );
+        }
+        drop(taker); // the socket closes without DISCONNECT, nothing acknowledged
+        unacked
+    });
+
+    let (mut p, _, _) = connect5(&broker, "pub", true, Properties::default()).await;
+    const N: u16 = 300;
+    for i in 1..=N {
+        p.send(&publish(
+            "work/item",
+            &i.to_string(),
+            QoS::AtLeastOnce,
+            i,
+            None,
+        ))
+        .await;
+        assert!(matches!(p.recv().await, Packet::PubAck(a) if a.reason == 0));
+    }
+    let unacked = tokio::time::timeout(DEADLINE, taken)
+        .await
+        .expect("the taker got five messages")
+        .unwrap();
+    // Everything published reaches a member that acknowledges it: the taker's five
+    // unacknowledged messages too.
+    eventually("every message at an acknowledging member", || {
+        got.lock().unwrap().len() == usize::from(N)
+    })
+    .await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got, (1..=N).collect::<BTreeSet<u16>>());
+    for n in &unacked {
+        assert!(
+            got.contains(n),
+            "{n}, left unacknowledged by the taker, was handed over"
+        );
+    }
+    broker
+        .wait_log(
+            "handed unacknowledged shared-subscription messages",
+            DEADLINE,
+        )
+        .expect("the hand-over is logged");
+    for w in workers {
+        w.abort();
+    }
+}

@@ -205,6 +205,7 @@ impl Router {
                 qos: sub.qos.min(message.qos),
                 retain: sub.retain_as_published && message.retain,
                 subscription_ids: subscription_ids(group),
+                share: sub.share.clone(),
             };
             match sub.mailbox.offer(delivery) {
                 Offer::Queued | Offer::Skipped => queued += 1,
@@ -230,6 +231,40 @@ impl Router {
             }
         }
         queued
+    }
+
+    /// Offers `delivery`, which came to `leaving` through a shared subscription, to
+    /// another member of the same group that is online with room in its queue (the next
+    /// in the group's turn). Returns whether one took it; `false` when it did not come
+    /// through a group, or no other member is ready (it then stays with `leaving`).
+    pub fn reroute(&self, delivery: &Delivery, leaving: SessionId) -> bool {
+        let Some(group) = &delivery.share else {
+            return false;
+        };
+        let tree = self.subscriptions.read();
+        let mut members: SmallVec<[&Subscriber; 4]> = SmallVec::new();
+        tree.for_each_match(&delivery.message.topic, &mut |s| {
+            if s.session != leaving && s.share.as_ref().is_some_and(|g| Arc::ptr_eq(g, group)) {
+                members.push(s);
+            }
+        });
+        if members.is_empty() {
+            return false;
+        }
+        let ready = |m: &&Subscriber| m.mailbox.is_online() && !m.mailbox.is_full();
+        let member = *group.pick(&members, ready);
+        if !ready(&member) {
+            return false;
+        }
+        let message = delivery.message.clone();
+        let offered = member.mailbox.offer(Delivery {
+            qos: member.qos.min(message.qos),
+            retain: member.retain_as_published && message.retain,
+            subscription_ids: subscription_ids(&[member]),
+            share: member.share.clone(),
+            message,
+        });
+        offered == Offer::Queued
     }
 
     /// Counts a retained message the store refused, and logs at a falling rate (the

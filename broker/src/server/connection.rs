@@ -484,6 +484,11 @@ where
             Exit::Refused(_) => info!("closing connection: re-authentication failed"),
             other => debug!(reason = ?other, "connection closed"),
         }
+        if !matches!(exit, Exit::Takeover | Exit::Shutdown) {
+            // Its client is not coming back on another connection at once: another
+            // member of its share groups takes what it left unacknowledged.
+            self.hand_over_shared();
+        }
         let mut will_published = false;
         if !matches!(exit, Exit::Disconnect)
             && let Some(will) = self.will.take()

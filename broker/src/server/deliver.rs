@@ -305,4 +305,43 @@ where
             }
         }
     }
+
+    /// A member of a shared subscription goes away: what it was sent through a share
+    /// group and has not acknowledged goes to another member of the group (MQTT 5
+    /// section 4.8.2 lets a broker do so at once), and so does a held delivery. For a
+    /// session that ends with the connection, the queue's shared deliveries go too
+    /// (the rest is discarded with the session, as before); a persistent session keeps
+    /// its queue for when its client comes back. What no other member can take now
+    /// (none online with room) stays with this session.
+    pub(super) fn hand_over_shared(&mut self) {
+        let router = &self.broker.router;
+        let id = self.state.id;
+        let mut handed = self
+            .state
+            .inflight
+            .hand_over(|d| d.share.is_some() && router.reroute(d, id));
+        if let Some(held) = &self.state.held
+            && held.delivery.share.is_some()
+            && router.reroute(&held.delivery, id)
+        {
+            self.state.held = None;
+            handed += 1;
+        }
+        if !self.state.persistent {
+            while let Ok(delivery) = self.state.queue.try_recv() {
+                if delivery.share.is_some()
+                    && delivery.qos != QoS::AtMostOnce
+                    && router.reroute(&delivery, id)
+                {
+                    handed += 1;
+                }
+            }
+        }
+        if handed > 0 {
+            info!(
+                messages = handed,
+                "handed unacknowledged shared-subscription messages to other members"
+            );
+        }
+    }
 }

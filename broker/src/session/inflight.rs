@@ -121,6 +121,16 @@ impl Inflight {
         }
     }
 
+    /// Takes out every message published and not yet acknowledged (QoS 1, and QoS 2
+    /// before its PUBREC) for which `handed_over` says another session took it. Returns
+    /// how many went.
+    pub fn hand_over(&mut self, mut handed_over: impl FnMut(&Delivery) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| !(e.state == OutState::Published && handed_over(&e.delivery)));
+        before - self.entries.len()
+    }
+
     /// Everything in flight, oldest first, for redelivery after a reconnect.
     pub fn iter(&self) -> impl Iterator<Item = &Outgoing> {
         self.entries.iter()

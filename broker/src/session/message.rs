@@ -9,6 +9,7 @@ use bytestring::ByteString;
 use tokio::time::Instant;
 
 use crate::protocol::{Properties, QoS};
+use crate::router::shared::ShareGroup;
 use crate::session::id::SessionId;
 
 /// An application message as routed: one allocation shared by every subscriber.
@@ -103,6 +104,10 @@ pub struct Delivery {
     pub retain: bool,
     /// The MQTT 5 subscription identifiers of the subscriptions it matched.
     pub subscription_ids: SubscriptionIds,
+    /// The shared subscription group it was routed through, if any: when this member
+    /// goes away with the delivery unacknowledged, another member of the group gets it
+    /// (see [`Router::reroute`](crate::router::Router::reroute)).
+    pub share: Option<Arc<ShareGroup>>,
 }
 
 impl Delivery {
@@ -113,6 +118,7 @@ impl Delivery {
             qos,
             retain: false,
             subscription_ids: None,
+            share: None,
         }
     }
 }
