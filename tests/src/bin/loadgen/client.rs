@@ -43,7 +43,7 @@ pub(crate) async fn open(
     stream.write_all(&wbuf).await?;
     let (first, body) = read_packet(&mut stream, rbuf, "CONNACK").await?;
     ensure!(
-        first >> 4 == wire::CONNACK && body.len() == 2,
+        first >> 4 == wire::CONNACK && body.len() >= 2,
         "broker at {addr} answered CONNECT with packet type {} instead of CONNACK",
         first >> 4
     );
@@ -68,10 +68,12 @@ pub(crate) async fn subscribe(
     stream.write_all(&wbuf).await?;
     let (first, body) = read_packet(stream, rbuf, "SUBACK").await?;
     ensure!(
-        first >> 4 == wire::SUBACK && body.len() == 3,
+        first >> 4 == wire::SUBACK && body.len() >= 3,
         "broker answered SUBSCRIBE with packet type {} instead of SUBACK",
         first >> 4
     );
+    // The one reason code is last (MQTT 5 puts a property block before it).
+    let body = &body[body.len() - 3..];
     ensure!(
         body[2] != 0x80,
         "broker refused the subscription to {filter} (SUBACK 0x80)"

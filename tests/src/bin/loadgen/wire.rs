@@ -1,10 +1,26 @@
-//! MQTT 3.1.1 wire format, only as much of it as the load generator speaks.
+//! MQTT 3.1.1 and 5.0 wire formats, only as much of them as the load generator speaks. The
+//! version is chosen once per run ([`speak_v5`]); MQTT 5 packets carry empty property
+//! blocks (the broker's v5 path is what is measured, not property handling).
 //!
 //! This is written apart from the broker's codec on purpose: the load generator is an independent
 //! witness, so a bug in the broker's encoder cannot be hidden by the same bug in ours.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::{Context, Result, bail, ensure};
 use bytes::{BufMut, BytesMut};
+
+/// Whether this run speaks MQTT 5 (set once at start).
+static V5: AtomicBool = AtomicBool::new(false);
+
+/// Makes every packet from now on MQTT 5 (`true`) or 3.1.1.
+pub(crate) fn speak_v5(on: bool) {
+    V5.store(on, Ordering::Relaxed);
+}
+
+fn v5() -> bool {
+    V5.load(Ordering::Relaxed)
+}
 
 /// Packet types (the high nibble of the first byte).
 pub(crate) const CONNACK: u8 = 2;
@@ -39,15 +55,19 @@ fn put_str(buf: &mut BytesMut, s: &[u8]) {
     buf.put_slice(s);
 }
 
-/// CONNECT with MQTT 3.1.1, a client id, no will, no credentials.
+/// CONNECT with a client id, no will, no credentials (MQTT 5: no properties).
 pub(crate) fn connect(buf: &mut BytesMut, client_id: &str, keep_alive: u16, clean_session: bool) {
-    let remaining = 10 + 2 + client_id.len();
+    let v5 = v5();
+    let remaining = 10 + usize::from(v5) + 2 + client_id.len();
     buf.put_u8(0x10);
     put_remaining_length(buf, remaining);
     put_str(buf, b"MQTT");
-    buf.put_u8(4);
+    buf.put_u8(if v5 { 5 } else { 4 });
     buf.put_u8(if clean_session { 0x02 } else { 0x00 });
     buf.put_u16(keep_alive);
+    if v5 {
+        buf.put_u8(0);
+    }
     put_str(buf, client_id.as_bytes());
 }
 
@@ -61,11 +81,18 @@ pub(crate) fn publish(
     payload_len: usize,
 ) {
     let id_len = if qos > 0 { 2 } else { 0 };
+    let v5 = v5();
     buf.put_u8(0x30 | (qos << 1));
-    put_remaining_length(buf, 2 + topic.len() + id_len + payload_len);
+    put_remaining_length(
+        buf,
+        2 + topic.len() + id_len + usize::from(v5) + payload_len,
+    );
     put_str(buf, topic);
     if qos > 0 {
         buf.put_u16(packet_id);
+    }
+    if v5 {
+        buf.put_u8(0);
     }
     let head = prefix.len().min(payload_len);
     buf.put_slice(&prefix[..head]);
@@ -74,9 +101,13 @@ pub(crate) fn publish(
 
 /// SUBSCRIBE to one filter.
 pub(crate) fn subscribe(buf: &mut BytesMut, packet_id: u16, filter: &[u8], qos: u8) {
+    let v5 = v5();
     buf.put_u8(0x82);
-    put_remaining_length(buf, 2 + 2 + filter.len() + 1);
+    put_remaining_length(buf, 2 + usize::from(v5) + 2 + filter.len() + 1);
     buf.put_u16(packet_id);
+    if v5 {
+        buf.put_u8(0);
+    }
     put_str(buf, filter);
     buf.put_u8(qos);
 }
@@ -143,6 +174,22 @@ pub(crate) fn parse_publish(first: u8, body: &[u8]) -> Result<Publish<'_>> {
         );
         at += 2;
     }
+    if v5() {
+        // The property block: a variable byte integer length, then the properties.
+        let mut len = 0usize;
+        for i in 0..4 {
+            let byte = *body
+                .get(at)
+                .context("PUBLISH too short for its properties")?;
+            at += 1;
+            len |= usize::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                break;
+            }
+            ensure!(i < 3, "malformed PUBLISH property length");
+        }
+        at += len;
+    }
     let payload = body
         .get(at..)
         .context("PUBLISH topic runs past the packet")?;
@@ -190,5 +237,20 @@ mod tests {
         assert_eq!((p.qos, p.packet_id, p.payload.len()), (1, 7, 300));
         assert_eq!(u64::from_le_bytes(p.payload[..8].try_into().unwrap()), 42);
         assert!(check(&buf[..total - 1]).unwrap().is_none());
+
+        // MQTT 5 (in the same test: the version is process-wide).
+        speak_v5(true);
+        let mut buf = BytesMut::new();
+        connect(&mut buf, "c", 30, true);
+        // Level 5, then flags, keepalive, property length 0, client id.
+        assert_eq!(&buf[8..15], &[5, 0x02, 0, 30, 0, 0, 1]);
+        let mut p = BytesMut::new();
+        publish(&mut p, b"t", 1, 9, b"hi", 2);
+        let (header, total) = check(&p).unwrap().unwrap();
+        // Topic (3), packet id (2), properties (1), payload (2).
+        assert_eq!(total - header, 8);
+        let parsed = parse_publish(p[0], &p[header..total]).unwrap();
+        assert_eq!((parsed.packet_id, parsed.payload), (9, &b"hi"[..]));
+        speak_v5(false);
     }
 }
