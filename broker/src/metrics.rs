@@ -138,6 +138,15 @@ impl Collector for BrokerCollector {
         )?;
         let mut f = Family::new(
             &mut e,
+            "tandem_connections_by_version",
+            "Connections that completed CONNECT, by MQTT version.",
+            Counter,
+        )?;
+        for (v, n) in ["3.1", "3.1.1", "5"].iter().zip(s.connections_by_version) {
+            f.counter(&[("mqtt", *v)], n)?;
+        }
+        let mut f = Family::new(
+            &mut e,
             "tandem_messages_received",
             "PUBLISH packets received from clients, by QoS.",
             Counter,

@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
+use crate::protocol::ProtocolVersion;
+
 /// Counters since start.
 #[derive(Debug)]
 pub struct Stats {
@@ -16,6 +18,8 @@ pub struct Stats {
     clients_connected: AtomicUsize,
     clients_maximum: AtomicUsize,
     connections_total: AtomicU64,
+    /// `connections_total` by MQTT version: 3.1, 3.1.1, 5.
+    connections_by_version: [AtomicU64; 3],
     connections_refused: AtomicU64,
     /// PUBLISH packets by QoS (index 0, 1, 2).
     messages_received: [AtomicU64; 3],
@@ -59,6 +63,7 @@ impl Default for Stats {
             clients_connected: AtomicUsize::new(0),
             clients_maximum: AtomicUsize::new(0),
             connections_total: AtomicU64::new(0),
+            connections_by_version: Default::default(),
             connections_refused: AtomicU64::new(0),
             messages_received: Default::default(),
             messages_sent: Default::default(),
@@ -88,6 +93,8 @@ pub struct Snapshot {
     pub clients_connected: usize,
     pub clients_maximum: usize,
     pub connections_total: u64,
+    /// `connections_total` by MQTT version: 3.1, 3.1.1, 5 (index 0, 1, 2).
+    pub connections_by_version: [u64; 3],
     pub connections_refused: u64,
     pub messages_received: u64,
     pub messages_sent: u64,
@@ -123,11 +130,17 @@ pub struct Snapshot {
 }
 
 impl Stats {
-    /// A client completed CONNECT.
-    pub fn client_connected(&self) {
+    /// A client speaking `version` completed CONNECT.
+    pub fn client_connected(&self, version: ProtocolVersion) {
         let now = self.clients_connected.fetch_add(1, Relaxed) + 1;
         self.clients_maximum.fetch_max(now, Relaxed);
         self.connections_total.fetch_add(1, Relaxed);
+        let v = match version {
+            ProtocolVersion::V3_1 => 0,
+            ProtocolVersion::V3_1_1 => 1,
+            ProtocolVersion::V5 => 2,
+        };
+        self.connections_by_version[v].fetch_add(1, Relaxed);
     }
 
     /// A connected client went away.
@@ -241,6 +254,10 @@ impl Stats {
             clients_connected: self.clients_connected.load(Relaxed),
             clients_maximum: self.clients_maximum.load(Relaxed),
             connections_total: self.connections_total.load(Relaxed),
+            connections_by_version: self
+                .connections_by_version
+                .each_ref()
+                .map(|c| c.load(Relaxed)),
             connections_refused: self.connections_refused.load(Relaxed),
             messages_received: received.iter().sum(),
             messages_sent: sent.iter().sum(),

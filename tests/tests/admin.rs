@@ -57,6 +57,11 @@ async fn metrics_count_connections_verdicts_and_traffic() {
     .await;
     let v = |name: &str| series(&m, name).unwrap_or_else(|| panic!("no {name} in:\n{m}"));
     assert_eq!(v("tandem_connections_total"), 1.0);
+    assert_eq!(
+        v(r#"tandem_connections_by_version_total{mqtt="3.1.1"}"#),
+        1.0
+    );
+    assert_eq!(v(r#"tandem_connections_by_version_total{mqtt="5"}"#), 0.0);
     assert_eq!(v("tandem_clients_connected"), 1.0);
     assert_eq!(v("tandem_clients_denied_total"), 1.0);
     assert_eq!(v(r#"tandem_messages_received_total{qos="0"}"#), 0.0);

@@ -232,7 +232,7 @@ where
         }));
         self.resend_inflight().await;
         self.resume_held();
-        self.broker.stats.client_connected();
+        self.broker.stats.client_connected(connect.protocol);
         if let Some(connect_packet) = &received {
             self.plugins.packet_received(connect_packet).await;
         }
