@@ -20,6 +20,7 @@
 //! - [`supervisor`]: plugins the broker starts itself (`command:`).
 //! - [`login`]: letting a client in: the auth chain on CONNECT and MQTT 5 enhanced
 //!   authentication exchanges, re-authentication included.
+//! - [`decision`]: what a topic check decided, as the connection sees it.
 //! - [`client`]: one client's handle on the plugins: checks, cache, events, in the
 //!   broker's types; [`client_info`] the facts it reports; [`wire`] every conversion
 //!   of those to the plugin contract's messages.
@@ -39,6 +40,7 @@ pub mod chain;
 pub mod client;
 pub mod client_info;
 pub mod config;
+pub mod decision;
 pub mod endpoint;
 pub mod error;
 pub mod events;

@@ -26,72 +26,19 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::plugins::client::{Backoff, ClientPlugins, PendingCheck};
-use crate::plugins::client_info::{ConnectedInfo, DisconnectedInfo, EndReason};
-use crate::plugins::login::{Login, Refusal};
+use crate::plugins::client_info::{ConnectedInfo, DisconnectedInfo};
+use crate::plugins::login::Login;
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, Disconnect, LastWill, Outbox, Packet, PacketSummary,
     PacketType, Properties, Wire,
 };
 use crate::server::alias::{InboundAliases, OutboundAliases};
+use crate::server::exit::Exit;
 use crate::session::SessionState;
 use crate::session::registry::Claim;
 
 /// Encoded bytes past which a turn stops draining the queue and writes.
 pub(super) const WRITE_BATCH: usize = 64 * 1024;
-
-/// Why a connection ended.
-#[derive(Debug)]
-pub(super) enum Exit {
-    /// The client sent DISCONNECT: the will is discarded.
-    Disconnect,
-    /// An MQTT 5 client sent DISCONNECT 0x04, "disconnect with will message": the will
-    /// is published.
-    DisconnectWithWill,
-    /// The client closed the socket without DISCONNECT.
-    Closed,
-    /// Reading or writing the socket failed.
-    Io(std::io::Error),
-    /// The client broke the protocol or sent a malformed packet.
-    Protocol(protocol::Error),
-    /// Nothing was received for 1.5 times the keepalive.
-    KeepAlive,
-    /// Another connection claimed the client id.
-    Takeover,
-    /// The broker is shutting down.
-    Shutdown,
-    /// A re-authentication failed (MQTT 5).
-    Refused(Refusal),
-}
-
-impl Exit {
-    /// How `client_disconnected` reports it.
-    fn reported(&self) -> (EndReason, String) {
-        match self {
-            Exit::Disconnect => (EndReason::Clean, String::new()),
-            Exit::DisconnectWithWill => (EndReason::Clean, "with will message".into()),
-            Exit::Closed => (EndReason::ConnectionLost, "closed by the client".into()),
-            Exit::Io(e) => (EndReason::ConnectionLost, e.to_string()),
-            Exit::Protocol(e) => (EndReason::ProtocolError, e.to_string()),
-            Exit::KeepAlive => (EndReason::KeepaliveTimeout, String::new()),
-            Exit::Takeover => (EndReason::Takeover, String::new()),
-            Exit::Shutdown => (EndReason::Shutdown, String::new()),
-            Exit::Refused(_) => (EndReason::NotAuthorized, "re-authentication failed".into()),
-        }
-    }
-
-    /// The MQTT 5 DISCONNECT the broker sends for it, if any: the reason code and a
-    /// reason string.
-    fn disconnect(&self) -> Option<(u8, String)> {
-        match self {
-            Exit::Protocol(e) => Some((e.disconnect_code(), e.to_string())),
-            Exit::KeepAlive => Some((0x8D, "keep alive timeout".into())),
-            Exit::Takeover => Some((0x8E, "session taken over".into())),
-            Exit::Shutdown => Some((0x8B, "server shutting down".into())),
-            Exit::Refused(refusal) => Some(refusal.disconnect()),
-            Exit::Disconnect | Exit::DisconnectWithWill | Exit::Closed | Exit::Io(_) => None,
-        }
-    }
-}
 
 /// Traffic not yet added to the shared counters: added once per batch of input or
 /// write, not once per packet.

@@ -5,6 +5,7 @@
 //!   connection limit.
 //! - [`handshake`]: from an accepted socket to a served client (CONNECT, auth, session).
 //! - [`connection`]: the per-connection loop: read, decode, apply, write; the end.
+//! - [`exit`]: why a connection ended, and what that tells the client and plugins.
 //! - [`publish`]: PUBLISH in, and routing on the client's behalf.
 //! - [`reauth`]: MQTT 5 re-authentication (AUTH on a live connection).
 //! - [`subscribe`]: SUBSCRIBE, UNSUBSCRIBE, and re-checks after a reload.
@@ -14,6 +15,7 @@
 pub(crate) mod alias;
 pub(crate) mod connection;
 pub(crate) mod deliver;
+pub(crate) mod exit;
 pub(crate) mod handshake;
 pub(crate) mod publish;
 pub(crate) mod reauth;

@@ -19,7 +19,8 @@ use crate::plugins::cache::CachedAction;
 use crate::plugins::client::{ClientPlugins, Decision};
 use crate::protocol::{self, PacketType, Properties, Publish, QoS};
 use crate::router::topic;
-use crate::server::connection::{Connection, Exit};
+use crate::server::connection::Connection;
+use crate::server::exit::Exit;
 use crate::session::Message;
 use crate::stats::TopicIn;
 

@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use crate::plugins::login::{Challenge, Grant, Login, Refusal, Step};
 use crate::protocol::{self, Auth, ConnectReason, Packet, Properties};
-use crate::server::connection::{Connection, Exit};
+use crate::server::connection::Connection;
+use crate::server::exit::Exit;
 
 impl<R, W> Connection<R, W>
 where
