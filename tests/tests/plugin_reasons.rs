@@ -237,3 +237,47 @@ async fn suback_and_puback_carry_the_plugins_codes_and_reasons() {
     assert_eq!(sub.reasons, vec![SubscribeReason::Failure(0x80)]);
     old.disconnect().await;
 }
+
+#[tokio::test]
+async fn topic_checks_see_the_packets_user_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    // A rule that only matches a PUBLISH carrying `tier: free`, before the catch-all.
+    let config = config(dir.path()).replace(
+        "        - { action: any, filter: \"#\", verdict: allow }",
+        "        - { action: publish, filter: \"paid/#\", verdict: deny, reason: \"log: tier\",\n             reason_code: 0x97, user_property: [tier, free] }\n        - { action: any, filter: \"#\", verdict: allow }",
+    );
+    assert!(config.contains("user_property"), "{config}");
+    let broker = Tandem::start_config(&config);
+    let (mut c, _) = RawClient::connect_with(
+        broker.addr,
+        v5(
+            connect_packet_as("u1", true, "alice", "right"),
+            Properties::default(),
+        ),
+    )
+    .await;
+    let with = |tier: &str| Properties {
+        user_properties: vec![("tier".into(), tier.into())],
+        ..Properties::default()
+    };
+    let mut send = async |pkid: u16, p: Option<Properties>| {
+        c.send(&Packet::Publish(Publish {
+            properties: p.map(Box::new),
+            ..match publish("paid/x", QoS::AtLeastOnce, pkid) {
+                Packet::Publish(p) => p,
+                _ => unreachable!(),
+            }
+        }))
+        .await;
+        match c.recv().await {
+            Packet::PubAck(a) => a.reason,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    };
+    // Same topic three times: the plugin sees each packet's properties (no cached answer
+    // hides them).
+    assert_eq!(send(1, Some(with("free"))).await, 0x97);
+    assert_eq!(send(2, Some(with("gold"))).await, 0x00);
+    assert_eq!(send(3, None).await, 0x00);
+    assert_eq!(send(4, Some(with("free"))).await, 0x97);
+}

@@ -28,7 +28,7 @@ use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInf
 pub use crate::plugins::decision::{Backoff, Checked, Decision, Denial};
 use crate::plugins::wire;
 use crate::plugins::{PluginHost, PluginSet, TopicOutcome};
-use crate::protocol::{PacketSummary, ProtocolVersion, Publish, QoS, SubscribeReason};
+use crate::protocol::{PacketSummary, Properties, ProtocolVersion, Publish, QoS, SubscribeReason};
 use crate::session::Message;
 use crate::stats::Stats;
 
@@ -172,17 +172,20 @@ impl ClientPlugins {
         qos: QoS,
         retain: bool,
     ) -> Checked {
-        Checked::of(&self.decide(action, topic, qos, retain).await)
+        Checked::of(&self.decide(action, topic, qos, retain, None).await)
     }
 
     /// [`check`](Self::check), with the deciding plugin's reason code and Reason String
-    /// on a denial (for a SUBACK or PUBACK).
+    /// on a denial (for a SUBACK or PUBACK). `props` are the MQTT 5 properties of the
+    /// packet that asks, whose user properties go to the plugins (a decision is cached
+    /// per topic all the same: a plugin that decides on them answers `cache_ttl_ms` 0).
     pub async fn decide(
         &mut self,
         action: CachedAction,
         topic: &str,
         qos: QoS,
         retain: bool,
+        props: Option<&Properties>,
     ) -> Decision {
         if self.set.topic_check.is_none() {
             return Decision::Allowed;
@@ -200,7 +203,15 @@ impl ClientPlugins {
         let Some(chain) = &set.topic_check else {
             return Decision::Allowed;
         };
-        let request = wire::topic_request(&self.client, self.version, action, topic, qos, retain);
+        let request = wire::topic_request(
+            &self.client,
+            self.version,
+            action,
+            topic,
+            qos,
+            retain,
+            props,
+        );
         let asked_at = Instant::now();
         let outcome = chain.topic_filter(request).await;
         self.settle_decision(action, topic, outcome, asked_at)
@@ -217,7 +228,8 @@ impl ClientPlugins {
         retain: bool,
         after: Duration,
     ) -> PendingCheck {
-        let request = wire::topic_request(&self.client, self.version, action, topic, qos, retain);
+        let request =
+            wire::topic_request(&self.client, self.version, action, topic, qos, retain, None);
         let set = self.set.clone();
         let at = Instant::now() + after;
         let call = async move {
@@ -462,22 +474,27 @@ impl ClientPlugins {
     }
 
     /// `client_subscribed`: every filter requested, with what it was answered.
-    pub async fn subscribed(&self, requested: &[(ByteString, QoS)], reasons: &[SubscribeReason]) {
+    pub async fn subscribed(
+        &self,
+        requested: &[(ByteString, QoS)],
+        reasons: &[SubscribeReason],
+        props: Option<&Properties>,
+    ) {
         self.emit(pb::EventKind::ClientSubscribed, None, |_| {
             pb::event::Kind::ClientSubscribed(pb::ClientSubscribed {
                 subscriptions: wire::subscriptions(requested, reasons),
-                user_properties: Vec::new(),
+                user_properties: wire::user_properties(props),
             })
         })
         .await;
     }
 
     /// `client_unsubscribed`: filters the client removed, or the broker revoked.
-    pub async fn unsubscribed(&self, filters: &[ByteString]) {
+    pub async fn unsubscribed(&self, filters: &[ByteString], props: Option<&Properties>) {
         self.emit(pb::EventKind::ClientUnsubscribed, None, |_| {
             pb::event::Kind::ClientUnsubscribed(pb::ClientUnsubscribed {
                 topic_filters: filters.iter().map(|f| f.to_string()).collect(),
-                user_properties: Vec::new(),
+                user_properties: wire::user_properties(props),
             })
         })
         .await;

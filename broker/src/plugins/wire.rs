@@ -118,7 +118,8 @@ pub(crate) fn auth_answer(
     }
 }
 
-/// The TopicFilter request for `client` doing `action` on `topic`.
+/// The TopicFilter request for `client` doing `action` on `topic`, with the user
+/// properties of the packet that asks (an MQTT 5 PUBLISH or SUBSCRIBE).
 pub(crate) fn topic_request(
     client: &ClientIdentity,
     protocol: ProtocolVersion,
@@ -126,6 +127,7 @@ pub(crate) fn topic_request(
     topic: &str,
     qos: QoS,
     retain: bool,
+    props: Option<&Properties>,
 ) -> pb::TopicFilterRequest {
     pb::TopicFilterRequest {
         topic: topic.to_owned(),
@@ -137,7 +139,7 @@ pub(crate) fn topic_request(
         qos: qos as u32,
         retain,
         protocol_version: version(protocol) as i32,
-        user_properties: Vec::new(),
+        user_properties: user_properties(props),
         listener: client.listener.clone(),
         remote_addr: client.remote_addr.clone(),
     }

@@ -97,7 +97,13 @@ where
         } else {
             match self
                 .plugins
-                .decide(CachedAction::Publish, &p.topic, p.qos, p.retain)
+                .decide(
+                    CachedAction::Publish,
+                    &p.topic,
+                    p.qos,
+                    p.retain,
+                    p.properties.as_deref(),
+                )
                 .await
             {
                 Decision::Allowed => (SUCCESS, None),

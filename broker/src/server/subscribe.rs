@@ -66,7 +66,9 @@ where
             reasons: decided,
             granted,
             why,
-        } = self.decide_filters(distinct, subscription_id).await;
+        } = self
+            .decide_filters(distinct, subscription_id, s.properties.as_deref())
+            .await;
         let requested: Vec<(ByteString, QoS)> = s
             .filters
             .into_iter()
@@ -77,7 +79,9 @@ where
             .zip(&slot_of)
             .map(|((_, qos), slot)| decided[*slot].unwrap_or(SubscribeReason::Granted(*qos)))
             .collect();
-        self.plugins.subscribed(&requested, &reasons).await;
+        self.plugins
+            .subscribed(&requested, &reasons, s.properties.as_deref())
+            .await;
         let properties = why.filter(|_| self.problem_information).map(|why| {
             Box::new(Properties {
                 reason_string: Some(why),
@@ -100,6 +104,7 @@ where
         &mut self,
         distinct: Vec<(ByteString, SubscriptionOptions)>,
         subscription_id: u32,
+        props: Option<&Properties>,
     ) -> Decided {
         let mqtt = &self.broker.config.mqtt;
         let (max_levels, max_subscriptions) =
@@ -146,6 +151,7 @@ where
                     topic::checked_filter(&filter),
                     qos,
                     false,
+                    props,
                 )
                 .await
             {
@@ -251,7 +257,9 @@ where
             let held = self.state.subscriptions.remove(f).is_some();
             reasons.push(if held { 0x00 } else { 0x11 });
         }
-        self.plugins.unsubscribed(&u.filters).await;
+        self.plugins
+            .unsubscribed(&u.filters, u.properties.as_deref())
+            .await;
         self.out.packet(&Packet::UnsubAck(UnsubAck {
             pkid: u.pkid,
             reasons,
@@ -340,7 +348,7 @@ where
         }
         if !revoked.is_empty() {
             self.purge_revoked = true;
-            self.plugins.unsubscribed(&revoked).await;
+            self.plugins.unsubscribed(&revoked, None).await;
         }
     }
 

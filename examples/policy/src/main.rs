@@ -16,6 +16,8 @@
 //!         - { action: any, filter: "tenants/{tenant}/#", verdict: allow }
 //!         - { action: publish, filter: "#", verdict: deny, reason: "read-only",
 //!             reason_code: 0x97, client_reason: "this account is read-only" }
+//!         - { action: subscribe, filter: "#", verdict: deny,   # MQTT 5 user property match
+//!             user_property: [tier, free] }
 //!       topic_default: abstain
 //!       cache_ttl_ms: 30000
 //! ```

@@ -74,6 +74,10 @@ struct Rule {
     /// The MQTT 5 Reason String sent to the client with a deny.
     #[serde(default)]
     client_reason: Option<String>,
+    /// Only for requests carrying this MQTT 5 user property (key, value) on the PUBLISH
+    /// or SUBSCRIBE (answers are then not cached: the property is not part of the key).
+    #[serde(default)]
+    user_property: Option<(String, String)>,
     /// Only for these usernames (all clients when absent).
     #[serde(default)]
     users: Option<Vec<String>>,
@@ -133,7 +137,13 @@ impl TopicFilter for Policy {
     ) -> Result<TopicDecision, HandlerError> {
         let config = ctx.config::<Config>()?;
         delay(&config).await;
-        let ttl = Duration::from_millis(config.cache_ttl_ms);
+        // A rule on user properties makes every answer uncacheable: the broker caches
+        // per topic, and the next packet on it may carry other properties.
+        let ttl = if config.rules.iter().any(|r| r.user_property.is_some()) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(config.cache_ttl_ms)
+        };
         for rule in &config.rules {
             if !action_matches(&rule.action, req.action) {
                 continue;
@@ -143,6 +153,14 @@ impl TopicFilter for Policy {
                     .client
                     .identity()
                     .is_some_and(|u| users.iter().any(|x| x == u))
+            {
+                continue;
+            }
+            if let Some((k, v)) = &rule.user_property
+                && !req
+                    .user_properties
+                    .iter()
+                    .any(|(rk, rv)| rk == k && rv == v)
             {
                 continue;
             }
