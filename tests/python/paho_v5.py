@@ -217,7 +217,42 @@ def deny_reasons(host, port):
     c.disconnect()
 
 
-SCENARIOS = {f.__name__: f for f in [session_expiry, message_expiry, topic_alias, will_delay, deny_reasons]}
+def shared_member_leaves(host, port):
+    # Three members of one group at QoS 1; one takes five messages without acknowledging
+    # them and drops its connection while the rest are published: every message reaches
+    # a member that acknowledges it.
+    members = []
+    for i in (1, 2):
+        m = Client(host, port, f"paho-sh-{i}")
+        m.connect()
+        m.subscribe("$share/pool/paho/sh/#", 1)
+        members.append(m)
+    taker = Client(host, port, "paho-sh-taker", manual_ack=True)
+    taker.connect()
+    taker.subscribe("$share/pool/paho/sh/#", 1)
+    pub = Client(host, port, "paho-sh-pub")
+    pub.connect()
+    n, dropped = 150, False
+    for i in range(1, n + 1):
+        assert pub.publish("paho/sh/job", str(i).encode(), 1)[0] == 0
+        if not dropped and len(taker.messages) >= 5:
+            taker.drop()  # never acknowledged what it took
+            dropped = True
+    assert dropped, "the taker got its five messages"
+    want = {str(i) for i in range(1, n + 1)}
+    def union():
+        return set(members[0].payloads()) | set(members[1].payloads())
+    members[0].wait("every message at an acknowledging member", lambda: union() >= want)
+    taken = {m.payload.decode() for m in taker.messages}
+    assert taken <= union(), f"left unacknowledged and lost: {sorted(taken - union())}"
+    for m in members + [pub]:
+        m.disconnect()
+
+
+SCENARIOS = {
+    f.__name__: f
+    for f in [session_expiry, message_expiry, topic_alias, will_delay, deny_reasons, shared_member_leaves]
+}
 
 if __name__ == "__main__":
     host, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]

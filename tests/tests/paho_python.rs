@@ -1,7 +1,8 @@
 //! MQTT 5 with Eclipse Paho's Python client (paho-mqtt 2, `protocol=MQTTv5`), a client
 //! nobody here wrote, against the real broker and the real `tandem-policy` plugin: session
 //! expiry across reconnects, message expiry (and the time left), topic aliases, will
-//! delay, and a plugin's reason codes and client reasons reaching the client
+//! delay, a plugin's reason codes and client reasons reaching the client, and a shared
+//! subscription of three members one of which leaves with messages unacknowledged
 //! (`tests/python/paho_v5.py` holds the scenarios and their assertions).
 //!
 //! The virtualenv (pinned `tests/python/requirements.txt`) is made once per machine in the
@@ -37,7 +38,11 @@ fn python() -> &'static Path {
             for (what, cmd) in [
                 (
                     "python3 -m venv (Debian needs the python3-venv package)",
-                    Command::new("python3").arg("-m").arg("venv").arg(&venv).output(),
+                    Command::new("python3")
+                        .arg("-m")
+                        .arg("venv")
+                        .arg(&venv)
+                        .output(),
                 ),
                 (
                     "pip install -r tests/python/requirements.txt",
@@ -133,4 +138,9 @@ fn paho_will_waits_out_its_delay() {
 #[test]
 fn paho_sees_the_plugins_reason_codes_and_client_reasons() {
     scenario("deny_reasons");
+}
+
+#[test]
+fn paho_shared_subscription_member_leaving_loses_no_qos1_message() {
+    scenario("shared_member_leaves");
 }

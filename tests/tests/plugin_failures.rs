@@ -42,7 +42,11 @@ async fn a_slow_auth_plugin_is_denied_within_its_deadline_then_skipped() {
             .err();
         took.push(started.elapsed());
         // A plugin failure, not a verdict: "server unavailable" (3.1.1: 3).
-        assert_eq!(refused, Some(ConnectReason::ServerUnavailable), "attempt {i}");
+        assert_eq!(
+            refused,
+            Some(ConnectReason::ServerUnavailable),
+            "attempt {i}"
+        );
     }
     eprintln!("CONNECT denial times with a 200ms deadline: {took:?}");
     // The plugin would answer after 3 s: every denial came from the deadline.

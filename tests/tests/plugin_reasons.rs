@@ -117,6 +117,19 @@ async fn a_refused_connect_carries_the_plugins_code_and_client_reason_never_its_
     broker
         .wait_log("unknown user", DEADLINE)
         .expect("the log reason is logged");
+    // A client whose maximum packet size leaves no room for the Reason String gets the
+    // code alone.
+    let small = Properties {
+        maximum_packet_size: Some(20),
+        ..Properties::default()
+    };
+    let (_c, tight) = RawClient::connect_with(
+        broker.addr,
+        v5(connect_packet_as("m4", true, "alice", "x"), small),
+    )
+    .await;
+    assert_eq!(tight.reason, ConnectReason::BadUserNameOrPassword);
+    assert_eq!(reason_string(&tight.properties), None);
     // MQTT 3.1.1: the nearest return code, 4 (bad user name or password).
     let (_c, v4) =
         RawClient::connect_with(broker.addr, connect_packet_as("m3", true, "alice", "wrong")).await;

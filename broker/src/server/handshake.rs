@@ -287,7 +287,11 @@ pub(crate) async fn serve<R, W>(
             Ok(verified) => verified,
             Err(refusal) => {
                 if let Some(refusal) = refusal {
-                    refuse_with(&mut wr, version, refusal.code, refusal.reason).await;
+                    // A Reason String only when it keeps the CONNACK within the
+                    // client's maximum packet size (MQTT-3.2.2-19).
+                    let room = client_max_packet(&hello.connect);
+                    let reason = refusal.reason.filter(|r| r.len() + 16 <= room);
+                    refuse_with(&mut wr, version, refusal.code, reason).await;
                 }
                 return;
             }
@@ -536,7 +540,29 @@ fn connack_properties(broker: &Broker, hello: &Hello, grant: Grant) -> Option<Bo
         maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
         authentication_method: grant.auth_method,
         authentication_data: grant.auth_data,
-        user_properties: grant.user_properties,
+        // Plugins' user properties only when they keep the CONNACK within the client's
+        // maximum packet size (MQTT-3.2.2-20); the rest of it is small.
+        user_properties: if user_properties_len(&grant.user_properties) + 256
+            <= client_max_packet(&hello.connect)
+        {
+            grant.user_properties
+        } else {
+            Vec::new()
+        },
         ..Properties::default()
     }))
+}
+
+/// The largest packet the client accepts (its MQTT 5 Maximum Packet Size).
+fn client_max_packet(connect: &Connect) -> usize {
+    connect
+        .properties
+        .as_ref()
+        .and_then(|p| p.maximum_packet_size)
+        .map_or(usize::MAX, |m| m as usize)
+}
+
+/// Bytes user properties take on the wire.
+fn user_properties_len(props: &[(ByteString, ByteString)]) -> usize {
+    props.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
 }

@@ -9,10 +9,12 @@ use tandem_proto::v1 as pb;
 use tonic::transport::Channel;
 use tracing::info;
 
+use super::call::failure_kind;
 use super::replicas::{Chan, Client};
 use super::{Described, Plugin};
 use crate::plugins::config::PluginConfig;
 use crate::plugins::error::PluginError;
+use crate::plugins::rpc::ErrorKind;
 
 type Health = tonic_health::pb::health_client::HealthClient<Chan>;
 
@@ -181,7 +183,9 @@ impl Plugin {
                         d.want_raw_packets = resp.want_raw_packets;
                     }
                 }
-                Ok(Err(status)) if i == 0 && status.code() != tonic::Code::Unavailable => {
+                // A refusal is the plugin's own answer; a status the client built from
+                // a transport error (a replica restarting under a reload) is no answer.
+                Ok(Err(status)) if i == 0 && failure_kind(&status, false) == ErrorKind::Status => {
                     *self.describe_request.write() = previous;
                     return Err(fail(format!(
                         "refused the new config: ({:?}) {}",
