@@ -377,6 +377,8 @@ names = {
     "connect": "connects/s (16 concurrent)",
     "fan-in-qos0-fixed": "fan-in QoS 0 at 200k msg/s offered, msg/s",
 }
+for k in ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "fan-out-qos1"]:
+    names[k + "-v5"] = names[k].replace(", msg/s", " MQTT 5, msg/s")
 for s in scenarios:
     if s == "latency":
         rows.append(("latency QoS 1 at 2k msg/s, p50", s, "p50_us", False, fmt_ms))
@@ -463,6 +465,21 @@ if base:
     if too_few:
         print()
         print("- fewer than 3 repetitions of a build: too few to tell noise from a difference (use --reps 5)")
+
+# MQTT 5 against 3.1.1, each broker against itself in the same run.
+v5 = [s for s in scenarios if s.endswith("-v5") and s[:-3] in scenarios]
+if v5:
+    print()
+    print("MQTT 5 against MQTT 3.1.1 (median rate ratio, v5/3.1.1; 1.00 is no cost):")
+    print()
+    print("| scenario | " + " | ".join(brokers) + " |")
+    print("|---|" + "---|" * len(brokers))
+    for s in v5:
+        cells = []
+        for b in brokers:
+            r = ratio(median((s, b), "rate"), median((s[:-3], b), "rate"), True)
+            cells.append("-" if r is None else f"{r:.2f}")
+        print(f"| {s[:-3]} | " + " | ".join(cells) + " |")
 
 # Who was busy: if the load generator is near its share of the machine, it may be what limits.
 print()
