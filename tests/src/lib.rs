@@ -21,6 +21,9 @@
 //! - `probe.rs`: the admin listener over HTTP (`/metrics` series) and a process's RSS.
 //! - `source.rs`: clients connecting from a chosen source address.
 //! - `jwt.rs`: signing the tokens the JWT plugin tests present.
+//! - `passwd.rs`: argon2id lines for `tandem-auth-file` password files.
+//! - `tooling.rs`: tools the tests install for themselves once per target dir (virtualenvs,
+//!   Node modules).
 //! - `scram.rs`: a SCRAM-SHA-256 client for MQTT 5 enhanced authentication, and the
 //!   `tandem-auth-file` password file lines it logs in with.
 
@@ -28,11 +31,13 @@ mod broker;
 mod client;
 pub mod jwt;
 pub mod marker;
+pub mod passwd;
 mod plugin;
 pub mod probe;
 mod replicas;
 pub mod scram;
 pub mod source;
+pub mod tooling;
 mod wait;
 pub mod wire;
 

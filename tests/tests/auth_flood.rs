@@ -8,25 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use tandem_tests::passwd::argon2id;
 use tandem_tests::source::connect_as_from;
 use tandem_tests::{DEADLINE, Tandem, binary};
-
-/// An argon2id PHC line for `password` with memory `m` KiB and `t` passes.
-fn argon2id(password: &str, salt: &[u8; 16], m: u32, t: u32) -> String {
-    let params = argon2::Params::new(m, t, 1, Some(32)).unwrap();
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password.as_bytes(), salt, &mut out)
-        .unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
-    format!(
-        "$argon2id$v=19$m={m},t={t},p=1${}${}",
-        b64.encode(salt),
-        b64.encode(out)
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_password_flood_on_one_user_neither_locks_out_others_nor_opens_the_circuit() {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tandem_broker::protocol::{
     Auth, ConnectReason, Packet, Properties, Publish, QoS, SubscribeReason,
 };
+use tandem_tests::passwd::argon2id;
 use tandem_tests::scram::{METHOD, ScramClient, password_file_line};
 use tandem_tests::{DEADLINE, RawClient, Recv, Tandem, binary, connect_as, connect_packet_v5};
 
@@ -48,19 +49,9 @@ fn start(dir: &Path, mqtt: &str) -> Tandem {
 
 /// An argon2id line (cheap parameters): a user the file knows, without SCRAM keys.
 fn argon2_line(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    let (salt, m, t) = (b"saltsaltsaltsalt", 1024, 1);
-    let params = argon2::Params::new(m, t, 1, Some(32)).unwrap();
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password.as_bytes(), salt, &mut out)
-        .unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
     format!(
-        "{user}:$argon2id$v=19$m={m},t={t},p=1${}${}",
-        b64.encode(salt),
-        b64.encode(out)
+        "{user}:{}",
+        argon2id(password, b"saltsaltsaltsalt", 1024, 1)
     )
 }
 

@@ -9,12 +9,12 @@
 //! `tests/node/package.json`), under a file lock shared by parallel test processes. Node.js
 //! and npm must be installed (`.ci/run` installs Debian's).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use tandem_tests::scram::password_file_line;
+use tandem_tests::tooling::{made_once, run};
 use tandem_tests::{Tandem, binary};
 
 fn node_dir() -> PathBuf {
@@ -26,36 +26,24 @@ fn node_dir() -> PathBuf {
 fn node_modules() -> &'static Path {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
     MODULES.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-        let dir = target.join("mqttjs");
-        let lock = File::create(target.join("mqttjs.lock")).expect("create the lock file");
-        lock.lock().expect("lock mqttjs.lock");
         let package = std::fs::read_to_string(node_dir().join("package.json"))
             .expect("read tests/node/package.json");
-        let stamp = dir.join("tandem-package.json");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(package.as_str()) {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+        made_once("mqttjs", &package, |dir| {
+            std::fs::create_dir_all(dir).unwrap();
             std::fs::write(dir.join("package.json"), &package).unwrap();
-            let out = Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&dir)
-                .output()
-                .expect("run npm (Debian: apt-get install nodejs npm)");
-            assert!(
-                out.status.success(),
-                "npm install failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+            run(
+                "npm install (Debian: apt-get install nodejs npm)",
+                Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(dir),
             );
-            std::fs::write(&stamp, &package).expect("write the stamp");
-        }
-        dir.join("node_modules")
+        })
+        .join("node_modules")
     })
 }
 
 /// Runs the MQTT.js client as `user`/`password` in `mode` and asserts it passed.
-fn run(mode: &str, password: &str) {
+fn scram(mode: &str, password: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let line = password_file_line("alice", "pencil", b"saltsaltsaltsalt", 4096);
@@ -84,10 +72,10 @@ fn run(mode: &str, password: &str) {
 
 #[test]
 fn mqttjs_logs_in_with_scram_and_re_authenticates() {
-    run("right", "pencil");
+    scram("right", "pencil");
 }
 
 #[test]
 fn mqttjs_with_a_wrong_scram_password_gets_0x86() {
-    run("wrong", "pen");
+    scram("wrong", "pen");
 }

@@ -8,11 +8,11 @@
 //! The virtualenv (pinned `tests/python/requirements.txt`) is made once per machine in the
 //! target directory, under a file lock shared by parallel test processes.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use tandem_tests::tooling::{made_once, run};
 use tandem_tests::{Tandem, policy_bin};
 
 fn python_dir() -> PathBuf {
@@ -24,44 +24,22 @@ fn python_dir() -> PathBuf {
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-        let venv = target.join("paho-venv");
-        let lock = File::create(target.join("paho-venv.lock")).expect("create the lock file");
-        lock.lock().expect("lock paho-venv.lock");
-        let requirements = std::fs::read_to_string(python_dir().join("requirements.txt"))
-            .expect("read tests/python/requirements.txt");
-        let stamp = venv.join("tandem-requirements.txt");
-        let python = venv.join("bin/python");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(requirements.as_str()) {
-            let _ = std::fs::remove_dir_all(&venv);
-            for (what, cmd) in [
-                (
-                    "python3 -m venv (Debian needs the python3-venv package)",
-                    Command::new("python3")
-                        .arg("-m")
-                        .arg("venv")
-                        .arg(&venv)
-                        .output(),
-                ),
-                (
-                    "pip install -r tests/python/requirements.txt",
-                    Command::new(&python)
-                        .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-                        .arg(python_dir().join("requirements.txt"))
-                        .output(),
-                ),
-            ] {
-                let out = cmd.unwrap_or_else(|e| panic!("{what}: {e}"));
-                assert!(
-                    out.status.success(),
-                    "{what} failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::fs::write(&stamp, &requirements).expect("write the venv stamp");
-        }
-        python
+        let requirements = python_dir().join("requirements.txt");
+        let recipe =
+            std::fs::read_to_string(&requirements).expect("read tests/python/requirements.txt");
+        made_once("paho-venv", &recipe, |venv| {
+            run(
+                "python3 -m venv (Debian needs the python3-venv package)",
+                Command::new("python3").arg("-m").arg("venv").arg(venv),
+            );
+            run(
+                "pip install -r tests/python/requirements.txt",
+                Command::new(venv.join("bin/python"))
+                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+                    .arg(&requirements),
+            );
+        })
+        .join("bin/python")
     })
 }
 

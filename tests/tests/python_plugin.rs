@@ -10,11 +10,12 @@
 use std::fs::File;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tandem_broker::protocol::{QoS, SubscribeReason};
+use tandem_tests::tooling::{made_once, run};
 use tandem_tests::{DEADLINE, PluginProcess, RawClient, Tandem};
 
 /// The example's directory.
@@ -28,51 +29,31 @@ struct PythonEnv {
     stubs: PathBuf,
 }
 
-fn run(what: &str, cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Makes (once per machine, under a file lock shared by parallel test processes) the virtualenv
 /// `<target>/python-venv` from `requirements.txt`, remade when the requirements change, and the
 /// stubs in `<target>/python-venv/gen-<hash of the .proto>`.
 fn python_env() -> &'static PythonEnv {
     static ENV: OnceLock<PythonEnv> = OnceLock::new();
     ENV.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target
-        let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-        let venv = target.join("python-venv");
-        let lock = File::create(target.join("python-venv.lock")).expect("create the lock file");
-        lock.lock().expect("lock python-venv.lock");
-
-        let requirements = std::fs::read_to_string(example_dir().join("requirements.txt"))
+        let requirements = example_dir().join("requirements.txt");
+        let recipe = std::fs::read_to_string(&requirements)
             .expect("read examples/python-acl/requirements.txt");
-        let stamp = venv.join("tandem-requirements.txt");
-        let python = venv.join("bin/python");
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(requirements.as_str()) {
-            let _ = std::fs::remove_dir_all(&venv);
+        let venv = made_once("python-venv", &recipe, |venv| {
             run(
                 "python3 -m venv (Debian needs the python3-venv package)",
-                Command::new("python3").arg("-m").arg("venv").arg(&venv),
+                Command::new("python3").arg("-m").arg("venv").arg(venv),
             );
             run(
                 "pip install -r examples/python-acl/requirements.txt",
-                Command::new(&python)
+                Command::new(venv.join("bin/python"))
                     .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-                    .arg(example_dir().join("requirements.txt")),
+                    .arg(&requirements),
             );
-            std::fs::write(&stamp, &requirements).expect("write the venv stamp");
-        }
+        });
+        let python = venv.join("bin/python");
+        // The stubs are made under the same lock, taken again.
+        let lock = File::create(venv.with_extension("lock")).expect("create the lock file");
+        lock.lock().expect("lock python-venv.lock");
 
         let proto = std::fs::read(example_dir().join("../../proto/tandem/plugin/v1/plugin.proto"))
             .expect("read plugin.proto");

@@ -1,0 +1,42 @@
+//! Tools the end-to-end tests install for themselves (a Python virtualenv, Node modules),
+//! once per machine, in the target directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory `<target>/<name>`, made by `make` unless it was made from the same
+/// `recipe` before (a stamp file inside holds the recipe, so a changed requirements file
+/// makes it again). Parallel test processes wait on a file lock beside it, so one makes it
+/// and the others reuse it.
+pub fn made_once(name: &str, recipe: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target
+    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
+    let dir = target.join(name);
+    let lock = File::create(target.join(format!("{name}.lock"))).expect("create the lock file");
+    lock.lock().expect("lock the tool directory");
+    let stamp = dir.join("tandem-recipe.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(recipe) {
+        let _ = std::fs::remove_dir_all(&dir);
+        make(&dir);
+        std::fs::create_dir_all(&dir).expect("create the tool directory");
+        std::fs::write(&stamp, recipe).expect("write the stamp");
+    }
+    dir
+}
+
+/// Runs `cmd` and panics with its output, saying `what` it was for, unless it succeeds.
+pub fn run(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
