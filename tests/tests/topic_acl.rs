@@ -167,6 +167,16 @@ async fn subscribe_publish_and_receive_follow_the_acl() {
             .is_some(),
         "denials are logged with the plugin's alias"
     );
+    // A PUBLISH denial (one per client packet) at info; a RECEIVE denial (one per message
+    // a subscriber is not given: a subscriber to `#` could flood the log) at debug.
+    let publish = broker
+        .wait_log_all(&["topic check denied", "ACTION_PUBLISH"], DEADLINE)
+        .expect("the publish denial is logged");
+    assert!(publish.contains(" INFO "), "{publish}");
+    let receive = broker
+        .wait_log_all(&["topic check denied", "ACTION_RECEIVE"], DEADLINE)
+        .expect("the receive denial is logged");
+    assert!(receive.contains("DEBUG "), "{receive}");
 }
 
 #[tokio::test]
