@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use tandem_proto::v1 as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, Uri};
+use tracing::warn;
 
 use crate::plugins::config::PluginConfig;
 use crate::plugins::endpoint::Endpoint;
@@ -36,6 +37,15 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+/// The largest `token_file` read: a bearer token is tens to hundreds of bytes (a JWT a
+/// few KiB); anything larger is a wrong path.
+const MAX_TOKEN_FILE: usize = 16 * 1024;
+
+/// The most replicas a `dns:///` endpoint is dialled at: each is a channel, probes and a
+/// circuit breaker, so a name that resolves to thousands of addresses (a misconfigured or
+/// hostile DNS answer) must not make thousands. The first ones, in address order, are used.
+const MAX_REPLICAS: usize = 64;
+
 /// Reads a `token_file`: one token, surrounding whitespace ignored, as the header value
 /// `Bearer <token>` (marked sensitive, so it is never logged).
 pub(super) fn read_token(
@@ -46,8 +56,27 @@ pub(super) fn read_token(
         alias: alias.to_owned(),
         message,
     };
-    let text = std::fs::read_to_string(path)
+    // Read at most one byte past the bound, so a huge or endless file (a log, /dev/zero)
+    // is refused without being read whole.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read as _;
+            f.take(MAX_TOKEN_FILE as u64 + 1).read_to_end(&mut bytes)
+        })
         .map_err(|e| fail(format!("cannot read token_file {}: {e}", path.display())))?;
+    if bytes.len() > MAX_TOKEN_FILE {
+        return Err(fail(format!(
+            "token_file {} is larger than {MAX_TOKEN_FILE} bytes: not a token",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        fail(format!(
+            "token_file {}: the token must be printable ASCII without spaces",
+            path.display()
+        ))
+    })?;
     let token = text.trim();
     if token.is_empty() {
         return Err(fail(format!("token_file {} is empty", path.display())));
@@ -227,6 +256,14 @@ pub(super) async fn resolve(endpoint: &Endpoint) -> Result<Vec<(String, Target)>
             if !matches!(endpoint, Endpoint::Dns { .. }) {
                 // A plain http(s) endpoint is one replica: its first address.
                 out.truncate(1);
+            } else if out.len() > MAX_REPLICAS {
+                warn!(
+                    name = %host,
+                    addresses = out.len(),
+                    max = MAX_REPLICAS,
+                    "dns:/// endpoint resolves to more addresses than the broker dials; using the first ones"
+                );
+                out.truncate(MAX_REPLICAS);
             }
             Ok(out)
         }
@@ -236,3 +273,33 @@ pub(super) async fn resolve(endpoint: &Endpoint) -> Result<Vec<(String, Target)>
 /// Object-safe alias for the stream types a connector hands to hyper.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_file_is_bounded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let ok = read_token("p", &file("ok", b"  s3cr3t-token\n")).unwrap();
+        assert_eq!(ok.to_str().unwrap(), "Bearer s3cr3t-token");
+        assert!(ok.is_sensitive(), "never logged");
+        let err = |p: &std::path::Path| read_token("p", p).unwrap_err().to_string();
+        let big = file("big", &vec![b'a'; MAX_TOKEN_FILE + 1]);
+        assert!(err(&big).contains("larger than"), "{}", err(&big));
+        // An endless file is refused after the bound, not read whole.
+        let zero = std::path::Path::new("/dev/zero");
+        if zero.exists() {
+            assert!(err(zero).contains("larger than"), "{}", err(zero));
+        }
+        assert!(err(&file("empty", b"  \n")).contains("is empty"));
+        assert!(err(&file("space", b"two words")).contains("printable ASCII"));
+        assert!(err(&file("binary", &[0xff, 0xfe])).contains("printable ASCII"));
+        assert!(err(&dir.path().join("missing")).contains("cannot read"));
+    }
+}
