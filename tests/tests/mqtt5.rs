@@ -1020,3 +1020,26 @@ async fn a_shared_member_leaving_with_unacknowledged_messages_loses_none() {
         w.abort();
     }
 }
+
+#[tokio::test]
+async fn topic_aliases_cannot_pin_more_than_64_kib_of_topics() {
+    let broker = Tandem::start("");
+    let (mut c, p, _) = connect5(&broker, "hoarder", true, Properties::default()).await;
+    assert_eq!(p.topic_alias_maximum, Some(64));
+    let alias = |n: u16| Some(props(|p| p.topic_alias = Some(n)));
+    let big = |c: char| c.to_string().repeat(30 * 1024);
+    // Two 30 KiB topics on aliases fit; a third would make 90 KiB: DISCONNECT 0x97.
+    c.send(&publish(&big('a'), "1", QoS::AtLeastOnce, 1, alias(1)))
+        .await;
+    assert!(matches!(c.recv().await, Packet::PubAck(a) if a.reason == 0));
+    c.send(&publish(&big('b'), "2", QoS::AtLeastOnce, 2, alias(2)))
+        .await;
+    assert!(matches!(c.recv().await, Packet::PubAck(a) if a.reason == 0));
+    c.send(&publish(&big('c'), "3", QoS::AtLeastOnce, 3, alias(3)))
+        .await;
+    let d = expect_disconnect(&mut c).await;
+    assert_eq!(d.reason, 0x97, "quota exceeded");
+    broker
+        .wait_log("topic aliases would hold", DEADLINE)
+        .expect("the reason is logged");
+}

@@ -73,6 +73,15 @@ pub enum Error {
     /// An MQTT 5 topic alias of 0, above the maximum announced, or not yet set.
     #[error("invalid topic alias {0}")]
     TopicAliasInvalid(u16),
+    /// An MQTT 5 client's topic aliases would hold more bytes of topics than the broker
+    /// keeps per connection.
+    #[error("topic aliases would hold {bytes} bytes of topics (at most {max})")]
+    AliasQuota {
+        /// Bytes the aliases would hold.
+        bytes: usize,
+        /// The bound.
+        max: usize,
+    },
     /// An MQTT 5 client sent more unreleased QoS 2 publishes than the receive maximum
     /// the broker announced.
     #[error("more than {0} unacknowledged QoS 2 publishes (receive maximum)")]
@@ -101,6 +110,7 @@ impl Error {
             Error::PacketTooLarge { .. } => 0x95,
             Error::TopicAliasInvalid(_) => 0x94,
             Error::ReceiveMaximumExceeded(_) => 0x93,
+            Error::AliasQuota { .. } => 0x97,
             // Well formed, but more levels than this broker accepts.
             Error::TooManyTopicLevels { .. } => 0x90,
             Error::Unexpected(_) | Error::Protocol(_) | Error::EmptyTopic(_) => 0x82,

@@ -2,8 +2,10 @@
 //! alias sets the alias, one with an empty topic and an alias uses it.
 //!
 //! Inbound, a client sets at most `mqtt.topic_alias_maximum` aliases per connection
-//! (announced in the CONNACK), each holding one topic: bounded by that count and the
-//! packet size. Outbound, the broker gives the first topics it sends a client an alias
+//! (announced in the CONNACK), each holding a copy of one topic (never a slice of the
+//! read buffer, which a 1 MB PUBLISH would pin), all of them together at most
+//! [`MAX_ALIAS_BYTES`]: past it the connection closes with DISCONNECT 0x97 "quota
+//! exceeded". Without that bound 64 aliases of 64 KB topics held 4 MB per connection. Outbound, the broker gives the first topics it sends a client an alias
 //! each, up to the maximum the client's CONNECT announced, and sends later messages on
 //! them with the alias alone; topics past the maximum go out in full. Both live and die
 //! with the connection (aliases are not part of the session).
@@ -13,11 +15,17 @@ use foldhash::HashMap;
 
 use crate::protocol::{self, Publish};
 
+/// The most bytes of topics one connection's aliases may hold together: plenty for
+/// aliases' purpose (long topics sent often), far below what an alias map could pin.
+pub(super) const MAX_ALIAS_BYTES: usize = 64 * 1024;
+
 /// The aliases one connection's client has set.
 #[derive(Debug, Default)]
 pub(super) struct InboundAliases {
     /// `topics[alias - 1]`; grows up to the maximum as aliases are set.
     topics: Vec<Option<ByteString>>,
+    /// Bytes of the topics held.
+    bytes: usize,
     max: u16,
 }
 
@@ -26,6 +34,7 @@ impl InboundAliases {
     pub(super) fn new(max: u16) -> Self {
         Self {
             topics: Vec::new(),
+            bytes: 0,
             max,
         }
     }
@@ -59,7 +68,17 @@ impl InboundAliases {
             if self.topics.len() <= slot {
                 self.topics.resize(slot + 1, None);
             }
-            self.topics[slot] = Some(p.topic.clone());
+            let replaced = self.topics[slot].as_ref().map_or(0, |t| t.len());
+            let bytes = self.bytes - replaced + p.topic.len();
+            if bytes > MAX_ALIAS_BYTES {
+                return Err(protocol::Error::AliasQuota {
+                    bytes,
+                    max: MAX_ALIAS_BYTES,
+                });
+            }
+            self.bytes = bytes;
+            // A copy: the topic is a slice of the frame it was read in.
+            self.topics[slot] = Some(ByteString::from(&*p.topic));
         }
         if p.properties.as_ref().is_some_and(|props| props.is_empty()) {
             p.properties = None;
@@ -163,6 +182,34 @@ mod tests {
             "a forgotten alias is given again"
         );
         assert_eq!(OutboundAliases::new(0).for_topic(&a), None);
+    }
+
+    #[test]
+    fn alias_topics_are_copies_and_bounded_in_bytes() {
+        let mut aliases = InboundAliases::new(64);
+        // The topic is a slice of a (pretend) read buffer: the alias keeps its own copy.
+        let frame = bytes::Bytes::from(vec![b'x'; 40 * 1024]);
+        let topic = ByteString::try_from(frame.slice(..30 * 1024)).unwrap();
+        let mut p = publish("", Some(1));
+        p.topic = topic;
+        aliases.resolve(&mut p).unwrap();
+        let held = aliases.topics[0].as_ref().unwrap();
+        assert_ne!(held.as_ptr(), p.topic.as_ptr(), "not a slice of the frame");
+        // 30 KiB + 30 KiB fit; a third would not (64 KiB in all).
+        let big = "y".repeat(30 * 1024);
+        aliases.resolve(&mut publish(&big, Some(2))).unwrap();
+        assert!(matches!(
+            aliases.resolve(&mut publish(&big, Some(3))),
+            Err(protocol::Error::AliasQuota { .. })
+        ));
+        assert_eq!(
+            protocol::Error::AliasQuota { bytes: 1, max: 0 }.disconnect_code(),
+            0x97
+        );
+        // Replacing an alias's topic counts the new one instead of the old.
+        aliases.resolve(&mut publish("short", Some(2))).unwrap();
+        aliases.resolve(&mut publish(&big, Some(3))).unwrap();
+        assert_eq!(aliases.bytes, 30 * 1024 + 5 + 30 * 1024);
     }
 
     #[test]
