@@ -48,8 +48,10 @@ async fn retained_message_is_sent_on_subscribe_and_cleared_by_empty_payload() {
     w.expect_nothing_before_marker(&mut p, "ret/marker", false)
         .await;
 
-    // An empty retained payload clears the topic.
-    p.publish("ret/a", b"", QoS::AtMostOnce, true).await;
+    // An empty retained payload clears the topic. At QoS 1, so the clear is routed before
+    // its PUBACK comes back, hence before `late` subscribes (a QoS 0 clear raced the
+    // subscription on another connection, and the retained "live" could win).
+    p.publish("ret/a", b"", QoS::AtLeastOnce, true).await;
     let mut late = RawClient::connect(broker.addr, "late").await;
     late.subscribe("ret/a", QoS::AtMostOnce).await;
     // A retained message would be sent on subscribe, before a live one published after.
