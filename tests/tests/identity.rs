@@ -31,6 +31,14 @@ fn token(sub: &str) -> String {
     hs256(SECRET, &json!({"sub": sub, "exp": now() + 600}))
 }
 
+/// `conflicted`'s password: one token for device-99, made once. (Made twice, the two
+/// differed whenever a second boundary fell between them, since `exp` counts seconds, and
+/// the password no longer matched: the test then met a bad-password denial.)
+fn conflicted_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| token("device-99"))
+}
+
 /// The auth chain is [jwt, users]: the JWT plugin allows a valid token and sets its subject
 /// as the identity; `users` (tandem-policy) knows one user, `conflicted`, whose password is a
 /// token for `device-99`, and abstains for everyone else. Topics are checked by topic-acl.
@@ -74,7 +82,7 @@ topic-check:
         policy = policy_bin().display(),
         acl = binary("tandem-topic-acl").display(),
         log = event_logger_bin().display(),
-        conflicted = token("device-99"),
+        conflicted = conflicted_token(),
     );
     Tandem::start_config(&yaml)
 }
@@ -165,7 +173,7 @@ async fn allowing_plugins_that_disagree_on_the_identity_deny() {
     // `users` verifies the password of `conflicted` (identity `conflicted`); the same password
     // is a valid token whose subject is device-99 (identity `device-99`): both allow, and they
     // disagree about who the client is.
-    let refused = connect_as(a, "both", "conflicted", &token("device-99"))
+    let refused = connect_as(a, "both", "conflicted", conflicted_token())
         .await
         .err();
     assert_eq!(refused, Some(ConnectReason::NotAuthorized));
