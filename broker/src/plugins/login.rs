@@ -170,11 +170,6 @@ impl Login {
         }
     }
 
-    /// The exchange's authentication method (`None`: a plain CONNECT).
-    pub fn method(&self) -> Option<&ByteString> {
-        self.method.as_ref()
-    }
-
     /// Whether an AUTH packet with these properties belongs to this exchange: a
     /// continue must name the method the exchange started with (MQTT-4.12.0-5).
     pub fn same_method(&self, props: Option<&Properties>) -> bool {

@@ -67,16 +67,32 @@ async fn read_connect<R: AsyncRead + Unpin>(
     limit: usize,
     keep_frame: bool,
 ) -> Result<(Connect, Bytes), ConnectError> {
+    read_until(rd, buf, limit, |buf| {
+        Ok(protocol::decode_connect_frame(buf, limit)?
+            .map(|(connect, frame)| (connect, if keep_frame { frame } else { Bytes::new() })))
+    })
+    .await
+}
+
+/// Reads into `buf` until `decode` takes a whole packet off it, reading no more than
+/// `limit` bytes in all: a packet of at most `limit` bytes is whole within them (and one
+/// that says it is larger is `decode`'s error as soon as its fixed header is read), so
+/// what waits behind it stays in the socket.
+async fn read_until<R: AsyncRead + Unpin, T>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, protocol::Error>,
+) -> Result<T, ConnectError> {
     loop {
-        match protocol::decode_connect_frame(buf, limit) {
-            Ok(Some((connect, frame))) if keep_frame => return Ok((connect, frame)),
-            Ok(Some((connect, _))) => return Ok((connect, Bytes::new())),
+        match decode(buf) {
+            Ok(Some(packet)) => return Ok(packet),
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e)),
         }
-        // Never zero: a buffer of `limit` bytes holds a whole CONNECT of at most
-        // `limit` bytes, which was decoded (or refused) above.
-        let room = limit.saturating_sub(buf.len()) as u64;
+        // Never zero by the argument above; at least one byte all the same, so a
+        // mistake there reads on rather than taking "no bytes" for a closed socket.
+        let room = limit.saturating_sub(buf.len()).max(1) as u64;
         match rd.take(room).read_buf(buf).await {
             Ok(0) => return Err(ConnectError::Closed),
             Ok(_) => {}
@@ -157,7 +173,10 @@ where
         }));
         let answer = tokio::time::timeout_at(deadline, async {
             wr.write_all(out.bytes()).await.map_err(ConnectError::Io)?;
-            read_packet(rd, rbuf, wire).await
+            read_until(rd, rbuf, wire.max_packet_size(), |buf| {
+                Ok(wire.decode(buf, false)?.map(|(packet, _)| packet))
+            })
+            .await
         })
         .await;
         let protocol_error = |what: &str| {
@@ -186,10 +205,11 @@ where
             Ok(Err(ConnectError::Protocol(err))) => {
                 broker.stats.protocol_error();
                 warn!(cause = %err, "closing connection: invalid packet in the authentication exchange");
-                return Err(Some(Refusal {
-                    code: ConnectReason::MalformedPacket,
-                    reason: None,
-                }));
+                let code = match err {
+                    protocol::Error::PacketTooLarge { .. } => ConnectReason::PacketTooLarge,
+                    _ => ConnectReason::MalformedPacket,
+                };
+                return Err(Some(Refusal { code, reason: None }));
             }
             Ok(Err(_)) => {
                 debug!("connection closed during the authentication exchange");
@@ -201,27 +221,6 @@ where
                 return Err(None);
             }
         };
-    }
-}
-
-/// Reads one packet of the authentication exchange.
-async fn read_packet<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-    wire: Wire,
-) -> Result<Packet, ConnectError> {
-    loop {
-        match wire.decode(buf, false) {
-            Ok(Some((packet, _))) => return Ok(packet),
-            Ok(None) => {}
-            Err(e) => return Err(ConnectError::Protocol(e)),
-        }
-        let room = wire.max_packet_size().saturating_sub(buf.len()).max(1) as u64;
-        match rd.take(room).read_buf(buf).await {
-            Ok(0) => return Err(ConnectError::Closed),
-            Ok(_) => {}
-            Err(e) => return Err(ConnectError::Io(e)),
-        }
     }
 }
 
