@@ -43,7 +43,8 @@ auth:
 fn start(dir: &Path, mqtt: &str) -> Tandem {
     let argon = argon2_line("bob", "bob-pw");
     let scram = password_file_line("alice", "pencil", b"0123456789abcdef", 4096);
-    std::fs::write(dir.join("passwd"), format!("{scram}\n{argon}\n")).unwrap();
+    let carol = password_file_line("carol", "crayon", b"fedcba9876543210", 4096);
+    std::fs::write(dir.join("passwd"), format!("{scram}\n{argon}\n{carol}\n")).unwrap();
     Tandem::start_config(&config(dir, mqtt))
 }
 
@@ -294,4 +295,43 @@ async fn an_unknown_method_and_a_broken_exchange_are_refused() {
         &*first.topic, "sneak/marker",
         "nothing sneaked in before the marker"
     );
+}
+
+#[tokio::test]
+async fn re_authenticating_as_another_user_or_with_a_huge_auth_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path(), "mqtt: { max_connect_packet_size: 4096 }\n");
+    // alice, connected, re-authenticates with carol's valid credentials: the session is
+    // alice's, so the connection ends (DISCONNECT 0x87), logged.
+    let (mut c, _) = scram_connect(&broker, "x1", "alice", "pencil").await;
+    assert_eq!(connack(&mut c).await.reason, ConnectReason::Success);
+    let mut carol = ScramClient::new("carol", "crayon");
+    c.send(&auth(Auth::REAUTHENTICATE, METHOD, carol.client_first()))
+        .await;
+    let server_first = challenge(&mut c).await;
+    c.send(&auth(
+        Auth::CONTINUE,
+        METHOD,
+        carol.client_final(&server_first).unwrap(),
+    ))
+    .await;
+    match c.recv().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason, 0x87),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    c.expect_closed().await;
+    broker
+        .wait_log("it proved another identity", DEADLINE)
+        .expect("the refusal is logged");
+
+    // An AUTH answer larger than mqtt.max_connect_packet_size before CONNACK: refused with
+    // 0x95 as soon as its header says so, never buffered.
+    let scram = ScramClient::new("alice", "pencil");
+    let connect = connect_packet_v5("x2", true, auth_props(METHOD, scram.client_first()));
+    let mut c = RawClient::open(broker.addr, connect).await;
+    challenge(&mut c).await;
+    c.send(&auth(Auth::CONTINUE, METHOD, vec![b'x'; 64 * 1024]))
+        .await;
+    assert_eq!(connack(&mut c).await.reason, ConnectReason::PacketTooLarge);
+    c.expect_closed().await;
 }
