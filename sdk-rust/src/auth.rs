@@ -57,6 +57,8 @@ pub struct AuthRequest {
     pub remote_addr: Option<SocketAddr>,
     /// The name of the broker listener the client connected to.
     pub listener: String,
+    /// The listener's transport: `tcp`, `tls`, `ws` or `wss`.
+    pub transport: String,
     /// The MQTT version the client speaks.
     pub protocol_version: ProtocolVersion,
     /// The clean start (5.0) / clean session (3.1.1) flag.

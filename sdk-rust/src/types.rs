@@ -162,7 +162,8 @@ pub struct MessageProperties {
 pub struct TlsInfo {
     /// The client's leaf certificate (DER); `None` when it presented none.
     pub peer_certificate_der: Option<Vec<u8>>,
-    /// The certificate subject as an RFC 4514 string, for example `CN=device-17,O=Acme`.
+    /// The certificate subject as an RFC 4514 string, for example `CN=device-17,O=Acme`. Only
+    /// set for a certificate that chained to the listener's `tls.client_ca`.
     pub peer_subject: Option<String>,
     /// Subject alternative names of the client certificate, as text.
     pub peer_sans: Vec<String>,
@@ -174,4 +175,6 @@ pub struct TlsInfo {
     pub cipher_suite: Option<String>,
     /// The agreed ALPN protocol.
     pub alpn_protocol: Option<String>,
+    /// SHA-256 of the client certificate's DER bytes, 64 lowercase hex digits.
+    pub peer_fingerprint_sha256: Option<String>,
 }

@@ -40,6 +40,7 @@ pub(crate) fn event_from(e: pb::Event) -> Option<Event> {
         K::ClientConnected(x) => EventData::ClientConnected(ClientConnected {
             remote_addr: addr(&x.remote_addr),
             listener: x.listener,
+            transport: x.transport,
             protocol_version: protocol_from(x.protocol_version),
             clean_start: x.clean_start,
             keepalive: secs(x.keepalive_secs),
@@ -110,6 +111,7 @@ impl From<Event> for pb::Event {
             EventData::ClientConnected(x) => K::ClientConnected(pb::ClientConnected {
                 remote_addr: addr_string(x.remote_addr),
                 listener: x.listener,
+                transport: x.transport,
                 protocol_version: pb::ProtocolVersion::from(x.protocol_version).into(),
                 clean_start: x.clean_start,
                 keepalive_secs: to_secs(x.keepalive),

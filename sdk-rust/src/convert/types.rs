@@ -161,6 +161,7 @@ impl From<pb::TlsInfo> for TlsInfo {
             tls_version: non_empty(t.tls_version),
             cipher_suite: non_empty(t.cipher_suite),
             alpn_protocol: non_empty(t.alpn_protocol),
+            peer_fingerprint_sha256: non_empty(t.peer_fingerprint_sha256),
         }
     }
 }
@@ -175,6 +176,7 @@ impl From<TlsInfo> for pb::TlsInfo {
             tls_version: t.tls_version.unwrap_or_default(),
             cipher_suite: t.cipher_suite.unwrap_or_default(),
             alpn_protocol: t.alpn_protocol.unwrap_or_default(),
+            peer_fingerprint_sha256: t.peer_fingerprint_sha256.unwrap_or_default(),
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct ClientConnected {
     pub remote_addr: Option<SocketAddr>,
     /// The listener's name.
     pub listener: String,
+    /// The listener's transport: `tcp`, `tls`, `ws` or `wss`.
+    pub transport: String,
     /// The MQTT version spoken.
     pub protocol_version: ProtocolVersion,
     /// Clean start / clean session flag.
