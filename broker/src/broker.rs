@@ -13,6 +13,7 @@ use crate::plugins::PluginHost;
 use crate::router::Router;
 use crate::session::Registry;
 use crate::stats::Stats;
+use crate::transport::Certificates;
 
 /// State shared by every connection.
 pub struct Broker {
@@ -30,6 +31,8 @@ pub struct Broker {
     /// embedded default. `config` stays the start-up configuration: the plugin
     /// sections in force are the plugin host's.
     pub config_file: Option<std::path::PathBuf>,
+    /// The TLS listeners' certificates, read again on a reload.
+    pub certificates: Certificates,
     /// One permit per connection still in the handshake (`mqtt.max_handshakes`).
     handshakes: Arc<Semaphore>,
 }
@@ -52,6 +55,7 @@ impl Broker {
             stats,
             plugins: Arc::new(plugins),
             config_file: None,
+            certificates: Certificates::default(),
         }
     }
 }

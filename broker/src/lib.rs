@@ -45,6 +45,7 @@ pub mod session;
 pub mod stats;
 pub mod sys;
 pub mod telemetry;
+pub mod transport;
 
 pub use server::{Server, ServerError};
 use tokio_util::sync::CancellationToken;

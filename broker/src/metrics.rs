@@ -108,7 +108,7 @@ impl Collector for BrokerCollector {
         Family::new(&mut e, "tandem_build_info", "The broker's version.", Gauge)?
             .gauge(&version, 1)?;
         #[rustfmt::skip]
-        let singles: [(&str, &str, MetricType, u64); 16] = [
+        let singles: [(&str, &str, MetricType, u64); 17] = [
             ("tandem_uptime_seconds", "Seconds since the broker started.", Gauge, s.uptime_secs),
             ("tandem_clients_connected", "Clients connected now.", Gauge, s.clients_connected as u64),
             ("tandem_clients_maximum", "Most clients connected at once since start.", Gauge, s.clients_maximum as u64),
@@ -118,6 +118,7 @@ impl Collector for BrokerCollector {
             ("tandem_connections_protocol_errors", "Connections closed for a protocol violation or malformed packet.", Counter, s.protocol_errors),
             ("tandem_handshakes", "Connections in the handshake now: CONNECT not yet read or not yet authenticated (bounded by mqtt.max_handshakes).", Gauge, broker.handshakes_in_progress() as u64),
             ("tandem_handshakes_refused", "New connections closed at once at mqtt.max_handshakes.", Counter, s.handshakes_refused),
+            ("tandem_transport_failures", "Connections closed before MQTT: a failed PROXY header, TLS handshake or WebSocket upgrade.", Counter, s.transport_failures),
             ("tandem_connects_too_large", "Connections closed for a CONNECT over mqtt.max_connect_packet_size.", Counter, s.connects_too_large),
             ("tandem_clients_denied", "CONNECTs denied by the auth chain.", Counter, s.auth_denied),
             ("tandem_topics_denied", "Topic actions denied by the topic-check chain (cache hits not counted).", Counter, s.topic_denied),

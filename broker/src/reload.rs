@@ -1,7 +1,8 @@
 //! Reloading the configuration while serving (SIGHUP, `tandem reload`).
 //!
 //! Only the plugin sections take effect without a restart: `plugins:`, `auth:` and
-//! `topic-check:` (see [`PluginHost::reload`](crate::plugins::PluginHost::reload)).
+//! `topic-check:` (see [`PluginHost::reload`](crate::plugins::PluginHost::reload)); and
+//! the TLS listeners' certificate files are read again (as when they change).
 //! Listeners, MQTT limits, `$SYS` and the shutdown timeout are read at start-up; a
 //! reload that changes them says so in the log and leaves them as they are, so
 //! listeners and connected clients are never touched. A file that does not parse, or a
@@ -60,6 +61,7 @@ pub async fn reload(broker: &Broker) -> Result<ReloadSummary, ReloadError> {
             "these sections changed but only take effect on restart; left as they are"
         );
     }
+    broker.certificates.reload("configuration reload");
     let summary = broker.plugins.reload(&new.plugin_sections()).await?;
     info!(
         generation = summary.generation,

@@ -41,6 +41,7 @@ pub struct Stats {
     /// Topic decisions not cached: the session's cache was at a bound.
     topic_cache_full: AtomicU64,
     handshakes_refused: AtomicU64,
+    transport_failures: AtomicU64,
     connects_too_large: AtomicU64,
     sessions: SessionCounters,
 }
@@ -79,6 +80,7 @@ impl Default for Stats {
             messages_too_large: AtomicU64::new(0),
             topic_cache_full: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
+            transport_failures: AtomicU64::new(0),
             connects_too_large: AtomicU64::new(0),
             sessions: SessionCounters::default(),
         }
@@ -115,6 +117,9 @@ pub struct Snapshot {
     pub topic_cache_full: u64,
     /// New connections closed at once at `mqtt.max_handshakes`.
     pub handshakes_refused: u64,
+    /// Connections closed before MQTT: a failed PROXY header, TLS handshake or WebSocket
+    /// upgrade.
+    pub transport_failures: u64,
     /// Connections closed for a CONNECT over `mqtt.max_connect_packet_size`.
     pub connects_too_large: u64,
     /// CONNECTs refused because another identity owns the client id's session.
@@ -161,6 +166,12 @@ impl Stats {
     /// A new connection was closed at once at `mqtt.max_handshakes`.
     pub fn handshake_refused(&self) {
         self.handshakes_refused.fetch_add(1, Relaxed);
+    }
+
+    /// A connection closed before MQTT: its PROXY header, TLS handshake or WebSocket
+    /// upgrade failed.
+    pub fn transport_failed(&self) {
+        self.transport_failures.fetch_add(1, Relaxed);
     }
 
     /// A connection announced a CONNECT over `mqtt.max_connect_packet_size`.
@@ -275,6 +286,7 @@ impl Stats {
             messages_too_large: self.messages_too_large.load(Relaxed),
             topic_cache_full: self.topic_cache_full.load(Relaxed),
             handshakes_refused: self.handshakes_refused.load(Relaxed),
+            transport_failures: self.transport_failures.load(Relaxed),
             connects_too_large: self.connects_too_large.load(Relaxed),
             takeovers_refused: self.sessions.takeovers_refused.load(Relaxed),
             sessions_expired: self.sessions.expired.load(Relaxed),

@@ -101,6 +101,21 @@ impl Tandem {
         ))
     }
 
+    /// The bound address of the listener `name` (read from its "listening" log line,
+    /// which every listener logs before the broker serves).
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        let line = self
+            .wait_log_where(
+                |l| log_event(l, "listening", Some(("listener", name))),
+                DEADLINE,
+            )
+            .unwrap_or_else(|| panic!("no listener `{name}` in the log"));
+        log_field(&line, "addr")
+            .expect("listening line has addr=")
+            .parse()
+            .expect("addr parses")
+    }
+
     /// Runs the broker with `yaml` and expects it to fail at start-up within
     /// `within`; returns its stderr.
     pub fn expect_startup_failure(yaml: &str, within: Duration) -> String {

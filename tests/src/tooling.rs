@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// The directory `<target>/<name>`, made by `make` unless it was made from the same
 /// `recipe` before (a stamp file inside holds the recipe, so a changed requirements file
@@ -39,4 +40,55 @@ pub fn run(what: &str, cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The `tests/` directory of the repository (the tests crate's own).
+fn tests_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `node_modules` holding MQTT.js (`tests/node/package.json`), made (or remade when
+/// that file changes) in `<target>/mqttjs`. Needs Node.js and npm (`.ci/run` installs
+/// Debian's).
+pub fn mqttjs_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let package = std::fs::read_to_string(tests_dir().join("node/package.json"))
+            .expect("read tests/node/package.json");
+        made_once("mqttjs", &package, |dir| {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("package.json"), &package).unwrap();
+            run(
+                "npm install (Debian: apt-get install nodejs npm)",
+                Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(dir),
+            );
+        })
+        .join("node_modules")
+    })
+}
+
+/// The Python of a virtualenv with paho-mqtt (`tests/python/requirements.txt`), made (or
+/// remade when the requirements change) in `<target>/paho-venv`.
+pub fn paho_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let requirements = tests_dir().join("python/requirements.txt");
+        let recipe =
+            std::fs::read_to_string(&requirements).expect("read tests/python/requirements.txt");
+        made_once("paho-venv", &recipe, |venv| {
+            run(
+                "python3 -m venv (Debian needs the python3-venv package)",
+                Command::new("python3").arg("-m").arg("venv").arg(venv),
+            );
+            run(
+                "pip install -r tests/python/requirements.txt",
+                Command::new(venv.join("bin/python"))
+                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+                    .arg(&requirements),
+            );
+        })
+        .join("bin/python")
+    })
 }

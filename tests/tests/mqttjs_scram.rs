@@ -11,35 +11,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use tandem_tests::scram::password_file_line;
-use tandem_tests::tooling::{made_once, run};
+use tandem_tests::tooling::mqttjs_modules;
 use tandem_tests::{Tandem, binary};
 
 fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("node")
-}
-
-/// The `node_modules` holding MQTT.js, made (or remade when `package.json` changes) in
-/// `<target>/mqttjs`.
-fn node_modules() -> &'static Path {
-    static MODULES: OnceLock<PathBuf> = OnceLock::new();
-    MODULES.get_or_init(|| {
-        let package = std::fs::read_to_string(node_dir().join("package.json"))
-            .expect("read tests/node/package.json");
-        made_once("mqttjs", &package, |dir| {
-            std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(dir.join("package.json"), &package).unwrap();
-            run(
-                "npm install (Debian: apt-get install nodejs npm)",
-                Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(dir),
-            );
-        })
-        .join("node_modules")
-    })
 }
 
 /// Runs the MQTT.js client as `user`/`password` in `mode` and asserts it passed.
@@ -58,7 +36,7 @@ fn scram(mode: &str, password: &str) {
         .arg(broker.addr.ip().to_string())
         .arg(broker.addr.port().to_string())
         .args(["alice", password, mode])
-        .env("NODE_PATH", node_modules())
+        .env("NODE_PATH", mqttjs_modules())
         .output()
         .expect("run node (Debian: apt-get install nodejs)");
     let stdout = String::from_utf8_lossy(&out.stdout);

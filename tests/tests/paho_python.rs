@@ -10,37 +10,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use tandem_tests::tooling::{made_once, run};
+use tandem_tests::tooling::paho_python;
 use tandem_tests::{Tandem, policy_bin};
 
 fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-/// The Python of a virtualenv with paho-mqtt, made (or remade when the requirements
-/// change) in `<target>/paho-venv`.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let requirements = python_dir().join("requirements.txt");
-        let recipe =
-            std::fs::read_to_string(&requirements).expect("read tests/python/requirements.txt");
-        made_once("paho-venv", &recipe, |venv| {
-            run(
-                "python3 -m venv (Debian needs the python3-venv package)",
-                Command::new("python3").arg("-m").arg("venv").arg(venv),
-            );
-            run(
-                "pip install -r tests/python/requirements.txt",
-                Command::new(venv.join("bin/python"))
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-                    .arg(&requirements),
-            );
-        })
-        .join("bin/python")
-    })
 }
 
 fn broker(dir: &Path) -> Tandem {
@@ -77,7 +52,7 @@ topic-check:
 fn scenario(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker(dir.path());
-    let out = Command::new(python())
+    let out = Command::new(paho_python())
         .arg(python_dir().join("paho_v5.py"))
         .arg(broker.addr.ip().to_string())
         .arg(broker.addr.port().to_string())

@@ -1,14 +1,12 @@
 //! Plugin endpoints: unix socket, plain HTTP/2, TLS with client certificates, and a
 //! `dns:///` name with two replicas that share the load and cover for each other.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use tandem_broker::protocol::ConnectReason;
+use tandem_tests::pki::Pki;
 use tandem_tests::{
     PluginProcess, REPLICAS_HOST, RawClient, Tandem, connect_as, ensure_replica_hosts, free_port,
     policy_bin, wait_sys,
@@ -44,45 +42,6 @@ async fn http_endpoint() {
     let (plugin, _) = PluginProcess::start_tcp(&policy_bin(), &["--roles", "auth"], "127.0.0.1");
     let broker = broker_with(&plugin.endpoint, "");
     assert_auth_works(&broker).await;
-}
-
-/// A CA and certificates it signed, as PEM files in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let pki = Pki {
-            dir: tempfile::tempdir().unwrap(),
-            issuer,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.issuer.pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    /// Writes `<stem>.pem` and `<stem>.key` for `names`.
-    fn sign(&self, stem: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, stem);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &*self.issuer).unwrap();
-        std::fs::write(self.path(&format!("{stem}.pem")), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
-    }
 }
 
 fn p(path: &Path) -> String {

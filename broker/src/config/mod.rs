@@ -10,8 +10,8 @@
 //! - this file: the whole [`Config`], reading, parsing and validation, and the errors
 //!   that name file, line and key.
 //! - [`mqtt`]: the `mqtt:` limits and session settings.
-//! - [`service`]: how the broker is reached and watched: `listeners:`, `admin:`,
-//!   `sys:`, `log:`.
+//! - [`listener`]: how clients reach the broker: `listeners:` (TCP, TLS, WebSocket).
+//! - [`service`]: how the broker is watched: `admin:`, `sys:`, `log:`.
 //!
 //! The plugin sections (`plugins:`, `auth:`, `topic-check:`) are typed by the plugin
 //! host (`crate::plugins::config`); the broker lends them to it as `PluginSections`.
@@ -24,13 +24,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::telemetry::TracingConfig;
+pub use listener::{CertUsername, ClientAuth, ListenerConfig, ListenerKind, TlsConfig};
 pub use mqtt::{MqttConfig, SessionTakeover};
-pub use service::{
-    AdminConfig, ListenerConfig, ListenerKind, LogConfig, LogFormat, LogLevel, SysConfig,
-};
+pub use service::{AdminConfig, LogConfig, LogFormat, LogLevel, SysConfig};
 
 use crate::plugins::config::{AuthConfig, PluginConfig, PluginSections, TopicCheckConfig};
 
+pub mod listener;
 pub mod mqtt;
 pub mod service;
 
@@ -106,10 +106,7 @@ impl Default for Config {
         let mut listeners = BTreeMap::new();
         listeners.insert(
             "default".to_owned(),
-            ListenerConfig {
-                kind: ListenerKind::Tcp,
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            },
+            ListenerConfig::tcp(SocketAddr::from(([127, 0, 0, 1], 1883))),
         );
         Self {
             listeners,
@@ -186,6 +183,11 @@ impl Config {
         };
         if self.listeners.is_empty() {
             return Err(invalid("listeners", "at least one listener is needed"));
+        }
+        for (name, listener) in &self.listeners {
+            if let Err((key, message)) = listener.check() {
+                return Err(invalid(&format!("listeners.{name}.{key}"), &message));
+            }
         }
         if self.mqtt.max_connections == 0 {
             return Err(invalid("mqtt.max_connections", "must be at least 1"));

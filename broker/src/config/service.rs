@@ -1,5 +1,5 @@
-//! How the broker is reached and watched: `listeners:`, `admin:` (metrics and health
-//! over HTTP), `sys:` (`$SYS` statistics) and `log:`.
+//! How the broker is watched: `admin:` (metrics and health over HTTP), `sys:` (`$SYS`
+//! statistics) and `log:`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -86,25 +86,6 @@ impl From<LogLevel> for String {
     fn from(level: LogLevel) -> String {
         level.0
     }
-}
-
-/// One listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Transport.
-    #[serde(rename = "type")]
-    pub kind: ListenerKind,
-    /// Address and port to bind; port 0 picks a free one (tests use it).
-    pub bind: SocketAddr,
-}
-
-/// Listener transports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerKind {
-    /// Plain MQTT over TCP.
-    Tcp,
 }
 
 /// `$SYS` statistics publishing.

@@ -3,8 +3,10 @@
 //! contract's messages; nothing outside `plugins/` needs to.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::protocol::ProtocolVersion;
+use crate::transport::PeerTls;
 
 /// Who the client is: fixed for the connection once the auth chain has allowed it.
 #[derive(Debug, Clone)]
@@ -19,6 +21,10 @@ pub struct ClientIdentity {
     pub(crate) attributes: HashMap<String, String>,
     pub(crate) listener: String,
     pub(crate) remote_addr: String,
+    /// The listener's transport: `tcp`, `tls`, `ws` or `wss`.
+    pub(crate) transport: &'static str,
+    /// What TLS established (re-authentications carry it again).
+    pub(crate) tls: Option<Arc<PeerTls>>,
 }
 
 impl ClientIdentity {
@@ -40,7 +46,16 @@ impl ClientIdentity {
             attributes,
             listener,
             remote_addr,
+            transport: "tcp",
+            tls: None,
         }
+    }
+
+    /// The same client, connected over `transport` with `tls`.
+    pub fn over(mut self, transport: &'static str, tls: Option<Arc<PeerTls>>) -> Self {
+        self.transport = transport;
+        self.tls = tls;
+        self
     }
 
     /// The established identity: who the auth chain says the client is (the CONNECT

@@ -2,6 +2,7 @@
 //! listening, when shutdown begins and after the last connection closed. The server
 //! calls these in its terms; the events are built here.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tandem_proto::v1 as pb;
@@ -21,18 +22,18 @@ pub async fn pre_start(host: &PluginHost) {
         .await;
 }
 
-/// `broker_post_start`, naming the listeners serving (all TCP today).
-pub async fn post_start(host: &PluginHost, listeners: &[String]) {
+/// `broker_post_start`, naming the listeners serving: name, transport, bound address.
+pub async fn post_start(host: &PluginHost, listeners: &[(String, &'static str, SocketAddr)]) {
     host.current()
         .events
         .emit(pb::EventKind::BrokerPostStart, None, None, |_| {
             pb::event::Kind::BrokerPostStart(pb::BrokerPostStart {
                 listeners: listeners
                     .iter()
-                    .map(|name| pb::ListenerInfo {
+                    .map(|(name, transport, addr)| pb::ListenerInfo {
                         name: name.clone(),
-                        transport: "tcp".into(),
-                        ..Default::default()
+                        transport: (*transport).to_owned(),
+                        bind_addr: addr.to_string(),
                     })
                     .collect(),
             })

@@ -9,7 +9,6 @@
 //! bounded in steps here and in time by the caller.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use crate::plugins::client_info::ClientIdentity;
 use crate::plugins::{PluginHost, PluginSet, wire};
 use crate::protocol::{Connect, ConnectReason, Disconnect, Properties, ProtocolVersion};
 use crate::stats::Stats;
+use crate::transport::{Origin, PeerTls};
 
 /// The most AUTH packets the broker sends in one exchange: SCRAM needs one, Kerberos
 /// a few; a plugin that asks for more is refused rather than let loop.
@@ -113,6 +113,8 @@ pub struct Login {
     request: pb::AuthenticateRequest,
     method: Option<ByteString>,
     exchange: Option<Exchange>,
+    /// What TLS established, kept for the client's re-authentications.
+    tls: Option<Arc<PeerTls>>,
 }
 
 fn pairs(props: Vec<(String, String)>) -> Vec<(ByteString, ByteString)> {
@@ -120,6 +122,14 @@ fn pairs(props: Vec<(String, String)>) -> Vec<(ByteString, ByteString)> {
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect()
+}
+
+/// The transport's name as `&'static str` (the request holds it as a string).
+fn transport_name(name: &str) -> &'static str {
+    ["tcp", "tls", "ws", "wss"]
+        .into_iter()
+        .find(|t| *t == name)
+        .unwrap_or("tcp")
 }
 
 fn method_of(props: Option<&Properties>) -> Option<ByteString> {
@@ -133,15 +143,15 @@ impl Login {
         stats: &Arc<Stats>,
         connect: &Connect,
         client_id: &str,
-        peer: SocketAddr,
-        listener: &str,
+        origin: &Origin,
     ) -> Self {
         Self {
             set: host.current(),
             stats: stats.clone(),
-            request: wire::authenticate_request(connect, client_id, peer, listener),
+            request: wire::authenticate_request(connect, client_id, origin),
             method: method_of(connect.properties.as_deref()),
             exchange: None,
+            tls: origin.tls.clone(),
         }
     }
 
@@ -155,6 +165,8 @@ impl Login {
                 .then(|| client.connect_username.clone()),
             remote_addr: client.remote_addr.clone(),
             listener: client.listener.clone(),
+            transport: client.transport.to_owned(),
+            tls: client.tls.as_deref().map(wire::tls_info),
             protocol_version: pb::ProtocolVersion::Mqtt5 as i32,
             auth_method: method_of(props).as_deref().unwrap_or_default().to_owned(),
             reauthentication: true,
@@ -167,6 +179,7 @@ impl Login {
             request: wire::auth_answer(&first, props),
             method: method_of(props),
             exchange: None,
+            tls: client.tls.clone(),
         }
     }
 
@@ -267,7 +280,8 @@ impl Login {
             verified.attributes,
             self.request.listener.clone(),
             self.request.remote_addr.clone(),
-        );
+        )
+        .over(transport_name(&self.request.transport), self.tls.clone());
         ClientPlugins::new(host, &self.stats, self.set.clone(), client, version)
     }
 }

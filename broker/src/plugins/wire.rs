@@ -3,13 +3,12 @@
 //! RPCs and the bodies of the client events. One place to read what a plugin is told,
 //! MQTT 5's fields (reason codes, properties, enhanced authentication) included.
 
-use std::net::SocketAddr;
-
 use tandem_proto::v1 as pb;
 
 use crate::plugins::cache::CachedAction;
 use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo, EndReason};
 use crate::protocol::{Connect, PacketSummary, Properties, ProtocolVersion, QoS, SubscribeReason};
+use crate::transport::{Origin, PeerTls};
 
 /// The protocol version as plugins see it.
 pub(crate) fn version(v: ProtocolVersion) -> pb::ProtocolVersion {
@@ -56,22 +55,40 @@ pub(crate) fn message_properties(props: Option<&Properties>) -> Option<pb::Messa
     })
 }
 
+/// What TLS established, as the contract's `TlsInfo`.
+pub(crate) fn tls_info(tls: &PeerTls) -> pb::TlsInfo {
+    let cert = tls.certificate.as_ref();
+    pb::TlsInfo {
+        peer_certificate_der: cert.map(|c| c.der.clone()).unwrap_or_default(),
+        peer_subject: cert.map(|c| c.subject.clone()).unwrap_or_default(),
+        peer_sans: cert.map(|c| c.sans.clone()).unwrap_or_default(),
+        server_name: tls.server_name.clone().unwrap_or_default(),
+        tls_version: tls.version.clone(),
+        cipher_suite: tls.cipher_suite.clone(),
+        alpn_protocol: tls.alpn.clone().unwrap_or_default(),
+        peer_fingerprint_sha256: cert
+            .map(|c| c.fingerprint_sha256.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// The Authenticate request for a CONNECT: everything the client sent, its MQTT 5
 /// properties (authentication method and data, user properties, session expiry, the
 /// will's delay and properties) included.
 pub(crate) fn authenticate_request(
     connect: &Connect,
     client_id: &str,
-    peer: SocketAddr,
-    listener: &str,
+    origin: &Origin,
 ) -> pb::AuthenticateRequest {
     let props = connect.properties.as_deref();
     pb::AuthenticateRequest {
         client_id: client_id.to_owned(),
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
-        remote_addr: peer.to_string(),
-        listener: listener.to_owned(),
+        remote_addr: origin.peer.to_string(),
+        listener: origin.listener.to_string(),
+        transport: origin.transport.as_str().to_owned(),
+        tls: origin.tls.as_deref().map(tls_info),
         protocol_version: version(connect.protocol) as i32,
         clean_start: connect.clean_start,
         keepalive_secs: u32::from(connect.keep_alive),
@@ -203,6 +220,7 @@ pub(crate) fn connected(client: &ClientIdentity, info: &ConnectedInfo) -> pb::Cl
     pb::ClientConnected {
         remote_addr: client.remote_addr.clone(),
         listener: client.listener.clone(),
+        transport: client.transport.to_owned(),
         protocol_version: version(info.version) as i32,
         clean_start: info.clean_start,
         keepalive_secs: u32::from(info.keep_alive),

@@ -426,6 +426,11 @@ where
                 warn!(cause = %err, "closing connection: protocol error");
             }
             Exit::KeepAlive => info!("closing connection: keepalive expired"),
+            // Bytes the transport refused (a WebSocket text frame, a bad TLS record):
+            // the client broke the protocol; a plain loss of the socket is routine.
+            Exit::Io(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+                info!(cause = %err, "closing connection: transport error");
+            }
             Exit::Io(err) => debug!(cause = %err, "connection lost"),
             Exit::Takeover => info!("closing connection: client id taken over"),
             Exit::Refused(_) => info!("closing connection: re-authentication failed"),

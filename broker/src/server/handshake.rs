@@ -30,6 +30,7 @@ use crate::server::connection::{Connection, session_expiry};
 use crate::session::SessionState;
 use crate::session::registry::{Claim, ClaimError};
 use crate::stats::TopicIn;
+use crate::transport::{MappedUsername, Origin};
 
 /// Why CONNECT was not read.
 enum ConnectError {
@@ -259,8 +260,7 @@ pub(crate) async fn refuse_over_limit(stream: TcpStream, connect_size_limit: usi
 pub(crate) async fn serve<R, W>(
     mut rd: R,
     mut wr: W,
-    peer: SocketAddr,
-    listener: Arc<str>,
+    origin: Origin,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     handshake: OwnedSemaphorePermit,
@@ -268,18 +268,31 @@ pub(crate) async fn serve<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    let peer = origin.peer;
     let Some(mut hello) = hello(&mut rd, &mut wr, peer, &broker).await else {
         return;
     };
-    let span = tracing::info_span!("connection", client_id = %hello.client_id, %peer);
+    let span = tracing::info_span!("connection", client_id = %hello.client_id, %peer, listener = %origin.listener);
     async move {
+        match &origin.username {
+            MappedUsername::Keep => {}
+            MappedUsername::Replace(name) => {
+                hello.connect.username = Some(name.as_str().into());
+            }
+            MappedUsername::Refuse => {
+                info!(
+                    "refusing CONNECT: tls.use_identity_as_username is common_name and the client certificate has none"
+                );
+                refuse(&mut wr, hello.connect.protocol, ConnectReason::NotAuthorized).await;
+                return;
+            }
+        }
         let mut login = Login::connect(
             &broker.plugins,
             &broker.stats,
             &hello.connect,
             &hello.client_id,
-            peer,
-            &listener,
+            &origin,
         );
         let version = hello.connect.protocol;
         let verified = match log_in(&mut login, &mut rd, &mut wr, &mut hello.rbuf, &broker).await {

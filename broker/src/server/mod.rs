@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - this file: [`Server`] (bind, serve, drain) and the accept loop with its
-//!   connection limit.
+//!   connection limit; the transports before MQTT (PROXY header, TLS, WebSocket) are
+//!   [`crate::transport`]'s.
 //! - [`handshake`]: from an accepted socket to a served client (CONNECT, auth, session).
 //! - [`connection`]: the per-connection loop: read, decode, apply, write; the end.
 //! - [`exit`]: why a connection ended, and what that tells the client and plugins.
@@ -35,6 +36,7 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::plugins::{PluginError, PluginHost, lifecycle};
+use crate::transport::{Certificates, Endpoint, Origin, TlsError};
 
 /// Connections over the limit answered with a CONNACK refusal at once; past this many
 /// refusals in progress, further ones are closed without an answer.
@@ -58,7 +60,8 @@ pub async fn serve_client<R, W>(
     let Some(handshake) = broker.handshake_slot(peer) else {
         return;
     };
-    handshake::serve(rd, wr, peer, listener, broker, shutdown, handshake).await;
+    let origin = Origin::tcp(peer, listener);
+    handshake::serve(rd, wr, origin, broker, shutdown, handshake).await;
 }
 
 /// Why the server could not start.
@@ -85,12 +88,15 @@ pub enum ServerError {
     /// The plugin host did not start.
     #[error(transparent)]
     Plugins(#[from] PluginError),
+    /// A TLS listener's certificate files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A broker with its listeners bound, ready to serve.
 pub struct Server {
     broker: Arc<Broker>,
-    listeners: Vec<(String, TcpListener)>,
+    listeners: Vec<(Arc<Endpoint>, TcpListener)>,
     /// The admin HTTP listener, when `admin.bind` is set.
     admin: Option<TcpListener>,
 }
@@ -105,6 +111,8 @@ impl Server {
         lifecycle::pre_start(&plugins).await;
         let mut listeners = Vec::new();
         for (name, l) in &config.listeners {
+            // Certificates first: a listener that cannot serve TLS is not bound.
+            let endpoint = Arc::new(Endpoint::new(name, l, &config.mqtt)?);
             let listener = TcpListener::bind(l.bind)
                 .await
                 .map_err(|source| ServerError::Bind {
@@ -112,8 +120,14 @@ impl Server {
                     addr: l.bind,
                     source,
                 })?;
-            listeners.push((name.clone(), listener));
+            listeners.push((endpoint, listener));
         }
+        let certificates = Certificates::new(
+            listeners
+                .iter()
+                .filter_map(|(e, _)| e.tls().cloned())
+                .collect(),
+        );
         let admin = match config.admin.bind {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -122,8 +136,10 @@ impl Server {
             ),
             None => None,
         };
+        let mut broker = Broker::new(config, plugins);
+        broker.certificates = certificates;
         Ok(Self {
-            broker: Arc::new(Broker::new(config, plugins)),
+            broker: Arc::new(broker),
             listeners,
             admin,
         })
@@ -146,7 +162,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
             .iter()
-            .filter_map(|(name, l)| l.local_addr().ok().map(|a| (name.clone(), a)))
+            .filter_map(|(e, l)| l.local_addr().ok().map(|a| (e.name.to_string(), a)))
             .collect()
     }
 
@@ -161,12 +177,14 @@ impl Server {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(self.broker.config.mqtt.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
-        for (name, listener) in self.listeners {
+        let mut listening = Vec::new();
+        for (endpoint, listener) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                info!(listener = %name, %addr, "listening");
+                info!(listener = %endpoint.name, transport = %endpoint.kind.as_str(), %addr, "listening");
+                listening.push((endpoint.name.to_string(), endpoint.kind.as_str(), addr));
             }
             tracker.spawn(accept_loop(
-                name.into(),
+                endpoint,
                 listener,
                 self.broker.clone(),
                 limit.clone(),
@@ -189,8 +207,8 @@ impl Server {
                 admin_stop.clone(),
             ))
         });
-        let listening: Vec<String> = self.broker.config.listeners.keys().cloned().collect();
         lifecycle::post_start(&self.broker.plugins, &listening).await;
+        tracker.spawn(self.broker.certificates.clone().watch(shutdown.clone()));
         tracker.spawn({
             let broker = self.broker.clone();
             let shutdown = shutdown.clone();
@@ -234,7 +252,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    name: Arc<str>,
+    endpoint: Arc<Endpoint>,
     listener: TcpListener,
     broker: Arc<Broker>,
     limit: Arc<Semaphore>,
@@ -265,19 +283,41 @@ async fn accept_loop(
                 };
                 let broker = broker.clone();
                 let shutdown = shutdown.clone();
-                let name = name.clone();
                 let _ = stream.set_nodelay(true);
-                let (rd, wr) = stream.into_split();
-                // Boxed: the connection future is large, and tokio moves a spawned
-                // future several times before first polling it; a box moves as a pointer.
+                if endpoint.is_plain() {
+                    let origin = Origin::tcp(peer, endpoint.name.clone());
+                    let (rd, wr) = stream.into_split();
+                    // Boxed: the connection future is large, and tokio moves a spawned
+                    // future several times before first polling it; a box moves as a
+                    // pointer.
+                    tracker.spawn(Box::pin(async move {
+                        handshake::serve(rd, wr, origin, broker, shutdown, handshake).await;
+                        drop(permit);
+                    }));
+                    continue;
+                }
+                let endpoint = endpoint.clone();
                 tracker.spawn(Box::pin(async move {
-                    handshake::serve(rd, wr, peer, name, broker, shutdown, handshake).await;
+                    match endpoint.open(stream, peer).await {
+                        Ok((rd, wr, origin)) => {
+                            handshake::serve(rd, wr, origin, broker, shutdown, handshake).await;
+                        }
+                        Err(err) => {
+                            broker.stats.transport_failed();
+                            info!(%peer, listener = %endpoint.name, "closing connection: {err}");
+                        }
+                    }
                     drop(permit);
                 }));
             }
             Err(_) => {
                 broker.stats.connection_refused();
                 warn!(%peer, max = broker.config.mqtt.max_connections, "refusing connection: mqtt.max_connections reached");
+                // Only plain TCP can be answered before its transport is set up; other
+                // listeners' connections over the limit are closed at once.
+                if !endpoint.is_plain() {
+                    continue;
+                }
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
                     let max = broker.config.mqtt.connect_size_limit();
                     tracker.spawn(async move {

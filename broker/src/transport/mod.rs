@@ -1,0 +1,207 @@
+//! Transports: from an accepted TCP socket to the byte stream MQTT is read from, for
+//! each listener type.
+//!
+//! ```text
+//! TCP socket ─ PROXY header? ─ TLS handshake? ─ WebSocket upgrade? ─ MQTT (server/)
+//! ```
+//!
+//! Every step runs within `mqtt.connect_timeout` and under the connection's
+//! `mqtt.max_handshakes` slot, and a step that fails closes that connection with the
+//! reason logged (the caller logs [`OpenError`]). What the steps establish (the real
+//! client address, the TLS session and client certificate) is the connection's
+//! [`Origin`], which the handshake hands to plugins.
+//!
+//! # Layout
+//! - this file: [`Endpoint`], a listener's transport, and [`Endpoint::open`].
+//! - [`origin`]: the [`Origin`] of a connection, in the broker's terms.
+//! - [`proxy`]: the PROXY protocol v1/v2 header.
+//! - [`tls`]: rustls server configurations, swapped whole on a certificate change.
+//! - [`certinfo`]: a client certificate's subject, SANs and fingerprint.
+//! - [`watch`]: certificate files read again when they change.
+//! - [`ws`]: the WebSocket upgrade and MQTT over binary frames.
+//! - [`io`]: stream adapters the transports share.
+
+pub(crate) mod certinfo;
+pub(crate) mod io;
+pub mod origin;
+pub mod proxy;
+pub(crate) mod tls;
+pub mod watch;
+pub(crate) mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::{CertUsername, ListenerConfig, ListenerKind, MqttConfig};
+pub use origin::{MappedUsername, Origin, PeerCertificate, PeerTls};
+pub use tls::TlsError;
+pub use watch::Certificates;
+
+use self::io::WriteThrough;
+use self::proxy::{ProxyError, ProxyHeader};
+use self::tls::TlsEndpoint;
+use self::ws::{UpgradeError, WsSettings};
+
+/// The read half of a connection over TLS or WebSocket.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection over TLS or WebSocket.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Why a connection closed before its first MQTT byte.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// `proxy_protocol: true` and no valid header came first.
+    #[error("{0}")]
+    Proxy(#[from] ProxyError),
+    /// The TLS handshake failed (a client that does not speak TLS, an unknown CA, no
+    /// client certificate where one is required, no common ALPN protocol).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The HTTP upgrade to WebSocket failed or was refused.
+    #[error("WebSocket upgrade failed: {0}")]
+    Ws(#[from] UpgradeError),
+    /// A step did not finish within `mqtt.connect_timeout`.
+    #[error("{0} did not finish within mqtt.connect_timeout")]
+    Timeout(&'static str),
+}
+
+/// A listener's transport: how its connections become MQTT byte streams.
+pub(crate) struct Endpoint {
+    /// The listener's name.
+    pub(crate) name: Arc<str>,
+    /// Its transport.
+    pub(crate) kind: ListenerKind,
+    proxy_protocol: bool,
+    tls: Option<Arc<TlsEndpoint>>,
+    ws: Option<WsSettings>,
+    username: CertUsername,
+    timeout: Duration,
+}
+
+impl Endpoint {
+    /// The transport of listener `name`; its certificate files are read here (an error
+    /// names the listener, the key and the file).
+    pub(crate) fn new(
+        name: &str,
+        config: &ListenerConfig,
+        mqtt: &MqttConfig,
+    ) -> Result<Self, TlsError> {
+        let tls = match &config.tls {
+            Some(tls) => Some(Arc::new(TlsEndpoint::load(name, config.kind, tls)?)),
+            None => None,
+        };
+        let ws = config.kind.is_ws().then(|| WsSettings {
+            path: config.ws_path().to_owned(),
+            origins: config.allowed_origins.clone(),
+            // A frame carries one packet as large as allowed, and some small ones
+            // behind it (clients that batch).
+            max_message: mqtt.max_packet_size.saturating_add(64 * 1024),
+        });
+        Ok(Self {
+            name: name.into(),
+            kind: config.kind,
+            proxy_protocol: config.proxy_protocol,
+            tls,
+            ws,
+            username: config
+                .tls
+                .as_ref()
+                .map_or(CertUsername::None, |t| t.use_identity_as_username),
+            timeout: mqtt.connect_timeout,
+        })
+    }
+
+    /// Plain TCP with nothing before MQTT: served on the socket's own halves.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.kind == ListenerKind::Tcp && !self.proxy_protocol
+    }
+
+    /// The listener's TLS configuration, for reloads.
+    pub(crate) fn tls(&self) -> Option<&Arc<TlsEndpoint>> {
+        self.tls.as_ref()
+    }
+
+    /// Runs the steps before MQTT on an accepted socket: the PROXY header, the TLS
+    /// handshake, the WebSocket upgrade, as the listener has them.
+    pub(crate) async fn open(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(BoxRead, BoxWrite, Origin), OpenError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut origin = Origin {
+            peer,
+            listener: self.name.clone(),
+            transport: self.kind,
+            tls: None,
+            username: MappedUsername::Keep,
+        };
+        if self.proxy_protocol {
+            let header = tokio::time::timeout_at(deadline, proxy::read_header(&mut stream))
+                .await
+                .map_err(|_| OpenError::Timeout("the PROXY header"))??;
+            if let ProxyHeader::Proxied { source, .. } = header {
+                origin.peer = source;
+            }
+        }
+        let Some(tls) = &self.tls else {
+            return match &self.ws {
+                None => {
+                    let (rd, wr) = stream.into_split();
+                    Ok((Box::new(rd), Box::new(wr), origin))
+                }
+                Some(ws) => {
+                    let ws =
+                        within(deadline, "the WebSocket upgrade", ws::accept(stream, ws)).await??;
+                    let (rd, wr) = tokio::io::split(ws);
+                    Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
+                }
+            };
+        };
+        let stream = within(deadline, "the TLS handshake", tls.acceptor().accept(stream))
+            .await?
+            .map_err(OpenError::Tls)?;
+        let peer_tls = tls::peer_tls(stream.get_ref().1);
+        origin.username = self.mapped_username(&peer_tls);
+        origin.tls = Some(Arc::new(peer_tls));
+        match &self.ws {
+            None => {
+                let (rd, wr) = tokio::io::split(stream);
+                Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
+            }
+            Some(ws) => {
+                let ws =
+                    within(deadline, "the WebSocket upgrade", ws::accept(stream, ws)).await??;
+                let (rd, wr) = tokio::io::split(ws);
+                Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
+            }
+        }
+    }
+
+    /// What `tls.use_identity_as_username` makes of a client with this TLS session.
+    fn mapped_username(&self, tls: &PeerTls) -> MappedUsername {
+        match (self.username, &tls.certificate) {
+            (CertUsername::None, _) | (_, None) => MappedUsername::Keep,
+            (CertUsername::CommonName, Some(cert)) => cert
+                .common_name
+                .clone()
+                .map_or(MappedUsername::Refuse, MappedUsername::Replace),
+            (CertUsername::Subject, Some(cert)) => MappedUsername::Replace(cert.subject.clone()),
+        }
+    }
+}
+
+async fn within<T>(
+    deadline: Instant,
+    step: &'static str,
+    f: impl Future<Output = T>,
+) -> Result<T, OpenError> {
+    tokio::time::timeout_at(deadline, f)
+        .await
+        .map_err(|_| OpenError::Timeout(step))
+}

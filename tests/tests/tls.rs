@@ -1,0 +1,393 @@
+//! TLS listeners with peers nobody here wrote (Debian's `mosquitto_pub`/`mosquitto_sub`
+//! over OpenSSL): server certificates, client certificates required or optional, the
+//! certificate's identity as the username, certificates rotated under a running
+//! broker, and clients that speak the wrong thing to the wrong port.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tandem_tests::pki::Pki;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tandem_tests::{DEADLINE, Tandem, connect_packet, policy_bin};
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// A broker with a plain `default` listener and a `secure` TLS one whose `tls:` block is
+/// `tls`, plus `extra` YAML.
+fn broker(tls: &str, extra: &str) -> Tandem {
+    Tandem::start_config(&format!(
+        "listeners:\n  default: {{ type: tcp, bind: 127.0.0.1:0 }}\n  secure: {{ type: tls, bind: 127.0.0.1:0, tls: {tls} }}\n{extra}"
+    ))
+}
+
+/// `mosquitto_sub` over TLS, waiting for `count` messages on `topic`, subscribed when
+/// this returns.
+fn tls_sub_n(broker: &Tandem, id: &str, topic: &str, count: u32, tls: &[&str]) -> Child {
+    let port = broker.listener_addr("secure").port().to_string();
+    let child = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-i",
+            id,
+        ])
+        .args(["-C", &count.to_string(), "-W", "20", "-v"])
+        .args(tls)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed (apt-get install mosquitto-clients)");
+    broker
+        .wait_log_all(&[&format!("client_id={id}"), "subscribed"], DEADLINE)
+        .unwrap_or_else(|| panic!("{id} did not subscribe over TLS"));
+    child
+}
+
+/// `mosquitto_sub` over TLS, waiting for one message on `topic`.
+fn tls_sub(broker: &Tandem, id: &str, topic: &str, tls: &[&str]) -> Child {
+    tls_sub_n(broker, id, topic, 1, tls)
+}
+
+/// `mosquitto_pub` of one QoS 1 message to `port`.
+fn publish(port: u16, topic: &str, message: &str, args: &[&str]) -> Output {
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
+        .args(["-q", "1", "-m", message])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub is installed")
+}
+
+fn received(sub: Child) -> String {
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_sub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn mosquitto_clients_over_tls_with_a_cafile() {
+    let pki = Pki::new("tandem test CA");
+    let (cert, key) = pki.server("server");
+    let broker = broker(&format!("{{ cert: {}, key: {} }}", p(&cert), p(&key)), "");
+    let ca = p(&pki.ca());
+    let sub = tls_sub(&broker, "tls-sub", "secure/#", &["--cafile", &ca]);
+    let secure = broker.listener_addr("secure").port();
+    let out = publish(secure, "secure/x", "over tls", &["--cafile", &ca]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(received(sub), "secure/x over tls");
+    // The same clients, the other way: TLS publisher, plain subscriber, one broker.
+    let line = broker
+        .wait_log_all(&["client connected", "listener=secure"], DEADLINE)
+        .expect("the TLS client's connection is logged with its listener");
+    assert!(line.contains("client connected"));
+
+    // A client that does not trust the server's CA is refused by the client itself.
+    let other = Pki::new("another CA");
+    let out = publish(secure, "secure/x", "no", &["--cafile", &p(&other.ca())]);
+    assert!(
+        !out.status.success(),
+        "a client with the wrong CA connected"
+    );
+}
+
+#[test]
+fn client_certificates_required_refuse_clients_without_one() {
+    let pki = Pki::new("tandem test CA");
+    let (cert, key) = pki.server("server");
+    let (dev_cert, dev_key) = pki.client("device-17", "device-17", &["sensor-17.example.com"]);
+    let stranger = Pki::new("stranger CA");
+    let (s_cert, s_key) = stranger.client("device-17", "device-17", &[]);
+    let broker = broker(
+        &format!(
+            "{{ cert: {}, key: {}, client_ca: {}, client_auth: required }}",
+            p(&cert),
+            p(&key),
+            p(&pki.ca())
+        ),
+        "",
+    );
+    let ca = p(&pki.ca());
+    let with_cert = [
+        "--cafile",
+        &ca,
+        "--cert",
+        &p(&dev_cert),
+        "--key",
+        &p(&dev_key),
+    ];
+    let sub = tls_sub(&broker, "mtls-sub", "m/#", &with_cert);
+    let secure = broker.listener_addr("secure").port();
+
+    // No certificate: the handshake fails, logged with its reason.
+    let out = publish(secure, "m/x", "no cert", &["--cafile", &ca]);
+    assert!(
+        !out.status.success(),
+        "a client without a certificate connected"
+    );
+    broker
+        .wait_log_all(
+            &[
+                "closing connection: TLS handshake failed",
+                "listener=secure",
+            ],
+            DEADLINE,
+        )
+        .expect("the refused handshake is logged");
+    // A certificate from another CA, with the same name: refused as well.
+    let out = publish(
+        secure,
+        "m/x",
+        "stranger",
+        &["--cafile", &ca, "--cert", &p(&s_cert), "--key", &p(&s_key)],
+    );
+    assert!(
+        !out.status.success(),
+        "a certificate from another CA was accepted"
+    );
+
+    let out = publish(secure, "m/x", "with cert", &with_cert);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(received(sub), "m/x with cert");
+}
+
+#[test]
+fn optional_client_certificates_and_the_common_name_as_username() {
+    let pki = Pki::new("tandem test CA");
+    let (cert, key) = pki.server("server");
+    let (dev_cert, dev_key) = pki.client("device-17", "device-17", &[]);
+    // Every client may connect; topics under devices/<username>/ only.
+    let broker = broker(
+        &format!(
+            "{{ cert: {}, key: {}, client_ca: {}, client_auth: optional, use_identity_as_username: common_name }}",
+            p(&cert),
+            p(&key),
+            p(&pki.ca())
+        ),
+        &format!(
+            r##"plugins:
+  acl:
+    endpoint: unix://{dir}/acl.sock
+    command: [{bin}]
+    config:
+      rules:
+        - {{ action: publish, filter: "devices/{{username}}/#", verdict: allow }}
+        - {{ action: subscribe, filter: "devices/#", verdict: allow }}
+        - {{ action: receive, filter: "#", verdict: allow }}
+      topic_default: deny
+topic-check: {{ plugins: [acl] }}
+"##,
+            bin = policy_bin().display(),
+            dir = pki.path("").display(),
+        ),
+    );
+    let plain = broker.addr.port().to_string();
+    let watcher = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &plain,
+            "-t",
+            "devices/#",
+            "-q",
+            "1",
+        ])
+        .args(["-i", "watcher", "-C", "1", "-W", "20", "-v"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    broker
+        .wait_log_all(&["client_id=watcher", "subscribed"], DEADLINE)
+        .expect("watcher subscribed");
+    let secure = broker.listener_addr("secure").port();
+    let ca = p(&pki.ca());
+    let cert_args = [
+        "--cafile",
+        &ca,
+        "--cert",
+        &p(&dev_cert),
+        "--key",
+        &p(&dev_key),
+    ];
+    // The certificate says device-17; the username it types is ignored.
+    let out = publish(
+        secure,
+        "devices/device-99/t",
+        "impersonating",
+        &[&cert_args[..], &["-u", "device-99"]].concat(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    broker
+        .wait_log_all(&["topic check denied", "devices/device-99/t"], DEADLINE)
+        .expect("the publish as another device is denied");
+    // Without a certificate the typed username stands (optional client auth).
+    let out = publish(
+        secure,
+        "devices/device-5/t",
+        "typed",
+        &["--cafile", &ca, "-u", "device-5"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(received(watcher), "devices/device-5/t typed");
+    let watcher = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &plain,
+            "-t",
+            "devices/#",
+            "-q",
+            "1",
+        ])
+        .args(["-i", "watcher2", "-C", "1", "-W", "20", "-v"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    broker
+        .wait_log_all(&["client_id=watcher2", "subscribed"], DEADLINE)
+        .expect("watcher2 subscribed");
+    let out = publish(secure, "devices/device-17/t", "mine", &cert_args);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(received(watcher), "devices/device-17/t mine");
+}
+
+#[tokio::test]
+async fn wrong_protocol_on_each_port_closes_that_connection_only() {
+    let pki = Pki::new("tandem test CA");
+    let (cert, key) = pki.server("server");
+    let broker = broker(&format!("{{ cert: {}, key: {} }}", p(&cert), p(&key)), "");
+    let ca = p(&pki.ca());
+    let sub = tls_sub(&broker, "bystander", "b/#", &["--cafile", &ca]);
+    let secure = broker.listener_addr("secure");
+
+    // Plain MQTT on the TLS port: not a TLS record. The broker answers with a TLS
+    // alert record (content type 21) and closes; logged.
+    let mut plain = tokio::net::TcpStream::connect(secure).await.unwrap();
+    let mut connect = bytes::BytesMut::new();
+    tandem_broker::protocol::encode(
+        &tandem_broker::protocol::Packet::Connect(Box::new(connect_packet(
+            "plain-on-tls",
+            true,
+            30,
+        ))),
+        tandem_broker::protocol::ProtocolVersion::V3_1_1,
+        &mut connect,
+    );
+    plain.write_all(&connect).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, plain.read_to_end(&mut answer))
+        .await
+        .expect("the broker closes the connection")
+        .unwrap();
+    assert_eq!(
+        answer.first(),
+        Some(&21),
+        "a TLS alert, then the end: {answer:?}"
+    );
+    broker
+        .wait_log_all(&["TLS handshake failed", "listener=secure"], DEADLINE)
+        .expect("plain MQTT on the TLS port is logged");
+
+    // TLS on the plain port: a ClientHello is no CONNECT; closed, and logged.
+    let out = publish(
+        broker.addr.port(),
+        "b/x",
+        "tls on plain",
+        &["--cafile", &ca],
+    );
+    assert!(!out.status.success());
+    broker
+        .wait_log("closing connection: invalid CONNECT", DEADLINE)
+        .expect("TLS on the plain port is logged");
+
+    // Silence on the TLS port: no ClientHello within mqtt.connect_timeout is the
+    // connection's end (here the broker's default 10 s is too long to wait for; the
+    // handshake slot it holds is what mqtt.max_handshakes bounds).
+
+    // The bystander is unaffected.
+    let out = publish(secure.port(), "b/x", "still here", &["--cafile", &ca]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(received(sub), "b/x still here");
+}
+
+#[test]
+fn certificates_rotate_without_a_restart() {
+    let first = Pki::new("first CA");
+    let second = Pki::new("second CA");
+    let (cert1, key1) = first.server("server");
+    let (cert2, key2) = second.server("server");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&cert1, &cert).unwrap();
+    std::fs::copy(&key1, &key).unwrap();
+    let broker = broker(&format!("{{ cert: {}, key: {} }}", p(&cert), p(&key)), "");
+    let secure = broker.listener_addr("secure").port();
+    let (ca1, ca2) = (p(&first.ca()), p(&second.ca()));
+    // Connected with the first certificate, and staying connected.
+    let sub = tls_sub_n(&broker, "long-lived", "r/#", 2, &["--cafile", &ca1]);
+
+    // A bad pair (the second certificate with the first key) is refused; the first
+    // pair serves on.
+    std::fs::copy(&cert2, &cert).unwrap();
+    broker
+        .wait_log("TLS certificates not replaced", DEADLINE)
+        .expect("the mismatched pair is refused with a log line");
+    assert!(
+        publish(secure, "r/probe", "old pair", &["--cafile", &ca1])
+            .status
+            .success()
+    );
+
+    // The key arrives: the second pair is in force for new handshakes.
+    std::fs::copy(&key2, &key).unwrap();
+    broker
+        .wait_log("TLS certificates replaced", DEADLINE)
+        .expect("the new pair is put in force");
+    let out = publish(secure, "r/x", "rotated", &["--cafile", &ca2]);
+    assert!(
+        out.status.success(),
+        "a client trusting the new CA: {out:?}"
+    );
+    let out = publish(secure, "r/x", "stale", &["--cafile", &ca1]);
+    assert!(!out.status.success(), "the old certificate still served");
+    // The connection made before the rotation is untouched: it got the message
+    // published under the old pair and the one published under the new.
+    assert_eq!(received(sub), "r/probe old pair\nr/x rotated");
+}
+
+#[test]
+fn a_missing_key_file_stops_start_up_naming_the_listener_and_file() {
+    let pki = Pki::new("tandem test CA");
+    let (cert, _) = pki.server("server");
+    let err = Tandem::expect_startup_failure(
+        &format!(
+            "listeners:\n  secure: {{ type: tls, bind: 127.0.0.1:0, tls: {{ cert: {}, key: /nonexistent/server.key }} }}\n",
+            p(&cert)
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        err.contains("listener `secure`: tls.key /nonexistent/server.key"),
+        "{err}"
+    );
+    let err = Tandem::expect_startup_failure(
+        "listeners:\n  secure: { type: tls, bind: 127.0.0.1:0 }\n",
+        Duration::from_secs(20),
+    );
+    assert!(err.contains("listeners.secure.tls"), "{err}");
+}
