@@ -5,10 +5,13 @@
 //! what it rendered and check that the pieces agree with each other and with the broker: the
 //! embedded `tandem.yaml` passes `tandem check-config`, each plugin endpoint is where a plugin
 //! container listens, the files a plugin's `config:` names are in the volume mounted there,
-//! probes and grace periods fit the broker's own timeouts. The Dockerfiles' build commands are
-//! checked against the workspace CI builds, since no Docker engine runs here.
+//! each listener's port is the container's and the Service's, the TLS listener's certificate
+//! comes from a Secret mounted as a directory (so that renewals reach the broker) and written
+//! by the cert-manager component, probes and grace periods fit the broker's own timeouts. The
+//! Dockerfiles' build commands are checked against the workspace CI builds, since no Docker
+//! engine runs here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_json::Value;
-use tandem_broker::config::Config;
+use tandem_broker::config::{Config, ListenerKind, TlsConfig};
 use tandem_broker::plugins::endpoint::Endpoint;
 use tandem_plugin::{DRAIN_TIMEOUT, ListenAddr};
 use tandem_tests::{binary, tandem_bin};
@@ -230,12 +233,19 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], admin_port.to_string());
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
-    let mqtt = config.listeners["default"].bind.port();
-    assert_eq!(
-        r.get("Service", "tandem")["spec"]["ports"][0]["port"],
-        mqtt,
-        "the MQTT Service serves the listener's port"
+    check_listener_ports(r, broker, config);
+    assert!(
+        config
+            .listeners
+            .values()
+            .any(|l| l.kind == ListenerKind::Tls && l.bind.port() == 8883),
+        "MQTT over TLS on 8883"
     );
+    for (name, listener) in &config.listeners {
+        if let Some(tls) = &listener.tls {
+            tls_secret(pod, broker, name, tls);
+        }
+    }
 
     // Hardening, on every container of the pod.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -254,6 +264,16 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
             image.contains(':') && !image.ends_with(":latest"),
             "{image}"
         );
+        // Directory mounts only: the kubelet never updates a subPath mount, so a rotated
+        // Secret or ConfigMap would not reach the container.
+        for m in c["volumeMounts"].as_array().into_iter().flatten() {
+            assert!(
+                m["subPath"].is_null() && m["subPathExpr"].is_null(),
+                "{}: {} is mounted with subPath",
+                c["name"],
+                m["name"]
+            );
+        }
     }
 
     // Sidecars: each serves one unix:// endpoint of the config, on the shared emptyDir.
@@ -302,6 +322,107 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
         "terminationGracePeriodSeconds {grace:?} must exceed the shutdown budget {budget:?}"
     );
     served
+}
+
+/// Each listener's port is a port of the broker container and, by that port's name, of the
+/// MQTT Service `tandem` (same number inside and out); and the Service serves nothing else.
+fn check_listener_ports(r: &Rendered, broker: &Value, config: &Config) {
+    let container_ports = broker["ports"].as_array().expect("the broker's ports");
+    let service_ports = r.get("Service", "tandem")["spec"]["ports"]
+        .as_array()
+        .expect("the MQTT Service's ports");
+    let mut served = BTreeSet::new();
+    for (name, listener) in &config.listeners {
+        let port = listener.bind.port();
+        let cport = container_ports
+            .iter()
+            .find(|p| p["containerPort"] == port)
+            .unwrap_or_else(|| panic!("listener {name}: the broker container has no port {port}"));
+        let cname = cport["name"].as_str().expect("container ports are named");
+        let sport = service_ports
+            .iter()
+            .find(|p| p["targetPort"] == cname)
+            .unwrap_or_else(|| {
+                panic!("listener {name}: the Service tandem has no port for {cname}")
+            });
+        assert_eq!(sport["port"], port, "listener {name}: the Service's port");
+        assert_eq!(sport["protocol"], "TCP", "listener {name}");
+        served.insert(cname);
+    }
+    for sport in service_ports {
+        let target = sport["targetPort"].as_str().unwrap_or_default();
+        assert!(
+            served.contains(target),
+            "the Service tandem's port {} is no listener of tandem.yaml",
+            sport["name"]
+        );
+    }
+}
+
+/// A TLS listener's files come from one Secret, mounted in the broker container as a whole
+/// directory at the files' directory (no subPath, no `items`: the kubelet's updates reach the
+/// broker, which watches that directory), under the keys of a `kubernetes.io/tls` Secret as
+/// cert-manager writes it. Returns the Secret's name.
+fn tls_secret(pod: &Value, broker: &Value, listener: &str, tls: &TlsConfig) -> String {
+    let files = [
+        ("cert", Some(&tls.cert), "tls.crt"),
+        ("key", Some(&tls.key), "tls.key"),
+        ("client_ca", tls.client_ca.as_ref(), "ca.crt"),
+    ];
+    let mut secrets = BTreeSet::new();
+    for (field, file, key) in files {
+        let Some(file) = file else { continue };
+        let what = format!("listener {listener}: tls.{field} {}", file.display());
+        assert_eq!(
+            file.file_name().and_then(|n| n.to_str()),
+            Some(key),
+            "{what}: the Secret's key is {key}"
+        );
+        let dir = file
+            .parent()
+            .and_then(Path::to_str)
+            .expect("an absolute path");
+        let mount = broker["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{what}: nothing is mounted at {dir}"));
+        assert!(
+            mount["subPath"].is_null(),
+            "{what}: a subPath mount never updates"
+        );
+        let vol = volume(pod, mount["name"].as_str().unwrap());
+        let secret = vol["secret"]["secretName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: comes from a Secret, not {vol}"));
+        assert!(
+            vol["secret"]["items"].is_null() && vol["secret"]["optional"] != true,
+            "{what}: every key of the Secret, which must exist"
+        );
+        secrets.insert(secret.to_owned());
+    }
+    assert_eq!(
+        secrets.len(),
+        1,
+        "listener {listener}: one Secret: {secrets:?}"
+    );
+    secrets.pop_first().unwrap()
+}
+
+/// The keys of a cert-manager object's field are among those its v1 CRD defines (no schema
+/// validates them: kubernetes-validate knows only Kubernetes' own kinds).
+fn known_fields(v: &Value, allowed: &[&str], what: &str) {
+    for key in v
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: {v}"))
+        .keys()
+    {
+        assert!(
+            allowed.contains(&key.as_str()),
+            "{what}.{key} is not a field of cert-manager.io/v1"
+        );
+    }
 }
 
 /// The value following `flag` in a container's args.
@@ -496,6 +617,107 @@ fn servicemonitor_scrapes_the_admin_service() {
         "the endpoint names a port of the Service"
     );
     assert_eq!(endpoint["path"], "/metrics");
+}
+
+#[test]
+fn cert_manager_writes_the_secret_the_tls_listener_reads() {
+    let r = Rendered::load("cert-manager");
+    let (config, raw) = r.broker_config();
+    check_broker_pod(&r, &config, &raw);
+    let pod = &r.get("Deployment", "tandem")["spec"]["template"]["spec"];
+    let broker = container(pod, "tandem");
+    let (name, listener) = config
+        .listeners
+        .iter()
+        .find(|(_, l)| l.kind == ListenerKind::Tls)
+        .expect("a TLS listener");
+    let secret = tls_secret(pod, broker, name, listener.tls.as_ref().unwrap());
+
+    let certs = r.all("Certificate");
+    let issuers = r.all("Issuer");
+    for c in &certs {
+        assert_eq!(c["apiVersion"], "cert-manager.io/v1");
+        let spec = &c["spec"];
+        known_fields(
+            spec,
+            &[
+                "secretName",
+                "issuerRef",
+                "isCA",
+                "commonName",
+                "dnsNames",
+                "ipAddresses",
+                "uris",
+                "emailAddresses",
+                "subject",
+                "duration",
+                "renewBefore",
+                "usages",
+                "privateKey",
+                "secretTemplate",
+                "revisionHistoryLimit",
+            ],
+            "Certificate.spec",
+        );
+        known_fields(&spec["issuerRef"], &["name", "kind", "group"], "issuerRef");
+        known_fields(
+            &spec["privateKey"],
+            &["algorithm", "size", "encoding", "rotationPolicy"],
+            "privateKey",
+        );
+        let duration = humantime::parse_duration(spec["duration"].as_str().unwrap()).unwrap();
+        let renew = humantime::parse_duration(spec["renewBefore"].as_str().unwrap()).unwrap();
+        assert!(
+            renew < duration,
+            "{}: renewed before it expires",
+            c["metadata"]["name"]
+        );
+        // Every Certificate's issuer is in the component (none is assumed to exist).
+        let issuer = &spec["issuerRef"];
+        assert_eq!(issuer["kind"], "Issuer");
+        r.get("Issuer", issuer["name"].as_str().unwrap());
+    }
+    for i in &issuers {
+        assert_eq!(i["apiVersion"], "cert-manager.io/v1");
+        known_fields(&i["spec"], &["selfSigned", "ca"], "Issuer.spec");
+        // A CA Issuer signs with a CA certificate of the component.
+        if let Some(ca) = i["spec"]["ca"]["secretName"].as_str() {
+            let ca_cert = certs
+                .iter()
+                .find(|c| c["spec"]["secretName"] == ca)
+                .unwrap_or_else(|| panic!("no Certificate writes the CA Secret {ca}"));
+            assert_eq!(ca_cert["spec"]["isCA"], true);
+        }
+    }
+
+    let cert = certs
+        .iter()
+        .find(|c| c["spec"]["secretName"] == secret.as_str())
+        .unwrap_or_else(|| panic!("no Certificate writes the Secret {secret} the broker mounts"));
+    let spec = &cert["spec"];
+    assert_ne!(spec["isCA"], true);
+    let usages = spec["usages"].as_array().expect("usages");
+    assert!(usages.iter().any(|u| u == "server auth"), "{usages:?}");
+    // The names clients dial: the Service, short and qualified.
+    let names: Vec<&str> = spec["dnsNames"]
+        .as_array()
+        .expect("dnsNames")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let svc = r.get("Service", "tandem")["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    assert!(names.contains(&svc), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("{svc}.")) && n.ends_with(".svc")),
+        "{names:?}"
+    );
+    // Its issuer signs with a CA, so the Secret's ca.crt is what clients pass as --cafile.
+    let issuer = r.get("Issuer", spec["issuerRef"]["name"].as_str().unwrap());
+    assert!(issuer["spec"]["ca"].is_object(), "{issuer}");
 }
 
 fn compose() -> Value {

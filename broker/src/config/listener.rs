@@ -33,9 +33,10 @@ pub struct ListenerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// `ws`/`wss`: the `Origin` headers accepted (`https://app.example.com`, exactly as
-    /// browsers send them). Empty (the default): any origin, and requests without one
-    /// (non-browser clients send none). Browsers always send it, so a list stops other
-    /// web pages from connecting through a visitor's browser.
+    /// browsers send them); an upgrade with another origin is answered 403. Empty (the
+    /// default): any origin. Requests without an Origin are served either way: browsers
+    /// always send one, so the list stops other web pages from connecting through a
+    /// visitor's browser; it is no authentication (any other client can send any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
 }

@@ -121,7 +121,10 @@ fn check(
             .headers()
             .get("origin")
             .and_then(|o| o.to_str().ok());
-        let allowed = origin.is_some_and(|o| {
+        // Browsers always send an Origin on a WebSocket upgrade, and a client that is
+        // not a browser can send any: a request without one is not a page's, and is
+        // served (as EMQX's allow_origin_absence).
+        let allowed = origin.is_none_or(|o| {
             settings
                 .origins
                 .iter()
