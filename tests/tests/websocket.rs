@@ -217,13 +217,11 @@ async fn frames_are_a_byte_stream_and_bad_frames_close_only_their_connection() {
     // The wrong path, and an origin the listener does not allow: HTTP errors.
     let err = ws(addr, "/other", None)
         .await
-        .err()
-        .expect("wrong path refused");
+        .expect_err("wrong path refused");
     assert!(err.contains("404"), "{err}");
     let err = ws(addr, "/mqtt", Some("https://evil.example"))
         .await
-        .err()
-        .expect("foreign origin refused");
+        .expect_err("foreign origin refused");
     assert!(err.contains("403"), "{err}");
     broker
         .wait_log("origin not in the listener's allowed_origins", DEADLINE)

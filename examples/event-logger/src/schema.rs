@@ -115,6 +115,7 @@ fn listener(l: &ListenerInfo) -> Value {
 fn connected(c: &ClientConnected, mut put: impl FnMut(&str, Value)) {
     put("remote_addr", json!(c.remote_addr.map(|a| a.to_string())));
     put("listener", json!(c.listener));
+    put("transport", json!(c.transport));
     put("protocol_version", json!(protocol(c.protocol_version)));
     put("clean_start", json!(c.clean_start));
     put("keepalive_secs", json!(c.keepalive.as_secs()));
