@@ -5,13 +5,14 @@
 #
 # 1. lints the Dockerfiles with hadolint (deploy/.hadolint.yaml);
 # 2. renders each Kubernetes topology with `kubectl kustomize` into OUT_DIR/<name>.yaml:
-#    sidecar, scaled-auth, and servicemonitor (the sidecar topology plus the optional
-#    ServiceMonitor component);
+#    sidecar, scaled-auth, and the sidecar topology plus each optional component:
+#    servicemonitor (Prometheus Operator) and cert-manager (the broker's TLS certificate);
 # 3. validates every rendered object against the Kubernetes API schemas with
 #    kubernetes-validate --strict (unknown fields are errors), for the oldest and newest
 #    versions in K8S_VERSIONS; an object without a schema is an error too, except the
-#    ServiceMonitor (a CRD);
-# 4. checks deploy/compose.yaml with `docker compose config`.
+#    components' CRDs (ServiceMonitor, cert-manager's Issuer and Certificate);
+# 4. checks deploy/compose.yaml with `docker compose config`, alone and merged with
+#    deploy/compose.tls.yaml (into OUT_DIR/compose-tls.json).
 #
 # The tools are pinned in deploy/requirements-validate.txt and installed into a virtualenv at
 # $TANDEM_DEPLOY_VENV (default: <cargo target dir>/deploy-venv), remade when that file
@@ -51,30 +52,40 @@ echo "== hadolint"
 echo "== kustomize ($("$bin/kubectl" version --client 2>/dev/null | tr '\n' ' '))"
 "$bin/kubectl" kustomize deploy/k8s/sidecar >"$out/sidecar.yaml"
 "$bin/kubectl" kustomize deploy/k8s/scaled-auth >"$out/scaled-auth.yaml"
-# The optional component, rendered on top of the sidecar topology from a scratch overlay
-# (kustomize takes only relative paths).
+# The optional components, each rendered on top of the sidecar topology from a scratch
+# overlay (kustomize takes only relative paths).
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-cat >"$scratch/kustomization.yaml" <<KUSTOMIZATION
+render_with_component() { # NAME COMPONENT: OUT_DIR/NAME.yaml
+    mkdir -p "$scratch/$1"
+    cat >"$scratch/$1/kustomization.yaml" <<KUSTOMIZATION
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $(realpath --relative-to="$scratch" deploy/k8s/sidecar)
+  - $(realpath --relative-to="$scratch/$1" deploy/k8s/sidecar)
 components:
-  - $(realpath --relative-to="$scratch" deploy/k8s/components/servicemonitor)
+  - $(realpath --relative-to="$scratch/$1" "deploy/k8s/components/$2")
 KUSTOMIZATION
-"$bin/kubectl" kustomize "$scratch" >"$out/servicemonitor.yaml"
+    "$bin/kubectl" kustomize "$scratch/$1" >"$out/$1.yaml"
+}
+render_with_component servicemonitor servicemonitor
+render_with_component cert-manager cert-manager-tls
 
 for version in $K8S_VERSIONS; do
-    for name in sidecar scaled-auth servicemonitor; do
+    for name in sidecar scaled-auth servicemonitor cert-manager; do
         echo "== kubernetes-validate --strict -k $version $name.yaml"
         report="$("$bin/kubernetes-validate" --strict --quiet -k "$version" "$out/$name.yaml" 2>&1)" || {
             echo "$report" >&2
             exit 1
         }
         # A missing schema is only a warning to kubernetes-validate (rc 0): a misspelt
-        # apiVersion would pass. Only the ServiceMonitor CRD may lack one.
-        unknown="$(printf '%s\n' "$report" | grep -i "couldn't find schema" | grep -v 'kind ServiceMonitor with api version monitoring.coreos.com/v1' || true)"
+        # apiVersion would pass. Only the CRDs of the optional components may lack one (the
+        # Prometheus Operator's ServiceMonitor, cert-manager's Issuer and Certificate); their
+        # fields are checked by tests/tests/deploy.rs instead.
+        unknown="$(printf '%s\n' "$report" | grep -i "couldn't find schema" |
+            grep -v -e 'kind ServiceMonitor with api version monitoring.coreos.com/v1' \
+                -e 'kind Issuer with api version cert-manager.io/v1' \
+                -e 'kind Certificate with api version cert-manager.io/v1' || true)"
         if [ -n "$unknown" ]; then
             echo "$unknown" >&2
             exit 1
@@ -84,5 +95,8 @@ done
 
 echo "== docker compose config"
 "$bin/docker-compose" -f deploy/compose.yaml --profile images config --quiet
+# Merged as compose merges an override file: OUT_DIR/compose-tls.json, for the tests.
+"$bin/docker-compose" -f deploy/compose.yaml -f deploy/compose.tls.yaml config --format json \
+    >"$out/compose-tls.json"
 
 echo "deploy: ok (rendered into $out)"

@@ -794,6 +794,88 @@ fn compose_topology_agrees_with_its_config() {
     }
 }
 
+/// `compose.tls.yaml` over `compose.yaml`, as compose merges them (rendered by validate.sh):
+/// the broker gets `compose/tandem-tls.yaml`, which is `compose/tandem.yaml` plus a TLS
+/// listener, each listener's port is published, and the certificates' directory is mounted
+/// whole where the listener reads them.
+#[test]
+fn compose_tls_override_serves_8883_from_the_mounted_certificates() {
+    let text = std::fs::read_to_string(rendered().join("compose-tls.json")).unwrap();
+    let merged: Value = serde_json::from_str(&text).unwrap();
+    let broker = &merged["services"]["broker"];
+    let mounts = broker["volumes"].as_array().expect("the broker's volumes");
+    let mount = |target: &str| {
+        mounts
+            .iter()
+            .find(|m| m["target"] == target)
+            .unwrap_or_else(|| panic!("nothing is mounted at {target}: {mounts:?}"))
+    };
+    let source = |m: &Value| PathBuf::from(m["source"].as_str().unwrap());
+    let compose_dir = repo().join("deploy/compose");
+    assert_eq!(
+        source(mount("/etc/tandem/tandem.yaml")),
+        compose_dir.join("tandem-tls.yaml")
+    );
+
+    let text = std::fs::read_to_string(compose_dir.join("tandem-tls.yaml")).unwrap();
+    let config = check_config(&text, "deploy/compose/tandem-tls.yaml");
+    let mut with_tls = yaml_docs(&text).remove(0);
+    let plain = std::fs::read_to_string(compose_dir.join("tandem.yaml")).unwrap();
+    let mut plain = yaml_docs(&plain).remove(0);
+    let tls_listeners = with_tls
+        .as_object_mut()
+        .unwrap()
+        .remove("listeners")
+        .unwrap();
+    let plain_listeners = plain.as_object_mut().unwrap().remove("listeners").unwrap();
+    assert_eq!(
+        with_tls, plain,
+        "tandem-tls.yaml is tandem.yaml but for its listeners"
+    );
+    for (name, l) in plain_listeners.as_object().unwrap() {
+        assert_eq!(&tls_listeners[name], l, "listener {name}");
+    }
+
+    for (name, listener) in &config.listeners {
+        let port = listener.bind.port();
+        assert!(
+            broker["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["target"] == port
+                    && p["published"].as_str().and_then(|s| s.parse().ok()) == Some(port)),
+            "listener {name}: port {port} is not published"
+        );
+        let Some(tls) = &listener.tls else { continue };
+        for file in [Some(&tls.cert), Some(&tls.key), tls.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let dir = file.parent().and_then(Path::to_str).unwrap();
+            let m = mount(dir);
+            assert_eq!(m["type"], "bind", "{}", file.display());
+            assert_eq!(
+                source(m),
+                compose_dir.join("tls"),
+                "make-certs.sh writes there"
+            );
+            let key = file.file_name().and_then(|n| n.to_str()).unwrap();
+            assert!(
+                ["tls.crt", "tls.key", "ca.crt"].contains(&key),
+                "{}: make-certs.sh writes no {key}",
+                file.display()
+            );
+        }
+    }
+    assert!(
+        config
+            .listeners
+            .values()
+            .any(|l| l.kind == ListenerKind::Tls && l.bind.port() == 8883)
+    );
+}
+
 /// A Dockerfile's instructions, continuation lines joined, comments dropped.
 fn instructions(path: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path).unwrap();
