@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validates a configuration file and exits (0 if valid). Unless `--offline`, also
-    /// starts every plugin (running their `command:` if any), checks that each answers
+    /// loads every TLS listener's certificate, key and client CA, starts every plugin (running their `command:` if any), checks that each answers
     /// `Describe` and declares the role its chain needs, then stops them.
     CheckConfig {
         /// The file to check.
@@ -89,6 +89,22 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !offline {
+        // The TLS listeners' files, read as start-up reads them (offline skips them, as
+        // the image build checks a config whose certificates are mounted later).
+        match tandem_broker::transport::check_certificates(&config) {
+            Ok(listeners) => {
+                for (name, not_after) in listeners {
+                    let until = not_after.unwrap_or_else(|| "unknown".to_owned());
+                    println!("listener {name}: TLS certificate and key load; valid until {until}");
+                }
+            }
+            Err(err) => {
+                eprintln!("error: {}: {err}", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if offline || config.plugins.is_empty() {
         println!("{}: ok", file.display());
         return ExitCode::SUCCESS;

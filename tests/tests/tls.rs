@@ -358,6 +358,11 @@ fn certificates_rotate_without_a_restart() {
     broker
         .wait_log("TLS certificates replaced", DEADLINE)
         .expect("the new pair is put in force");
+    assert_eq!(
+        broker.count_log("TLS certificates not replaced"),
+        1,
+        "a refused pair is logged once, not at every event"
+    );
     let out = publish(secure, "r/x", "rotated", &["--cafile", &ca2]);
     assert!(
         out.status.success(),
@@ -385,6 +390,44 @@ fn a_missing_key_file_stops_start_up_naming_the_listener_and_file() {
         err.contains("listener `secure`: tls.key /nonexistent/server.key"),
         "{err}"
     );
+    // `tandem check-config` loads the files as start-up does: a key that is not the
+    // certificate's is named, a good pair is reported with its expiry.
+    let other = Pki::new("other CA");
+    let (_, other_key) = other.server("other");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tandem.yaml");
+    let config = |key: &Path| {
+        format!(
+            "listeners:\n  secure: {{ type: tls, bind: 127.0.0.1:0, tls: {{ cert: {}, key: {} }} }}\n",
+            p(&cert),
+            p(key)
+        )
+    };
+    std::fs::write(&file, config(&other_key)).unwrap();
+    let out = Command::new(tandem_tests::tandem_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listener `secure`: tls.cert and tls.key"),
+        "{err}"
+    );
+    std::fs::write(&file, config(&pki.path("server.key"))).unwrap();
+    let out = Command::new(tandem_tests::tandem_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("listener secure: TLS certificate and key load; valid until"),
+        "{text}"
+    );
+
     let err = Tandem::expect_startup_failure(
         "listeners:\n  secure: { type: tls, bind: 127.0.0.1:0 }\n",
         Duration::from_secs(20),

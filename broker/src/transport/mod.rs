@@ -196,6 +196,22 @@ impl Endpoint {
     }
 }
 
+/// Loads every TLS listener's certificate files as start-up would (for `tandem
+/// check-config`): each listener's name and when its certificate expires, or the first
+/// error, naming the listener, the key and the file.
+pub fn check_certificates(
+    config: &crate::config::Config,
+) -> Result<Vec<(String, Option<String>)>, TlsError> {
+    let mut checked = Vec::new();
+    for (name, listener) in &config.listeners {
+        if let Some(tls) = &listener.tls {
+            let endpoint = TlsEndpoint::load(name, listener.kind, tls)?;
+            checked.push((name.clone(), endpoint.not_after()));
+        }
+    }
+    Ok(checked)
+}
+
 async fn within<T>(
     deadline: Instant,
     step: &'static str,

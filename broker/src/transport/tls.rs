@@ -64,12 +64,15 @@ pub(crate) struct TlsEndpoint {
     current: ArcSwap<ServerConfig>,
     /// What `current` was built from, to tell a change from a touch.
     loaded: Mutex<Files>,
+    /// The files last refused: refused (and logged) once, not at every event or poll
+    /// until they change.
+    refused: Mutex<Option<Files>>,
 }
 
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Reloaded {
-    /// The files are as they were.
+    /// The files are as they were, or as they were when last refused.
     Unchanged,
     /// New handshakes use the new files.
     Replaced,
@@ -90,6 +93,7 @@ impl TlsEndpoint {
             config: config.clone(),
             current: ArcSwap::from_pointee(built),
             loaded: Mutex::new(files),
+            refused: Mutex::new(None),
         })
     }
 
@@ -123,13 +127,22 @@ impl TlsEndpoint {
     pub(crate) fn reload(&self) -> Result<Reloaded, TlsError> {
         let files = read_files(&self.listener, &self.config)?;
         let mut loaded = self.loaded.lock();
-        if *loaded == files {
+        let mut refused = self.refused.lock();
+        if *loaded == files || refused.as_ref() == Some(&files) {
             return Ok(Reloaded::Unchanged);
         }
-        let built = build(&self.listener, self.kind, &self.config, &files)?;
-        self.current.store(Arc::new(built));
-        *loaded = files;
-        Ok(Reloaded::Replaced)
+        match build(&self.listener, self.kind, &self.config, &files) {
+            Ok(built) => {
+                self.current.store(Arc::new(built));
+                *loaded = files;
+                *refused = None;
+                Ok(Reloaded::Replaced)
+            }
+            Err(err) => {
+                *refused = Some(files);
+                Err(err)
+            }
+        }
     }
 
     /// The listener's name.
