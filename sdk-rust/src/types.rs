@@ -165,7 +165,8 @@ pub struct TlsInfo {
     /// The certificate subject as an RFC 4514 string, for example `CN=device-17,O=Acme`. Only
     /// set for a certificate that chained to the listener's `tls.client_ca`.
     pub peer_subject: Option<String>,
-    /// Subject alternative names of the client certificate, as text.
+    /// Subject alternative names of the client certificate as `DNS:name`, `IP:addr`, `URI:uri` or
+    /// `email:addr`, in certificate order.
     pub peer_sans: Vec<String>,
     /// The SNI server name the client asked for.
     pub server_name: Option<String>,
