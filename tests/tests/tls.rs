@@ -434,3 +434,53 @@ fn a_missing_key_file_stops_start_up_naming_the_listener_and_file() {
     );
     assert!(err.contains("listeners.secure.tls"), "{err}");
 }
+
+#[tokio::test]
+async fn silent_tls_connections_hold_only_their_handshake_slots_for_connect_timeout() {
+    let pki = Pki::new("tandem test CA");
+    let (cert, key) = pki.server("server");
+    let broker = broker(
+        &format!("{{ cert: {}, key: {} }}", p(&cert), p(&key)),
+        "mqtt: { max_handshakes: 2, connect_timeout: 2s }\nadmin: { bind: 127.0.0.1:0 }\n",
+    );
+    let secure = broker.listener_addr("secure");
+    let admin = broker.admin_addr();
+    // Two sockets that never send a ClientHello hold both handshake slots...
+    let silent = [
+        tokio::net::TcpStream::connect(secure).await.unwrap(),
+        tokio::net::TcpStream::connect(secure).await.unwrap(),
+    ];
+    // ...once the broker has accepted them (a connect completes in the kernel first)...
+    tandem_tests::probe::wait_series(admin, "tandem_handshakes", |n| n == 2.0).await;
+    // ...so a new connection, on any listener, is closed at once (logged)...
+    let mut c = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, c.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed at once: {read:?}"
+    );
+    broker
+        .wait_log(
+            "mqtt.max_handshakes connections are in the handshake",
+            DEADLINE,
+        )
+        .expect("the refusal is logged");
+    // ...until mqtt.connect_timeout closes the silent ones, logged; then clients are
+    // served again.
+    broker
+        .wait_log(
+            "the TLS handshake did not finish within mqtt.connect_timeout",
+            DEADLINE,
+        )
+        .expect("the stalled handshakes are closed at the timeout");
+    drop(silent);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while tandem_tests::connect_as(broker.addr, "after", "u", "p")
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "no slot came free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -237,3 +237,66 @@ impl CertUsername {
         *self == Self::None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    fn invalid(yaml: &str) -> (String, String) {
+        match Config::from_yaml(yaml, Path::new("t.yaml")) {
+            Err(ConfigError::Invalid { path, message, .. }) => (path, message),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_transport_takes_its_own_keys() {
+        let (path, _) = invalid("listeners: { s: { type: tls, bind: 127.0.0.1:1 } }");
+        assert_eq!(path, "listeners.s.tls");
+        let (path, _) =
+            invalid("listeners: { p: { type: tcp, bind: 127.0.0.1:1, tls: { cert: c, key: k } } }");
+        assert_eq!(path, "listeners.p.tls");
+        let (path, _) = invalid(
+            "listeners: { p: { type: tls, bind: 127.0.0.1:1, path: /mqtt, tls: { cert: c, key: k } } }",
+        );
+        assert_eq!(path, "listeners.p.path");
+        let (path, _) =
+            invalid("listeners: { p: { type: tcp, bind: 127.0.0.1:1, allowed_origins: [x] } }");
+        assert_eq!(path, "listeners.p.allowed_origins");
+        let (path, _) = invalid("listeners: { w: { type: ws, bind: 127.0.0.1:1, path: mqtt } }");
+        assert_eq!(path, "listeners.w.path");
+    }
+
+    #[test]
+    fn tls_keys_go_together() {
+        let (path, _) = invalid(
+            "listeners: { s: { type: tls, bind: 127.0.0.1:1, tls: { cert: c, key: k, client_auth: required } } }",
+        );
+        assert_eq!(path, "listeners.s.tls.client_ca");
+        let (path, _) = invalid(
+            "listeners: { s: { type: tls, bind: 127.0.0.1:1, tls: { cert: c, key: k, use_identity_as_username: common_name } } }",
+        );
+        assert_eq!(path, "listeners.s.tls.use_identity_as_username");
+        let (path, _) = invalid(
+            "listeners: { s: { type: wss, bind: 127.0.0.1:1, tls: { cert: c, key: k, alpn: [\"\"] } } }",
+        );
+        assert_eq!(path, "listeners.s.tls.alpn");
+        // A client CA alone asks for certificates (required).
+        let c = Config::from_yaml(
+            "listeners: { s: { type: tls, bind: 127.0.0.1:1, proxy_protocol: true, tls: { cert: c, key: k, client_ca: ca } } }",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        let tls = c.listeners["s"].tls.as_ref().unwrap();
+        assert_eq!(tls.client_auth(), super::ClientAuth::Required);
+        assert!(c.listeners["s"].proxy_protocol);
+        let w = Config::from_yaml(
+            "listeners: { w: { type: ws, bind: 127.0.0.1:1 } }",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(w.listeners["w"].ws_path(), "/mqtt");
+    }
+}
