@@ -24,10 +24,17 @@ fn broker(tls: &str, extra: &str) -> Tandem {
     ))
 }
 
-/// `mosquitto_sub` over TLS, waiting for `count` messages on `topic`, subscribed when
-/// this returns.
-fn tls_sub_n(broker: &Tandem, id: &str, topic: &str, count: u32, tls: &[&str]) -> Child {
-    let port = broker.listener_addr("secure").port().to_string();
+/// `mosquitto_sub` on `listener`, waiting for `count` messages on `topic`, subscribed
+/// when this returns.
+fn subscriber(
+    broker: &Tandem,
+    listener: &str,
+    id: &str,
+    topic: &str,
+    count: u32,
+    tls: &[&str],
+) -> Child {
+    let port = broker.listener_addr(listener).port().to_string();
     let child = Command::new("mosquitto_sub")
         .args([
             "-h",
@@ -49,13 +56,13 @@ fn tls_sub_n(broker: &Tandem, id: &str, topic: &str, count: u32, tls: &[&str]) -
         .expect("mosquitto_sub is installed (apt-get install mosquitto-clients)");
     broker
         .wait_log_all(&[&format!("client_id={id}"), "subscribed"], DEADLINE)
-        .unwrap_or_else(|| panic!("{id} did not subscribe over TLS"));
+        .unwrap_or_else(|| panic!("{id} did not subscribe on {listener}"));
     child
 }
 
 /// `mosquitto_sub` over TLS, waiting for one message on `topic`.
 fn tls_sub(broker: &Tandem, id: &str, topic: &str, tls: &[&str]) -> Child {
-    tls_sub_n(broker, id, topic, 1, tls)
+    subscriber(broker, "secure", id, topic, 1, tls)
 }
 
 /// `mosquitto_pub` of one QoS 1 message to `port`.
@@ -194,25 +201,7 @@ topic-check: {{ plugins: [acl] }}
             dir = pki.path("").display(),
         ),
     );
-    let plain = broker.addr.port().to_string();
-    let watcher = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &plain,
-            "-t",
-            "devices/#",
-            "-q",
-            "1",
-        ])
-        .args(["-i", "watcher", "-C", "1", "-W", "20", "-v"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    broker
-        .wait_log_all(&["client_id=watcher", "subscribed"], DEADLINE)
-        .expect("watcher subscribed");
+    let watcher = subscriber(&broker, "default", "watcher", "devices/#", 1, &[]);
     let secure = broker.listener_addr("secure").port();
     let ca = p(&pki.ca());
     let cert_args = [
@@ -243,24 +232,7 @@ topic-check: {{ plugins: [acl] }}
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(received(watcher), "devices/device-5/t typed");
-    let watcher = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &plain,
-            "-t",
-            "devices/#",
-            "-q",
-            "1",
-        ])
-        .args(["-i", "watcher2", "-C", "1", "-W", "20", "-v"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    broker
-        .wait_log_all(&["client_id=watcher2", "subscribed"], DEADLINE)
-        .expect("watcher2 subscribed");
+    let watcher = subscriber(&broker, "default", "watcher2", "devices/#", 1, &[]);
     let out = publish(secure, "devices/device-17/t", "mine", &cert_args);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(received(watcher), "devices/device-17/t mine");
@@ -339,7 +311,14 @@ fn certificates_rotate_without_a_restart() {
     let secure = broker.listener_addr("secure").port();
     let (ca1, ca2) = (p(&first.ca()), p(&second.ca()));
     // Connected with the first certificate, and staying connected.
-    let sub = tls_sub_n(&broker, "long-lived", "r/#", 2, &["--cafile", &ca1]);
+    let sub = subscriber(
+        &broker,
+        "secure",
+        "long-lived",
+        "r/#",
+        2,
+        &["--cafile", &ca1],
+    );
 
     // A bad pair (the second certificate with the first key) is refused; the first
     // pair serves on.
