@@ -148,6 +148,18 @@ impl Collector for BrokerCollector {
         }
         let mut f = Family::new(
             &mut e,
+            "tandem_connections_by_transport",
+            "Connections that completed CONNECT, by listener transport.",
+            Counter,
+        )?;
+        for (t, n) in ["tcp", "tls", "ws", "wss"]
+            .iter()
+            .zip(s.connections_by_transport)
+        {
+            f.counter(&[("transport", *t)], n)?;
+        }
+        let mut f = Family::new(
+            &mut e,
             "tandem_messages_received",
             "PUBLISH packets received from clients, by QoS.",
             Counter,

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
+use crate::config::ListenerKind;
 use crate::protocol::ProtocolVersion;
 
 /// Counters since start.
@@ -20,6 +21,7 @@ pub struct Stats {
     connections_total: AtomicU64,
     /// `connections_total` by MQTT version: 3.1, 3.1.1, 5.
     connections_by_version: [AtomicU64; 3],
+    connections_by_transport: [AtomicU64; 4],
     connections_refused: AtomicU64,
     /// PUBLISH packets by QoS (index 0, 1, 2).
     messages_received: [AtomicU64; 3],
@@ -65,6 +67,7 @@ impl Default for Stats {
             clients_maximum: AtomicUsize::new(0),
             connections_total: AtomicU64::new(0),
             connections_by_version: Default::default(),
+            connections_by_transport: Default::default(),
             connections_refused: AtomicU64::new(0),
             messages_received: Default::default(),
             messages_sent: Default::default(),
@@ -97,6 +100,8 @@ pub struct Snapshot {
     pub connections_total: u64,
     /// `connections_total` by MQTT version: 3.1, 3.1.1, 5 (index 0, 1, 2).
     pub connections_by_version: [u64; 3],
+    /// Connections that completed CONNECT, by listener transport (tcp, tls, ws, wss).
+    pub connections_by_transport: [u64; 4],
     pub connections_refused: u64,
     pub messages_received: u64,
     pub messages_sent: u64,
@@ -135,8 +140,8 @@ pub struct Snapshot {
 }
 
 impl Stats {
-    /// A client speaking `version` completed CONNECT.
-    pub fn client_connected(&self, version: ProtocolVersion) {
+    /// A client speaking `version` over `transport` completed CONNECT.
+    pub fn client_connected(&self, version: ProtocolVersion, transport: ListenerKind) {
         let now = self.clients_connected.fetch_add(1, Relaxed) + 1;
         self.clients_maximum.fetch_max(now, Relaxed);
         self.connections_total.fetch_add(1, Relaxed);
@@ -146,6 +151,13 @@ impl Stats {
             ProtocolVersion::V5 => 2,
         };
         self.connections_by_version[v].fetch_add(1, Relaxed);
+        let t = match transport {
+            ListenerKind::Tcp => 0,
+            ListenerKind::Tls => 1,
+            ListenerKind::Ws => 2,
+            ListenerKind::Wss => 3,
+        };
+        self.connections_by_transport[t].fetch_add(1, Relaxed);
     }
 
     /// A connected client went away.
@@ -267,6 +279,10 @@ impl Stats {
             connections_total: self.connections_total.load(Relaxed),
             connections_by_version: self
                 .connections_by_version
+                .each_ref()
+                .map(|c| c.load(Relaxed)),
+            connections_by_transport: self
+                .connections_by_transport
                 .each_ref()
                 .map(|c| c.load(Relaxed)),
             connections_refused: self.connections_refused.load(Relaxed),

@@ -130,7 +130,7 @@ async fn connected(addr: std::net::SocketAddr, id: &str) -> (Ws, BytesMut) {
 #[tokio::test]
 async fn frames_are_a_byte_stream_and_bad_frames_close_only_their_connection() {
     let broker = Tandem::start_config(
-        "listeners:\n  default: { type: tcp, bind: 127.0.0.1:0 }\n  web: { type: ws, bind: 127.0.0.1:0, path: /mqtt, allowed_origins: [\"https://app.example.com\"] }\nmqtt: { max_packet_size: 4096 }\n",
+        "listeners:\n  default: { type: tcp, bind: 127.0.0.1:0 }\n  web: { type: ws, bind: 127.0.0.1:0, path: /mqtt, allowed_origins: [\"https://app.example.com\"] }\nmqtt: { max_packet_size: 4096 }\nadmin: { bind: 127.0.0.1:0 }\n",
     );
     let addr = broker.listener_addr("web");
 
@@ -237,4 +237,20 @@ async fn frames_are_a_byte_stream_and_bad_frames_close_only_their_connection() {
         .await
         .unwrap();
     assert!(matches!(recv(&mut ws1, &mut buf1).await, Packet::PingResp));
+
+    // Counted: three WebSocket clients connected (split, texter, big), none over TCP;
+    // the plain HTTP request, the wrong path and the foreign origin failed before MQTT.
+    let admin = broker.admin_addr();
+    let scrape = tandem_tests::probe::wait_scrape(
+        admin,
+        r#"tandem_connections_by_transport_total{transport="ws"}"#,
+        |n| n == 3.0,
+    )
+    .await;
+    let v = |name: &str| tandem_tests::probe::series(&scrape, name).unwrap();
+    assert_eq!(
+        v(r#"tandem_connections_by_transport_total{transport="tcp"}"#),
+        0.0
+    );
+    assert_eq!(v("tandem_transport_failures_total"), 3.0);
 }

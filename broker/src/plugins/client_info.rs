@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::ListenerKind;
 use crate::protocol::ProtocolVersion;
 use crate::transport::PeerTls;
 
@@ -21,8 +22,8 @@ pub struct ClientIdentity {
     pub(crate) attributes: HashMap<String, String>,
     pub(crate) listener: String,
     pub(crate) remote_addr: String,
-    /// The listener's transport: `tcp`, `tls`, `ws` or `wss`.
-    pub(crate) transport: &'static str,
+    /// The listener's transport.
+    pub(crate) transport: ListenerKind,
     /// What TLS established (re-authentications carry it again).
     pub(crate) tls: Option<Arc<PeerTls>>,
 }
@@ -46,16 +47,21 @@ impl ClientIdentity {
             attributes,
             listener,
             remote_addr,
-            transport: "tcp",
+            transport: ListenerKind::Tcp,
             tls: None,
         }
     }
 
     /// The same client, connected over `transport` with `tls`.
-    pub fn over(mut self, transport: &'static str, tls: Option<Arc<PeerTls>>) -> Self {
+    pub fn over(mut self, transport: ListenerKind, tls: Option<Arc<PeerTls>>) -> Self {
         self.transport = transport;
         self.tls = tls;
         self
+    }
+
+    /// The listener's transport.
+    pub fn transport(&self) -> ListenerKind {
+        self.transport
     }
 
     /// The established identity: who the auth chain says the client is (the CONNECT

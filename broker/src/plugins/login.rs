@@ -16,6 +16,7 @@ use bytestring::ByteString;
 use tandem_proto::v1 as pb;
 use tracing::warn;
 
+use crate::config::ListenerKind;
 use crate::plugins::chain::{AuthOutcome, AuthStep, Exchange};
 use crate::plugins::client::ClientPlugins;
 use crate::plugins::client_info::ClientIdentity;
@@ -115,6 +116,8 @@ pub struct Login {
     exchange: Option<Exchange>,
     /// What TLS established, kept for the client's re-authentications.
     tls: Option<Arc<PeerTls>>,
+    /// The listener's transport.
+    transport: ListenerKind,
 }
 
 fn pairs(props: Vec<(String, String)>) -> Vec<(ByteString, ByteString)> {
@@ -122,14 +125,6 @@ fn pairs(props: Vec<(String, String)>) -> Vec<(ByteString, ByteString)> {
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect()
-}
-
-/// The transport's name as `&'static str` (the request holds it as a string).
-fn transport_name(name: &str) -> &'static str {
-    ["tcp", "tls", "ws", "wss"]
-        .into_iter()
-        .find(|t| *t == name)
-        .unwrap_or("tcp")
 }
 
 fn method_of(props: Option<&Properties>) -> Option<ByteString> {
@@ -152,6 +147,7 @@ impl Login {
             method: method_of(connect.properties.as_deref()),
             exchange: None,
             tls: origin.tls.clone(),
+            transport: origin.transport,
         }
     }
 
@@ -165,7 +161,7 @@ impl Login {
                 .then(|| client.connect_username.clone()),
             remote_addr: client.remote_addr.clone(),
             listener: client.listener.clone(),
-            transport: client.transport.to_owned(),
+            transport: client.transport.as_str().to_owned(),
             tls: client.tls.as_deref().map(wire::tls_info),
             protocol_version: pb::ProtocolVersion::Mqtt5 as i32,
             auth_method: method_of(props).as_deref().unwrap_or_default().to_owned(),
@@ -180,6 +176,7 @@ impl Login {
             method: method_of(props),
             exchange: None,
             tls: client.tls.clone(),
+            transport: client.transport,
         }
     }
 
@@ -281,7 +278,7 @@ impl Login {
             self.request.listener.clone(),
             self.request.remote_addr.clone(),
         )
-        .over(transport_name(&self.request.transport), self.tls.clone());
+        .over(self.transport, self.tls.clone());
         ClientPlugins::new(host, &self.stats, self.set.clone(), client, version)
     }
 }

@@ -220,7 +220,7 @@ pub(crate) fn connected(client: &ClientIdentity, info: &ConnectedInfo) -> pb::Cl
     pb::ClientConnected {
         remote_addr: client.remote_addr.clone(),
         listener: client.listener.clone(),
-        transport: client.transport.to_owned(),
+        transport: client.transport.as_str().to_owned(),
         protocol_version: version(info.version) as i32,
         clean_start: info.clean_start,
         keepalive_secs: u32::from(info.keep_alive),

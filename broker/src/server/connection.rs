@@ -179,7 +179,9 @@ where
         }));
         self.resend_inflight().await;
         self.resume_held();
-        self.broker.stats.client_connected(connect.protocol);
+        self.broker
+            .stats
+            .client_connected(connect.protocol, self.plugins.client().transport());
         if let Some(connect_packet) = &received {
             self.plugins.packet_received(connect_packet).await;
         }
