@@ -61,7 +61,7 @@ pub async fn reload(broker: &Broker) -> Result<ReloadSummary, ReloadError> {
             "these sections changed but only take effect on restart; left as they are"
         );
     }
-    broker.certificates.reload("configuration reload");
+    broker.certificates.reload(crate::transport::watch::RELOAD);
     let summary = broker.plugins.reload(&new.plugin_sections()).await?;
     info!(
         generation = summary.generation,

@@ -254,3 +254,50 @@ async fn frames_are_a_byte_stream_and_bad_frames_close_only_their_connection() {
     );
     assert_eq!(v("tandem_transport_failures_total"), 3.0);
 }
+
+#[tokio::test]
+async fn pings_and_bytes_before_authentication_are_bounded() {
+    let broker = Tandem::start_config(
+        "listeners:\n  default: { type: tcp, bind: 127.0.0.1:0 }\n  web: { type: ws, bind: 127.0.0.1:0 }\n",
+    );
+    let addr = broker.listener_addr("web");
+    let ping = Message::Ping(Bytes::from(vec![7u8; 125]));
+
+    // Before CONNECT: pings (or anything) past max_connect_packet_size + 80 KiB close
+    // the connection, logged.
+    let mut early = ws(addr, "/mqtt", None).await.expect("upgrade");
+    for _ in 0..2_000 {
+        if early.send(ping.clone()).await.is_err() {
+            break;
+        }
+    }
+    broker
+        .wait_log(
+            "more bytes before authentication than the listener allows",
+            DEADLINE,
+        )
+        .expect("the pre-authentication cap closes the connection");
+
+    // After CONNECT (keepalive off): a client that pings without ever reading makes the
+    // broker queue pongs it cannot send; their buffer is bounded, so RSS stays flat.
+    let (mut flooder, _) = connected(addr, "pinger").await;
+    let before = tandem_tests::probe::rss_kib(broker.pid());
+    // 40 MB of pings, none of their pongs read.
+    for _ in 0..320_000 {
+        if flooder.send(ping.clone()).await.is_err() {
+            break;
+        }
+    }
+    let after = tandem_tests::probe::rss_kib(broker.pid());
+    assert!(
+        after < before + 32 * 1024,
+        "RSS grew from {before} KiB to {after} KiB under a ping flood"
+    );
+    // The broker still serves others.
+    let (mut other, mut buf) = connected(addr, "other").await;
+    other
+        .send(Message::Binary(encode(&Packet::PingReq).freeze()))
+        .await
+        .unwrap();
+    assert!(matches!(recv(&mut other, &mut buf).await, Packet::PingResp));
+}

@@ -159,7 +159,9 @@ pub struct TlsConfig {
     pub client_auth: Option<ClientAuth>,
     /// Take the username plugins see from the client certificate (as Mosquitto's
     /// `use_identity_as_username` and `use_subject_as_username`): the CONNECT username is
-    /// replaced. A client without a certificate (`client_auth: optional`) keeps its own.
+    /// replaced. A client without a certificate (`client_auth: optional`) is refused at
+    /// CONNECT, as Mosquitto does: there is no name to take, and one it typed would
+    /// stand where certificate names stand.
     #[serde(default, skip_serializing_if = "CertUsername::is_none")]
     pub use_identity_as_username: CertUsername,
     /// ALPN protocols offered, in preference order. Default: `[mqtt]` on `tls`,
@@ -224,7 +226,7 @@ pub enum CertUsername {
     #[default]
     None,
     /// The subject's common name (CN): Mosquitto's `use_identity_as_username`. A
-    /// certificate without one is refused at CONNECT (not authorized).
+    /// certificate without one, or with several, is refused at CONNECT (not authorized).
     CommonName,
     /// The whole subject, RFC 4514 (`CN=device-17,O=Acme`): Mosquitto's
     /// `use_subject_as_username`.

@@ -59,6 +59,9 @@ pub(super) struct Connection<R, W> {
     rbuf: BytesMut,
     /// What this turn encoded, in the negotiated wire form.
     pub(super) out: Outbox,
+    /// Bytes of `out` already written when the loop ended mid-write: the end writes
+    /// the rest, never the beginning again.
+    out_sent: usize,
     wire: Wire,
     pub(super) state: SessionState,
     /// The will, until DISCONNECT discards it or the end publishes it.
@@ -136,6 +139,7 @@ where
         let expiry_was_zero = asked.and_then(|p| p.session_expiry_interval).unwrap_or(0) == 0;
         Self {
             out: Outbox::new(connect.protocol, 8 * 1024),
+            out_sent: 0,
             broker,
             rd,
             wr,
@@ -239,15 +243,15 @@ where
             if !self.out.is_empty() {
                 // Write what the turn encoded, reading ahead meanwhile.
                 let bytes = self.out.len() as u64;
-                let mut written = 0;
-                while written < self.out.len() {
+                self.out_sent = 0;
+                while self.out_sent < self.out.len() {
                     let room = self.wire.max_packet_size().saturating_sub(self.rbuf.len()) as u64;
                     let read_ahead = !eof && room > 0;
                     let mut ahead = (&mut self.rd).take(room);
                     tokio::select! {
-                        res = self.wr.write(&self.out.bytes()[written..]) => match res {
+                        res = self.wr.write(&self.out.bytes()[self.out_sent..]) => match res {
                             Ok(0) => return Exit::Io(std::io::ErrorKind::WriteZero.into()),
-                            Ok(n) => written += n,
+                            Ok(n) => self.out_sent += n,
                             Err(e) => return Exit::Io(e),
                         },
                         read = ahead.read_buf(&mut self.rbuf), if read_ahead => match read {
@@ -269,6 +273,7 @@ where
                         }
                     }
                 }
+                self.out_sent = 0;
                 self.written(bytes).await;
                 if input_pending || eof {
                     continue;
@@ -482,10 +487,10 @@ where
             }
             Exit::Closed | Exit::Io(_) => false,
         };
-        if !self.out.is_empty() && flush {
+        if self.out.len() > self.out_sent && flush {
             let written = tokio::time::timeout(
                 Duration::from_millis(500),
-                self.wr.write_all(self.out.bytes()),
+                self.wr.write_all(&self.out.bytes()[self.out_sent..]),
             )
             .await;
             let sent = self.out.written();

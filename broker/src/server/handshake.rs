@@ -279,11 +279,14 @@ pub(crate) async fn serve<R, W>(
             MappedUsername::Replace(name) => {
                 hello.connect.username = Some(name.as_str().into());
             }
-            MappedUsername::Refuse => {
-                info!(
-                    "refusing CONNECT: tls.use_identity_as_username is common_name and the client certificate has none"
-                );
-                refuse(&mut wr, hello.connect.protocol, ConnectReason::NotAuthorized).await;
+            MappedUsername::Refuse(why) => {
+                info!("refusing CONNECT: tls.use_identity_as_username is on and {why}");
+                refuse(
+                    &mut wr,
+                    hello.connect.protocol,
+                    ConnectReason::NotAuthorized,
+                )
+                .await;
                 return;
             }
         }
@@ -296,7 +299,13 @@ pub(crate) async fn serve<R, W>(
         );
         let version = hello.connect.protocol;
         let verified = match log_in(&mut login, &mut rd, &mut wr, &mut hello.rbuf, &broker).await {
-            Ok(verified) => verified,
+            Ok(verified) => {
+                // Authenticated: the MQTT layer's own limits bound what it may send.
+                if let Some(limit) = &origin.pre_auth {
+                    limit.lift();
+                }
+                verified
+            }
             Err(refusal) => {
                 if let Some(refusal) = refusal {
                     // A Reason String only when it keeps the CONNACK within the

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -298,9 +298,17 @@ async fn accept_loop(
                 }
                 let endpoint = endpoint.clone();
                 tracker.spawn(Box::pin(async move {
-                    match endpoint.open(stream, peer).await {
+                    // A shutdown does not wait for handshakes that have not reached MQTT.
+                    let opened = tokio::select! {
+                        opened = endpoint.open(stream, peer) => opened,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    match opened {
                         Ok((rd, wr, origin)) => {
                             handshake::serve(rd, wr, origin, broker, shutdown, handshake).await;
+                        }
+                        Err(err) if err.is_routine() => {
+                            debug!(%peer, listener = %endpoint.name, "connection closed before MQTT: {err}");
                         }
                         Err(err) => {
                             broker.stats.transport_failed();

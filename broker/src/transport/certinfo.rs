@@ -23,12 +23,13 @@ pub(crate) fn describe(der: &[u8]) -> PeerCertificate {
         return described;
     };
     described.subject = rfc4514(cert.subject());
-    described.common_name = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
+    // Only a subject with exactly one CN has a common name: with several, which one
+    // names the client is a guess (the first in the encoding is the least specific).
+    let mut names = cert.subject().iter_common_name();
+    described.common_name = match (names.next(), names.next()) {
+        (Some(cn), None) => cn.as_str().ok().map(str::to_owned),
+        _ => None,
+    };
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         described.sans = san
             .value

@@ -4,11 +4,15 @@
 //!   connection loop never calls `flush` (a TCP socket needs none); TLS and WebSocket
 //!   buffer what they encrypt or frame, and bytes left in such a buffer while the
 //!   socket was full would wait there until the next write, which may never come.
-//! - [`Capped`]: at most so many bytes read, until disarmed: bounds what a peer can make
-//!   us buffer before the MQTT layer's own limits apply (an HTTP upgrade request).
+//! - [`Capped`]: at most so many bytes read until the client is authenticated: bounds
+//!   what a WebSocket peer can make us buffer below the MQTT layer (the HTTP upgrade
+//!   request, frames tungstenite holds whole, pings) before the MQTT layer's own
+//!   limits apply.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -52,10 +56,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WriteThrough<W> {
         Poll::Ready(Ok(n))
     }
 
+    // `taken` stays: bytes taken by a write that returned `Pending` are reported by the
+    // write that retries them, flushed in between or not.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-        self.taken = None;
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -63,23 +67,36 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WriteThrough<W> {
     }
 }
 
-/// Reads at most `left` bytes, then fails, until [`disarm`](Self::disarm)ed.
+/// Lifts a [`Capped`] stream's cap, from wherever the connection is served: once the
+/// client is authenticated, the MQTT layer's own limits bound what it may send.
+#[derive(Debug, Clone, Default)]
+pub struct PreAuthLimit(Arc<AtomicBool>);
+
+impl PreAuthLimit {
+    /// No cap any more.
+    pub fn lift(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn lifted(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads at most `cap` bytes in all, then fails, until its [`PreAuthLimit`] is lifted.
 pub(crate) struct Capped<S> {
     inner: S,
-    left: Option<usize>,
+    left: usize,
+    limit: PreAuthLimit,
 }
 
 impl<S> Capped<S> {
-    pub(crate) fn new(inner: S, cap: usize) -> Self {
+    pub(crate) fn new(inner: S, cap: usize, limit: PreAuthLimit) -> Self {
         Self {
             inner,
-            left: Some(cap),
+            left: cap,
+            limit,
         }
-    }
-
-    /// Lifts the cap.
-    pub(crate) fn disarm(&mut self) {
-        self.left = None;
     }
 }
 
@@ -90,23 +107,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let Some(left) = this.left else {
+        if this.limit.lifted() {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
-        if left == 0 {
+        }
+        if this.left == 0 {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "request larger than the limit",
+                "more bytes before authentication than the listener allows \
+                 (mqtt.max_connect_packet_size + 80 KiB)",
             )));
         }
-        // Only while the cap is armed (the handshake): zeroing the part read into is
-        // the price of doing this without unsafe code.
-        let room = buf.remaining().min(left);
+        // Only until the client is authenticated: zeroing the part read into is the
+        // price of doing this without unsafe code.
+        let room = buf.remaining().min(this.left);
         let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
         ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
         let n = part.filled().len();
         buf.advance(n);
-        this.left = Some(left - n);
+        this.left -= n;
         Poll::Ready(Ok(()))
     }
 }

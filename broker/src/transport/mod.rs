@@ -38,6 +38,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{CertUsername, ListenerConfig, ListenerKind, MqttConfig};
+pub use io::PreAuthLimit;
 pub use origin::{MappedUsername, Origin, PeerCertificate, PeerTls};
 pub use tls::TlsError;
 pub use watch::Certificates;
@@ -68,6 +69,34 @@ pub(crate) enum OpenError {
     /// A step did not finish within `mqtt.connect_timeout`.
     #[error("{0} did not finish within mqtt.connect_timeout")]
     Timeout(&'static str),
+}
+
+impl OpenError {
+    /// A connection closed before sending anything the step could judge: a TCP health
+    /// check of a load balancer, a port scan. Routine: logged at `debug`, not counted.
+    pub(crate) fn is_routine(&self) -> bool {
+        let eof = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        };
+        match self {
+            Self::Proxy(ProxyError::Closed) => true,
+            Self::Proxy(ProxyError::Io(e)) | Self::Tls(e) => eof(e),
+            Self::Ws(UpgradeError::Handshake(e)) => match e {
+                tokio_tungstenite::tungstenite::Error::Io(e) => eof(e),
+                tokio_tungstenite::tungstenite::Error::ConnectionClosed
+                | tokio_tungstenite::tungstenite::Error::Protocol(
+                    tokio_tungstenite::tungstenite::error::ProtocolError::HandshakeIncomplete,
+                ) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// A listener's transport: how its connections become MQTT byte streams.
@@ -101,6 +130,7 @@ impl Endpoint {
             // A frame carries one packet as large as allowed, and some small ones
             // behind it (clients that batch).
             max_message: mqtt.max_packet_size.saturating_add(64 * 1024),
+            pre_auth: mqtt.connect_size_limit().saturating_add(ws::PRE_AUTH_SLACK),
         });
         Ok(Self {
             name: name.into(),
@@ -140,7 +170,9 @@ impl Endpoint {
             transport: self.kind,
             tls: None,
             username: MappedUsername::Keep,
+            pre_auth: self.ws.is_some().then(PreAuthLimit::default),
         };
+        let pre_auth = origin.pre_auth.clone().unwrap_or_default();
         if self.proxy_protocol {
             let header = tokio::time::timeout_at(deadline, proxy::read_header(&mut stream))
                 .await
@@ -156,8 +188,12 @@ impl Endpoint {
                     Ok((Box::new(rd), Box::new(wr), origin))
                 }
                 Some(ws) => {
-                    let ws =
-                        within(deadline, "the WebSocket upgrade", ws::accept(stream, ws)).await??;
+                    let ws = within(
+                        deadline,
+                        "the WebSocket upgrade",
+                        ws::accept(stream, ws, pre_auth.clone()),
+                    )
+                    .await??;
                     let (rd, wr) = tokio::io::split(ws);
                     Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
                 }
@@ -175,8 +211,12 @@ impl Endpoint {
                 Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
             }
             Some(ws) => {
-                let ws =
-                    within(deadline, "the WebSocket upgrade", ws::accept(stream, ws)).await??;
+                let ws = within(
+                    deadline,
+                    "the WebSocket upgrade",
+                    ws::accept(stream, ws, pre_auth.clone()),
+                )
+                .await??;
                 let (rd, wr) = tokio::io::split(ws);
                 Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
             }
@@ -184,13 +224,16 @@ impl Endpoint {
     }
 
     /// What `tls.use_identity_as_username` makes of a client with this TLS session.
+    /// Without a certificate (`client_auth: optional`) the client is refused, as
+    /// Mosquitto does: a username it typed would stand where certificate names stand.
     fn mapped_username(&self, tls: &PeerTls) -> MappedUsername {
         match (self.username, &tls.certificate) {
-            (CertUsername::None, _) | (_, None) => MappedUsername::Keep,
-            (CertUsername::CommonName, Some(cert)) => cert
-                .common_name
-                .clone()
-                .map_or(MappedUsername::Refuse, MappedUsername::Replace),
+            (CertUsername::None, _) => MappedUsername::Keep,
+            (_, None) => MappedUsername::Refuse("the client presented no certificate"),
+            (CertUsername::CommonName, Some(cert)) => cert.common_name.clone().map_or(
+                MappedUsername::Refuse("the client certificate has no single common name"),
+                MappedUsername::Replace,
+            ),
             (CertUsername::Subject, Some(cert)) => MappedUsername::Replace(cert.subject.clone()),
         }
     }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::io::PreAuthLimit;
 use crate::config::ListenerKind;
 
 /// The facts of a connection that are known before its CONNECT.
@@ -19,6 +20,9 @@ pub struct Origin {
     pub tls: Option<Arc<PeerTls>>,
     /// What `tls.use_identity_as_username` makes of the CONNECT username.
     pub username: MappedUsername,
+    /// On WebSocket listeners, the cap on what the client may send before it is
+    /// authenticated; the handshake lifts it once the auth chain lets the client in.
+    pub pre_auth: Option<PreAuthLimit>,
 }
 
 impl Origin {
@@ -30,6 +34,7 @@ impl Origin {
             transport: ListenerKind::Tcp,
             tls: None,
             username: MappedUsername::Keep,
+            pre_auth: None,
         }
     }
 }
@@ -41,9 +46,10 @@ pub enum MappedUsername {
     Keep,
     /// Replaced by this, taken from the verified client certificate.
     Replace(String),
-    /// The mapping is on but the certificate lacks the part it takes (a common name):
-    /// the CONNECT is refused (not authorized).
-    Refuse,
+    /// The mapping is on but there is no certificate, or it lacks the part the mapping
+    /// takes (exactly one common name): the CONNECT is refused (not authorized), for
+    /// this reason.
+    Refuse(&'static str),
 }
 
 /// What a TLS handshake established about the client.
@@ -68,7 +74,7 @@ pub struct PeerCertificate {
     pub der: Vec<u8>,
     /// The subject, RFC 4514 (`CN=device-17,O=Acme`).
     pub subject: String,
-    /// The subject's first common name, if it has one.
+    /// The subject's common name, when it has exactly one.
     pub common_name: Option<String>,
     /// Subject alternative names as `DNS:name`, `IP:addr`, `URI:uri`, `email:addr`, in
     /// certificate order.

@@ -62,20 +62,28 @@ pub(crate) struct TlsEndpoint {
     kind: ListenerKind,
     config: TlsConfig,
     current: ArcSwap<ServerConfig>,
-    /// What `current` was built from, to tell a change from a touch.
-    loaded: Mutex<Files>,
-    /// The files last refused: refused (and logged) once, not at every event or poll
-    /// until they change.
-    refused: Mutex<Option<Files>>,
+    /// What `current` was built from, to tell a change from a touch; the lock also
+    /// makes reloads one at a time (an older read never replaces a newer one).
+    loaded: Mutex<Loaded>,
+}
+
+/// The files in force, and why the last attempt to replace them failed.
+struct Loaded {
+    files: Files,
+    /// The last refusal's reason: the same refusal again is [`Reloaded::StillRefused`]
+    /// (logged once, not at every event or poll until something changes).
+    refused: Option<String>,
 }
 
 /// What a reload did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Reloaded {
-    /// The files are as they were, or as they were when last refused.
+    /// The files are as they were.
     Unchanged,
     /// New handshakes use the new files.
     Replaced,
+    /// Refused again for the reason already reported; the pair in force serves on.
+    StillRefused(TlsError),
 }
 
 impl TlsEndpoint {
@@ -92,8 +100,10 @@ impl TlsEndpoint {
             kind,
             config: config.clone(),
             current: ArcSwap::from_pointee(built),
-            loaded: Mutex::new(files),
-            refused: Mutex::new(None),
+            loaded: Mutex::new(Loaded {
+                files,
+                refused: None,
+            }),
         })
     }
 
@@ -125,21 +135,33 @@ impl TlsEndpoint {
     /// Reads the files again and, when they changed and load, puts them in force for
     /// new handshakes. On an error the configuration in force is kept.
     pub(crate) fn reload(&self) -> Result<Reloaded, TlsError> {
-        let files = read_files(&self.listener, &self.config)?;
         let mut loaded = self.loaded.lock();
-        let mut refused = self.refused.lock();
-        if *loaded == files || refused.as_ref() == Some(&files) {
-            return Ok(Reloaded::Unchanged);
-        }
-        match build(&self.listener, self.kind, &self.config, &files) {
-            Ok(built) => {
+        let built = read_files(&self.listener, &self.config).and_then(|files| {
+            if loaded.files == files {
+                return Ok(None);
+            }
+            let built = build(&self.listener, self.kind, &self.config, &files)?;
+            Ok(Some((built, files)))
+        });
+        match built {
+            Ok(None) => {
+                loaded.refused = None;
+                Ok(Reloaded::Unchanged)
+            }
+            Ok(Some((built, files))) => {
                 self.current.store(Arc::new(built));
-                *loaded = files;
-                *refused = None;
+                *loaded = Loaded {
+                    files,
+                    refused: None,
+                };
                 Ok(Reloaded::Replaced)
             }
             Err(err) => {
-                *refused = Some(files);
+                let reason = err.to_string();
+                if loaded.refused.as_ref() == Some(&reason) {
+                    return Ok(Reloaded::StillRefused(err));
+                }
+                loaded.refused = Some(reason);
                 Err(err)
             }
         }
@@ -153,7 +175,9 @@ impl TlsEndpoint {
     /// When the certificate in force expires, for the log.
     pub(crate) fn not_after(&self) -> Option<String> {
         let loaded = self.loaded.lock();
-        let leaf = CertificateDer::pem_slice_iter(&loaded.cert).next()?.ok()?;
+        let leaf = CertificateDer::pem_slice_iter(&loaded.files.cert)
+            .next()?
+            .ok()?;
         certinfo::not_after(&leaf)
     }
 }
@@ -271,6 +295,13 @@ fn build(
             listener: listener.to_owned(),
             message: e.to_string(),
         })?;
+    if config.client_auth() != ClientAuth::None {
+        // A resumed session keeps the certificate of the handshake it resumes, unchecked
+        // (it may have expired or been replaced since): every connection that presents
+        // a certificate gets a full handshake, and plugins see one verified now.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+    }
     server.alpn_protocols = match &config.alpn {
         Some(list) => list.iter().map(|p| p.as_bytes().to_vec()).collect(),
         None if kind == ListenerKind::Wss => vec![b"http/1.1".to_vec()],

@@ -20,6 +20,10 @@ const POLL: Duration = Duration::from_secs(60);
 /// certificate and the key one after the other.
 const SETTLE: Duration = Duration::from_millis(300);
 
+/// The `why` of a configuration reload (SIGHUP, `tandem reload`): its refusals are
+/// always logged at `error`, repeated or not.
+pub const RELOAD: &str = "configuration reload";
+
 /// The TLS listeners' certificates, for reloads.
 #[derive(Default, Clone)]
 pub struct Certificates {
@@ -32,8 +36,9 @@ impl Certificates {
     }
 
     /// Reads every TLS listener's files again and puts changed ones in force; a pair
-    /// that does not load is logged and the one in force serves on. Returns how many
-    /// listeners' files could not be put in force.
+    /// that does not load is logged and the one in force serves on (a file event or a
+    /// poll that meets the same refusal again logs it at `debug`; an operator's reload
+    /// always at `error`). Returns how many listeners' files could not be put in force.
     pub fn reload(&self, why: &str) -> usize {
         let mut failed = 0;
         for endpoint in &self.endpoints {
@@ -50,7 +55,11 @@ impl Certificates {
                     not_after = endpoint.not_after().unwrap_or_default(),
                     "TLS certificates replaced: new handshakes use the new pair"
                 ),
-                Err(err) => {
+                Ok(Reloaded::StillRefused(err)) if why != RELOAD => {
+                    failed += 1;
+                    debug!(why, "TLS certificates still not replaced: {err}");
+                }
+                Ok(Reloaded::StillRefused(err)) | Err(err) => {
                     failed += 1;
                     error!(
                         why,

@@ -20,11 +20,22 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::io::Capped;
+use super::io::{Capped, PreAuthLimit};
 
-/// The HTTP upgrade request is read with at most this many bytes: a browser's is a
-/// kilobyte or two, cookies included.
-const MAX_REQUEST: usize = 16 * 1024;
+/// Bytes a client may send before it is authenticated beyond its CONNECT (and AUTH)
+/// packets: the HTTP upgrade request (a browser's is a kilobyte or two, cookies
+/// included), frame headers, pings.
+pub(crate) const PRE_AUTH_SLACK: usize = 80 * 1024;
+
+/// Largest frame the broker sends: a larger write goes out as several frames (the
+/// MQTT stream does not care where frames end), so that one frame plus a queued pong
+/// always fit the write buffer.
+const MAX_FRAME_OUT: usize = 64 * 1024;
+
+/// tungstenite's write buffer: one outgoing frame and the pongs queued behind it. At
+/// the bound a further pong replaces the one waiting (tungstenite keeps one), so a
+/// client that pings without reading cannot grow it.
+const MAX_WRITE_BUFFER: usize = 2 * MAX_FRAME_OUT;
 
 /// Read buffer per connection (tungstenite's default is 128 KiB, which ten thousand
 /// idle connections would hold for nothing).
@@ -39,6 +50,8 @@ pub(crate) struct WsSettings {
     pub(crate) origins: Vec<String>,
     /// Largest frame and message accepted, in bytes.
     pub(crate) max_message: usize,
+    /// Bytes read in all before the client is authenticated.
+    pub(crate) pre_auth: usize,
 }
 
 /// Why an upgrade failed.
@@ -53,12 +66,14 @@ pub(crate) enum UpgradeError {
     Handshake(#[from] tungstenite::Error),
 }
 
-/// Answers the HTTP upgrade on `stream` and returns the WebSocket as a byte stream.
+/// Answers the HTTP upgrade on `stream` and returns the WebSocket as a byte stream,
+/// which reads at most `settings.pre_auth` bytes until `limit` is lifted.
 // The error type of the upgrade callback is tungstenite's, boxed or not.
 #[allow(clippy::result_large_err)]
 pub(crate) async fn accept<S>(
     stream: S,
     settings: &WsSettings,
+    limit: PreAuthLimit,
 ) -> Result<WsStream<Capped<S>>, UpgradeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -66,6 +81,7 @@ where
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(settings.max_message))
         .max_frame_size(Some(settings.max_message));
     let mut refused = None;
@@ -79,19 +95,16 @@ where
         })
     };
     let upgraded = tokio_tungstenite::accept_hdr_async_with_config(
-        Capped::new(stream, MAX_REQUEST),
+        Capped::new(stream, settings.pre_auth, limit),
         callback,
         Some(config),
     )
     .await;
     match (upgraded, refused) {
-        (Ok(mut ws), _) => {
-            ws.get_mut().disarm();
-            Ok(WsStream {
-                ws,
-                read: Bytes::new(),
-            })
-        }
+        (Ok(ws), _) => Ok(WsStream {
+            ws,
+            read: Bytes::new(),
+        }),
         (Err(_), Some(why)) => Err(UpgradeError::Refused(why)),
         (Err(e), None) => Err(e.into()),
     }
@@ -117,19 +130,18 @@ fn check(
         ));
     }
     if !settings.origins.is_empty() {
-        let origin = request
-            .headers()
-            .get("origin")
-            .and_then(|o| o.to_str().ok());
         // Browsers always send an Origin on a WebSocket upgrade, and a client that is
         // not a browser can send any: a request without one is not a page's, and is
-        // served (as EMQX's allow_origin_absence).
-        let allowed = origin.is_none_or(|o| {
-            settings
-                .origins
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(o))
-        });
+        // served (as EMQX's allow_origin_absence). One that is not text is refused.
+        let allowed = match request.headers().get("origin") {
+            None => true,
+            Some(origin) => origin.to_str().is_ok_and(|o| {
+                settings
+                    .origins
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(o))
+            }),
+        };
         if !allowed {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -223,12 +235,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let ws = Pin::new(&mut self.ws);
-        ready!(Sink::<Message>::poll_ready(ws, cx)).map_err(ws_error)?;
+        // Pongs the reads queued go first, so the frame always fits the write buffer.
+        ready!(Sink::<Message>::poll_flush(Pin::new(&mut self.ws), cx)).map_err(ws_error)?;
+        ready!(Sink::<Message>::poll_ready(Pin::new(&mut self.ws), cx)).map_err(ws_error)?;
+        let n = buf.len().min(MAX_FRAME_OUT);
         Pin::new(&mut self.ws)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
             .map_err(ws_error)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -237,12 +251,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match ready!(Sink::<Message>::poll_close(Pin::new(&mut self.ws), cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
             // Closing what the peer already closed is done.
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                Poll::Ready(Ok(()))
-            }
-            Err(e) => Poll::Ready(Err(ws_error(e))),
+            Ok(())
+            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {}
+            Err(e) => return Poll::Ready(Err(ws_error(e))),
         }
+        // Then the stream below: TLS sends its close_notify, TCP its FIN.
+        Pin::new(self.ws.get_mut()).poll_shutdown(cx)
     }
 }
