@@ -1,10 +1,14 @@
-//! `tandem-loadgen`: a raw MQTT 3.1.1 load generator, the independent witness for Tandem's
+//! `tandem-loadgen`: a raw MQTT 3.1.1 and 5.0 load generator, the independent witness for Tandem's
 //! benchmarks (see `tests/bench/README.md`).
 //!
 //! It speaks the wire format with its own small encoder and decoder, never the broker's codec,
 //! so the same bug cannot hide on both sides. Publishers and subscribers live in this one
 //! process and share one monotonic clock, so a send timestamp in the payload gives the
 //! end-to-end latency directly.
+//!
+//! It connects over plain TCP, TLS (`--tls-ca`), WebSocket (`--ws`) or both (WebSocket over
+//! TLS); the connection tasks are generic over the transport, so plain TCP pays nothing for
+//! the others.
 //!
 //! Each run prints one JSON line on stdout (for scripts) and one human line on stderr, and stops
 //! by itself: a watchdog ends the process if the broker stops answering.
@@ -13,12 +17,15 @@
 //! - `loadgen.rs`: the command line, the scenarios and the report.
 //! - `loadgen/wire.rs`: the MQTT 3.1.1 packets it sends and reads.
 //! - `loadgen/client.rs`: one task per connection (publisher, subscriber, connect loop).
+//! - `loadgen/transport.rs`: TCP, TLS and WebSocket streams behind one trait.
 //! - `loadgen/stats.rs`: counters, the payload clock, latency histograms and CPU readings.
 //!
 //! # Quick start
 //! ```text
 //! tandem-loadgen --port 1883 --qos 1 --clients 8 fan-out
 //! tandem-loadgen --port 1883 latency            # QoS 1 at 2000 msg/s, p50/p99
+//! tandem-loadgen --port 8883 --tls-ca ca.pem connect        # TLS handshake in every connect
+//! tandem-loadgen --port 8080 --ws /mqtt --qos 1 fan-in      # MQTT over WebSocket
 //! ```
 
 // A crate root looks for modules beside itself: point at the loadgen/ directory.
@@ -26,10 +33,12 @@
 mod client;
 #[path = "loadgen/stats.rs"]
 mod stats;
+#[path = "loadgen/transport.rs"]
+mod transport;
 #[path = "loadgen/wire.rs"]
 mod wire;
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,14 +48,18 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::PublisherConfig;
 use crate::stats::{Counters, Shared, cpu_seconds, new_histogram};
+use crate::transport::{Dialer, Kind, Transport, Ws};
 
-/// Raw MQTT 3.1.1 load generator: messages/s delivered, end-to-end latency, connects/s.
+/// Raw MQTT 3.1.1/5.0 load generator over TCP, TLS or WebSocket: messages/s delivered,
+/// end-to-end latency, connects/s.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -129,6 +142,20 @@ struct Opts {
     /// MQTT version spoken: 4 (3.1.1) or 5.
     #[arg(long, global = true, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
     mqtt: u8,
+    /// Connect over TLS (1.3 or 1.2), trusting the CA certificate(s) in this PEM file.
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate must carry (a DNS name or an IP address).
+    #[arg(long, global = true, default_value = "localhost")]
+    tls_server_name: String,
+    /// Let TLS connections resume sessions (tickets); by default every connect is a full
+    /// handshake.
+    #[arg(long, global = true)]
+    tls_resume: bool,
+    /// Speak MQTT over WebSocket (subprotocol mqtt), requesting this path, e.g. /mqtt; over
+    /// TLS too with --tls-ca.
+    #[arg(long, global = true, value_name = "PATH")]
+    ws: Option<String>,
     /// Name of the broker in the report.
     #[arg(long, global = true, default_value = "broker")]
     label: String,
@@ -140,7 +167,8 @@ struct Opts {
 /// The resolved settings of one run.
 struct Run {
     scenario: Scenario,
-    addr: SocketAddr,
+    /// How to reach the broker: address and transport.
+    dialer: Arc<Dialer>,
     qos: u8,
     clients: usize,
     rate: f64,
@@ -254,9 +282,17 @@ async fn run(cli: &Cli) -> Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_micros());
+    let dialer = Dialer::new(
+        addr,
+        &o.host,
+        o.tls_ca.as_deref(),
+        &o.tls_server_name,
+        o.tls_resume,
+        o.ws.as_deref(),
+    )?;
     let run = Run {
         scenario,
-        addr,
+        dialer: Arc::new(dialer),
         qos: o.qos.unwrap_or(if latency { 1 } else { 0 }),
         clients: o.clients.unwrap_or(match scenario {
             Scenario::FanIn | Scenario::FanOut => 8,
@@ -272,10 +308,16 @@ async fn run(cli: &Cli) -> Result<()> {
         keep_alive: (total * 2.0).clamp(60.0, 65535.0) as u16,
     };
     ensure!(run.clients > 0, "--clients must be at least 1");
-    let report = if scenario == Scenario::Connect {
-        connects(&run, o).await?
-    } else {
-        messages(&run, o).await?
+    // One monomorphic run per transport: plain TCP runs exactly the code it always ran.
+    let report = match (run.dialer.kind, scenario == Scenario::Connect) {
+        (Kind::Tcp, true) => connects::<TcpStream>(&run, o).await?,
+        (Kind::Tcp, false) => messages::<TcpStream>(&run, o).await?,
+        (Kind::Tls, true) => connects::<TlsStream<TcpStream>>(&run, o).await?,
+        (Kind::Tls, false) => messages::<TlsStream<TcpStream>>(&run, o).await?,
+        (Kind::Ws, true) => connects::<Ws<TcpStream>>(&run, o).await?,
+        (Kind::Ws, false) => messages::<Ws<TcpStream>>(&run, o).await?,
+        (Kind::Wss, true) => connects::<Ws<TlsStream<TcpStream>>>(&run, o).await?,
+        (Kind::Wss, false) => messages::<Ws<TlsStream<TcpStream>>>(&run, o).await?,
     };
     print_report(&run, o, &report);
     Ok(())
@@ -370,7 +412,7 @@ async fn join_all<T: 'static>(
     }
 }
 
-async fn messages(run: &Run, o: &Opts) -> Result<Report> {
+async fn messages<S: Transport>(run: &Run, o: &Opts) -> Result<Report> {
     let (topics, pubs_per_topic, subs_per_topic) = layout(run);
     let publishers = topics.len() * pubs_per_topic;
     let shared = Arc::new(Shared::new(publishers, topics.len() * subs_per_topic));
@@ -380,12 +422,13 @@ async fn messages(run: &Run, o: &Opts) -> Result<Report> {
     let mut handshakes = JoinSet::new();
     for (t, topic) in topics.iter().enumerate() {
         for s in 0..subs_per_topic {
-            let (addr, topic, qos, ka) = (run.addr, topic.clone(), run.qos, run.keep_alive);
+            let (dialer, topic, qos, ka) =
+                (run.dialer.clone(), topic.clone(), run.qos, run.keep_alive);
             let index = t * subs_per_topic + s;
             let id = format!("{}-s{index}", run.run_id);
             handshakes.spawn(async move {
                 let mut rbuf = BytesMut::with_capacity(64 * 1024);
-                let mut stream = client::open(addr, &id, ka, &mut rbuf).await?;
+                let mut stream: S = client::open(&dialer, &id, ka, &mut rbuf).await?;
                 client::subscribe(&mut stream, &mut rbuf, &topic, qos).await?;
                 anyhow::Ok((index, stream, rbuf))
             });
@@ -400,7 +443,7 @@ async fn messages(run: &Run, o: &Opts) -> Result<Report> {
     let mut handshakes = JoinSet::new();
     for (t, topic) in topics.iter().enumerate() {
         for p in 0..pubs_per_topic {
-            let (addr, ka) = (run.addr, run.keep_alive);
+            let (dialer, ka) = (run.dialer.clone(), run.keep_alive);
             let index = t * pubs_per_topic + p;
             let id = format!("{}-p{index}", run.run_id);
             let cfg = PublisherConfig {
@@ -416,7 +459,7 @@ async fn messages(run: &Run, o: &Opts) -> Result<Report> {
             };
             handshakes.spawn(async move {
                 let mut rbuf = BytesMut::with_capacity(64 * 1024);
-                let stream = client::open(addr, &id, ka, &mut rbuf).await?;
+                let stream: S = client::open(&dialer, &id, ka, &mut rbuf).await?;
                 anyhow::Ok((stream, rbuf, cfg))
             });
         }
@@ -517,7 +560,7 @@ async fn messages(run: &Run, o: &Opts) -> Result<Report> {
     })
 }
 
-async fn connects(run: &Run, o: &Opts) -> Result<Report> {
+async fn connects<S: Transport>(run: &Run, o: &Opts) -> Result<Report> {
     let shared = Arc::new(Shared::new(0, 0));
     let (err_tx, mut err_rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
@@ -526,9 +569,14 @@ async fn connects(run: &Run, o: &Opts) -> Result<Report> {
     for i in 0..run.clients {
         let c = Arc::new(Counters::default());
         counters.push(c.clone());
-        let (addr, run_id, shared, stop) =
-            (run.addr, run.run_id.clone(), shared.clone(), stop.clone());
-        let task = async move { client::connect_loop(addr, i, &run_id, c, shared, stop).await };
+        let (dialer, run_id, shared, stop) = (
+            run.dialer.clone(),
+            run.run_id.clone(),
+            shared.clone(),
+            stop.clone(),
+        );
+        let task =
+            async move { client::connect_loop::<S>(dialer, i, &run_id, c, shared, stop).await };
         spawn_reporting(&mut tasks, &err_tx, task);
     }
     hold(run.warmup, &mut err_rx).await?;
@@ -594,6 +642,8 @@ fn print_report(run: &Run, o: &Opts, r: &Report) {
         "scenario": run.scenario.name(),
         "label": o.label,
         "mqtt": o.mqtt,
+        "transport": run.dialer.kind.name(),
+        "tls": transport::negotiated(),
         "qos": run.qos,
         "clients": run.clients,
         "payload": o.payload,
@@ -623,8 +673,14 @@ fn print_report(run: &Run, o: &Opts, r: &Report) {
         _ => "no latency samples".to_owned(),
     };
     let cpu = |c: Option<f64>| c.map_or("?".to_owned(), |c| format!("{:.0}%", c * 100.0));
+    // Plain TCP keeps the line it always had.
+    let over = match (run.dialer.kind, transport::negotiated()) {
+        (Kind::Tcp, _) => String::new(),
+        (kind, Some(tls)) => format!(" over {} ({tls})", kind.name()),
+        (kind, None) => format!(" over {}", kind.name()),
+    };
     let head = format!(
-        "[{}] {} qos{} clients={} payload={}B",
+        "[{}] {}{over} qos{} clients={} payload={}B",
         o.label,
         run.scenario.name(),
         run.qos,

@@ -2,7 +2,6 @@
 //! connect-CONNACK-disconnect loop.
 
 use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -10,15 +9,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::time::{sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::{Counters, Shared, Stamp, new_histogram};
+use crate::transport::{Dialer, Transport};
 use crate::wire;
 
-/// How long the broker has to accept a TCP connection, answer CONNECT or SUBSCRIBE.
+/// How long the broker has to accept a connection (TCP, TLS handshake, WebSocket upgrade),
+/// answer CONNECT or SUBSCRIBE.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffers grow by this much when they run low.
 const READ_CHUNK: usize = 64 * 1024;
@@ -26,21 +26,26 @@ const READ_CHUNK: usize = 64 * 1024;
 /// broker dropping messages slows the run down instead of stopping it).
 const STALL: Duration = Duration::from_secs(1);
 
-/// Opens a TCP connection and completes CONNECT/CONNACK. Leftover bytes stay in `rbuf`.
-pub(crate) async fn open(
-    addr: SocketAddr,
+/// Opens a connection (with its TLS handshake and WebSocket upgrade, if any) and completes
+/// CONNECT/CONNACK. Leftover bytes stay in `rbuf`.
+pub(crate) async fn open<S: Transport>(
+    dialer: &Dialer,
     client_id: &str,
     keep_alive: u16,
     rbuf: &mut BytesMut,
-) -> Result<TcpStream> {
-    let mut stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+) -> Result<S> {
+    let addr = dialer.addr;
+    let mut stream = timeout(HANDSHAKE_TIMEOUT, S::dial(dialer))
         .await
-        .with_context(|| format!("broker at {addr} did not accept a TCP connection within 5s"))?
-        .with_context(|| format!("could not connect to broker at {addr}"))?;
-    stream.set_nodelay(true)?;
+        .with_context(|| {
+            format!(
+                "broker at {addr} did not accept a {} connection within 5s",
+                dialer.kind.name()
+            )
+        })??;
     let mut wbuf = BytesMut::with_capacity(64);
     wire::connect(&mut wbuf, client_id, keep_alive, true);
-    stream.write_all(&wbuf).await?;
+    stream.send(&wbuf).await?;
     let (first, body) = read_packet(&mut stream, rbuf, "CONNACK").await?;
     ensure!(
         first >> 4 == wire::CONNACK && body.len() >= 2,
@@ -57,15 +62,15 @@ pub(crate) async fn open(
 }
 
 /// Subscribes to `filter` and waits for its SUBACK.
-pub(crate) async fn subscribe(
-    stream: &mut TcpStream,
+pub(crate) async fn subscribe<S: Transport>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     filter: &str,
     qos: u8,
 ) -> Result<()> {
     let mut wbuf = BytesMut::with_capacity(64);
     wire::subscribe(&mut wbuf, 1, filter.as_bytes(), qos);
-    stream.write_all(&wbuf).await?;
+    stream.send(&wbuf).await?;
     let (first, body) = read_packet(stream, rbuf, "SUBACK").await?;
     ensure!(
         first >> 4 == wire::SUBACK && body.len() >= 3,
@@ -87,8 +92,8 @@ pub(crate) async fn subscribe(
 }
 
 /// Reads one whole packet during a handshake, with a deadline.
-async fn read_packet(
-    stream: &mut TcpStream,
+async fn read_packet<S: Transport>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     what: &str,
 ) -> Result<(u8, Vec<u8>)> {
@@ -132,8 +137,8 @@ pub(crate) struct PublisherConfig {
 }
 
 /// Publishes until `stop`, then waits for its outstanding acknowledgements and disconnects.
-pub(crate) async fn publisher(
-    mut stream: TcpStream,
+pub(crate) async fn publisher<S: Transport>(
+    mut stream: S,
     mut rbuf: BytesMut,
     cfg: PublisherConfig,
     counters: Arc<Counters>,
@@ -153,18 +158,20 @@ pub(crate) async fn publisher(
     let mut held_since: Option<tokio::time::Instant> = None;
     loop {
         let stopping = stop.is_cancelled();
-        // Take in whatever acknowledgements have arrived, without waiting.
+        // Take in whatever acknowledgements have arrived, without waiting (`rbuf` may hold
+        // some already: a TLS or WebSocket stream reads while it waits).
         loop {
             rbuf.reserve(READ_CHUNK.saturating_sub(rbuf.capacity() - rbuf.len()));
-            match stream.try_read_buf(&mut rbuf) {
+            match stream.read_now(&mut rbuf).await {
                 Ok(0) => bail!("broker closed the connection of a publisher"),
-                Ok(_) => {
-                    let acked = take_acks(&mut rbuf, &mut pending_rel, &mut inflight)?;
-                    counters.acked.fetch_add(acked, Relaxed);
-                }
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e).context("reading from broker"),
             }
+        }
+        let acked = take_acks(&mut rbuf, &mut pending_rel, &mut inflight)?;
+        if acked > 0 {
+            counters.acked.fetch_add(acked, Relaxed);
         }
         if stopping && inflight == 0 && pending_rel.is_empty() {
             break;
@@ -231,7 +238,7 @@ pub(crate) async fn publisher(
             }
         }
         if !wbuf.is_empty() {
-            stream.write_all(&wbuf).await.context("writing to broker")?;
+            stream.send(&wbuf).await.context("writing to broker")?;
             wbuf.clear();
             if n > 0 {
                 sent += n as u64;
@@ -251,7 +258,7 @@ pub(crate) async fn publisher(
             }
         };
         tokio::select! {
-            r = stream.readable() => r?,
+            r = stream.wait_readable(&mut rbuf) => r.context("reading from broker")?,
             _ = progressed => {}
             _ = sleep_until(stall_at.unwrap_or(start)), if stall_at.is_some() => {}
             _ = sleep_until(next_due.unwrap_or(start)), if next_due.is_some() => {}
@@ -261,7 +268,8 @@ pub(crate) async fn publisher(
     let mut wbuf = BytesMut::with_capacity(2);
     wire::disconnect(&mut wbuf);
     // Best effort: the counts are already taken.
-    let _ = stream.write_all(&wbuf).await;
+    let _ = stream.send(&wbuf).await;
+    stream.finish().await;
     Ok(())
 }
 
@@ -290,8 +298,8 @@ fn take_acks(rbuf: &mut BytesMut, pending_rel: &mut Vec<u16>, inflight: &mut usi
 
 /// Counts messages until `stop`, acknowledging QoS 1/2 and sampling latency while the
 /// measurement window is open.
-pub(crate) async fn subscriber(
-    mut stream: TcpStream,
+pub(crate) async fn subscriber<S: Transport>(
+    mut stream: S,
     mut rbuf: BytesMut,
     index: usize,
     publishers: usize,
@@ -363,7 +371,7 @@ pub(crate) async fn subscriber(
             shared.progressed.notify_waiters();
         }
         if !wbuf.is_empty() {
-            stream.write_all(&wbuf).await.context("writing to broker")?;
+            stream.send(&wbuf).await.context("writing to broker")?;
             wbuf.clear();
         }
         rbuf.reserve(READ_CHUNK.saturating_sub(rbuf.capacity() - rbuf.len()));
@@ -379,14 +387,16 @@ pub(crate) async fn subscriber(
     }
     let mut wbuf = BytesMut::with_capacity(2);
     wire::disconnect(&mut wbuf);
-    let _ = stream.write_all(&wbuf).await;
+    let _ = stream.send(&wbuf).await;
+    stream.finish().await;
     Ok(hist)
 }
 
 /// Connects, waits for CONNACK and disconnects, over and over until `stop`; records
-/// connect-to-CONNACK time while the window is open.
-pub(crate) async fn connect_loop(
-    addr: SocketAddr,
+/// connect-to-CONNACK time (TCP connect, TLS handshake and WebSocket upgrade included) while
+/// the window is open.
+pub(crate) async fn connect_loop<S: Transport>(
+    dialer: Arc<Dialer>,
     loop_id: usize,
     run_id: &str,
     counters: Arc<Counters>,
@@ -402,13 +412,13 @@ pub(crate) async fn connect_loop(
         let t0 = Instant::now();
         let client_id = format!("{run_id}-c{loop_id}-{n}");
         rbuf.clear();
-        let mut stream = open(addr, &client_id, 60, &mut rbuf).await?;
+        let mut stream: S = open(&dialer, &client_id, 60, &mut rbuf).await?;
         let took = t0.elapsed();
         if shared.recording.load(Relaxed) {
             hist.saturating_record((took.as_nanos() as u64).max(1));
         }
-        stream.write_all(&bye).await.context("sending DISCONNECT")?;
-        drop(stream);
+        stream.send(&bye).await.context("sending DISCONNECT")?;
+        stream.finish().await;
         counters.received.fetch_add(1, Relaxed);
         n += 1;
     }
