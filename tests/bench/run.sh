@@ -2,7 +2,8 @@
 # Tandem beside Mosquitto and rumqttd, in one run, on one machine: every scenario against every
 # broker, medians of R repetitions, and Tandem's ratio to each peer. A second Tandem build
 # (tandem-base, TANDEM_BASE_BIN) can run beside them, to compare a change with its base in the
-# same run. See tests/bench/README.md.
+# same run. Scenarios can also run over TLS or WebSocket (suffix -tls, -ws) beside plain TCP.
+# See tests/bench/README.md.
 #
 # This prints numbers; it never fails on a slow result (benchmarks are not tests).
 set -euo pipefail
@@ -24,13 +25,17 @@ usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
                 fan-out-qos1 pairs-qos0 pairs-qos1 connect latency
                 (fan-in-qos0-fixed: 200k msg/s offered; fan-in-qos0-v5, fan-in-qos1-v5,
                 fan-out-qos0-v5, fan-out-qos1-v5: MQTT 5; only when named)
+                Any scenario with -tls (TLS) or -ws (MQTT over WebSocket) appended runs
+                over that transport, e.g. connect-tls, fan-in-qos1-tls, fan-in-qos0-ws; only
+                when named. Its plain-TCP scenario is added if missing, for the ratio.
+                rumqttd is not run over TLS or WebSocket.
   --no-build    use the binaries already built
 
 environment:
   CARGO_TARGET_DIR  where cargo builds (default <repo>/target)
   BENCH_TOOLS       install root of peer tools (default /work/.bench-tools); rumqttd is
                     cargo-installed there if missing
-  TANDEM_BIN, LOADGEN, MOSQUITTO, RUMQTTD   override a binary
+  TANDEM_BIN, LOADGEN, CERTGEN, MOSQUITTO, RUMQTTD   override a binary
   TANDEM_BASE_BIN   the second Tandem build, e.g. the commit before a change (no default)
   TANDEM_CONFIG     a Tandem config file to use instead of the generated one (it must listen
                     on TANDEM_PORT)
@@ -38,6 +43,11 @@ environment:
                     with TANDEM_CONFIG, so that both builds run the config you mean
   TANDEM_PORT, MOSQUITTO_PORT, RUMQTTD_PORT, TANDEM_BASE_PORT
                     ports (default 21883, 21884, 21885, 21886)
+  TANDEM_TLS_PORT, MOSQUITTO_TLS_PORT, TANDEM_BASE_TLS_PORT
+                    TLS listeners (default 21893, 21894, 21896)
+  TANDEM_WS_PORT, MOSQUITTO_WS_PORT, TANDEM_BASE_WS_PORT
+                    WebSocket listeners, path /mqtt (default 21903, 21904, 21906)
+  MOSQUITTO_NODELAY=1  Mosquitto with set_tcp_nodelay true (default: its default, false)
   MOSQUITTO_MAX_QUEUED  Mosquitto's max_queued_messages (default 10000000; ANCHORS.md used 100000)
   BENCH_OUT         directory for configs, broker logs and raw results (default a new /tmp dir)
 EOF
@@ -73,9 +83,24 @@ done
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
-# The loadgen arguments of each scenario.
+# transport_of SCENARIO: tcp, tls or ws, from the scenario's suffix.
+transport_of() {
+    case $1 in
+        *-tls) echo tls ;;
+        *-ws) echo ws ;;
+        *) echo tcp ;;
+    esac
+}
+# base_of SCENARIO: the same scenario over plain TCP.
+base_of() {
+    local s=${1%-tls}
+    echo "${s%-ws}"
+}
+
+# The loadgen arguments of each scenario (the transport's flags are added per broker).
 scenario_args() {
     case $1 in
+        *-tls | *-ws) scenario_args "$(base_of "$1")" ;;
         fan-in-qos0) echo "fan-in --qos 0 --clients 8" ;;
         fan-in-qos1) echo "fan-in --qos 1 --clients 8" ;;
         fan-out-qos0) echo "fan-out --qos 0 --clients 8" ;;
@@ -95,6 +120,25 @@ scenario_args() {
     esac
 }
 for s in ${SCENARIOS//,/ }; do scenario_args "$s" >/dev/null; done
+# A TLS or WebSocket scenario is judged against the same scenario over TCP in the same run:
+# add the TCP one before it where it is missing.
+with_bases=()
+for s in ${SCENARIOS//,/ }; do
+    base=$(base_of "$s")
+    if [[ $base != "$s" && " ${with_bases[*]} " != *" $base "* && ",$SCENARIOS," != *",$base,"* ]]; then
+        echo "bench: adding $base: $s is reported against it" >&2
+        with_bases+=("$base")
+    fi
+    with_bases+=("$s")
+done
+SCENARIOS=$(IFS=,; echo "${with_bases[*]}")
+NEED_TLS=0 NEED_WS=0
+for s in ${SCENARIOS//,/ }; do
+    case $(transport_of "$s") in
+        tls) NEED_TLS=1 ;;
+        ws) NEED_WS=1 ;;
+    esac
+done
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/tandem-bench.XXXXXX)}
 mkdir -p "$OUT"
@@ -121,6 +165,13 @@ fi
 TANDEM_BIN=${TANDEM_BIN:-$TARGET/release/tandem}
 LOADGEN=${LOADGEN:-$TARGET/release/tandem-loadgen}
 [[ -x $LOADGEN ]] || die "no load generator at $LOADGEN (build it, or set LOADGEN)"
+CERTGEN=${CERTGEN:-$(dirname "$LOADGEN")/tandem-certgen}
+CERTS=$OUT/certs
+if [[ $NEED_TLS == 1 ]]; then
+    # A CA and a server certificate made for this run: none is committed, no openssl needed.
+    [[ -x $CERTGEN ]] || die "no certificate generator at $CERTGEN (build tandem-certgen, or set CERTGEN)"
+    "$CERTGEN" --out "$CERTS" 2>>"$OUT/certgen.log" || die "tandem-certgen failed (see $OUT/certgen.log)"
+fi
 
 wanted() { [[ ",$BROKERS," == *",$1,"* ]]; }
 
@@ -156,31 +207,55 @@ TANDEM_PORT=${TANDEM_PORT:-21883}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-21884}
 RUMQTTD_PORT=${RUMQTTD_PORT:-21885}
 TANDEM_BASE_PORT=${TANDEM_BASE_PORT:-21886}
+TANDEM_TLS_PORT=${TANDEM_TLS_PORT:-21893}
+MOSQUITTO_TLS_PORT=${MOSQUITTO_TLS_PORT:-21894}
+TANDEM_BASE_TLS_PORT=${TANDEM_BASE_TLS_PORT:-21896}
+TANDEM_WS_PORT=${TANDEM_WS_PORT:-21903}
+MOSQUITTO_WS_PORT=${MOSQUITTO_WS_PORT:-21904}
+TANDEM_BASE_WS_PORT=${TANDEM_BASE_WS_PORT:-21906}
+WS_PATH=/mqtt
 
 # Queues as roomy as the peers' (Mosquitto's max_queued_messages below, rumqttd's commitlog).
-# tandem-base gets the same config on its own port, so the two builds differ in code only.
+# tandem-base gets the same config on its own ports, so the two builds differ in code only.
+# TLS and WebSocket listeners only when a scenario uses them (a build without them still runs
+# the TCP scenarios).
 tandem_config() {
-    cat <<EOF
-listeners:
-  default:
-    type: tcp
-    bind: 127.0.0.1:$1
-mqtt:
-  max_queued_messages: 10000000
-EOF
+    echo "listeners:"
+    echo "  default: { type: tcp, bind: 127.0.0.1:$1 }"
+    if [[ $NEED_TLS == 1 ]]; then
+        echo "  secure: { type: tls, bind: 127.0.0.1:$2, tls: { cert: $CERTS/server.pem, key: $CERTS/server.key } }"
+    fi
+    if [[ $NEED_WS == 1 ]]; then
+        echo "  web: { type: ws, bind: 127.0.0.1:$3, path: $WS_PATH }"
+    fi
+    echo "mqtt:"
+    echo "  max_queued_messages: 10000000"
 }
-tandem_config "$TANDEM_PORT" >"$OUT/tandem.yaml"
-tandem_config "$TANDEM_BASE_PORT" >"$OUT/tandem-base.yaml"
+tandem_config "$TANDEM_PORT" "$TANDEM_TLS_PORT" "$TANDEM_WS_PORT" >"$OUT/tandem.yaml"
+tandem_config "$TANDEM_BASE_PORT" "$TANDEM_BASE_TLS_PORT" "$TANDEM_BASE_WS_PORT" >"$OUT/tandem-base.yaml"
 # ANCHORS.md measured Mosquitto with max_queued_messages 100000. Mosquitto 2.0.11 then drops
 # QoS 1 messages for a busy subscriber once about 100k messages have passed through its queue,
 # however short the queue is at the time (seen here: fan-in QoS 1 with 8000 messages at most in
 # the broker loses thousands after a few seconds; it logs "Outgoing messages are being dropped").
 # A higher bound keeps every run below that count, so Mosquitto is measured delivering exactly.
-cat >"$OUT/mosquitto.conf" <<EOF
-listener $MOSQUITTO_PORT 127.0.0.1
-allow_anonymous true
-max_queued_messages ${MOSQUITTO_MAX_QUEUED:-10000000}
-EOF
+# Its TLS listener takes OpenSSL's defaults (it negotiates TLS 1.3, as rustls does); its
+# WebSocket listener is libwebsockets, built into Debian's package.
+{
+    echo "listener $MOSQUITTO_PORT 127.0.0.1"
+    echo "allow_anonymous true"
+    echo "max_queued_messages ${MOSQUITTO_MAX_QUEUED:-10000000}"
+    if [[ ${MOSQUITTO_NODELAY:-0} == 1 ]]; then echo "set_tcp_nodelay true"; fi
+    if [[ $NEED_TLS == 1 ]]; then
+        echo "listener $MOSQUITTO_TLS_PORT 127.0.0.1"
+        echo "cafile $CERTS/ca.pem"
+        echo "certfile $CERTS/server.pem"
+        echo "keyfile $CERTS/server.key"
+    fi
+    if [[ $NEED_WS == 1 ]]; then
+        echo "listener $MOSQUITTO_WS_PORT 127.0.0.1"
+        echo "protocol websockets"
+    fi
+} >"$OUT/mosquitto.conf"
 # One v4 listener; next_connection_delay_ms = 0 because the default 1 ms caps connects at 1k/s.
 # The rest is rumqttd's own default config.
 cat >"$OUT/rumqttd.toml" <<EOF
@@ -207,7 +282,7 @@ EOF
 # port_open PORT: true once something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-declare -A BIN_OF PORT_OF ARGS_OF
+declare -A BIN_OF PORT_OF PORTS_OF ARGS_OF
 BIN_OF=(
     [tandem]=$TANDEM_BIN [tandem-base]=${TANDEM_BASE_BIN:-}
     [mosquitto]=${MOSQUITTO:-} [rumqttd]=${RUMQTTD:-}
@@ -215,7 +290,32 @@ BIN_OF=(
 PORT_OF=(
     [tandem]=$TANDEM_PORT [tandem-base]=$TANDEM_BASE_PORT
     [mosquitto]=$MOSQUITTO_PORT [rumqttd]=$RUMQTTD_PORT
+    [tandem:tls]=$TANDEM_TLS_PORT [tandem-base:tls]=$TANDEM_BASE_TLS_PORT
+    [mosquitto:tls]=$MOSQUITTO_TLS_PORT
+    [tandem:ws]=$TANDEM_WS_PORT [tandem-base:ws]=$TANDEM_BASE_WS_PORT
+    [mosquitto:ws]=$MOSQUITTO_WS_PORT
 )
+# Every port a broker listens on: it has started when all are open.
+for name in tandem tandem-base mosquitto rumqttd; do
+    PORTS_OF[$name]=${PORT_OF[$name]}
+    if [[ $NEED_TLS == 1 && -n ${PORT_OF[$name:tls]:-} ]]; then
+        PORTS_OF[$name]+=" ${PORT_OF[$name:tls]}"
+    fi
+    if [[ $NEED_WS == 1 && -n ${PORT_OF[$name:ws]:-} ]]; then
+        PORTS_OF[$name]+=" ${PORT_OF[$name:ws]}"
+    fi
+done
+
+# transport_args NAME TRANSPORT: the load generator's port and transport flags.
+transport_args() {
+    case $2 in
+        tcp) echo "--port ${PORT_OF[$1]}" ;;
+        tls) echo "--port ${PORT_OF[$1:tls]} --tls-ca $CERTS/ca.pem --tls-server-name localhost" ;;
+        ws) echo "--port ${PORT_OF[$1:ws]} --ws $WS_PATH" ;;
+    esac
+}
+# serves NAME TRANSPORT: whether that broker is run over that transport here.
+serves() { [[ $2 == tcp || -n ${PORT_OF[$1:$2]:-} ]]; }
 ARGS_OF=(
     [tandem]="--config ${TANDEM_CONFIG:-$OUT/tandem.yaml}"
     [tandem-base]="--config ${TANDEM_BASE_CONFIG:-$OUT/tandem-base.yaml}"
@@ -223,26 +323,35 @@ ARGS_OF=(
     [rumqttd]="-q -c $OUT/rumqttd.toml"
 )
 
-# start NAME: starts a fresh broker and waits (10 s) for its port; false if it did not come up.
+# all_open PORTS...: true once every one accepts connections.
+all_open() {
+    local p
+    for p in "$@"; do port_open "$p" || return 1; done
+}
+
+# start NAME: starts a fresh broker and waits (10 s) for its ports; false if it did not come up.
 start() {
-    local name=$1 port=${PORT_OF[$1]} bin=${BIN_OF[$1]}
-    if port_open "$port"; then
-        log "$name: port $port is already taken by another process"
-        return 1
-    fi
+    local name=$1 port bin=${BIN_OF[$1]}
+    for port in ${PORTS_OF[$name]}; do
+        if port_open "$port"; then
+            log "$name: port $port is already taken by another process"
+            return 1
+        fi
+    done
     # shellcheck disable=SC2086 # the arguments are meant to split
     "$bin" ${ARGS_OF[$name]} >>"$OUT/$name.log" 2>&1 &
     local pid=$!
     PID_OF[$name]=$pid
     local deadline=$((SECONDS + 10))
-    until port_open "$port"; do
+    # shellcheck disable=SC2086 # the list of ports is meant to split
+    until all_open ${PORTS_OF[$name]}; do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "$name exited at start; last lines of $OUT/$name.log:"
             tail -5 "$OUT/$name.log" >&2
             return 1
         fi
         if ((SECONDS >= deadline)); then
-            log "$name: port $port not open after 10 s (log: $OUT/$name.log)"
+            log "$name: ports ${PORTS_OF[$name]} not all open after 10 s (log: $OUT/$name.log)"
             stop "$name"
             return 1
         fi
@@ -268,7 +377,7 @@ for name in tandem tandem-base mosquitto rumqttd; do
     elif [[ -z $bin || ! -x $bin ]]; then
         log "skipping $name: no binary at '${bin:-?}'"
     elif start "$name"; then
-        log "$name starts on 127.0.0.1:${PORT_OF[$name]}"
+        log "$name starts on 127.0.0.1, ports ${PORTS_OF[$name]// /, }"
         stop "$name"
         RUNNING+=("$name")
     else
@@ -303,17 +412,24 @@ IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for ((rep = 1; rep <= REPS; rep++)); do
     for ((s = 0; s < ${#SCENARIO_LIST[@]}; s++)); do
         scenario=${SCENARIO_LIST[s]}
+        transport=$(transport_of "$scenario")
         # The turn counts repetitions and scenarios, so a single repetition (--quick) varies
         # the order across scenarios too.
         mapfile -t order < <(run_order $((rep - 1 + s)))
         for ((slot = 0; slot < ${#order[@]}; slot++)); do
             name=${order[slot]}
+            if ! serves "$name" "$transport"; then
+                if [[ $rep == 1 ]]; then
+                    log "skipping $name for $scenario: not run over $transport here"
+                fi
+                continue
+            fi
             if ! start "$name"; then
                 echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"slot\":$slot,\"label\":\"$name\",\"error\":true}" >>"$RESULTS"
                 continue
             fi
             # shellcheck disable=SC2046 # the scenario's arguments are meant to split
-            if line=$("$LOADGEN" $(scenario_args "$scenario") --port "${PORT_OF[$name]}" \
+            if line=$("$LOADGEN" $(scenario_args "$scenario") $(transport_args "$name" "$transport") \
                 --label "$name" --broker-pid "${PID_OF[$name]}" \
                 --duration "$DURATION" --warmup "$WARMUP" 2>>"$OUT/loadgen.log"); then
                 echo "{\"bench\":\"$scenario\",\"rep\":$rep,\"slot\":$slot,\"run\":$line}" >>"$RESULTS"
@@ -331,6 +447,15 @@ done
 # --- table ------------------------------------------------------------------------------------
 python3 - "$RESULTS" "${SCENARIOS//,/ }" "$BROKERS" >"$OUT/table.md" <<'PY'
 import json, statistics, sys
+
+TRANSPORTS = {"-tls": "TLS", "-ws": "WebSocket"}
+
+def split_transport(s):
+    """(scenario over TCP, transport suffix or "")"""
+    for suffix in TRANSPORTS:
+        if s.endswith(suffix):
+            return s[: -len(suffix)], suffix
+    return s, ""
 
 results, scenarios = sys.argv[1], sys.argv[2].split()
 # tandem-base gets columns only when it was asked for: the usual table stays as it was.
@@ -379,12 +504,25 @@ names = {
 }
 for k in ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "fan-out-qos1"]:
     names[k + "-v5"] = names[k].replace(", msg/s", " MQTT 5, msg/s")
+names["latency"] = "latency QoS 1 at 2k msg/s"
+
+def label_of(s):
+    base, suffix = split_transport(s)
+    label = names[base]
+    if not suffix:
+        return label
+    over = " over " + TRANSPORTS[suffix]
+    if base.startswith("connect"):
+        return label + over + (" (full handshakes)" if suffix == "-tls" else "")
+    head, sep, unit = label.rpartition(", ")
+    return head + over + sep + unit if sep else label + over
+
 for s in scenarios:
-    if s == "latency":
-        rows.append(("latency QoS 1 at 2k msg/s, p50", s, "p50_us", False, fmt_ms))
-        rows.append(("latency QoS 1 at 2k msg/s, p99", s, "p99_us", False, fmt_ms))
+    if split_transport(s)[0] == "latency":
+        rows.append((label_of(s) + ", p50", s, "p50_us", False, fmt_ms))
+        rows.append((label_of(s) + ", p99", s, "p99_us", False, fmt_ms))
     else:
-        rows.append((names[s], s, "rate", True, fmt_rate))
+        rows.append((label_of(s), s, "rate", True, fmt_rate))
 
 def ratio(t, p, higher):
     if t is None or p is None or t == 0 or p == 0:
@@ -418,6 +556,8 @@ print("Ratios are Tandem's advantage: throughput tandem/peer, latency peer/tande
 print("Bar: tandem/mosquitto >= 1 in every row and tandem/best >= 0.5.")
 if base:
     print("tandem-base is another Tandem build, not a peer: it is not in tandem/best.")
+if any(split_transport(s)[1] for s in scenarios) and "rumqttd" in sys.argv[3].split(","):
+    notes.append("rumqttd is not run over TLS or WebSocket here: tandem/best compares with Mosquitto alone in those rows")
 for (s, b), n in sorted(errors.items()):
     notes.append(f"{b} {s}: {n} run(s) failed (see loadgen.log)")
 for (s, b), c in sorted(cpu.items()):
@@ -480,6 +620,29 @@ if v5:
             r = ratio(median((s, b), "rate"), median((s[:-3], b), "rate"), True)
             cells.append("-" if r is None else f"{r:.2f}")
         print(f"| {s[:-3]} | " + " | ".join(cells) + " |")
+
+# TLS and WebSocket against plain TCP, each broker against itself in the same run; and Tandem
+# over TLS or WebSocket against the peer over plain TCP (what the transport costs, in the
+# peer's terms).
+over = [s for s in scenarios if split_transport(s)[1] and split_transport(s)[0] in scenarios
+        and split_transport(s)[0] != "latency"]
+if over:
+    print()
+    print("TLS and WebSocket against plain TCP (median rate ratio, transport/TCP; 1.00 is no cost),")
+    print("and Tandem over the transport against Mosquitto over TCP:")
+    print()
+    print("| scenario | transport | " + " | ".join(f"{b} /tcp" for b in brokers)
+          + " | tandem over it / mosquitto tcp |")
+    print("|---|---|" + "---|" * (len(brokers) + 1))
+    for s in over:
+        b0, suffix = split_transport(s)
+        cells = []
+        for b in brokers:
+            r = ratio(median((s, b), "rate"), median((b0, b), "rate"), True)
+            cells.append("-" if r is None else f"{r:.2f}")
+        r = ratio(median((s, "tandem"), "rate"), median((b0, "mosquitto"), "rate"), True)
+        cells.append("-" if r is None else f"{r:.2f}")
+        print(f"| {b0} | {TRANSPORTS[suffix]} | " + " | ".join(cells) + " |")
 
 # Who was busy: if the load generator is near its share of the machine, it may be what limits.
 print()
