@@ -239,7 +239,9 @@ tandem_config "$TANDEM_BASE_PORT" "$TANDEM_BASE_TLS_PORT" "$TANDEM_BASE_WS_PORT"
 # the broker loses thousands after a few seconds; it logs "Outgoing messages are being dropped").
 # A higher bound keeps every run below that count, so Mosquitto is measured delivering exactly.
 # Its TLS listener takes OpenSSL's defaults (it negotiates TLS 1.3, as rustls does); its
-# WebSocket listener is libwebsockets, built into Debian's package.
+# WebSocket listener is libwebsockets, built into Debian's package. Started as root, Mosquitto
+# runs as the user mosquitto: the certificates must be readable by it (a BENCH_OUT under /root
+# is not; the default under /tmp is).
 {
     echo "listener $MOSQUITTO_PORT 127.0.0.1"
     echo "allow_anonymous true"
