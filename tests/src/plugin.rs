@@ -127,8 +127,12 @@ impl PluginProcess {
             let up = if let Some(path) = listen.strip_prefix("unix://") {
                 std::os::unix::net::UnixStream::connect(path).is_ok()
             } else {
+                // Not a connect: a port picked by `free_port` may have been taken by
+                // another test's listener meanwhile (the plugin then fails to bind), and
+                // a connect would reach that one.
                 let addr = listen.trim_start_matches("tcp://");
-                std::net::TcpStream::connect(addr).is_ok()
+                let port = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+                port.is_some_and(|port| listens_on(self.child.id(), port))
             };
             if up {
                 return Ok(());
@@ -241,4 +245,33 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
         .nth(19)?
         .parse()
         .ok()
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (any address): the
+/// listening sockets of `/proc/net/tcp{,6}` on that port whose inode is among the
+/// process's file descriptors.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let port_hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                // local_address, state 0A = LISTEN, inode
+                cols.len() > 9
+                    && cols[1].ends_with(&port_hex)
+                    && cols[3] == "0A"
+                    && inodes.contains(cols[9])
+            })
+        })
+    })
 }
