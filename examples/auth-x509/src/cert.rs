@@ -45,6 +45,8 @@ pub(crate) struct Certificate {
     pub(crate) sans: Vec<San>,
     /// SHA-256 of the DER, 64 lowercase hex digits.
     pub(crate) fingerprint: String,
+    /// The broker listener the client came in on: whose `tls.client_ca` vouched for it.
+    pub(crate) listener: String,
 }
 
 /// Why there is no certificate to decide on.
@@ -60,8 +62,8 @@ pub(crate) enum Missing {
 }
 
 impl Certificate {
-    /// The client certificate of a connection.
-    pub(crate) fn from_tls(tls: Option<&TlsInfo>) -> Result<Certificate, Missing> {
+    /// The client certificate of a connection on `listener`.
+    pub(crate) fn from_tls(tls: Option<&TlsInfo>, listener: &str) -> Result<Certificate, Missing> {
         let tls = tls.ok_or(Missing::NoTls)?;
         let der = match tls.peer_certificate_der.as_deref() {
             Some(der) if !der.is_empty() => der,
@@ -69,6 +71,7 @@ impl Certificate {
         };
         let mut cert = Certificate::from_der(der).map_err(Missing::Unreadable)?;
         cert.subject = tls.peer_subject.clone().filter(|s| !s.is_empty());
+        cert.listener = listener.to_owned();
         Ok(cert)
     }
 
@@ -108,6 +111,7 @@ impl Certificate {
             common_name,
             sans,
             fingerprint: hex(&Sha256::digest(der)),
+            listener: String::new(),
         })
     }
 

@@ -50,6 +50,9 @@ struct MatchSpec {
     san: Option<String>,
     /// The SHA-256 fingerprint of the certificate, hex (case and `:` separators ignored).
     fingerprint: Option<String>,
+    /// The broker listener the client came in on, exactly: whose `tls.client_ca` vouched
+    /// for the certificate. Narrows the other keys (or `any: true`); never alone.
+    listener: Option<String>,
 }
 
 /// A `san` matcher, checked.
@@ -105,6 +108,7 @@ struct Matcher {
     subject: Option<String>,
     san: Option<SanPattern>,
     fingerprint: Option<String>,
+    listener: Option<String>,
 }
 
 impl Matcher {
@@ -143,16 +147,25 @@ impl Matcher {
                 Some(hex.to_ascii_lowercase())
             }
         };
+        if let Some("") = spec.listener.as_deref() {
+            return Err("listener is empty".into());
+        }
         Ok(Matcher {
             common_name: spec.common_name,
             subject: spec.subject,
             san: spec.san.as_deref().map(SanPattern::parse).transpose()?,
             fingerprint,
+            listener: spec.listener,
         })
     }
 
     /// `None` when the certificate does not match; else the SAN the `san` matcher took.
     fn matches<'c>(&self, cert: &'c Certificate) -> Option<Option<&'c San>> {
+        if let Some(listener) = &self.listener
+            && *listener != cert.listener
+        {
+            return None;
+        }
         if let Some(glob) = &self.common_name
             && !cert
                 .common_name

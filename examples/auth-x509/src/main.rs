@@ -68,7 +68,11 @@ impl Authenticator for X509 {
         // A re-authentication (MQTT 5 AUTH) carries the connection's TLS details again and is
         // decided the same way, so rules edited since the CONNECT apply to it.
         let config = ctx.config::<Config>()?;
-        Ok(connect(&config.rules.current(), req.tls.as_ref()))
+        Ok(connect(
+            &config.rules.current(),
+            req.tls.as_ref(),
+            &req.listener,
+        ))
     }
 }
 
@@ -83,9 +87,9 @@ impl TopicFilter for X509 {
     }
 }
 
-/// The answer to a connection with these TLS details.
-fn connect(rules: &Rules, tls: Option<&TlsInfo>) -> AuthDecision {
-    let cert = match Certificate::from_tls(tls) {
+/// The answer to a connection with these TLS details, on `listener`.
+fn connect(rules: &Rules, tls: Option<&TlsInfo>, listener: &str) -> AuthDecision {
+    let cert = match Certificate::from_tls(tls, listener) {
         Ok(cert) => cert,
         Err(Missing::Unreadable(err)) => {
             return AuthDecision::deny(format!("the client certificate cannot be read: {err}"))

@@ -20,6 +20,7 @@ fn cert(cn: Option<&str>, sans: Vec<San>) -> Certificate {
         common_name: cn.map(str::to_owned),
         sans,
         fingerprint: "ab".repeat(32),
+        listener: "secure".to_owned(),
     }
 }
 
@@ -413,4 +414,31 @@ fn certificates_are_read_from_the_der() {
     let none = Certificate::from_der(&der(&[], &[])).unwrap();
     assert_eq!((none.common_name, none.sans.len()), (None, 0));
     assert!(Certificate::from_der(b"not a certificate").is_err());
+}
+
+#[test]
+fn a_listener_key_tells_which_ca_vouched() {
+    let rules = rules(
+        "clients:\n  - { match: { listener: devices, common_name: \"device-*\" } }\n  - { match: { listener: staff, any: true }, identity: \"staff-{cn}\" }\n",
+    );
+    // The same name from the staff listener's CA is no device.
+    let on = |listener: &str| Certificate {
+        listener: listener.to_owned(),
+        ..cert(Some("device-17"), vec![])
+    };
+    assert_eq!(
+        identity(&rules, &on("devices")).as_deref(),
+        Some("device-17")
+    );
+    assert_eq!(
+        identity(&rules, &on("staff")).as_deref(),
+        Some("staff-device-17")
+    );
+    assert_eq!(identity(&rules, &on("secure")), None);
+    // A listener alone is no match of a certificate.
+    let err = Rules::from_yaml(
+        Path::new("t.yaml"),
+        "clients: [ { match: { listener: devices } } ]\n",
+    );
+    assert!(err.is_err());
 }
