@@ -34,6 +34,12 @@ pub(crate) struct Cli {
     /// PEM CA: require client certificates it signed [env: TANDEM_PLUGIN_TLS_CLIENT_CA]
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// File with the bearer token every caller must present [env: TANDEM_PLUGIN_TOKEN_FILE]
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve a TCP address with no caller check (no client CA, no token)
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +199,21 @@ mod tests {
             Some(Command::Passwd(Passwd::Add(w) | Passwd::Set(w))) => w.new_hash(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_sdk_serving_flags_are_accepted() {
+        // The SDK reads them itself; clap must not refuse them.
+        let cli = parse(&[
+            "--listen",
+            "tcp://127.0.0.1:1",
+            "--token-file",
+            "/run/token",
+            "--insecure",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert!(parse(&["--token-fil", "x"]).is_err());
     }
 
     #[test]
