@@ -174,9 +174,12 @@ impl Endpoint {
         };
         let pre_auth = origin.pre_auth.clone().unwrap_or_default();
         if self.proxy_protocol {
-            let header = tokio::time::timeout_at(deadline, proxy::read_header(&mut stream))
-                .await
-                .map_err(|_| OpenError::Timeout("the PROXY header"))??;
+            let header = within(
+                deadline,
+                "the PROXY header",
+                proxy::read_header(&mut stream),
+            )
+            .await??;
             if let ProxyHeader::Proxied { source, .. } = header {
                 origin.peer = source;
             }
