@@ -363,16 +363,26 @@ fn certificates_rotate_without_a_restart() {
 fn a_missing_key_file_stops_start_up_naming_the_listener_and_file() {
     let pki = Pki::new("tandem test CA");
     let (cert, _) = pki.server("server");
+    // With a plugin configured: the certificates are checked before it is started.
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
     let err = Tandem::expect_startup_failure(
         &format!(
-            "listeners:\n  secure: {{ type: tls, bind: 127.0.0.1:0, tls: {{ cert: {}, key: /nonexistent/server.key }} }}\n",
-            p(&cert)
+            "listeners:\n  secure: {{ type: tls, bind: 127.0.0.1:0, tls: {{ cert: {}, key: /nonexistent/server.key }} }}\nplugins:\n  log:\n    endpoint: unix://{d}/log.sock\n    command: [{b}, --output, {o}]\n",
+            p(&cert),
+            d = dir.path().display(),
+            b = tandem_tests::event_logger_bin().display(),
+            o = events.display(),
         ),
         Duration::from_secs(20),
     );
     assert!(
         err.contains("listener `secure`: tls.key /nonexistent/server.key"),
         "{err}"
+    );
+    assert!(
+        !events.exists(),
+        "the plugin was started (and told broker_pre_start) before the certificates were read"
     );
     // `tandem check-config` loads the files as start-up does: a key that is not the
     // certificate's is named, a good pair is reported with its expiry.

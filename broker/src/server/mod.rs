@@ -102,21 +102,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the plugin host (every plugin in a chain has answered `Describe` when it
-    /// returns), then binds every configured listener. No client is served by a
-    /// half-configured chain.
+    /// Loads the TLS listeners' certificates, starts the plugin host (every plugin in a
+    /// chain has answered `Describe` when it returns), then binds every configured
+    /// listener. No client is served by a half-configured chain.
     pub async fn start(config: Config, shutdown: &CancellationToken) -> Result<Self, ServerError> {
+        // Certificates first: a bad file stops the start before any plugin is started.
+        let endpoints = config
+            .listeners
+            .iter()
+            .map(|(name, l)| Ok(Arc::new(Endpoint::new(name, l, &config.mqtt)?)))
+            .collect::<Result<Vec<_>, TlsError>>()?;
         let plugins = PluginHost::start(&config.plugin_sections(), shutdown.child_token()).await?;
         // Plugins can set up before any client is served: delivered and acked (bounded).
         lifecycle::pre_start(&plugins).await;
         let mut listeners = Vec::new();
-        for (name, l) in &config.listeners {
-            // Certificates first: a listener that cannot serve TLS is not bound.
-            let endpoint = Arc::new(Endpoint::new(name, l, &config.mqtt)?);
+        for (endpoint, l) in endpoints.into_iter().zip(config.listeners.values()) {
             let listener = TcpListener::bind(l.bind)
                 .await
                 .map_err(|source| ServerError::Bind {
-                    listener: name.clone(),
+                    listener: endpoint.name.to_string(),
                     addr: l.bind,
                     source,
                 })?;
