@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
+use crate::config::ListenerKind;
 use crate::plugins::{ErrorKind, Rpc, Verdict};
 
 /// The `Content-Type` of [`encode`]'s output.
@@ -152,11 +153,8 @@ impl Collector for BrokerCollector {
             "Connections that completed CONNECT, by listener transport.",
             Counter,
         )?;
-        for (t, n) in ["tcp", "tls", "ws", "wss"]
-            .iter()
-            .zip(s.connections_by_transport)
-        {
-            f.counter(&[("transport", *t)], n)?;
+        for (t, n) in ListenerKind::ALL.iter().zip(s.connections_by_transport) {
+            f.counter(&[("transport", t.as_str())], n)?;
         }
         let mut f = Family::new(
             &mut e,

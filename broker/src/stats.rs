@@ -100,7 +100,8 @@ pub struct Snapshot {
     pub connections_total: u64,
     /// `connections_total` by MQTT version: 3.1, 3.1.1, 5 (index 0, 1, 2).
     pub connections_by_version: [u64; 3],
-    /// Connections that completed CONNECT, by listener transport (tcp, tls, ws, wss).
+    /// Connections that completed CONNECT, by listener transport (`ListenerKind::ALL`'s
+    /// order).
     pub connections_by_transport: [u64; 4],
     pub connections_refused: u64,
     pub messages_received: u64,
@@ -151,13 +152,7 @@ impl Stats {
             ProtocolVersion::V5 => 2,
         };
         self.connections_by_version[v].fetch_add(1, Relaxed);
-        let t = match transport {
-            ListenerKind::Tcp => 0,
-            ListenerKind::Tls => 1,
-            ListenerKind::Ws => 2,
-            ListenerKind::Wss => 3,
-        };
-        self.connections_by_transport[t].fetch_add(1, Relaxed);
+        self.connections_by_transport[transport as usize].fetch_add(1, Relaxed);
     }
 
     /// A connected client went away.

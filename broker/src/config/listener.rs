@@ -120,6 +120,9 @@ pub enum ListenerKind {
 }
 
 impl ListenerKind {
+    /// Every transport, in the order metrics list them.
+    pub const ALL: [Self; 4] = [Self::Tcp, Self::Tls, Self::Ws, Self::Wss];
+
     /// The name in the config, logs and the plugin contract.
     pub fn as_str(self) -> &'static str {
         match self {

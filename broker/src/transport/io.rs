@@ -113,8 +113,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         if this.left == 0 {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "more bytes before authentication than the listener allows \
-                 (mqtt.max_connect_packet_size + 80 KiB)",
+                "more bytes before authentication than the listener allows",
             )));
         }
         // Only until the client is authenticated: zeroing the part read into is the

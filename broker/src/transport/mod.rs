@@ -185,22 +185,13 @@ impl Endpoint {
             }
         }
         let Some(tls) = &self.tls else {
-            return match &self.ws {
-                None => {
-                    let (rd, wr) = stream.into_split();
-                    Ok((Box::new(rd), Box::new(wr), origin))
-                }
-                Some(ws) => {
-                    let ws = within(
-                        deadline,
-                        "the WebSocket upgrade",
-                        ws::accept(stream, ws, pre_auth.clone()),
-                    )
-                    .await??;
-                    let (rd, wr) = tokio::io::split(ws);
-                    Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
-                }
-            };
+            if self.ws.is_none() {
+                // Plain TCP behind a PROXY header: the socket's own halves.
+                let (rd, wr) = stream.into_split();
+                return Ok((Box::new(rd), Box::new(wr), origin));
+            }
+            let (rd, wr) = self.framed(stream, deadline, pre_auth).await?;
+            return Ok((rd, wr, origin));
         };
         let stream = within(deadline, "the TLS handshake", tls.acceptor().accept(stream))
             .await?
@@ -208,22 +199,34 @@ impl Endpoint {
         let peer_tls = tls::peer_tls(stream.get_ref().1);
         origin.username = self.mapped_username(&peer_tls);
         origin.tls = Some(Arc::new(peer_tls));
-        match &self.ws {
-            None => {
-                let (rd, wr) = tokio::io::split(stream);
-                Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
-            }
-            Some(ws) => {
-                let ws = within(
-                    deadline,
-                    "the WebSocket upgrade",
-                    ws::accept(stream, ws, pre_auth.clone()),
-                )
-                .await??;
-                let (rd, wr) = tokio::io::split(ws);
-                Ok((Box::new(rd), Box::new(WriteThrough::new(wr)), origin))
-            }
-        }
+        let (rd, wr) = self.framed(stream, deadline, pre_auth).await?;
+        Ok((rd, wr, origin))
+    }
+
+    /// The halves MQTT is read from and written to over `stream` (TLS, or TCP on a `ws`
+    /// listener): through the WebSocket upgrade on `ws`/`wss` listeners, and with every
+    /// write flushed through the TLS or WebSocket buffer (see [`WriteThrough`]).
+    async fn framed<S>(
+        &self,
+        stream: S,
+        deadline: Instant,
+        pre_auth: PreAuthLimit,
+    ) -> Result<(BoxRead, BoxWrite), OpenError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(ws) = &self.ws else {
+            let (rd, wr) = tokio::io::split(stream);
+            return Ok((Box::new(rd), Box::new(WriteThrough::new(wr))));
+        };
+        let ws = within(
+            deadline,
+            "the WebSocket upgrade",
+            ws::accept(stream, ws, pre_auth),
+        )
+        .await??;
+        let (rd, wr) = tokio::io::split(ws);
+        Ok((Box::new(rd), Box::new(WriteThrough::new(wr))))
     }
 
     /// What `tls.use_identity_as_username` makes of a client with this TLS session.
