@@ -136,12 +136,20 @@ impl Admin {
 }
 
 /// Why the broker is not ready, one reason per line; `None` when it is. Ready means:
-/// not shutting down, and every plugin a chain depends on (the auth and topic-check
+/// not shutting down, the store restored and writing (when `storage.path` is set), and
+/// every plugin a chain depends on (the auth and topic-check
 /// chains, and every plugin streaming events) has a replica that answers its gRPC
 /// health check now (see [`Plugin::check_health`](crate::plugins::Plugin::check_health)).
 pub async fn not_ready(broker: &Broker, shutdown: &CancellationToken) -> Option<String> {
     if shutdown.is_cancelled() {
         return Some("shutting down\n".into());
+    }
+    if broker.restored.get().is_none() {
+        return Some("restoring the store\n".into());
+    }
+    let mut reasons = String::new();
+    if let Some(why) = broker.store.as_ref().and_then(|s| s.failing()) {
+        reasons.push_str(&format!("storage failing: {why}\n"));
     }
     // The set in force: a reload may have changed the chains since start-up.
     let host = broker.plugins.current();
@@ -154,7 +162,6 @@ pub async fn not_ready(broker: &Broker, shutdown: &CancellationToken) -> Option<
         .plugins()
         .filter(|p| required.contains(&p.alias.as_str()))
         .map(|plugin| async move { (plugin, plugin.check_health().await) });
-    let mut reasons = String::new();
     for (plugin, answering) in futures_util::future::join_all(checks).await {
         if answering == 0 {
             let (replicas, _) = plugin.replica_health();

@@ -3,7 +3,7 @@
 //! read it; it knows none of them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
@@ -13,6 +13,8 @@ use crate::plugins::PluginHost;
 use crate::router::Router;
 use crate::session::Registry;
 use crate::stats::Stats;
+use crate::storage::Store;
+use crate::storage::restore::Restored;
 use crate::transport::Certificates;
 
 /// State shared by every connection.
@@ -35,17 +37,23 @@ pub struct Broker {
     pub certificates: Certificates,
     /// One permit per connection still in the handshake (`mqtt.max_handshakes`).
     handshakes: Arc<Semaphore>,
+    /// The store, when `storage.path` is set.
+    pub store: Option<Arc<Store>>,
+    /// Set once the store's contents are restored (at once without a store):
+    /// `/readyz` answers 503 until then.
+    pub restored: OnceLock<Restored>,
 }
 
 impl Broker {
-    /// A broker with empty state for `config`, consulting `plugins`.
-    pub fn new(config: Config, plugins: PluginHost) -> Self {
+    /// A broker with empty state for `config`, consulting `plugins`, writing to `store`
+    /// if given (restore its contents with [`storage::restore`](crate::storage::restore)).
+    pub fn new(config: Config, plugins: PluginHost, store: Option<Arc<Store>>) -> Self {
         let stats = Arc::new(Stats::default());
         let retained = crate::router::retained::Bounds {
             max_messages: config.mqtt.max_retained_messages,
             max_bytes: config.mqtt.max_retained_bytes,
         };
-        let router = Arc::new(Router::new(stats.clone(), retained));
+        let router = Arc::new(Router::new(stats.clone(), retained).with_store(store.clone()));
         let registry = Registry::new(router.clone(), stats.clone(), (&config.mqtt).into());
         Self {
             handshakes: Arc::new(Semaphore::new(config.mqtt.max_handshakes)),
@@ -56,6 +64,12 @@ impl Broker {
             plugins: Arc::new(plugins),
             config_file: None,
             certificates: Certificates::default(),
+            restored: if store.is_none() {
+                OnceLock::from(Restored::default())
+            } else {
+                OnceLock::new()
+            },
+            store,
         }
     }
 }

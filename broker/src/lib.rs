@@ -43,6 +43,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod storage;
 pub mod sys;
 pub mod telemetry;
 pub mod transport;

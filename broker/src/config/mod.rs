@@ -12,6 +12,7 @@
 //! - [`mqtt`]: the `mqtt:` limits and session settings.
 //! - [`listener`]: how clients reach the broker: `listeners:` (TCP, TLS, WebSocket).
 //! - [`service`]: how the broker is watched: `admin:`, `sys:`, `log:`.
+//! - [`storage`]: `storage:`, what survives a restart.
 //!
 //! The plugin sections (`plugins:`, `auth:`, `topic-check:`) are typed by the plugin
 //! host (`crate::plugins::config`); the broker lends them to it as `PluginSections`.
@@ -27,12 +28,14 @@ pub use crate::telemetry::TracingConfig;
 pub use listener::{CertUsername, ClientAuth, ListenerConfig, ListenerKind, TlsConfig};
 pub use mqtt::{MqttConfig, SessionTakeover};
 pub use service::{AdminConfig, LogConfig, LogFormat, LogLevel, SysConfig};
+pub use storage::StorageConfig;
 
 use crate::plugins::config::{AuthConfig, PluginConfig, PluginSections, TopicCheckConfig};
 
 pub mod listener;
 pub mod mqtt;
 pub mod service;
+pub mod storage;
 
 /// The commented default configuration, embedded at build time.
 pub const DEFAULT_CONFIG: &str = include_str!("../default-config.yaml");
@@ -97,6 +100,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Log format and default filter.
     pub log: LogConfig,
+    /// What survives a restart: memory only by default.
+    pub storage: StorageConfig,
     /// OpenTelemetry tracing: where spans are exported, sampling.
     pub tracing: TracingConfig,
 }
@@ -118,6 +123,7 @@ impl Default for Config {
             topic_check: None,
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            storage: StorageConfig::default(),
             tracing: TracingConfig::default(),
         }
     }
@@ -247,6 +253,9 @@ impl Config {
         }
         if self.sys.enable && self.sys.interval < Duration::from_secs(1) {
             return Err(invalid("sys.interval", "must be at least 1s"));
+        }
+        if let Err((key, message)) = self.storage.check() {
+            return Err(invalid(&format!("storage.{key}"), &message));
         }
         if let Err((path, message)) = self.tracing.check() {
             return Err(invalid(path, &message));

@@ -28,6 +28,7 @@ use crate::session::id::SessionId;
 use crate::session::mailbox::Offer;
 use crate::session::message::{Delivery, Message, SubscriptionIds};
 use crate::stats::Stats;
+use crate::storage::{Op, Store};
 use retained::{Applied, Bounds, Refused, RetainedStore};
 use shared::{ShareGroup, ShareGroups};
 pub use tree::Subscriber;
@@ -39,6 +40,18 @@ pub struct Router {
     share_groups: ShareGroups,
     retained: RwLock<RetainedStore>,
     stats: Arc<Stats>,
+    /// Where retained messages are also written, when `storage.path` is set.
+    store: Option<Arc<Store>>,
+}
+
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Sessions it was queued for (or skipped for, as QoS 0 to an offline session).
+    pub matched: usize,
+    /// Whether it changed the store (a stored delivery, a retained message): its
+    /// acknowledgement waits for the store.
+    pub stored: bool,
 }
 
 impl Router {
@@ -49,7 +62,19 @@ impl Router {
             share_groups: ShareGroups::default(),
             retained: RwLock::new(RetainedStore::new(retained)),
             stats,
+            store: None,
         }
+    }
+
+    /// Writes retained messages to `store` from now on.
+    pub fn with_store(mut self, store: Option<Arc<Store>>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Puts back a retained message read from the store (not written to it again).
+    pub fn restore_retained(&self, message: Arc<Message>) -> bool {
+        !matches!(self.retained.write().apply(&message), Applied::Refused(_))
     }
 
     /// Subscribes (or re-subscribes with a new QoS). Returns whether it replaced one.
@@ -159,7 +184,7 @@ impl Router {
     /// to every matching session once, at the highest QoS any of its matching
     /// subscriptions granted, capped by the message's QoS. Returns the number of
     /// sessions it was queued for.
-    pub fn publish(&self, message: Arc<Message>) -> usize {
+    pub fn publish(&self, message: Arc<Message>) -> Routed {
         self.route(message, |_| {})
     }
 
@@ -170,16 +195,18 @@ impl Router {
         &self,
         message: Arc<Message>,
         queued_offline: impl FnMut(&ByteString),
-    ) -> usize {
+    ) -> Routed {
         self.route(message, queued_offline)
     }
 
-    fn route(&self, message: Arc<Message>, mut queued_offline: impl FnMut(&ByteString)) -> usize {
+    fn route(&self, message: Arc<Message>, mut queued_offline: impl FnMut(&ByteString)) -> Routed {
+        let mut stored = false;
         if message.retain {
             let applied = self.retained.write().apply(&message);
             if let Applied::Refused(why) = applied {
                 self.retained_refused(&message, why);
             }
+            stored = self.store_retained(&message, applied);
         }
         let tree = self.subscriptions.read();
         let mut matches: SmallVec<[&Subscriber; 16]> = SmallVec::new();
@@ -206,11 +233,18 @@ impl Router {
                 retain: sub.retain_as_published && message.retain,
                 subscription_ids: subscription_ids(group),
                 share: sub.share.clone(),
+                stored: None,
             };
+            let durable = sub.mailbox.stores(delivery.qos);
             match sub.mailbox.offer(delivery) {
-                Offer::Queued | Offer::Skipped => queued += 1,
+                Offer::Queued => {
+                    queued += 1;
+                    stored |= durable;
+                }
+                Offer::Skipped => queued += 1,
                 Offer::QueuedOffline => {
                     queued += 1;
+                    stored |= durable;
                     queued_offline(sub.mailbox.client_id());
                 }
                 Offer::Dropped => self.stats.add_dropped(1),
@@ -230,7 +264,31 @@ impl Router {
                 }
             }
         }
-        queued
+        Routed {
+            matched: queued,
+            stored,
+        }
+    }
+
+    /// Writes what a retained publish changed to the store; whether it wrote anything.
+    /// `$SYS/` topics are the broker's own, published again after a restart.
+    fn store_retained(&self, message: &Arc<Message>, applied: Applied) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        if message.topic.starts_with('$') {
+            return false;
+        }
+        match applied {
+            Applied::Stored | Applied::Replaced => store.submit(Op::Retained {
+                message: message.clone(),
+            }),
+            Applied::Cleared | Applied::Refused(_) => store.submit(Op::RetainedCleared {
+                topic: message.topic.clone(),
+            }),
+            Applied::Unchanged => return false,
+        }
+        true
     }
 
     /// Offers `delivery`, which came to `leaving` through a shared subscription, to
@@ -262,6 +320,7 @@ impl Router {
             retain: member.retain_as_published && message.retain,
             subscription_ids: subscription_ids(&[member]),
             share: member.share.clone(),
+            stored: None,
             message,
         });
         offered == Offer::Queued

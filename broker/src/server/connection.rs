@@ -30,7 +30,7 @@ use crate::plugins::client_info::{ConnectedInfo, DisconnectedInfo};
 use crate::plugins::login::Login;
 use crate::protocol::{
     self, ConnAck, Connect, ConnectReason, Disconnect, LastWill, Outbox, Packet, PacketSummary,
-    PacketType, Properties, Wire,
+    Properties, Wire,
 };
 use crate::server::alias::{InboundAliases, OutboundAliases};
 use crate::server::exit::Exit;
@@ -101,6 +101,8 @@ pub(super) struct Connection<R, W> {
     /// Whether Reason Strings may go on acknowledgements (the MQTT 5 client did not set
     /// Request Problem Information to 0).
     pub(super) problem_information: bool,
+    /// Whether what this turn encoded waits for the store (see [`durable`](super::durable)).
+    pub(super) store_due: bool,
 }
 
 impl<R, W> Connection<R, W>
@@ -162,6 +164,7 @@ where
             reauth: None,
             problem_information: connect.protocol.is_v5()
                 && asked.and_then(|p| p.request_problem_information) != Some(0),
+            store_due: false,
         }
     }
 
@@ -241,6 +244,9 @@ where
                 return Exit::Closed;
             }
             if !self.out.is_empty() {
+                if let Err(exit) = self.settle_store().await {
+                    return exit;
+                }
                 // Write what the turn encoded, reading ahead meanwhile.
                 let bytes = self.out.len() as u64;
                 self.out_sent = 0;
@@ -366,14 +372,8 @@ where
             Packet::PubAck(a) => {
                 self.state.inflight.ack(a.pkid);
             }
-            Packet::PubRec(a) => {
-                self.state.inflight.received(a.pkid);
-                self.out.ack(PacketType::PubRel, a.pkid);
-            }
-            Packet::PubRel(a) => {
-                self.state.incoming_qos2.remove(&a.pkid);
-                self.out.ack(PacketType::PubComp, a.pkid);
-            }
+            Packet::PubRec(a) => self.on_pubrec(a.pkid),
+            Packet::PubRel(a) => self.on_pubrel(a.pkid),
             Packet::PubComp(a) => {
                 self.state.inflight.complete(a.pkid);
             }
@@ -441,6 +441,9 @@ where
             Exit::Io(err) => debug!(cause = %err, "connection lost"),
             Exit::Takeover => info!("closing connection: client id taken over"),
             Exit::Refused(_) => info!("closing connection: re-authentication failed"),
+            Exit::Storage(err) => {
+                warn!(cause = %err, "closing connection: what it acknowledges could not be stored")
+            }
             other => debug!(reason = ?other, "connection closed"),
         }
         if !matches!(exit, Exit::Takeover | Exit::Shutdown) {
@@ -479,14 +482,18 @@ where
                 session_kept: self.state.persistent,
             })
             .await;
-        let flush = match exit {
+        let mut flush = match exit {
             Exit::Disconnect | Exit::DisconnectWithWill | Exit::Shutdown => true,
             // What is owed, then the DISCONNECT that says why.
             Exit::Protocol(_) | Exit::KeepAlive | Exit::Takeover | Exit::Refused(_) => {
                 self.wire.version().is_v5()
             }
-            Exit::Closed | Exit::Io(_) => false,
+            Exit::Closed | Exit::Io(_) | Exit::Storage(_) => false,
         };
+        // Acknowledgements of what the store has not committed never go out.
+        if flush && self.settle_store().await.is_err() {
+            flush = false;
+        }
         if self.out.len() > self.out_sent && flush {
             let written = tokio::time::timeout(
                 Duration::from_millis(500),

@@ -81,6 +81,7 @@ where
             QoS::AtMostOnce => 0,
             _ => self.state.inflight.push(delivery.clone()),
         };
+        self.sending(&delivery, pkid);
         if self.encode_delivery(&delivery, pkid, false) {
             self.traffic.messages_out[delivery.qos as usize] += 1;
         } else if pkid != 0 {

@@ -26,6 +26,9 @@ pub(super) enum Exit {
     Shutdown,
     /// A re-authentication failed (MQTT 5).
     Refused(Refusal),
+    /// The store could not commit what this connection's output acknowledges: the
+    /// output is not written, the client sends again.
+    Storage(crate::storage::writer::StoreFailed),
 }
 
 impl Exit {
@@ -41,6 +44,7 @@ impl Exit {
             Exit::Takeover => (EndReason::Takeover, String::new()),
             Exit::Shutdown => (EndReason::Shutdown, String::new()),
             Exit::Refused(_) => (EndReason::NotAuthorized, "re-authentication failed".into()),
+            Exit::Storage(e) => (EndReason::ConnectionLost, e.to_string()),
         }
     }
 
@@ -53,7 +57,11 @@ impl Exit {
             Exit::Takeover => Some((0x8E, "session taken over".into())),
             Exit::Shutdown => Some((0x8B, "server shutting down".into())),
             Exit::Refused(refusal) => Some(refusal.disconnect()),
-            Exit::Disconnect | Exit::DisconnectWithWill | Exit::Closed | Exit::Io(_) => None,
+            Exit::Disconnect
+            | Exit::DisconnectWithWill
+            | Exit::Closed
+            | Exit::Io(_)
+            | Exit::Storage(_) => None,
         }
     }
 }

@@ -504,11 +504,14 @@ async fn take_session(
             if let Some(prev) = prev {
                 broker.registry.discard(prev);
             }
-            let mut fresh = SessionState::new(
-                hello.client_id.clone(),
-                persistent,
-                broker.config.mqtt.max_queued_messages,
-            );
+            let capacity = broker.config.mqtt.max_queued_messages;
+            let mut fresh = match &broker.store {
+                // A persistent session is written to the store from its first message.
+                Some(store) if persistent => {
+                    SessionState::stored(hello.client_id.clone(), capacity, store.clone())
+                }
+                _ => SessionState::new(hello.client_id.clone(), persistent, capacity),
+            };
             // Nothing to check yet: no subscription.
             fresh.checked_generation = plugins.generation();
             (fresh, false)
@@ -524,6 +527,7 @@ async fn take_session(
         state.checked_generation = 0;
     }
     state.mailbox.set_online(true);
+    state.save(None);
     broker
         .registry
         .serving(&hello.client_id, &claim, state.mailbox.clone());

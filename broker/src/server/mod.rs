@@ -16,6 +16,7 @@
 pub(crate) mod alias;
 pub(crate) mod connection;
 pub(crate) mod deliver;
+pub(crate) mod durable;
 pub(crate) mod exit;
 pub(crate) mod handshake;
 pub(crate) mod publish;
@@ -36,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::plugins::{PluginError, PluginHost, lifecycle};
+use crate::storage::{Snapshot, StorageError, Store, engine::Redb};
 use crate::transport::{Certificates, Endpoint, Origin, TlsError};
 
 /// Connections over the limit answered with a CONNACK refusal at once; past this many
@@ -91,6 +93,9 @@ pub enum ServerError {
     /// A TLS listener's certificate files could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// A broker with its listeners bound, ready to serve.
@@ -99,12 +104,15 @@ pub struct Server {
     listeners: Vec<(Arc<Endpoint>, TcpListener)>,
     /// The admin HTTP listener, when `admin.bind` is set.
     admin: Option<TcpListener>,
+    /// What the store held at start-up, restored by [`serve`](Self::serve).
+    snapshot: Option<Snapshot>,
 }
 
 impl Server {
-    /// Loads the TLS listeners' certificates, starts the plugin host (every plugin in a
-    /// chain has answered `Describe` when it returns), then binds every configured
-    /// listener. No client is served by a half-configured chain.
+    /// Loads the TLS listeners' certificates, opens and reads the store, starts the
+    /// plugin host (every plugin in a chain has answered `Describe` when it returns),
+    /// then binds every configured listener. No client is served by a half-configured
+    /// chain.
     pub async fn start(config: Config, shutdown: &CancellationToken) -> Result<Self, ServerError> {
         // Certificates first: a bad file stops the start before any plugin is started.
         let endpoints = config
@@ -112,6 +120,11 @@ impl Server {
             .iter()
             .map(|(name, l)| Ok(Arc::new(Endpoint::new(name, l, &config.mqtt)?)))
             .collect::<Result<Vec<_>, TlsError>>()?;
+        // Then the store: a damaged one stops the start before any plugin is started.
+        let (store, snapshot) = match open_store(&config).await? {
+            Some((store, snapshot)) => (Some(store), Some(snapshot)),
+            None => (None, None),
+        };
         let plugins = PluginHost::start(&config.plugin_sections(), shutdown.child_token()).await?;
         // Plugins can set up before any client is served: delivered and acked (bounded).
         lifecycle::pre_start(&plugins).await;
@@ -140,12 +153,13 @@ impl Server {
             ),
             None => None,
         };
-        let mut broker = Broker::new(config, plugins);
+        let mut broker = Broker::new(config, plugins, store);
         broker.certificates = certificates;
         Ok(Self {
             broker: Arc::new(broker),
             listeners,
             admin,
+            snapshot,
         })
     }
 
@@ -181,6 +195,32 @@ impl Server {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(self.broker.config.mqtt.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+        // Not in `tracker`: the admin listener outlives the drain (so `/readyz` answers
+        // 503 meanwhile) and is stopped last.
+        let admin_stop = CancellationToken::new();
+        let admin = self.admin.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "admin listening");
+            }
+            tokio::spawn(crate::admin::serve(
+                listener,
+                self.broker.clone(),
+                shutdown.clone(),
+                admin_stop.clone(),
+            ))
+        });
+        // The store's contents go back before any client is accepted (the listeners'
+        // sockets are bound: clients that connect meanwhile wait in the backlog), while
+        // `/readyz` answers 503.
+        if let (Some(store), Some(snapshot)) = (self.broker.store.clone(), self.snapshot) {
+            let broker = self.broker.clone();
+            let restored = tokio::task::spawn_blocking(move || {
+                crate::storage::restore::restore(&broker, &store, snapshot)
+            })
+            .await
+            .unwrap_or_default();
+            let _ = self.broker.restored.set(restored);
+        }
         let mut listening = Vec::new();
         for (endpoint, listener) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
@@ -197,20 +237,6 @@ impl Server {
                 shutdown.clone(),
             ));
         }
-        // Not in `tracker`: the admin listener outlives the drain (so `/readyz` answers
-        // 503 meanwhile) and is stopped last.
-        let admin_stop = CancellationToken::new();
-        let admin = self.admin.map(|listener| {
-            if let Ok(addr) = listener.local_addr() {
-                info!(%addr, "admin listening");
-            }
-            tokio::spawn(crate::admin::serve(
-                listener,
-                self.broker.clone(),
-                shutdown.clone(),
-                admin_stop.clone(),
-            ))
-        });
         lifecycle::post_start(&self.broker.plugins, &listening).await;
         tracker.spawn(self.broker.certificates.clone().watch(shutdown.clone()));
         tracker.spawn({
@@ -244,6 +270,12 @@ impl Server {
                 ?timeout,
                 "connections still open after the shutdown timeout; dropping them"
             );
+        }
+        // Everything the connections changed on their way out is committed, durably;
+        // what is dropped from memory after this stays in the store.
+        if let Some(store) = &self.broker.store {
+            store.close().await;
+            info!("storage: flushed and closed");
         }
         // Plugins can tear down: delivered and acked (bounded) before the process exits.
         lifecycle::post_shutdown(&self.broker.plugins).await;
@@ -340,4 +372,27 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Opens the store at `storage.path` and reads it, off the async threads; `None` when
+/// the broker keeps everything in memory.
+async fn open_store(config: &Config) -> Result<Option<(Arc<Store>, Snapshot)>, StorageError> {
+    let Some(path) = config.storage.path.clone() else {
+        return Ok(None);
+    };
+    let mode = config.storage.mode();
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut engine = Redb::open(&path)?;
+        let snapshot = crate::storage::Storage::load(&mut engine)?;
+        let store = Store::start(Box::new(engine), mode, snapshot.next_seq)?;
+        Ok::<_, StorageError>((store, snapshot))
+    })
+    .await
+    .map_err(|e| StorageError::Engine {
+        path: config.storage.path.clone().unwrap_or_default(),
+        detail: format!("reading the store failed: {e}"),
+    })??;
+    info!(path = %config.storage.path.as_deref().unwrap_or_else(|| std::path::Path::new("")).display(),
+        sync = ?config.storage.mode(), "storage: opened");
+    Ok(Some(opened))
 }

@@ -31,21 +31,22 @@ pub(super) fn reserved_for_broker(topic: &str) -> bool {
 
 /// Routes a message that passed its checks, on behalf of the client `plugins` speaks
 /// for, and tells the plugins that want to hear of it. No extra reference to the
-/// message is kept when no plugin wants events.
-pub(super) async fn route(broker: &Broker, plugins: &ClientPlugins, message: Arc<Message>) {
+/// message is kept when no plugin wants events. Returns whether routing wrote to the
+/// store (the acknowledgement then waits for it).
+pub(super) async fn route(broker: &Broker, plugins: &ClientPlugins, message: Arc<Message>) -> bool {
     if !plugins.wants_events() {
-        broker.router.publish(message);
-        return;
+        return broker.router.publish(message).stored;
     }
     let mut offline: Vec<ByteString> = Vec::new();
-    let matched = if plugins.wants_queued() {
+    let routed = if plugins.wants_queued() {
         broker
             .router
             .publish_noting_offline(message.clone(), |id| offline.push(id.clone()))
     } else {
         broker.router.publish(message.clone())
     };
-    plugins.routed(&message, matched, &offline).await;
+    plugins.routed(&message, routed.matched, &offline).await;
+    routed.stored
 }
 
 impl<R, W> Connection<R, W>
@@ -130,7 +131,7 @@ where
                 // A refused QoS 2 message ends with its PUBREC (an MQTT 5 client sends no
                 // PUBREL after an error code): nothing to remember.
                 if reason == SUCCESS {
-                    self.state.incoming_qos2.insert(p.pkid);
+                    self.incoming_qos2(p.pkid);
                 }
                 self.out
                     .ack_reason(PacketType::PubRec, p.pkid, reason, properties);
@@ -138,7 +139,9 @@ where
         }
         if reason == SUCCESS {
             let message = Arc::new(self.message_of(p));
-            route(&self.broker, &self.plugins, message).await;
+            if route(&self.broker, &self.plugins, message).await {
+                self.after_store();
+            }
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::router::{Subscriber, topic};
 use crate::server::connection::Connection;
 use crate::session::{Delivery, Offer};
 use crate::stats::TopicIn;
+use crate::storage::SubOptions;
 
 /// What [`Connection::decide_filters`] decided.
 struct Decided {
@@ -69,6 +70,7 @@ where
         } = self
             .decide_filters(distinct, subscription_id, s.properties.as_deref())
             .await;
+        self.save_session();
         let requested: Vec<(ByteString, QoS)> = s
             .filters
             .into_iter()
@@ -184,10 +186,16 @@ where
                     share: None,
                 },
             );
+            let granted_options = SubOptions {
+                qos,
+                subscription_id,
+                no_local: options.no_local,
+                retain_as_published: options.retain_as_published,
+            };
             let existed = self
                 .state
                 .subscriptions
-                .insert(filter.clone(), qos)
+                .insert(filter.clone(), granted_options)
                 .is_some();
             debug!(filter = ?filter, ?qos, "subscribed");
             decided.push(None);
@@ -257,6 +265,7 @@ where
             let held = self.state.subscriptions.remove(f).is_some();
             reasons.push(if held { 0x00 } else { 0x11 });
         }
+        self.save_session();
         self.plugins
             .unsubscribed(&u.filters, u.properties.as_deref())
             .await;
@@ -304,7 +313,7 @@ where
             .state
             .subscriptions
             .iter()
-            .map(|(f, q)| (f.clone(), *q))
+            .map(|(f, o)| (f.clone(), o.qos))
             .collect();
         subscriptions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut revoked = Vec::new();
@@ -347,6 +356,7 @@ where
             self.state.checked_generation = generation;
         }
         if !revoked.is_empty() {
+            self.save_session();
             self.purge_revoked = true;
             self.plugins.unsubscribed(&revoked, None).await;
         }

@@ -36,6 +36,9 @@ pub struct Outgoing {
 pub struct Inflight {
     entries: VecDeque<Outgoing>,
     next_seq: u64,
+    /// Until this sequence number every new id is checked against the whole window:
+    /// restored entries keep the ids they were stored with, in no particular order.
+    scattered_until: u64,
 }
 
 impl Inflight {
@@ -55,10 +58,11 @@ impl Inflight {
             let seq = self.next_seq;
             self.next_seq += 1;
             let pkid = (seq % 65_535) as u16 + 1;
-            let may_collide = self
-                .entries
-                .front()
-                .is_some_and(|oldest| seq - oldest.seq >= 65_535);
+            let may_collide = seq < self.scattered_until
+                || self
+                    .entries
+                    .front()
+                    .is_some_and(|oldest| seq - oldest.seq >= 65_535);
             if !may_collide || !self.entries.iter().any(|e| e.pkid == pkid) {
                 break (seq, pkid);
             }
@@ -70,6 +74,20 @@ impl Inflight {
             state: OutState::Published,
         });
         pkid
+    }
+
+    /// Puts back a message restored from the store with the packet id it was sent
+    /// with, in `state`.
+    pub fn restore(&mut self, pkid: u16, delivery: Delivery, state: OutState) {
+        let seq = u64::from(pkid.max(1) - 1);
+        self.entries.push_back(Outgoing {
+            pkid,
+            seq,
+            delivery,
+            state,
+        });
+        self.next_seq = self.next_seq.max(seq + 1);
+        self.scattered_until = self.next_seq + 65_535;
     }
 
     fn position(&self, pkid: u16) -> Option<usize> {
@@ -87,15 +105,11 @@ impl Inflight {
         }
     }
 
-    /// Moves a QoS 2 message to `Released` (PUBREC). Returns whether it was in flight.
-    pub fn received(&mut self, pkid: u16) -> bool {
-        match self.position(pkid) {
-            Some(i) => {
-                self.entries[i].state = OutState::Released;
-                true
-            }
-            None => false,
-        }
+    /// Moves a QoS 2 message to `Released` (PUBREC). Returns it if it was in flight.
+    pub fn received(&mut self, pkid: u16) -> Option<&Outgoing> {
+        let i = self.position(pkid)?;
+        self.entries[i].state = OutState::Released;
+        Some(&self.entries[i])
     }
 
     /// Completes a QoS 2 message (PUBCOMP). Returns whether it was in flight.
@@ -187,7 +201,7 @@ mod tests {
         let mut w = Inflight::default();
         let id = w.push(delivery());
         assert!(!w.complete(id), "PUBCOMP before PUBREC is ignored");
-        assert!(w.received(id));
+        assert!(w.received(id).is_some());
         assert!(!w.ack(id), "PUBACK for a released message is ignored");
         assert!(w.complete(id));
         assert!(w.is_empty());

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::protocol::{Properties, QoS};
 use crate::router::shared::ShareGroup;
 use crate::session::id::SessionId;
+use crate::storage::Stored;
 
 /// An application message as routed: one allocation shared by every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +109,9 @@ pub struct Delivery {
     /// goes away with the delivery unacknowledged, another member of the group gets it
     /// (see [`Router::reroute`](crate::router::Router::reroute)).
     pub share: Option<Arc<ShareGroup>>,
+    /// Its record in the store, for a QoS 1/2 delivery to a stored session: removed
+    /// when the last copy of the delivery goes (see [`Stored`]).
+    pub stored: Option<Arc<Stored>>,
 }
 
 impl Delivery {
@@ -119,6 +123,7 @@ impl Delivery {
             retain: false,
             subscription_ids: None,
             share: None,
+            stored: None,
         }
     }
 }

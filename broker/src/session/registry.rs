@@ -286,6 +286,7 @@ impl Registry {
                 Some(entry) if entry.generation == claim.generation => {
                     entry.live = None;
                     if state.persistent {
+                        state.save(Some(std::time::SystemTime::now()));
                         let now = Instant::now();
                         let key = (now, inner.next_seq);
                         inner.next_seq += 1;
@@ -327,10 +328,49 @@ impl Registry {
         self.parked_changed.notify_one();
     }
 
-    /// Drops a session's subscriptions from the router; its queue goes with `state`.
+    /// Drops a session's subscriptions from the router and its record from the store;
+    /// its queue goes with `state`.
     pub fn discard(&self, state: SessionState) {
+        state.forget();
         self.router
             .unsubscribe_all(state.subscriptions.keys(), state.id);
+    }
+
+    /// Parks a session restored from the store, as if its connection had ended
+    /// `offline_for` ago: it expires when it would have had the broker kept running.
+    /// Returns `false` (and discards it) when it expired while the broker was down.
+    pub fn adopt(&self, state: SessionState, owner: ByteString, offline_for: Duration) -> bool {
+        state.mailbox.set_online(false);
+        let expiry = state.expiry.or(self.limits.expiry);
+        if expiry.is_some_and(|e| offline_for >= e) {
+            self.discard(state);
+            return false;
+        }
+        let now = Instant::now();
+        // Parked `offline_for` ago, as far as the monotonic clock reaches back.
+        let parked_at = now.checked_sub(offline_for).unwrap_or(now);
+        {
+            let mut inner = self.inner.lock();
+            let inner = &mut *inner;
+            let key = (parked_at, inner.next_seq);
+            inner.next_seq += 1;
+            let due = expiry.map(|e| (now + e.saturating_sub(offline_for), key.1));
+            inner.parked.insert(key, state.client_id.clone());
+            if let Some(due) = due {
+                inner.due.insert(due, state.client_id.clone());
+            }
+            inner.entries.insert(
+                state.client_id.clone(),
+                Entry {
+                    generation: 0,
+                    owner,
+                    live: None,
+                    parked: Some((state, key, due)),
+                },
+            );
+        }
+        self.parked_changed.notify_one();
+        true
     }
 
     /// Discards every parked session whose expiry is due at `now`, and returns when the
@@ -427,7 +467,13 @@ mod tests {
                 share: None,
             },
         );
-        state.subscriptions.insert(filter, QoS::AtLeastOnce);
+        state.subscriptions.insert(
+            filter,
+            crate::storage::SubOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        );
         registry.release(claim, state);
     }
 

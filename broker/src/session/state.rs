@@ -6,11 +6,11 @@ use bytestring::ByteString;
 use foldhash::{HashMap, HashSet};
 use tokio::sync::mpsc;
 
-use crate::protocol::QoS;
 use crate::session::id::SessionId;
 use crate::session::inflight::Inflight;
 use crate::session::mailbox::Mailbox;
 use crate::session::message::Delivery;
+use crate::storage::{Op, SessionRecord, Store, SubOptions};
 
 /// Everything MQTT keeps for a session between connections.
 pub struct SessionState {
@@ -29,8 +29,8 @@ pub struct SessionState {
     pub mailbox: Arc<Mailbox>,
     /// Receiving side of the session's queue.
     pub queue: mpsc::Receiver<Delivery>,
-    /// Filters and the QoS granted for each.
-    pub subscriptions: HashMap<ByteString, QoS>,
+    /// Filters and the options granted for each (what the router routes by).
+    pub subscriptions: HashMap<ByteString, SubOptions>,
     /// Outbound QoS 1/2 messages awaiting acknowledgement.
     pub inflight: Inflight,
     /// Inbound QoS 2 packet identifiers received and not yet released (PUBREL), so a
@@ -51,6 +51,9 @@ pub struct SessionState {
     /// sending `false` drops it (a connection resumed the session); dropping the sender
     /// (the session is discarded) publishes it at once.
     pub pending_will: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// Which life of the client id's session this is in the store; 0 when the session
+    /// is not stored (memory only, or not persistent when it was created).
+    pub incarnation: u64,
 }
 
 /// A delivery waiting for a RECEIVE verdict (see [`SessionState::held`]).
@@ -80,6 +83,76 @@ impl SessionState {
             pending_will: None,
             owner: ByteString::new(),
             checked_generation: 0,
+            incarnation: 0,
+        }
+    }
+
+    /// A fresh persistent session written to `store`: its record now, and each QoS 1/2
+    /// message as it is queued.
+    pub fn stored(client_id: ByteString, capacity: usize, store: Arc<Store>) -> Self {
+        let incarnation = store.next_seq();
+        let (mailbox, queue) = Mailbox::with_store(client_id.clone(), capacity, Some(store));
+        Self {
+            mailbox,
+            queue,
+            incarnation,
+            ..Self::new(client_id, true, 1)
+        }
+    }
+
+    /// A persistent session read back from `store`, under the incarnation it was
+    /// stored with.
+    pub fn restored(
+        client_id: ByteString,
+        capacity: usize,
+        store: Arc<Store>,
+        incarnation: u64,
+    ) -> Self {
+        let (mailbox, queue) = Mailbox::with_store(client_id.clone(), capacity, Some(store));
+        Self {
+            mailbox,
+            queue,
+            incarnation,
+            ..Self::new(client_id, true, 1)
+        }
+    }
+
+    /// The store the session is written to, if any.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.mailbox.store().filter(|_| self.incarnation != 0)
+    }
+
+    /// Writes the session's record (identity, expiry, subscriptions) to its store;
+    /// `disconnected_at` is when its connection ended (`None` while one serves it).
+    pub fn save(&self, disconnected_at: Option<std::time::SystemTime>) {
+        let Some(store) = self.store() else {
+            return;
+        };
+        let mut subscriptions: Vec<(ByteString, SubOptions)> = self
+            .subscriptions
+            .iter()
+            .map(|(f, o)| (f.clone(), *o))
+            .collect();
+        subscriptions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        store.submit(Op::Session {
+            client_id: self.client_id.clone(),
+            record: SessionRecord {
+                incarnation: self.incarnation,
+                owner: self.owner.clone(),
+                expiry: self.expiry,
+                disconnected_at,
+                subscriptions,
+            },
+        });
+    }
+
+    /// Removes the session from its store (it ended for good).
+    pub fn forget(&self) {
+        if let Some(store) = self.store() {
+            store.submit(Op::SessionGone {
+                client_id: self.client_id.clone(),
+                incarnation: self.incarnation,
+            });
         }
     }
 }
