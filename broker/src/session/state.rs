@@ -91,13 +91,7 @@ impl SessionState {
     /// message as it is queued.
     pub fn stored(client_id: ByteString, capacity: usize, store: Arc<Store>) -> Self {
         let incarnation = store.next_seq();
-        let (mailbox, queue) = Mailbox::with_store(client_id.clone(), capacity, Some(store));
-        Self {
-            mailbox,
-            queue,
-            incarnation,
-            ..Self::new(client_id, true, 1)
-        }
+        Self::restored(client_id, capacity, store, incarnation)
     }
 
     /// A persistent session read back from `store`, under the incarnation it was
