@@ -200,6 +200,7 @@ impl Collector for BrokerCollector {
         )?;
         self.encode_limits(&mut e)?;
         self.encode_sessions(&mut e, &s)?;
+        self.encode_storage(&mut e)?;
 
         self.encode_plugins(&mut e)
     }
@@ -207,6 +208,48 @@ impl Collector for BrokerCollector {
 
 impl BrokerCollector {
     /// Refusals at the router's bounds, and the retained store's size in bytes.
+    /// The store's writer and what the start-up restored; nothing without a store.
+    fn encode_storage(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let broker = &self.0;
+        let Some(store) = &broker.store else {
+            return Ok(());
+        };
+        let st = store.stats();
+        #[rustfmt::skip]
+        let singles: [(&str, &str, MetricType, u64); 6] = [
+            ("tandem_storage_commits", "Transactions the store committed (each a batch of changes: group commit).", Counter, st.commits.load(Relaxed)),
+            ("tandem_storage_syncs", "Commits synced to disk (every commit with sync: always; every interval with periodic).", Counter, st.syncs.load(Relaxed)),
+            ("tandem_storage_ops", "Changes committed to the store.", Counter, st.ops.load(Relaxed)),
+            ("tandem_storage_errors", "Commits that failed (a full disk, an I/O error); each is retried until it lands.", Counter, st.errors.load(Relaxed)),
+            ("tandem_storage_pending_ops", "Changes handed to the store and not yet committed.", Gauge, st.pending.load(Relaxed) as u64),
+            ("tandem_storage_failing", "1 while the last commit failed: QoS 1/2 publishes that need the store are not acknowledged.", Gauge, u64::from(st.failing.load(Relaxed))),
+        ];
+        for (name, help, kind, v) in singles {
+            single(e, name, help, kind, v)?;
+        }
+        if let Some(r) = broker.restored.get() {
+            let mut f = Family::new(
+                e,
+                "tandem_storage_restored",
+                "What the start-up restored from the store, by kind (expired: sessions that expired while the broker was down; dropped: messages past today's bounds).",
+                Gauge,
+            )?;
+            for (kind, v) in [
+                ("sessions", r.sessions),
+                ("expired", r.expired),
+                ("queued", r.queued),
+                ("inflight", r.inflight),
+                ("incoming_qos2", r.incoming),
+                ("retained", r.retained),
+                ("dropped", r.dropped),
+            ] {
+                f.gauge(&[("kind", kind)], i64::try_from(v).unwrap_or(i64::MAX))?;
+            }
+        }
+        Ok(())
+    }
+
     fn encode_limits(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         use MetricType::{Counter, Gauge};
         let broker = &self.0;
