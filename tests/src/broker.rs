@@ -270,6 +270,13 @@ impl Tandem {
         None
     }
 
+    /// Kills the process with SIGKILL, as an OOM kill or a node failure would, and
+    /// waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

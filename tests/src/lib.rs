@@ -12,6 +12,8 @@
 //! - `client.rs`: [`RawClient`], an MQTT 3.1.1 client over a raw TCP socket, the
 //!   CONNECT packets tests log in with ([`connect_packet`], [`connect_as`]), and
 //!   [`wait_sys`] (a `$SYS` value, waited for as a subscriber).
+//! - `crash.rs`: publishers and subscribers that outlive their broker, and the ledger of
+//!   what it acknowledged and delivered (the storage crash tests).
 //! - `wire.rs`: the packet framing [`RawClient`] and the soak binary share.
 //! - `plugin.rs`: plugin processes: the workspace's [`binary`]s, [`PluginProcess`] for a
 //!   plugin a test starts itself, [`free_port`], [`kill_pid`], and `/proc` lookups.
@@ -30,6 +32,7 @@
 
 mod broker;
 mod client;
+pub mod crash;
 pub mod jwt;
 pub mod marker;
 pub mod passwd;

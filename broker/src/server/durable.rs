@@ -95,6 +95,10 @@ where
                 pkid,
                 released: true,
             });
+            // A PUBREL before its state is stored would let a crash bring back the
+            // PUBLISH, which a client that already completed the id takes for a new
+            // message.
+            self.after_store();
         }
         self.out.ack(PacketType::PubRel, pkid);
     }
