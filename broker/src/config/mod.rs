@@ -221,6 +221,12 @@ impl Config {
         if self.mqtt.max_queued_messages == 0 {
             return Err(invalid("mqtt.max_queued_messages", "must be at least 1"));
         }
+        if self.mqtt.backpressure_timeout.is_zero() {
+            return Err(invalid(
+                "mqtt.backpressure_timeout",
+                "must be above 0 (drop_new drops at once)",
+            ));
+        }
         if self.mqtt.max_topic_levels == 0 {
             return Err(invalid("mqtt.max_topic_levels", "must be at least 1"));
         }

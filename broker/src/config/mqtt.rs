@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::session::mailbox::QueueBound;
+pub use crate::session::mailbox::QueueFull;
+
 /// MQTT limits. Each bound has a decided behaviour at the bound, written beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,8 +22,18 @@ pub struct MqttConfig {
     /// wait in the client's queue.
     pub max_inflight: u16,
     /// Messages queued per session (online behind the inflight window, or offline for
-    /// a persistent session); a message beyond it is dropped for that session and counted.
+    /// a persistent session); `queue_full` says what one more does.
     pub max_queued_messages: usize,
+    /// What a full session queue does with one more message: `drop_new` (drop it for
+    /// that session), `drop_oldest` (drop the oldest queued one instead) or
+    /// `backpressure` (a QoS 1/2 publisher waits for room, up to
+    /// `backpressure_timeout`, before its PUBACK/PUBREC). Every drop is counted.
+    pub queue_full: QueueFull,
+    /// How long a publisher waits for room under `queue_full: backpressure`; past it,
+    /// the message is dropped for the full session and the publisher's connection is
+    /// closed without its acknowledgement (MQTT 5: DISCONNECT 0x97), so it sends again.
+    #[serde(with = "humantime_serde")]
+    pub backpressure_timeout: Duration,
     /// Levels (`/`-separated parts) a topic name or filter may have. A deeper SUBSCRIBE
     /// filter is answered 0x80; a deeper PUBLISH topic or will topic closes the
     /// connection. Counted and logged.
@@ -93,6 +106,8 @@ impl Default for MqttConfig {
             max_packet_size: 1024 * 1024,
             max_inflight: 100,
             max_queued_messages: 1000,
+            queue_full: QueueFull::DropNew,
+            backpressure_timeout: Duration::from_secs(10),
             max_topic_levels: 128,
             max_subscriptions_per_client: 1000,
             max_retained_messages: 100_000,
@@ -119,6 +134,14 @@ impl MqttConfig {
             (cap, true)
         } else {
             (asked, false)
+        }
+    }
+
+    /// A session queue's bound and its behaviour at it.
+    pub fn queue_bound(&self) -> QueueBound {
+        QueueBound {
+            capacity: self.max_queued_messages,
+            full: self.queue_full,
         }
     }
 

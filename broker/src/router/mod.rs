@@ -25,7 +25,7 @@ use smallvec::SmallVec;
 
 use crate::protocol::QoS;
 use crate::session::id::SessionId;
-use crate::session::mailbox::Offer;
+use crate::session::mailbox::{Mailbox, Offer};
 use crate::session::message::{Delivery, Message, SubscriptionIds};
 use crate::stats::Stats;
 use crate::storage::{Op, Store};
@@ -45,13 +45,16 @@ pub struct Router {
 }
 
 /// What routing one message did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Default)]
 pub struct Routed {
     /// Sessions it was queued for (or skipped for, as QoS 0 to an offline session).
     pub matched: usize,
     /// Whether it changed the store (a stored delivery, a retained message): its
     /// acknowledgement waits for the store.
     pub stored: bool,
+    /// QoS 1/2 deliveries to full queues under `mqtt.queue_full: backpressure`, for the
+    /// publisher to wait with (only when routed with [`publish_waiting`](Router::publish_waiting)).
+    pub blocked: Vec<(Arc<Mailbox>, Delivery)>,
 }
 
 impl Router {
@@ -185,7 +188,7 @@ impl Router {
     /// subscriptions granted, capped by the message's QoS. Returns the number of
     /// sessions it was queued for.
     pub fn publish(&self, message: Arc<Message>) -> Routed {
-        self.route(message, |_| {})
+        self.route(message, false, |_| {})
     }
 
     /// [`publish`](Self::publish), also calling `queued_offline` with the client id of
@@ -196,10 +199,26 @@ impl Router {
         message: Arc<Message>,
         queued_offline: impl FnMut(&ByteString),
     ) -> Routed {
-        self.route(message, queued_offline)
+        self.route(message, false, queued_offline)
     }
 
-    fn route(&self, message: Arc<Message>, mut queued_offline: impl FnMut(&ByteString)) -> Routed {
+    /// Routes a client's message like [`publish_noting_offline`](Self::publish_noting_offline),
+    /// except that QoS 1/2 deliveries to full queues under `mqtt.queue_full:
+    /// backpressure` come back in [`Routed::blocked`] for the publisher to wait with.
+    pub fn publish_waiting(
+        &self,
+        message: Arc<Message>,
+        queued_offline: impl FnMut(&ByteString),
+    ) -> Routed {
+        self.route(message, true, queued_offline)
+    }
+
+    fn route(
+        &self,
+        message: Arc<Message>,
+        can_wait: bool,
+        mut queued_offline: impl FnMut(&ByteString),
+    ) -> Routed {
         let mut stored = false;
         if message.retain {
             let applied = self.retained.write().apply(&message);
@@ -225,6 +244,7 @@ impl Router {
             matches.sort_unstable_by(|a, b| a.session.cmp(&b.session).then(b.qos.cmp(&a.qos)));
         }
         let mut queued = 0;
+        let mut blocked = Vec::new();
         let mut offer = |group: &[&Subscriber]| {
             let sub = group[0];
             let delivery = Delivery {
@@ -236,18 +256,28 @@ impl Router {
                 stored: None,
             };
             let durable = sub.mailbox.stores(delivery.qos);
-            match sub.mailbox.offer(delivery) {
-                Offer::Queued => {
-                    queued += 1;
-                    stored |= durable;
+            let offered = if can_wait {
+                match sub.mailbox.try_offer(delivery) {
+                    Ok(offered) => offered,
+                    Err(delivery) => {
+                        blocked.push((sub.mailbox.clone(), delivery));
+                        return;
+                    }
                 }
-                Offer::Skipped => queued += 1,
-                Offer::QueuedOffline => {
-                    queued += 1;
-                    stored |= durable;
-                    queued_offline(sub.mailbox.client_id());
-                }
-                Offer::Dropped => self.stats.add_dropped(1),
+            } else {
+                sub.mailbox.offer(delivery)
+            };
+            if offered.dropped() {
+                self.stats.add_dropped(1);
+            }
+            if offered.queued() || offered == Offer::Skipped {
+                queued += 1;
+            }
+            if offered.queued() {
+                stored |= durable;
+            }
+            if offered.offline() {
+                queued_offline(sub.mailbox.client_id());
             }
         };
         for group in runs(&matches, |s| s.session) {
@@ -267,6 +297,7 @@ impl Router {
         Routed {
             matched: queued,
             stored,
+            blocked,
         }
     }
 
@@ -323,7 +354,10 @@ impl Router {
             stored: None,
             message,
         });
-        offered == Offer::Queued
+        if offered.dropped() {
+            self.stats.add_dropped(1);
+        }
+        offered.queued()
     }
 
     /// Counts a retained message the store refused, and logs at a falling rate (the

@@ -444,6 +444,11 @@ where
             Exit::Storage(err) => {
                 warn!(cause = %err, "closing connection: what it acknowledges could not be stored")
             }
+            Exit::QueueFull(pkid) => warn!(
+                pkid,
+                timeout = ?self.broker.config.mqtt.backpressure_timeout,
+                "closing connection without acknowledging a PUBLISH: a subscriber's queue stayed full (mqtt.queue_full: backpressure)"
+            ),
             other => debug!(reason = ?other, "connection closed"),
         }
         if !matches!(exit, Exit::Takeover | Exit::Shutdown) {
@@ -485,9 +490,11 @@ where
         let mut flush = match exit {
             Exit::Disconnect | Exit::DisconnectWithWill | Exit::Shutdown => true,
             // What is owed, then the DISCONNECT that says why.
-            Exit::Protocol(_) | Exit::KeepAlive | Exit::Takeover | Exit::Refused(_) => {
-                self.wire.version().is_v5()
-            }
+            Exit::Protocol(_)
+            | Exit::KeepAlive
+            | Exit::Takeover
+            | Exit::Refused(_)
+            | Exit::QueueFull(_) => self.wire.version().is_v5(),
             Exit::Closed | Exit::Io(_) | Exit::Storage(_) => false,
         };
         // Acknowledgements of what the store has not committed never go out.

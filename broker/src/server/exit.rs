@@ -29,6 +29,10 @@ pub(super) enum Exit {
     /// The store could not commit what this connection's output acknowledges: the
     /// output is not written, the client sends again.
     Storage(crate::storage::writer::StoreFailed),
+    /// A subscriber's queue stayed full past `mqtt.backpressure_timeout` under
+    /// `mqtt.queue_full: backpressure`: the PUBLISH with this packet id is not
+    /// acknowledged.
+    QueueFull(u16),
 }
 
 impl Exit {
@@ -45,6 +49,10 @@ impl Exit {
             Exit::Shutdown => (EndReason::Shutdown, String::new()),
             Exit::Refused(_) => (EndReason::NotAuthorized, "re-authentication failed".into()),
             Exit::Storage(e) => (EndReason::ConnectionLost, e.to_string()),
+            Exit::QueueFull(_) => (
+                EndReason::ConnectionLost,
+                "a subscriber's queue stayed full (mqtt.queue_full: backpressure)".into(),
+            ),
         }
     }
 
@@ -57,6 +65,10 @@ impl Exit {
             Exit::Takeover => Some((0x8E, "session taken over".into())),
             Exit::Shutdown => Some((0x8B, "server shutting down".into())),
             Exit::Refused(refusal) => Some(refusal.disconnect()),
+            Exit::QueueFull(_) => Some((
+                0x97,
+                "quota exceeded: a subscriber's queue stayed full; send again later".into(),
+            )),
             Exit::Disconnect
             | Exit::DisconnectWithWill
             | Exit::Closed

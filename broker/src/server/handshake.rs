@@ -504,14 +504,13 @@ async fn take_session(
             if let Some(prev) = prev {
                 broker.registry.discard(prev);
             }
-            let capacity = broker.config.mqtt.max_queued_messages;
-            let mut fresh = match &broker.store {
-                // A persistent session is written to the store from its first message.
-                Some(store) if persistent => {
-                    SessionState::stored(hello.client_id.clone(), capacity, store.clone())
-                }
-                _ => SessionState::new(hello.client_id.clone(), persistent, capacity),
-            };
+            // A persistent session is written to the store (if any) from its first message.
+            let mut fresh = SessionState::with_queue(
+                hello.client_id.clone(),
+                persistent,
+                broker.config.mqtt.queue_bound(),
+                broker.store.as_ref(),
+            );
             // Nothing to check yet: no subscription.
             fresh.checked_generation = plugins.generation();
             (fresh, false)

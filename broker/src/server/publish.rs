@@ -29,24 +29,63 @@ pub(super) fn reserved_for_broker(topic: &str) -> bool {
     topic.starts_with("$SYS/")
 }
 
+/// What routing a message did, as far as its acknowledgement is concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RouteOutcome {
+    /// It changed the store: the acknowledgement waits for the store.
+    pub(super) stored: bool,
+    /// A full queue stayed full past `mqtt.backpressure_timeout`: not acknowledged.
+    pub(super) gave_up: bool,
+}
+
 /// Routes a message that passed its checks, on behalf of the client `plugins` speaks
-/// for, and tells the plugins that want to hear of it. No extra reference to the
-/// message is kept when no plugin wants events. Returns whether routing wrote to the
-/// store (the acknowledgement then waits for it).
-pub(super) async fn route(broker: &Broker, plugins: &ClientPlugins, message: Arc<Message>) -> bool {
-    if !plugins.wants_events() {
-        return broker.router.publish(message).stored;
-    }
+/// for, and tells the plugins that want to hear of it. With `wait` (a client's PUBLISH, not a
+/// will), QoS 1/2 deliveries to full queues under `mqtt.queue_full: backpressure` are
+/// waited for, one after another, within one `mqtt.backpressure_timeout`.
+pub(super) async fn route(
+    broker: &Broker,
+    plugins: &ClientPlugins,
+    message: Arc<Message>,
+    wait: bool,
+) -> RouteOutcome {
+    let wants_queued = plugins.wants_events() && plugins.wants_queued();
     let mut offline: Vec<ByteString> = Vec::new();
-    let routed = if plugins.wants_queued() {
-        broker
-            .router
-            .publish_noting_offline(message.clone(), |id| offline.push(id.clone()))
-    } else {
-        broker.router.publish(message.clone())
+    let note = |id: &ByteString| {
+        if wants_queued {
+            offline.push(id.clone());
+        }
     };
-    plugins.routed(&message, routed.matched, &offline).await;
-    routed.stored
+    let routed = if wait {
+        broker.router.publish_waiting(message.clone(), note)
+    } else {
+        broker.router.publish_noting_offline(message.clone(), note)
+    };
+    let mut outcome = RouteOutcome {
+        stored: routed.stored,
+        gave_up: false,
+    };
+    let mut matched = routed.matched;
+    if !routed.blocked.is_empty() {
+        let deadline = Instant::now() + broker.config.mqtt.backpressure_timeout;
+        for (mailbox, delivery) in routed.blocked {
+            let within = deadline.saturating_duration_since(Instant::now());
+            let offered = mailbox.offer_waiting(delivery, within).await;
+            if offered.queued() {
+                matched += 1;
+                outcome.stored |= mailbox.stores(message.qos);
+                if offered.offline() && wants_queued {
+                    offline.push(mailbox.client_id().clone());
+                }
+            } else if offered.dropped() {
+                broker.stats.add_dropped(1);
+                outcome.gave_up = true;
+            }
+        }
+    }
+    if plugins.wants_events() {
+        plugins.routed(&message, matched, &offline).await;
+    }
+    outcome
 }
 
 impl<R, W> Connection<R, W>
@@ -122,26 +161,45 @@ where
                 ..Properties::default()
             });
         let properties = properties.as_ref();
+        if reason == SUCCESS {
+            if p.qos == QoS::ExactlyOnce {
+                // Kept before routing: a redelivery from now on is not routed again.
+                self.incoming_qos2(p.pkid);
+            }
+            let (qos, pkid) = (p.qos, p.pkid);
+            let message = Arc::new(self.message_of(p));
+            let outcome = route(&self.broker, &self.plugins, message, true).await;
+            if outcome.stored {
+                self.after_store();
+            }
+            if outcome.gave_up && qos != QoS::AtMostOnce {
+                // Not acknowledged: the publisher sends it again on its next connection.
+                return Err(Exit::QueueFull(pkid));
+            }
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    self.out
+                        .ack_reason(PacketType::PubAck, pkid, reason, properties)
+                }
+                QoS::ExactlyOnce => {
+                    self.out
+                        .ack_reason(PacketType::PubRec, pkid, reason, properties)
+                }
+            }
+            return Ok(());
+        }
+        // A refused message is acknowledged with its reason (a refused QoS 2 message
+        // ends with its PUBREC: an MQTT 5 client sends no PUBREL after an error code, so
+        // nothing is remembered).
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self
                 .out
                 .ack_reason(PacketType::PubAck, p.pkid, reason, properties),
-            QoS::ExactlyOnce => {
-                // A refused QoS 2 message ends with its PUBREC (an MQTT 5 client sends no
-                // PUBREL after an error code): nothing to remember.
-                if reason == SUCCESS {
-                    self.incoming_qos2(p.pkid);
-                }
-                self.out
-                    .ack_reason(PacketType::PubRec, p.pkid, reason, properties);
-            }
-        }
-        if reason == SUCCESS {
-            let message = Arc::new(self.message_of(p));
-            if route(&self.broker, &self.plugins, message).await {
-                self.after_store();
-            }
+            QoS::ExactlyOnce => self
+                .out
+                .ack_reason(PacketType::PubRec, p.pkid, reason, properties),
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::router::{Subscriber, topic};
 use crate::server::connection::Connection;
-use crate::session::{Delivery, Offer};
+use crate::session::Delivery;
 use crate::stats::TopicIn;
 use crate::storage::SubOptions;
 
@@ -250,7 +250,7 @@ where
                 subscription_ids: (subscription_id != 0).then(|| Box::new(vec![subscription_id])),
                 ..Delivery::new(message, qos)
             });
-            if offer == Offer::Dropped {
+            if offer.dropped() {
                 self.broker.stats.add_dropped(1);
             }
         }

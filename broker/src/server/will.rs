@@ -112,7 +112,7 @@ async fn publish_will_now(
     {
         Checked::Allowed => {
             debug!(topic = ?will.topic, "publishing will");
-            route(broker, plugins, message(will, from)).await;
+            route(broker, plugins, message(will, from), false).await;
             true
         }
         Checked::Denied => {
@@ -190,7 +190,7 @@ async fn hold_will(
         {
             Checked::Allowed => {
                 info!(topic = ?will.topic, held = ?since.elapsed(), "publishing a held will");
-                route(&broker, &plugins, message(will, from)).await;
+                route(&broker, &plugins, message(will, from), false).await;
                 return;
             }
             Checked::Denied => {

@@ -2,22 +2,86 @@
 //!
 //! The same queue holds messages while the client is online (waiting behind the inflight
 //! window or the socket) and while a persistent session is offline, so "max queued
-//! messages" is one bound with one behaviour: past it, the message is dropped for this
-//! session, counted, and logged at a falling rate.
+//! messages" is one bound, and `mqtt.queue_full` is what happens at it:
+//! - `drop_new` (the default): the new message is dropped for this session;
+//! - `drop_oldest`: the oldest queued message makes room for it;
+//! - `backpressure`: a QoS 1/2 publisher waits for room (up to
+//!   `mqtt.backpressure_timeout`), so its PUBACK/PUBREC says the message was queued for
+//!   every subscriber. At the bound the publisher's connection is closed without the
+//!   acknowledgement (see `server::publish`).
+//!
+//! Every message dropped is counted (globally and per session) and logged at a falling
+//! rate with the session's client id.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytestring::ByteString;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::protocol::QoS;
 use crate::session::message::Delivery;
 use crate::storage::Store;
 
+/// `mqtt.queue_full`: what a full session queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueFull {
+    /// Drop the new message for this session.
+    #[default]
+    DropNew,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+    /// Make a QoS 1/2 publisher wait for room.
+    Backpressure,
+}
+
+/// A session queue's bound and its behaviour at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBound {
+    /// Messages queued at most (`mqtt.max_queued_messages`).
+    pub capacity: usize,
+    /// What one more does (`mqtt.queue_full`).
+    pub full: QueueFull,
+}
+
+impl QueueBound {
+    /// `capacity` messages, dropping new ones past it.
+    pub fn drop_new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            full: QueueFull::DropNew,
+        }
+    }
+}
+
+/// The receiving end, shared with the mailbox so that `drop_oldest` can take the oldest
+/// message out. The lock is held only for one poll or one take.
+type SharedRx = Arc<Mutex<mpsc::Receiver<Delivery>>>;
+
+/// The receiving side of a session's queue: what its connection drains.
+pub struct Queue(SharedRx);
+
+impl Queue {
+    /// The next delivery; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        std::future::poll_fn(|cx| self.0.lock().poll_recv(cx)).await
+    }
+
+    /// The next delivery if one is queued.
+    pub fn try_recv(&mut self) -> Result<Delivery, mpsc::error::TryRecvError> {
+        self.0.lock().try_recv()
+    }
+}
+
 /// The sending side of a session's queue, shared by every subscription of the session.
 pub struct Mailbox {
     tx: mpsc::Sender<Delivery>,
+    rx: SharedRx,
+    full: QueueFull,
     /// Whether a connection is draining the queue. QoS 0 messages are not queued for
     /// an offline session (MQTT-3.1.2-5 lets a broker keep only QoS 1 and 2).
     online: AtomicBool,
@@ -30,27 +94,31 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// A mailbox of `capacity` messages for `client_id`'s session, and its receiving end.
-    pub fn new(client_id: ByteString, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Delivery>) {
-        Self::with_store(client_id, capacity, None)
+    /// A mailbox of `capacity` messages for `client_id`'s session that drops new
+    /// messages past it, and its receiving end.
+    pub fn new(client_id: ByteString, capacity: usize) -> (Arc<Self>, Queue) {
+        Self::with_store(client_id, QueueBound::drop_new(capacity), None)
     }
 
-    /// A mailbox whose QoS 1/2 deliveries are written to `store` (when set) as they are
-    /// queued.
+    /// A mailbox bounded by `bound`, whose QoS 1/2 deliveries are written to `store`
+    /// (when set) as they are queued.
     pub fn with_store(
         client_id: ByteString,
-        capacity: usize,
+        bound: QueueBound,
         store: Option<Arc<Store>>,
-    ) -> (Arc<Self>, mpsc::Receiver<Delivery>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    ) -> (Arc<Self>, Queue) {
+        let (tx, rx) = mpsc::channel(bound.capacity);
+        let rx = Arc::new(Mutex::new(rx));
         let mailbox = Arc::new(Self {
             tx,
+            rx: rx.clone(),
+            full: bound.full,
             online: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             client_id,
             store,
         });
-        (mailbox, rx)
+        (mailbox, Queue(rx))
     }
 
     /// The store its deliveries are written to, if any.
@@ -95,29 +163,81 @@ impl Mailbox {
     }
 
     /// Queues a delivery without waiting. A QoS 0 delivery to an offline session is
-    /// skipped, which is not a drop; past the bound the delivery is dropped and counted.
+    /// skipped, which is not a drop; past the bound the delivery is dropped and counted
+    /// (the new one, or with `drop_oldest` the oldest). Under `backpressure`, use
+    /// [`try_offer`](Self::try_offer) to wait instead.
+    pub fn offer(&self, delivery: Delivery) -> Offer {
+        self.try_offer(delivery).unwrap_or_else(|_| self.drop_one())
+    }
+
+    /// Like [`offer`](Self::offer), except that under `backpressure` a QoS 1/2 delivery
+    /// that finds the queue full is handed back, for the publisher to wait with
+    /// ([`offer_waiting`](Self::offer_waiting)).
     ///
     /// A delivery to a stored session is handed to the store before it enters the
     /// queue, so its removal (once acknowledged) can only come after it.
-    pub fn offer(&self, mut delivery: Delivery) -> Offer {
+    pub fn try_offer(&self, delivery: Delivery) -> Result<Offer, Delivery> {
         let online = self.online.load(Ordering::Acquire);
         if delivery.qos == QoS::AtMostOnce && !online {
-            return Offer::Skipped;
+            return Ok(Offer::Skipped);
         }
-        if let Some(store) = &self.store
-            && delivery.qos != QoS::AtMostOnce
-        {
-            if self.tx.capacity() == 0 {
-                return self.drop_one();
+        if self.is_full() {
+            match self.full {
+                QueueFull::DropNew => return Ok(self.drop_one()),
+                QueueFull::Backpressure if delivery.qos != QoS::AtMostOnce => {
+                    return Err(delivery);
+                }
+                QueueFull::Backpressure => return Ok(self.drop_one()),
+                QueueFull::DropOldest => {
+                    let oldest = self.rx.lock().try_recv().ok();
+                    let Some(oldest) = oldest else {
+                        return Ok(self.send(self.stored(delivery), online));
+                    };
+                    self.drop_one();
+                    // Dropped outside the lock: a stored one writes its removal.
+                    drop(oldest);
+                    return Ok(match self.send(self.stored(delivery), online) {
+                        Offer::Queued | Offer::QueuedOffline => Offer::QueuedOverOldest { online },
+                        other => other,
+                    });
+                }
             }
-            delivery.stored = Some(store.queued(&self.client_id, &delivery));
         }
-        self.send(delivery, online)
+        Ok(self.send(self.stored(delivery), online))
+    }
+
+    /// Waits up to `within` for room, then queues `delivery` (stored first, as
+    /// [`try_offer`](Self::try_offer) does); past it the delivery is dropped and counted.
+    pub async fn offer_waiting(&self, delivery: Delivery, within: Duration) -> Offer {
+        match tokio::time::timeout(within, self.tx.reserve()).await {
+            Ok(Ok(permit)) => {
+                let online = self.online.load(Ordering::Acquire);
+                permit.send(self.stored(delivery));
+                if online {
+                    Offer::Queued
+                } else {
+                    Offer::QueuedOffline
+                }
+            }
+            // The session ended meanwhile.
+            Ok(Err(_)) => Offer::Skipped,
+            Err(_) => self.drop_one(),
+        }
     }
 
     /// Puts a delivery restored from the store back in the queue, as it was stored.
     pub fn restore(&self, delivery: Delivery) -> Offer {
         self.send(delivery, false)
+    }
+
+    /// The delivery with its record in the store, when this session is stored.
+    fn stored(&self, mut delivery: Delivery) -> Delivery {
+        if let Some(store) = &self.store
+            && delivery.qos != QoS::AtMostOnce
+        {
+            delivery.stored = Some(store.queued(&self.client_id, &delivery));
+        }
+        delivery
     }
 
     fn send(&self, delivery: Delivery, online: bool) -> Offer {
@@ -126,6 +246,7 @@ impl Mailbox {
             Ok(()) => Offer::QueuedOffline,
             // A closed channel means the session ended between routing and delivery.
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Skipped,
+            // Another publisher took the room since it was checked.
             Err(mpsc::error::TrySendError::Full(_)) => self.drop_one(),
         }
     }
@@ -138,7 +259,8 @@ impl Mailbox {
                 client_id = %self.client_id,
                 dropped = n,
                 capacity = self.tx.max_capacity(),
-                "session queue full; dropping messages (mqtt.max_queued_messages)"
+                policy = ?self.full,
+                "session queue full; dropping messages (mqtt.max_queued_messages, mqtt.queue_full)"
             );
         }
         Offer::Dropped
@@ -157,4 +279,32 @@ pub enum Offer {
     Skipped,
     /// Dropped: the queue was full (`mqtt.max_queued_messages`).
     Dropped,
+    /// Queued in place of the oldest message, which was dropped (`drop_oldest`).
+    QueuedOverOldest {
+        /// Whether a connection drains the queue.
+        online: bool,
+    },
+}
+
+impl Offer {
+    /// Whether the delivery is in the queue.
+    pub fn queued(self) -> bool {
+        matches!(
+            self,
+            Offer::Queued | Offer::QueuedOffline | Offer::QueuedOverOldest { .. }
+        )
+    }
+
+    /// Whether a message was dropped for the session (this one or the oldest).
+    pub fn dropped(self) -> bool {
+        matches!(self, Offer::Dropped | Offer::QueuedOverOldest { .. })
+    }
+
+    /// Whether it was queued for a session whose client is offline.
+    pub fn offline(self) -> bool {
+        matches!(
+            self,
+            Offer::QueuedOffline | Offer::QueuedOverOldest { online: false }
+        )
+    }
 }

@@ -22,7 +22,7 @@ pub mod state;
 
 pub use id::SessionId;
 pub use inflight::{Inflight, OutState, Outgoing};
-pub use mailbox::{Mailbox, Offer};
+pub use mailbox::{Mailbox, Offer, Queue, QueueBound, QueueFull};
 pub use message::{Delivery, Message};
 pub use registry::{ClaimError, Limits, Registry};
 pub use state::{Held, SessionState};

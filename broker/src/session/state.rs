@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use foldhash::{HashMap, HashSet};
-use tokio::sync::mpsc;
 
 use crate::session::id::SessionId;
 use crate::session::inflight::Inflight;
-use crate::session::mailbox::Mailbox;
+use crate::session::mailbox::{Mailbox, Queue, QueueBound};
 use crate::session::message::Delivery;
 use crate::storage::{Op, SessionRecord, Store, SubOptions};
 
@@ -28,7 +27,7 @@ pub struct SessionState {
     /// Sending side of the session's queue, held by its subscriptions.
     pub mailbox: Arc<Mailbox>,
     /// Receiving side of the session's queue.
-    pub queue: mpsc::Receiver<Delivery>,
+    pub queue: Queue,
     /// Filters and the options granted for each (what the router routes by).
     pub subscriptions: HashMap<ByteString, SubOptions>,
     /// Outbound QoS 1/2 messages awaiting acknowledgement.
@@ -87,22 +86,39 @@ impl SessionState {
         }
     }
 
-    /// A fresh persistent session written to `store`: its record now, and each QoS 1/2
-    /// message as it is queued.
-    pub fn stored(client_id: ByteString, capacity: usize, store: Arc<Store>) -> Self {
-        let incarnation = store.next_seq();
-        Self::restored(client_id, capacity, store, incarnation)
+    /// A fresh session bounded by `bound`; a persistent one is written to `store` when
+    /// given (its record now, and each QoS 1/2 message as it is queued).
+    pub fn with_queue(
+        client_id: ByteString,
+        persistent: bool,
+        bound: QueueBound,
+        store: Option<&Arc<Store>>,
+    ) -> Self {
+        match store {
+            Some(store) if persistent => {
+                let incarnation = store.next_seq();
+                Self::restored(client_id, bound, store.clone(), incarnation)
+            }
+            _ => {
+                let (mailbox, queue) = Mailbox::with_store(client_id.clone(), bound, None);
+                Self {
+                    mailbox,
+                    queue,
+                    ..Self::new(client_id, persistent, 1)
+                }
+            }
+        }
     }
 
     /// A persistent session read back from `store`, under the incarnation it was
     /// stored with.
     pub fn restored(
         client_id: ByteString,
-        capacity: usize,
+        bound: QueueBound,
         store: Arc<Store>,
         incarnation: u64,
     ) -> Self {
-        let (mailbox, queue) = Mailbox::with_store(client_id.clone(), capacity, Some(store));
+        let (mailbox, queue) = Mailbox::with_store(client_id.clone(), bound, Some(store));
         Self {
             mailbox,
             queue,

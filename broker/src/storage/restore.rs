@@ -87,10 +87,9 @@ fn restore_session(
         messages,
         incoming,
     } = stored;
-    let capacity = broker.config.mqtt.max_queued_messages;
     let mut state = SessionState::restored(
         client_id.clone(),
-        capacity,
+        broker.config.mqtt.queue_bound(),
         store.clone(),
         record.incarnation,
     );
