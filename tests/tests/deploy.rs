@@ -7,9 +7,10 @@
 //! container listens, the files a plugin's `config:` names are in the volume mounted there,
 //! each listener's port is the container's and the Service's, the TLS listener's certificate
 //! comes from a Secret mounted as a directory (so that renewals reach the broker) and written
-//! by the cert-manager component, probes and grace periods fit the broker's own timeouts. The
-//! Dockerfiles' build commands are checked against the workspace CI builds, since no Docker
-//! engine runs here.
+//! by the cert-manager component, probes and grace periods fit the broker's own timeouts, and
+//! `storage.path` is on a writable volume that outlives the pod (a StatefulSet's claim, a
+//! compose named volume) with one broker writing it. The Dockerfiles' build commands are
+//! checked against the workspace CI builds, since no Docker engine runs here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_json::Value;
+use tandem_broker::config::storage::Sync as StorageSync;
 use tandem_broker::config::{Config, ListenerKind, TlsConfig};
 use tandem_broker::plugins::endpoint::Endpoint;
 use tandem_plugin::{DRAIN_TIMEOUT, ListenAddr};
@@ -85,11 +87,21 @@ impl Rendered {
         self.docs.iter().filter(|d| d["kind"] == kind).collect()
     }
 
-    /// The broker's config from the ConfigMap its Deployment mounts (by the hashed name
+    /// The broker's StatefulSet.
+    fn broker_set(&self) -> &Value {
+        self.get("StatefulSet", "tandem")
+    }
+
+    /// The broker's pod template.
+    fn broker_pod(&self) -> &Value {
+        &self.broker_set()["spec"]["template"]["spec"]
+    }
+
+    /// The broker's config from the ConfigMap its StatefulSet mounts (by the hashed name
     /// kustomize wrote into the reference, which proves the reference was rewritten), checked
     /// with the real `tandem check-config --offline` and parsed by the broker's loader.
     fn broker_config(&self) -> (Config, Value) {
-        let pod = &self.get("Deployment", "tandem")["spec"]["template"]["spec"];
+        let pod = self.broker_pod();
         let cm_name = volume(pod, "config")["configMap"]["name"]
             .as_str()
             .expect("config volume is a ConfigMap");
@@ -183,9 +195,14 @@ fn seconds(v: &Value) -> Duration {
     Duration::from_secs(v.as_u64().expect("a number of seconds"))
 }
 
-/// The longest a broker pod's shutdown may take: the broker's drain, then the events
-/// plugins' `broker_post_shutdown` ack, then the sidecars' own drain (native sidecars are
-/// stopped after the main container).
+/// What the budget allows for the store's flush and close after the drain: one last
+/// commit, synced. The broker does not bound it (a failing disk gets three attempts, then
+/// the broker stops anyway); this is room for a slow network volume's fsync.
+const STORE_CLOSE: Duration = Duration::from_secs(2);
+
+/// The longest a broker pod's shutdown may take: the broker's drain, then the store's
+/// flush and close (with `storage.path`), then the events plugins' `broker_post_shutdown`
+/// ack, then the sidecars' own drain (native sidecars are stopped after the main container).
 fn shutdown_budget(config: &Config, sidecars: bool) -> Duration {
     let lifecycle = config
         .plugins
@@ -198,16 +215,21 @@ fn shutdown_budget(config: &Config, sidecars: bool) -> Duration {
     } else {
         Duration::ZERO
     };
-    config.shutdown_timeout + lifecycle + sidecar_drain
+    let store = if config.storage.path.is_some() {
+        STORE_CLOSE
+    } else {
+        Duration::ZERO
+    };
+    config.shutdown_timeout + store + lifecycle + sidecar_drain
 }
 
 /// Checks shared by both topologies: the broker's pod, probes, hardening, and every
 /// `unix://` plugin endpoint being served by a native sidecar on the shared volume, with
 /// the files its `config:` names mounted in that sidecar.
 fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<String, String> {
-    let deploy = r.get("Deployment", "tandem");
-    assert_eq!(deploy["spec"]["replicas"], 1, "the broker does not cluster");
-    let pod = &deploy["spec"]["template"]["spec"];
+    let set = r.broker_set();
+    assert_eq!(set["spec"]["replicas"], 1, "the broker does not cluster");
+    let pod = &set["spec"]["template"]["spec"];
     let broker = container(pod, "tandem");
 
     // The admin listener serves the probes and /metrics on the port they name.
@@ -229,7 +251,7 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
     for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
         assert_eq!(broker[probe]["httpGet"]["port"], "admin", "{probe}");
     }
-    let annotations = &deploy["spec"]["template"]["metadata"]["annotations"];
+    let annotations = &set["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], admin_port.to_string());
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
@@ -314,6 +336,8 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
         }
     }
 
+    // The grace period covers the drain (shutdown_timeout) and the store's flush after it,
+    // and what follows: the kubelet's SIGKILL must not cut the flush short.
     let sidecars = !served.is_empty();
     let grace = seconds(&pod["terminationGracePeriodSeconds"]);
     let budget = shutdown_budget(config, sidecars);
@@ -321,7 +345,116 @@ fn check_broker_pod(r: &Rendered, config: &Config, raw: &Value) -> BTreeMap<Stri
         grace > budget,
         "terminationGracePeriodSeconds {grace:?} must exceed the shutdown budget {budget:?}"
     );
+    check_storage(r, set, config);
     served
+}
+
+/// The store survives the pod and has one writer: `storage.path` is set (sync `always`, as
+/// docs/deploy.md promises) and lies on the broker container's writable mount of a
+/// volumeClaimTemplate's claim (not an emptyDir, which dies with the pod, nor the read-only
+/// root filesystem); fsGroup lets the non-root broker write that volume; the set runs one pod,
+/// replaced old-first by RollingUpdate, keeps its claims when deleted or scaled down, and
+/// names a headless governing Service that selects the pod.
+fn check_storage(r: &Rendered, set: &Value, config: &Config) {
+    let spec = &set["spec"];
+    assert_eq!(spec["replicas"], 1, "one broker: the store has one writer");
+    let path = config
+        .storage
+        .path
+        .as_deref()
+        .expect("storage.path is set: sessions and retained messages survive restarts");
+    assert!(path.is_absolute(), "storage.path {path:?}");
+    assert_eq!(
+        config.storage.sync,
+        StorageSync::Always,
+        "an acknowledged QoS 1/2 message is on disk"
+    );
+
+    let pod = &spec["template"]["spec"];
+    let broker = container(pod, "tandem");
+    // The mount that holds the path: the deepest one containing it.
+    let mount = broker["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["mountPath"].as_str().is_some_and(|d| path.starts_with(d)))
+        .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+        .unwrap_or_else(|| {
+            panic!("storage.path {path:?} is on no volume (the root filesystem is read-only)")
+        });
+    assert_ne!(
+        mount["readOnly"], true,
+        "storage.path {path:?}: the broker writes there"
+    );
+    let name = mount["name"].as_str().unwrap();
+    let claim = spec["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["metadata"]["name"] == name)
+        .unwrap_or_else(|| {
+            panic!("storage.path {path:?} is on volume {name}, which no volumeClaimTemplate makes")
+        });
+    // The controller would replace a pod volume of the claim's name with the claim: one
+    // declaration, so that what is read here is what runs.
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|v| v["name"] != name),
+        "volume {name} is both a claim and a pod volume"
+    );
+    let modes = claim["spec"]["accessModes"]
+        .as_array()
+        .expect("the claim's access modes");
+    assert!(
+        !modes.is_empty()
+            && modes
+                .iter()
+                .all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod"),
+        "the store's claim is mounted by one node at a time: {modes:?}"
+    );
+    assert!(
+        claim["spec"]["resources"]["requests"]["storage"].is_string(),
+        "the claim asks for a size"
+    );
+    let retention = &spec["persistentVolumeClaimRetentionPolicy"];
+    for when in ["whenDeleted", "whenScaled"] {
+        assert_ne!(
+            retention[when], "Delete",
+            "{when}: the store outlives the set"
+        );
+    }
+    // The volume's root is group-owned by fsGroup and group-writable once mounted: without
+    // it, uid 10001 cannot create tandem.redb on most provisioners' volumes.
+    assert!(
+        pod["securityContext"]["fsGroup"].as_u64().is_some(),
+        "fsGroup makes the store's volume writable by the non-root broker"
+    );
+    // No surge: the controller stops tandem-0 before it makes the new tandem-0.
+    assert_eq!(spec["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        spec["updateStrategy"]["rollingUpdate"]["partition"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "a partition would hold the broker back on the old revision"
+    );
+
+    let svc = r.get(
+        "Service",
+        spec["serviceName"]
+            .as_str()
+            .expect("the set's governing Service"),
+    );
+    assert_eq!(svc["spec"]["clusterIP"], "None", "headless");
+    let labels = &spec["template"]["metadata"]["labels"];
+    let selector = svc["spec"]["selector"].as_object().expect("a selector");
+    assert!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v),
+        "the governing Service selects the broker's pod"
+    );
 }
 
 /// Each listener's port is a port of the broker container and, by that port's name, of the
@@ -551,7 +684,7 @@ fn scaled_auth_is_reached_through_its_headless_service() {
         .display()
         .to_string();
     let plugin_file = arg_value(plugin, "--token-file").expect("the plugin requires a token");
-    let broker_pod = &r.get("Deployment", "tandem")["spec"]["template"]["spec"];
+    let broker_pod = r.broker_pod();
     let broker_c = &broker_pod["containers"][0];
     assert_eq!(
         mounted_secret(&r, broker_pod, broker_c, &broker_file),
@@ -624,7 +757,7 @@ fn cert_manager_writes_the_secret_the_tls_listener_reads() {
     let r = Rendered::load("cert-manager");
     let (config, raw) = r.broker_config();
     check_broker_pod(&r, &config, &raw);
-    let pod = &r.get("Deployment", "tandem")["spec"]["template"]["spec"];
+    let pod = r.broker_pod();
     let broker = container(pod, "tandem");
     let (name, listener) = config
         .listeners
