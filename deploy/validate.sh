@@ -11,8 +11,8 @@
 #    kubernetes-validate --strict (unknown fields are errors), for the oldest and newest
 #    versions in K8S_VERSIONS; an object without a schema is an error too, except the
 #    components' CRDs (ServiceMonitor, cert-manager's Issuer and Certificate);
-# 4. checks deploy/compose.yaml with `docker compose config`, alone and merged with
-#    deploy/compose.tls.yaml (into OUT_DIR/compose-tls.json).
+# 4. checks deploy/compose.yaml with `docker compose config`, alone (into
+#    OUT_DIR/compose.json) and merged with deploy/compose.tls.yaml (OUT_DIR/compose-tls.json).
 #
 # The tools are pinned in deploy/requirements-validate.txt and installed into a virtualenv at
 # $TANDEM_DEPLOY_VENV (default: <cargo target dir>/deploy-venv), remade when that file
@@ -95,6 +95,8 @@ done
 
 echo "== docker compose config"
 "$bin/docker-compose" -f deploy/compose.yaml --profile images config --quiet
+# As compose reads it (volumes in their long form): OUT_DIR/compose.json, for the tests.
+"$bin/docker-compose" -f deploy/compose.yaml config --format json >"$out/compose.json"
 # Merged as compose merges an override file: OUT_DIR/compose-tls.json, for the tests.
 "$bin/docker-compose" -f deploy/compose.yaml -f deploy/compose.tls.yaml config --format json \
     >"$out/compose-tls.json"

@@ -858,12 +858,103 @@ fn compose() -> Value {
     yaml_docs(&text).remove(0)
 }
 
+/// A compose project as `docker compose config --format json` wrote it (validate.sh): every
+/// volume in its long form.
+fn rendered_compose(name: &str) -> Value {
+    let text = std::fs::read_to_string(rendered().join(name)).expect("rendered compose file");
+    serde_json::from_str(&text).expect("compose's JSON")
+}
+
+/// The store of the compose broker survives `down`/`up` and has one writer: `storage.path`
+/// is on a named volume declared by the project (not a bind mount, an anonymous volume, or
+/// the read-only container filesystem), mounted writable, by the broker only, which runs
+/// once. A new named volume starts as a copy of the image's directory, so the broker image
+/// must own that directory.
+fn check_compose_storage(project: &Value, config: &Config, what: &str) {
+    let path = config
+        .storage
+        .path
+        .as_deref()
+        .unwrap_or_else(|| panic!("{what}: storage.path is set"));
+    assert_eq!(config.storage.sync, StorageSync::Always, "{what}");
+    let services = project["services"].as_object().expect("services");
+    let broker = &services["broker"];
+    let mount = broker["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["target"].as_str().is_some_and(|t| path.starts_with(t)))
+        .max_by_key(|m| m["target"].as_str().unwrap().len())
+        .unwrap_or_else(|| panic!("{what}: storage.path {path:?} is on no volume of the broker"));
+    assert_eq!(
+        mount["type"], "volume",
+        "{what}: storage.path {path:?} is on a named volume: {mount}"
+    );
+    assert_ne!(mount["read_only"], true, "{what}: the broker writes there");
+    let volume = mount["source"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: an anonymous volume is not kept: {mount}"));
+    assert!(
+        project["volumes"][volume].is_object(),
+        "{what}: the volume {volume} is declared by the project"
+    );
+    for (name, s) in services.iter().filter(|(name, _)| *name != "broker") {
+        assert!(
+            s["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|m| m["source"] != volume),
+            "{what}: only the broker mounts its store, not {name}"
+        );
+    }
+    assert_eq!(
+        broker["deploy"]["replicas"].as_u64().unwrap_or(1),
+        1,
+        "{what}: one broker writes the store"
+    );
+    let build = &broker["build"];
+    let dockerfile = Path::new(
+        build["context"]
+            .as_str()
+            .expect("the broker's image is built"),
+    )
+    .join(build["dockerfile"].as_str().expect("from a Dockerfile"));
+    assert!(
+        image_chowns(&dockerfile, path),
+        "{what}: {} gives {path:?} to the uid it runs as, or the new volume is root's",
+        dockerfile.display()
+    );
+}
+
+/// Whether the runtime stage of a Dockerfile `chown`s `dir` to the uid of its `USER`.
+fn image_chowns(dockerfile: &Path, dir: &Path) -> bool {
+    let ins = instructions(dockerfile);
+    let runtime = &ins[ins.iter().rposition(|(op, _)| op == "FROM").expect("FROM")..];
+    let user = runtime
+        .iter()
+        .rfind(|(op, _)| op == "USER")
+        .and_then(|(_, u)| u.split(':').next())
+        .expect("a USER");
+    runtime
+        .iter()
+        .filter(|(op, _)| op == "RUN")
+        .flat_map(|(_, r)| r.split("&&"))
+        .any(|command| {
+            let words: Vec<&str> = command.split_whitespace().collect();
+            matches!(&words[..], ["chown", owner, paths @ ..]
+                if owner.split(':').next() == Some(user)
+                    && paths.iter().any(|p| Path::new(p) == dir))
+        })
+}
+
 #[test]
 fn compose_topology_agrees_with_its_config() {
     let compose = compose();
     let services = compose["services"].as_object().unwrap();
     let text = std::fs::read_to_string(repo().join("deploy/compose/tandem.yaml")).unwrap();
     let config = check_config(&text, "deploy/compose/tandem.yaml");
+    check_compose_storage(&rendered_compose("compose.json"), &config, "compose.yaml");
     let broker = &services["broker"];
     assert!(
         broker["volumes"]
@@ -929,12 +1020,11 @@ fn compose_topology_agrees_with_its_config() {
 
 /// `compose.tls.yaml` over `compose.yaml`, as compose merges them (rendered by validate.sh):
 /// the broker gets `compose/tandem-tls.yaml`, which is `compose/tandem.yaml` plus a TLS
-/// listener, each listener's port is published, and the certificates' directory is mounted
-/// whole where the listener reads them.
+/// listener, each listener's port is published, the certificates' directory is mounted
+/// whole where the listener reads them, and the store stays on its named volume.
 #[test]
 fn compose_tls_override_serves_8883_from_the_mounted_certificates() {
-    let text = std::fs::read_to_string(rendered().join("compose-tls.json")).unwrap();
-    let merged: Value = serde_json::from_str(&text).unwrap();
+    let merged = rendered_compose("compose-tls.json");
     let broker = &merged["services"]["broker"];
     let mounts = broker["volumes"].as_array().expect("the broker's volumes");
     let mount = |target: &str| {
@@ -952,6 +1042,7 @@ fn compose_tls_override_serves_8883_from_the_mounted_certificates() {
 
     let text = std::fs::read_to_string(compose_dir.join("tandem-tls.yaml")).unwrap();
     let config = check_config(&text, "deploy/compose/tandem-tls.yaml");
+    check_compose_storage(&merged, &config, "compose.yaml with compose.tls.yaml");
     let mut with_tls = yaml_docs(&text).remove(0);
     let plain = std::fs::read_to_string(compose_dir.join("tandem.yaml")).unwrap();
     let mut plain = yaml_docs(&plain).remove(0);
