@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -273,9 +273,16 @@ impl Server {
         }
         // Everything the connections changed on their way out is committed, durably;
         // what is dropped from memory after this stays in the store.
+        // Bounded like the drain: a disk that hangs must not hold the pod past its
+        // grace period (with sync: always nothing acknowledged is waiting here).
         if let Some(store) = &self.broker.store {
-            store.close().await;
-            info!("storage: flushed and closed");
+            match tokio::time::timeout(timeout, store.close()).await {
+                Ok(()) => info!("storage: flushed and closed"),
+                Err(_) => error!(
+                    ?timeout,
+                    "storage: the final flush did not finish in shutdown_timeout; stopping without it"
+                ),
+            }
         }
         // Plugins can tear down: delivered and acked (bounded) before the process exits.
         lifecycle::post_shutdown(&self.broker.plugins).await;
