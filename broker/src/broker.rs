@@ -13,8 +13,8 @@ use crate::plugins::PluginHost;
 use crate::router::Router;
 use crate::session::Registry;
 use crate::stats::Stats;
-use crate::storage::Store;
-use crate::storage::restore::Restored;
+use crate::storage::ops::Restored;
+use crate::storage::writer::Store;
 use crate::transport::Certificates;
 
 /// State shared by every connection.

@@ -474,3 +474,85 @@ fn nix_free_bytes(path: &Path) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .expect("df prints the free bytes")
 }
+
+/// An MQTT 5 client that went away without DISCONNECT, with a will delay.
+async fn gone_with_delayed_will(broker: &Tandem, id: &str, delay: u32) {
+    let mut connect = connect_packet_v5(
+        id,
+        false,
+        Properties {
+            session_expiry_interval: Some(3600),
+            ..Properties::default()
+        },
+    );
+    connect.will = Some(tandem_broker::protocol::LastWill {
+        topic: format!("will/{id}").into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Some(Box::new(Properties {
+            will_delay_interval: Some(delay),
+            ..Properties::default()
+        })),
+    });
+    let (c, ack) = RawClient::connect_with(broker.addr, connect).await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+    drop(c);
+    assert!(
+        broker
+            .wait_log_where(|l| l.contains("will delayed") && l.contains(id), DEADLINE)
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_will_outlives_a_restart_and_its_client_can_still_cancel_it() {
+    let store = tempfile::tempdir().unwrap();
+    let yaml = config(free_port(), store.path(), "always", "");
+    let mut broker = Tandem::start_config(&yaml);
+    gone_with_delayed_will(&broker, "late", 3).await;
+    gone_with_delayed_will(&broker, "back", 3).await;
+    assert!(broker.terminate(DEADLINE).is_some_and(|s| s.success()));
+    let started = std::time::Instant::now();
+    let broker = Tandem::start_config(&yaml);
+    assert!(
+        broker
+            .wait_log("restored delayed wills wills=2", DEADLINE)
+            .is_some()
+    );
+    let mut w = RawClient::connect(broker.addr, "watcher").await;
+    w.subscribe("will/#", QoS::AtLeastOnce).await;
+    // "back" returns before its delay runs out: its will is not sent.
+    let (_back, ack) = RawClient::connect_with(
+        broker.addr,
+        connect_packet_v5(
+            "back",
+            false,
+            Properties {
+                session_expiry_interval: Some(3600),
+                ..Properties::default()
+            },
+        ),
+    )
+    .await;
+    assert!(ack.session_present);
+    // "late" does not: its will comes when what was left of the delay ran out, once.
+    let m = w.recv_publish().await;
+    assert_eq!(&m.topic[..], "will/late");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before its delay"
+    );
+    w.ack(&m).await;
+    match w.recv_within(Duration::from_secs(2)).await {
+        Recv::Nothing => {}
+        other => panic!("only one will expected, got {other:?}"),
+    }
+    // Sent and cancelled wills are gone from the store: nothing on the next start.
+    drop(w);
+    let mut broker = broker;
+    assert!(broker.terminate(DEADLINE).is_some());
+    let broker = Tandem::start_config(&yaml);
+    assert!(broker.wait_log("storage: restored", DEADLINE).is_some());
+    assert_eq!(broker.count_log("restored delayed wills"), 0);
+}

@@ -16,7 +16,7 @@ use crate::protocol::{PacketType, QoS};
 use crate::server::connection::Connection;
 use crate::server::exit::Exit;
 use crate::session::Delivery;
-use crate::storage::{Op, Sent};
+use crate::storage::Op;
 
 impl<R, W> Connection<R, W>
 where
@@ -91,10 +91,7 @@ where
             .received(pkid)
             .and_then(|o| o.delivery.stored.as_ref())
         {
-            stored.sent(Sent {
-                pkid,
-                released: true,
-            });
+            stored.sent(pkid, true);
             // A PUBREL before its state is stored would let a crash bring back the
             // PUBLISH, which a client that already completed the id takes for a new
             // message.
@@ -110,10 +107,7 @@ where
         if delivery.qos == QoS::ExactlyOnce
             && let Some(stored) = &delivery.stored
         {
-            stored.sent(Sent {
-                pkid,
-                released: false,
-            });
+            stored.sent(pkid, false);
             self.after_store();
         }
     }

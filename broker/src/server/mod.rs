@@ -212,7 +212,8 @@ impl Server {
         // The store's contents go back before any client is accepted (the listeners'
         // sockets are bound: clients that connect meanwhile wait in the backlog), while
         // `/readyz` answers 503.
-        if let (Some(store), Some(snapshot)) = (self.broker.store.clone(), self.snapshot) {
+        if let (Some(store), Some(mut snapshot)) = (self.broker.store.clone(), self.snapshot) {
+            let wills = std::mem::take(&mut snapshot.wills);
             let broker = self.broker.clone();
             let restored = tokio::task::spawn_blocking(move || {
                 crate::storage::restore::restore(&broker, &store, snapshot)
@@ -220,6 +221,7 @@ impl Server {
             .await
             .unwrap_or_default();
             let _ = self.broker.restored.set(restored);
+            will::restore_wills(&self.broker, wills, &shutdown);
         }
         let mut listening = Vec::new();
         for (endpoint, listener) in self.listeners {

@@ -7,7 +7,9 @@
 //! connection's slot and the client id are free meanwhile.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use bytestring::ByteString;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -16,12 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::broker::Broker;
+use crate::config::ListenerKind;
 use crate::plugins::cache::CachedAction;
 use crate::plugins::client::{Backoff, Checked, ClientPlugins};
-use crate::protocol::LastWill;
+use crate::plugins::client_info::ClientIdentity;
+use crate::protocol::{LastWill, ProtocolVersion};
 use crate::server::connection::Connection;
 use crate::server::publish::{reserved_for_broker, route};
 use crate::session::{Message, SessionId};
+use crate::storage::{Op, Store, WillRecord};
 
 /// The message a will makes: published on behalf of `from`, with the MQTT 5 will
 /// properties that travel with a message (the will delay is the broker's alone).
@@ -67,14 +72,24 @@ where
             let (tx, rx) = oneshot::channel();
             self.state.pending_will = Some(tx);
             debug!(topic = ?will.topic, delay, "will delayed");
+            let delay = Duration::from_secs(delay.into());
+            // Stored with its session, so a restart meanwhile neither loses nor repeats it.
+            let stored = self.state.store().map(|store| {
+                store.submit(Op::Will {
+                    client_id: self.state.client_id.clone(),
+                    record: Box::new(will_record(&will, self.plugins.client(), delay)),
+                });
+                (store.clone(), self.state.client_id.clone())
+            });
             let task = delayed_will(
                 self.broker.clone(),
                 self.plugins.detached(),
                 will,
                 self.state.id,
-                Duration::from_secs(delay.into()),
+                delay,
                 rx,
                 shutdown.child_token(),
+                stored,
             );
             tokio::spawn(task.instrument(tracing::Span::current()));
             return false;
@@ -136,11 +151,110 @@ async fn publish_will_now(
     }
 }
 
+/// The stored form of a will delayed by `delay` from now, sent by `client`.
+fn will_record(will: &LastWill, client: &ClientIdentity, delay: Duration) -> WillRecord {
+    let mut attributes: Vec<(String, String)> = client
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    attributes.sort_unstable();
+    // Stored as a PUBLISH, which cannot carry the delay (`due` says when).
+    let mut properties = will.properties.clone();
+    if let Some(p) = &mut properties {
+        p.will_delay_interval = None;
+    }
+    WillRecord {
+        will: Message {
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+            properties: properties.filter(|p| !p.is_empty()),
+            expires_at: None,
+            from: None,
+        },
+        due: SystemTime::now() + delay,
+        identity: client.identity.clone(),
+        username: client.connect_username.clone(),
+        attributes,
+        listener: client.listener.clone(),
+        transport: client.transport().as_str().to_owned(),
+        remote_addr: client.remote_addr.clone(),
+    }
+}
+
+/// Starts the delayed wills a store held at start-up: each waits out what is left of
+/// its delay beside its restored session (a client that comes back cancels it), or is
+/// published at once if its delay ran out, or its session expired, while the broker was
+/// down. Its PUBLISH check names the client as it was (without its TLS details).
+pub(crate) fn restore_wills(
+    broker: &Arc<Broker>,
+    wills: Vec<(ByteString, WillRecord)>,
+    shutdown: &CancellationToken,
+) {
+    let Some(store) = broker.store.clone() else {
+        return;
+    };
+    if !wills.is_empty() {
+        info!(wills = wills.len(), "storage: restored delayed wills");
+    }
+    for (client_id, w) in wills {
+        let transport = ListenerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == w.transport)
+            .unwrap_or(ListenerKind::Tcp);
+        let client = ClientIdentity::new(
+            client_id.to_string(),
+            Some(w.identity),
+            Some(w.username),
+            w.attributes.into_iter().collect(),
+            w.listener,
+            w.remote_addr,
+        )
+        .over(transport, None);
+        let plugins = ClientPlugins::new(
+            &broker.plugins,
+            &broker.stats,
+            broker.plugins.current(),
+            client,
+            ProtocolVersion::V5,
+        );
+        let (tx, rx) = oneshot::channel();
+        // No parked session (it expired): the sender is dropped, the will goes at once.
+        let from = broker
+            .registry
+            .attach_will(&client_id, tx)
+            .unwrap_or_else(SessionId::next);
+        let left = w.due.duration_since(SystemTime::now()).unwrap_or_default();
+        let will = LastWill {
+            topic: w.will.topic,
+            payload: w.will.payload,
+            qos: w.will.qos,
+            retain: w.will.retain,
+            properties: w.will.properties,
+        };
+        let task = delayed_will(
+            broker.clone(),
+            plugins,
+            will,
+            from,
+            left,
+            rx,
+            shutdown.child_token(),
+            Some((store.clone(), client_id)),
+        );
+        tokio::spawn(task);
+    }
+}
+
 /// An MQTT 5 will waiting out its delay interval after its connection ended
 /// (section 3.1.3.2.2): published once `delay` has passed, or at once when its session
 /// ends first (the registry discards it: expiry, or a clean start under its client id
 /// drops `decided`'s sender); dropped when a connection resumes the session
-/// (`decided` says `false`) or the broker shuts down.
+/// (`decided` says `false`). A shutdown leaves it waiting in the store (`stored`), if
+/// any, for the next start.
+#[allow(clippy::too_many_arguments)]
 async fn delayed_will(
     broker: Arc<Broker>,
     mut plugins: ClientPlugins,
@@ -149,12 +263,16 @@ async fn delayed_will(
     delay: Duration,
     decided: oneshot::Receiver<bool>,
     shutdown: CancellationToken,
+    stored: Option<(Arc<Store>, ByteString)>,
 ) {
     let publish = tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         answer = decided => answer.unwrap_or(true),
-        _ = shutdown.cancelled() => false,
+        _ = shutdown.cancelled() => return,
     };
+    if let Some((store, client_id)) = stored {
+        store.submit(Op::WillGone { client_id });
+    }
     if publish {
         publish_will_now(&broker, &mut plugins, will, from, &shutdown).await;
     } else {

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use crate::protocol::{Properties, QoS};
 use crate::router::shared::ShareGroup;
 use crate::session::id::SessionId;
-use crate::storage::Stored;
 
 /// An application message as routed: one allocation shared by every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,8 +109,17 @@ pub struct Delivery {
     /// (see [`Router::reroute`](crate::router::Router::reroute)).
     pub share: Option<Arc<ShareGroup>>,
     /// Its record in the store, for a QoS 1/2 delivery to a stored session: removed
-    /// when the last copy of the delivery goes (see [`Stored`]).
-    pub stored: Option<Arc<Stored>>,
+    /// when the last copy of the delivery goes (see `storage::Stored`).
+    pub stored: Option<Arc<dyn DeliveryRecord>>,
+}
+
+/// A delivery's record in the store (`storage::Stored`), as sessions see it: it is
+/// removed when the last copy of the delivery goes, and told where a QoS 2 delivery
+/// stands. A trait so that sessions need not know the store.
+pub trait DeliveryRecord: Send + Sync + std::fmt::Debug {
+    /// The QoS 2 delivery went out as `pkid` (`released: false`), or its PUBREC came
+    /// (`released: true`).
+    fn sent(&self, pkid: u16, released: bool);
 }
 
 impl Delivery {

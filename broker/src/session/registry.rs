@@ -336,6 +336,20 @@ impl Registry {
             .unsubscribe_all(state.subscriptions.keys(), state.id);
     }
 
+    /// Gives the parked session of `client_id` a delayed will's cancel switch (see
+    /// `SessionState::pending_will`) and returns its router id; `None` (the switch
+    /// dropped: the will goes at once) when no session is parked under it.
+    pub fn attach_will(
+        &self,
+        client_id: &ByteString,
+        cancel: tokio::sync::oneshot::Sender<bool>,
+    ) -> Option<crate::session::SessionId> {
+        let mut inner = self.inner.lock();
+        let (state, _, _) = inner.entries.get_mut(client_id)?.parked.as_mut()?;
+        state.pending_will = Some(cancel);
+        Some(state.id)
+    }
+
     /// Parks a session restored from the store, as if its connection had ended
     /// `offline_for` ago: it expires when it would have had the broker kept running.
     /// Returns `false` (and discards it) when it expired while the broker was down.

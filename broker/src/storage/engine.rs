@@ -17,6 +17,7 @@
 //! | `sent`     | (client id, seq)  | [`Sent`] (QoS 2 out)          |
 //! | `incoming` | (client id, pkid) | incarnation (QoS 2 in)        |
 //! | `retained` | topic             | message                       |
+//! | `wills`    | client id         | [`WillRecord`](super::WillRecord) (delayed)  |
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -29,8 +30,8 @@ use redb::{
     TableDefinition,
 };
 
+use super::ops::{FORMAT, Op, Snapshot, Storage, StorageError, StoredMessage, StoredSession};
 use super::record::{self, Corrupt};
-use super::{FORMAT, Op, Snapshot, Storage, StorageError, StoredMessage, StoredSession};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -38,6 +39,7 @@ const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue")
 const SENT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("sent");
 const INCOMING: TableDefinition<(&str, u16), u64> = TableDefinition::new("incoming");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 
 /// The file in `storage.path`.
 pub const FILE: &str = "tandem.redb";
@@ -99,6 +101,7 @@ impl Redb {
             tx.open_table(SENT).map_err(|e| self.err(e))?;
             tx.open_table(INCOMING).map_err(|e| self.err(e))?;
             tx.open_table(RETAINED).map_err(|e| self.err(e))?;
+            tx.open_table(WILLS).map_err(|e| self.err(e))?;
             found
         };
         match found {
@@ -158,6 +161,7 @@ struct Tables<'tx> {
     sent: Table<'tx, (&'static str, u64), &'static [u8]>,
     incoming: Table<'tx, (&'static str, u16), u64>,
     retained: Table<'tx, &'static str, &'static [u8]>,
+    wills: Table<'tx, &'static str, &'static [u8]>,
 }
 
 impl Tables<'_> {
@@ -211,6 +215,13 @@ impl Tables<'_> {
             }
             Op::RetainedCleared { topic } => {
                 self.retained.remove(&**topic)?;
+            }
+            Op::Will { client_id, record } => {
+                let bytes = record::encode_will(record);
+                self.wills.insert(&**client_id, bytes.as_slice())?;
+            }
+            Op::WillGone { client_id } => {
+                self.wills.remove(&**client_id)?;
             }
         }
         Ok(())
@@ -267,6 +278,7 @@ impl Storage for Redb {
                 sent: tx.open_table(SENT).map_err(|e| self.err(e))?,
                 incoming: tx.open_table(INCOMING).map_err(|e| self.err(e))?,
                 retained: tx.open_table(RETAINED).map_err(|e| self.err(e))?,
+                wills: tx.open_table(WILLS).map_err(|e| self.err(e))?,
             };
             for op in ops {
                 t.apply(op).map_err(|e| self.err(e))?;
@@ -383,9 +395,17 @@ impl Redb {
                 record::decode_retained(v.value()).map_err(|c| self.corrupt(c, k.value()))?;
             retained.push(message);
         }
+        let table = tx.open_table(WILLS).map_err(|e| self.err(e))?;
+        let mut wills = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let will = record::decode_will(v.value()).map_err(|c| self.corrupt(c, k.value()))?;
+            wills.push((ByteString::from(k.value()), will));
+        }
         let snapshot = Snapshot {
             sessions: sessions.into_values().collect(),
             retained,
+            wills,
             next_seq,
             orphans: 0,
         };

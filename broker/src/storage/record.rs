@@ -83,6 +83,29 @@ pub struct Sent {
     pub released: bool,
 }
 
+/// An MQTT 5 will waiting out its delay interval, as stored: the will, when it is due,
+/// and who the client was (what its PUBLISH check will be asked about when it is
+/// published, perhaps after a restart). The client's TLS details are not kept.
+#[derive(Debug, Clone)]
+pub struct WillRecord {
+    /// The will as a message (topic, payload, QoS, retain, will properties).
+    pub will: Message,
+    /// When its delay runs out.
+    pub due: SystemTime,
+    /// The identity the auth chain established.
+    pub identity: String,
+    /// The CONNECT username.
+    pub username: String,
+    /// Session attributes from the allowing Authenticate plugins.
+    pub attributes: Vec<(String, String)>,
+    /// The listener it connected through, and its transport's name.
+    pub listener: String,
+    /// The transport (`tcp`, `tls`, `ws`, `wss`).
+    pub transport: String,
+    /// The client's address.
+    pub remote_addr: String,
+}
+
 /// Milliseconds since the Unix epoch; 0 stands for "none" where a time is optional.
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(1, |d| {
@@ -309,6 +332,55 @@ pub fn decode_retained(bytes: &[u8]) -> Result<Message, Corrupt> {
     take_message(Reader::new(bytes, "retained message")?)
 }
 
+/// Encodes a delayed will.
+pub fn encode_will(w: &WillRecord) -> Vec<u8> {
+    let mut buf = BytesMut::with_capacity(128 + w.will.topic.len() + w.will.payload.len());
+    buf.put_u8(RECORD_VERSION);
+    buf.put_u64(millis(w.due));
+    for s in [
+        &w.identity,
+        &w.username,
+        &w.listener,
+        &w.transport,
+        &w.remote_addr,
+    ] {
+        put_str16(&mut buf, s);
+    }
+    let n = w.attributes.len().min(usize::from(u16::MAX));
+    buf.put_u16(n as u16);
+    for (k, v) in w.attributes.iter().take(n) {
+        put_str16(&mut buf, k);
+        put_str16(&mut buf, v);
+    }
+    put_message(&mut buf, &w.will);
+    buf.to_vec()
+}
+
+/// Decodes a delayed will.
+pub fn decode_will(bytes: &[u8]) -> Result<WillRecord, Corrupt> {
+    let mut r = Reader::new(bytes, "will")?;
+    let due = from_millis(r.u64()?).unwrap_or(UNIX_EPOCH);
+    let mut text = || r.str16().map(String::from);
+    let (identity, username, listener, transport, remote_addr) =
+        (text()?, text()?, text()?, text()?, text()?);
+    let n = usize::from(r.u16()?);
+    r.need(n * 4)?;
+    let mut attributes = Vec::with_capacity(n);
+    for _ in 0..n {
+        attributes.push((String::from(r.str16()?), String::from(r.str16()?)));
+    }
+    Ok(WillRecord {
+        will: take_message(r)?,
+        due,
+        identity,
+        username,
+        attributes,
+        listener,
+        transport,
+        remote_addr,
+    })
+}
+
 /// Encodes where an outbound QoS 2 message stands.
 pub fn encode_sent(s: Sent) -> [u8; 4] {
     let [a, b] = s.pkid.to_be_bytes();
@@ -385,6 +457,32 @@ mod tests {
             )],
         };
         assert_eq!(decode_session(&encode_session(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn a_will_round_trips_and_every_truncation_is_refused() {
+        let w = WillRecord {
+            will: message(),
+            due: UNIX_EPOCH + Duration::from_millis(1_800_000_000_000),
+            identity: "alice".into(),
+            username: "al".into(),
+            attributes: vec![("tenant".into(), "t1".into())],
+            listener: "default".into(),
+            transport: "tls".into(),
+            remote_addr: "10.0.0.1:5000".into(),
+        };
+        let bytes = encode_will(&w);
+        let back = decode_will(&bytes).unwrap();
+        assert_eq!(back.due, w.due);
+        assert_eq!(back.attributes, w.attributes);
+        assert_eq!(
+            (back.identity.as_str(), back.transport.as_str()),
+            ("alice", "tls")
+        );
+        assert_eq!(back.will.payload, w.will.payload);
+        for cut in 0..bytes.len() {
+            assert!(decode_will(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

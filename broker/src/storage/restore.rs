@@ -13,31 +13,12 @@ use std::time::SystemTime;
 
 use tracing::{info, warn};
 
-use super::{Op, Snapshot, Store, StoredSession};
+use super::ops::{Op, Restored, Snapshot, StoredSession};
+use super::writer::Store;
 use crate::broker::Broker;
 use crate::protocol::QoS;
 use crate::router::Subscriber;
 use crate::session::{Delivery, Offer, OutState, SessionState};
-
-/// What a restore put back, for the log and `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Restored {
-    /// Persistent sessions parked again.
-    pub sessions: u64,
-    /// Sessions that expired while the broker was down (removed).
-    pub expired: u64,
-    /// Messages queued again.
-    pub queued: u64,
-    /// QoS 2 messages put back in flight (resent with their packet id).
-    pub inflight: u64,
-    /// Inbound QoS 2 packet ids awaiting PUBREL.
-    pub incoming: u64,
-    /// Retained messages.
-    pub retained: u64,
-    /// Messages that did not fit `mqtt.max_queued_messages` or `mqtt.max_retained_*`
-    /// now (the limits were lowered since they were stored): dropped and removed.
-    pub dropped: u64,
-}
 
 /// Rebuilds everything in `snapshot` into `broker`'s router and registry.
 pub fn restore(broker: &Broker, store: &Arc<Store>, snapshot: Snapshot) -> Restored {

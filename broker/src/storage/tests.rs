@@ -11,6 +11,7 @@ use super::engine::{FILE, Redb};
 use super::writer::{Store, SyncMode};
 use super::*;
 use crate::protocol::QoS;
+use crate::session::message::Message;
 
 fn session(incarnation: u64) -> SessionRecord {
     SessionRecord {

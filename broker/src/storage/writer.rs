@@ -37,8 +37,9 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::{Op, Sent, Storage, StorageError, StoredDelivery};
-use crate::session::message::Delivery;
+use super::ops::{Op, Storage, StorageError};
+use super::record::{Sent, StoredDelivery};
+use crate::session::message::{Delivery, DeliveryRecord};
 
 /// Ops committed in one transaction at most.
 pub const MAX_BATCH: usize = 8192;
@@ -239,19 +240,13 @@ pub struct Stored {
     seq: u64,
 }
 
-impl Stored {
-    /// Records that the delivery, QoS 2, went out with `pkid`, or that its PUBREC came.
-    pub fn sent(&self, sent: Sent) {
+impl DeliveryRecord for Stored {
+    fn sent(&self, pkid: u16, released: bool) {
         self.store.submit(Op::Sent {
             client_id: self.client_id.clone(),
             seq: self.seq,
-            sent,
+            sent: Sent { pkid, released },
         });
-    }
-
-    /// The store it is in.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
     }
 }
 
