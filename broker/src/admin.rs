@@ -38,8 +38,9 @@ struct Admin {
     shutdown: CancellationToken,
 }
 
-/// Serves the admin routes on `listener` until `stop` is cancelled. Call it once the
-/// MQTT listeners accept: `/readyz` takes their being open for granted.
+/// Serves the admin routes on `listener` until `stop` is cancelled. Call it before the
+/// store's contents are restored (`/readyz` answers 503 until they are) and the MQTT
+/// listeners accept.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
