@@ -113,8 +113,12 @@ fn millis(t: SystemTime) -> u64 {
     })
 }
 
+/// A stored time; `None` for 0, and for one past what the clock can hold (a damaged
+/// record must not panic the start-up).
 fn from_millis(ms: u64) -> Option<SystemTime> {
-    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+    (ms != 0)
+        .then(|| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+        .flatten()
 }
 
 /// A message's expiry as wall-clock time, for the store.
@@ -128,9 +132,10 @@ fn expiry_to_wall(at: Option<Instant>) -> u64 {
 /// A stored expiry as a deadline on the monotonic clock (already past when it ran out
 /// while the broker was down).
 fn expiry_from_wall(ms: u64) -> Option<Instant> {
-    from_millis(ms).map(|at| {
+    from_millis(ms).and_then(|at| {
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-        Instant::now() + left
+        // Too far ahead for the monotonic clock: it never expires.
+        Instant::now().checked_add(left)
     })
 }
 

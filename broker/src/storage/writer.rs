@@ -282,12 +282,16 @@ impl Writer {
         // Since when commits were written but not synced (`periodic`).
         let mut unsynced: Option<Instant> = None;
         let mut backoff = Duration::ZERO;
+        // After a failed commit: not again before this, however many ops arrive.
+        let mut retry_at: Option<Instant> = None;
         let mut close_attempts = 0;
         loop {
             if close.is_none() {
                 // Wait for work: a retry's backoff, the periodic sync, or the next op.
                 let wait = if !ops.is_empty() {
-                    Some(backoff)
+                    Some(retry_at.map_or(Duration::ZERO, |at| {
+                        at.saturating_duration_since(Instant::now())
+                    }))
                 } else {
                     match (self.sync, unsynced) {
                         (SyncMode::Periodic(every), Some(since)) => {
@@ -341,6 +345,10 @@ impl Writer {
                     }
                 }
             }
+            if close.is_none() && retry_at.is_some_and(|at| Instant::now() < at) {
+                // Still backing off: what arrived waits for the retry.
+                continue;
+            }
             let sync_due = match (self.sync, unsynced) {
                 (SyncMode::Always, _) => true,
                 (SyncMode::Periodic(every), Some(since)) => since.elapsed() >= every,
@@ -367,6 +375,7 @@ impl Writer {
                         unsynced.or(Some(Instant::now()))
                     };
                     backoff = Duration::ZERO;
+                    retry_at = None;
                     for b in barriers.drain(..) {
                         let _ = b.send(Ok(()));
                     }
@@ -381,6 +390,7 @@ impl Writer {
                         warn!(cause = %e, "storage: could not reopen the store; retrying");
                     }
                     backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                    retry_at = Some(Instant::now() + backoff);
                     if close.is_some() {
                         close_attempts += 1;
                         if close_attempts >= CLOSE_ATTEMPTS {
