@@ -220,7 +220,7 @@ pub fn session(data: &[u8]) {
             let plugins = PluginHost::start(&config.plugin_sections(), shutdown.child_token())
                 .await
                 .expect("a plugin host without plugins starts");
-            let broker = Arc::new(Broker::new(config.clone(), plugins));
+            let broker = Arc::new(Broker::new(config.clone(), plugins, None));
             let stats = broker.stats.clone();
             let (client, server) = tokio::io::duplex(4096);
             let (srd, swr) = tokio::io::split(server);
