@@ -182,6 +182,13 @@ impl<'a> Reader<'a> {
         self.need(8)?;
         Ok(self.buf.get_u64())
     }
+    fn flag(&mut self) -> Result<bool, Corrupt> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Corrupt(self.what)),
+        }
+    }
     fn qos(&mut self) -> Result<QoS, Corrupt> {
         QoS::from_bits(self.u8()?).ok_or(Corrupt(self.what))
     }
@@ -234,6 +241,9 @@ pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, Corrupt> {
         let filter = r.str16()?;
         let qos = r.qos()?;
         let flags = r.u8()?;
+        if flags > 3 {
+            return Err(Corrupt("session"));
+        }
         let subscription_id = r.u32()?;
         subscriptions.push((
             filter,
@@ -311,7 +321,7 @@ pub fn encode_delivery(d: &StoredDelivery) -> Vec<u8> {
 pub fn decode_delivery(bytes: &[u8]) -> Result<StoredDelivery, Corrupt> {
     let mut r = Reader::new(bytes, "queued message")?;
     let qos = r.qos()?;
-    let retain = r.u8()? != 0;
+    let retain = r.flag()?;
     let n = usize::from(r.u16()?);
     r.need(n * 4)?;
     let subscription_ids = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
@@ -396,7 +406,7 @@ pub fn encode_sent(s: Sent) -> [u8; 4] {
 pub fn decode_sent(bytes: &[u8]) -> Result<Sent, Corrupt> {
     let mut r = Reader::new(bytes, "inflight state")?;
     let pkid = r.u16()?;
-    let released = r.u8()? != 0;
+    let released = r.flag()?;
     if pkid == 0 || !r.rest().is_empty() {
         return Err(Corrupt("inflight state"));
     }
