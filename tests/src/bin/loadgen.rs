@@ -17,6 +17,7 @@
 //! - `loadgen.rs`: the command line, the scenarios and the report.
 //! - `loadgen/wire.rs`: the MQTT 3.1.1 packets it sends and reads.
 //! - `loadgen/client.rs`: one task per connection (publisher, subscriber, connect loop).
+//! - `loadgen/persist.rs`: stored sessions for restart benchmarks (fill, drain, ready).
 //! - `loadgen/transport.rs`: TCP, TLS and WebSocket streams behind one trait.
 //! - `loadgen/stats.rs`: counters, the payload clock, latency histograms and CPU readings.
 //!
@@ -26,11 +27,16 @@
 //! tandem-loadgen --port 1883 latency            # QoS 1 at 2000 msg/s, p50/p99
 //! tandem-loadgen --port 8883 --tls-ca ca.pem connect        # TLS handshake in every connect
 //! tandem-loadgen --port 8080 --ws /mqtt --qos 1 fan-in      # MQTT over WebSocket
+//! tandem-loadgen --port 1883 --qos 1 --persistent fan-in    # subscriber with a stored session
+//! tandem-loadgen --port 1883 --qos 1 --clients 10000 --messages 10 fill   # then restart it,
+//! tandem-loadgen --port 1883 ready; tandem-loadgen --port 1883 --clients 10000 drain
 //! ```
 
 // A crate root looks for modules beside itself: point at the loadgen/ directory.
 #[path = "loadgen/client.rs"]
 mod client;
+#[path = "loadgen/persist.rs"]
+mod persist;
 #[path = "loadgen/stats.rs"]
 mod stats;
 #[path = "loadgen/transport.rs"]
@@ -82,6 +88,16 @@ enum Scenario {
     Connect,
     /// One pair at a fixed rate (default QoS 1, 2000 msg/s): p50/p99 publish-to-receive.
     Latency,
+    /// N persistent sessions (default 10 000, ids <session-prefix>-<i>), each subscribed to its
+    /// own topic, disconnected; then --messages messages (QoS --qos, at least 1) published to
+    /// each while they are offline, every one acknowledged. For restart benchmarks.
+    Fill,
+    /// Reconnects the N persistent sessions of `fill` (same --session-prefix) and counts the
+    /// messages each receives: --messages each expected, none twice.
+    Drain,
+    /// Polls (connect, CONNECT, CONNACK) until the broker answers, at most --timeout; prints
+    /// the wall-clock time of the first CONNACK (Unix ns), for timing a restart.
+    Ready,
 }
 
 impl Scenario {
@@ -92,6 +108,9 @@ impl Scenario {
             Self::Pairs => "pairs",
             Self::Connect => "connect",
             Self::Latency => "latency",
+            Self::Fill => "fill",
+            Self::Drain => "drain",
+            Self::Ready => "ready",
         }
     }
 }
@@ -156,6 +175,29 @@ struct Opts {
     /// TLS too with --tls-ca.
     #[arg(long, global = true, value_name = "PATH")]
     ws: Option<String>,
+    /// Subscribers keep persistent sessions (MQTT 3.1.1 clean session 0; MQTT 5 clean start 0
+    /// and a session expiry interval of an hour), so that a broker with a store stores what
+    /// is queued and in flight for them. Publishers keep clean sessions.
+    #[arg(long, global = true)]
+    persistent: bool,
+    /// fill: messages published to each session; drain: messages each session expects.
+    #[arg(long, global = true, default_value_t = 10)]
+    messages: u64,
+    /// fill, drain: client ids are <prefix>-<i>, topics <prefix>/<i>.
+    #[arg(long, global = true, default_value = "tandem-bench-persist")]
+    session_prefix: String,
+    /// fill, drain: sessions connecting at once.
+    #[arg(long, global = true, default_value_t = 64)]
+    concurrency: usize,
+    /// fill: publishing connections (clean sessions), sharing the sessions' topics.
+    #[arg(long, global = true, default_value_t = 8)]
+    publishers: usize,
+    /// drain: seconds a session waits for its next message before it gives up on the rest.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    idle: f64,
+    /// fill, drain, ready: most seconds the whole run may take.
+    #[arg(long, global = true, default_value_t = 600.0)]
+    timeout: f64,
     /// Name of the broker in the report.
     #[arg(long, global = true, default_value = "broker")]
     label: String,
@@ -230,7 +272,10 @@ fn main() -> ExitCode {
         }
     };
     // Every run stops by itself, whatever the broker does.
-    let limit = cli.opts.warmup + cli.opts.duration + cli.opts.drain + 30.0;
+    let limit = match cli.scenario {
+        Scenario::Fill | Scenario::Drain | Scenario::Ready => cli.opts.timeout + 30.0,
+        _ => cli.opts.warmup + cli.opts.duration + cli.opts.drain + 30.0,
+    };
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs_f64(limit));
         eprintln!(
@@ -298,7 +343,8 @@ async fn run(cli: &Cli) -> Result<()> {
             Scenario::FanIn | Scenario::FanOut => 8,
             Scenario::Pairs => 4,
             Scenario::Connect => 16,
-            Scenario::Latency => 1,
+            Scenario::Latency | Scenario::Ready => 1,
+            Scenario::Fill | Scenario::Drain => 10_000,
         }),
         rate: o.rate.unwrap_or(if latency { 2000.0 } else { 0.0 }),
         warmup: Duration::from_secs_f64(o.warmup),
@@ -308,6 +354,9 @@ async fn run(cli: &Cli) -> Result<()> {
         keep_alive: (total * 2.0).clamp(60.0, 65535.0) as u16,
     };
     ensure!(run.clients > 0, "--clients must be at least 1");
+    if matches!(scenario, Scenario::Fill | Scenario::Drain | Scenario::Ready) {
+        return persist::run(&run, o).await;
+    }
     // One monomorphic run per transport: plain TCP runs exactly the code it always ran.
     let report = match (run.dialer.kind, scenario == Scenario::Connect) {
         (Kind::Tcp, true) => connects::<TcpStream>(&run, o).await?,
@@ -422,13 +471,18 @@ async fn messages<S: Transport>(run: &Run, o: &Opts) -> Result<Report> {
     let mut handshakes = JoinSet::new();
     for (t, topic) in topics.iter().enumerate() {
         for s in 0..subs_per_topic {
-            let (dialer, topic, qos, ka) =
-                (run.dialer.clone(), topic.clone(), run.qos, run.keep_alive);
+            let (dialer, topic, qos, ka, clean) = (
+                run.dialer.clone(),
+                topic.clone(),
+                run.qos,
+                run.keep_alive,
+                !o.persistent,
+            );
             let index = t * subs_per_topic + s;
             let id = format!("{}-s{index}", run.run_id);
             handshakes.spawn(async move {
                 let mut rbuf = BytesMut::with_capacity(64 * 1024);
-                let mut stream: S = client::open(&dialer, &id, ka, &mut rbuf).await?;
+                let mut stream: S = client::open(&dialer, &id, ka, clean, &mut rbuf).await?;
                 client::subscribe(&mut stream, &mut rbuf, &topic, qos).await?;
                 anyhow::Ok((index, stream, rbuf))
             });
@@ -459,7 +513,7 @@ async fn messages<S: Transport>(run: &Run, o: &Opts) -> Result<Report> {
             };
             handshakes.spawn(async move {
                 let mut rbuf = BytesMut::with_capacity(64 * 1024);
-                let stream: S = client::open(&dialer, &id, ka, &mut rbuf).await?;
+                let stream: S = client::open(&dialer, &id, ka, true, &mut rbuf).await?;
                 anyhow::Ok((stream, rbuf, cfg))
             });
         }

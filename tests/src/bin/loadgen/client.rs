@@ -27,11 +27,13 @@ const READ_CHUNK: usize = 64 * 1024;
 const STALL: Duration = Duration::from_secs(1);
 
 /// Opens a connection (with its TLS handshake and WebSocket upgrade, if any) and completes
-/// CONNECT/CONNACK. Leftover bytes stay in `rbuf`.
+/// CONNECT/CONNACK, with a clean session or (`clean` false) a persistent one. Leftover bytes
+/// (messages a persistent session had queued) stay in `rbuf`.
 pub(crate) async fn open<S: Transport>(
     dialer: &Dialer,
     client_id: &str,
     keep_alive: u16,
+    clean: bool,
     rbuf: &mut BytesMut,
 ) -> Result<S> {
     let addr = dialer.addr;
@@ -44,7 +46,7 @@ pub(crate) async fn open<S: Transport>(
             )
         })??;
     let mut wbuf = BytesMut::with_capacity(64);
-    wire::connect(&mut wbuf, client_id, keep_alive, true);
+    wire::connect(&mut wbuf, client_id, keep_alive, clean);
     stream.send(&wbuf).await?;
     let (first, body) = read_packet(&mut stream, rbuf, "CONNACK").await?;
     ensure!(
@@ -274,7 +276,11 @@ pub(crate) async fn publisher<S: Transport>(
 }
 
 /// Consumes PUBACK/PUBREC/PUBCOMP packets; returns how many messages completed.
-fn take_acks(rbuf: &mut BytesMut, pending_rel: &mut Vec<u16>, inflight: &mut usize) -> Result<u64> {
+pub(crate) fn take_acks(
+    rbuf: &mut BytesMut,
+    pending_rel: &mut Vec<u16>,
+    inflight: &mut usize,
+) -> Result<u64> {
     let mut done = 0;
     while let Some((header, total)) = wire::check(rbuf)? {
         let kind = rbuf[0] >> 4;
@@ -412,7 +418,7 @@ pub(crate) async fn connect_loop<S: Transport>(
         let t0 = Instant::now();
         let client_id = format!("{run_id}-c{loop_id}-{n}");
         rbuf.clear();
-        let mut stream: S = open(&dialer, &client_id, 60, &mut rbuf).await?;
+        let mut stream: S = open(&dialer, &client_id, 60, true, &mut rbuf).await?;
         let took = t0.elapsed();
         if shared.recording.load(Relaxed) {
             hist.saturating_record((took.as_nanos() as u64).max(1));

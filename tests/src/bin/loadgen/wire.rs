@@ -55,10 +55,24 @@ fn put_str(buf: &mut BytesMut, s: &[u8]) {
     buf.put_slice(s);
 }
 
-/// CONNECT with a client id, no will, no credentials (MQTT 5: no properties).
+/// The session expiry interval a persistent MQTT 5 session asks for (one hour: longer than any
+/// run; brokers may hold it to their own bound).
+pub(crate) const SESSION_EXPIRY: u32 = 3600;
+
+/// CONNECT with a client id, no will, no credentials. `clean_session` false asks for a
+/// persistent session: MQTT 3.1.1 clean session 0; MQTT 5 clean start 0 and a session expiry
+/// interval of [`SESSION_EXPIRY`] (with `clean_session` true, no properties).
 pub(crate) fn connect(buf: &mut BytesMut, client_id: &str, keep_alive: u16, clean_session: bool) {
     let v5 = v5();
-    let remaining = 10 + usize::from(v5) + 2 + client_id.len();
+    // MQTT 5 properties: none, or the session expiry interval (identifier 0x11, four bytes).
+    let props = if !v5 {
+        0
+    } else if clean_session {
+        1
+    } else {
+        1 + 5
+    };
+    let remaining = 10 + props + 2 + client_id.len();
     buf.put_u8(0x10);
     put_remaining_length(buf, remaining);
     put_str(buf, b"MQTT");
@@ -66,7 +80,13 @@ pub(crate) fn connect(buf: &mut BytesMut, client_id: &str, keep_alive: u16, clea
     buf.put_u8(if clean_session { 0x02 } else { 0x00 });
     buf.put_u16(keep_alive);
     if v5 {
-        buf.put_u8(0);
+        if clean_session {
+            buf.put_u8(0);
+        } else {
+            buf.put_u8(5);
+            buf.put_u8(0x11);
+            buf.put_u32(SESSION_EXPIRY);
+        }
     }
     put_str(buf, client_id.as_bytes());
 }
@@ -244,6 +264,14 @@ mod tests {
         connect(&mut buf, "c", 30, true);
         // Level 5, then flags, keepalive, property length 0, client id.
         assert_eq!(&buf[8..15], &[5, 0x02, 0, 30, 0, 0, 1]);
+        // A persistent session: clean start 0, session expiry interval 3600.
+        let mut buf = BytesMut::new();
+        connect(&mut buf, "c", 30, false);
+        assert_eq!(buf[1] as usize, buf.len() - 2);
+        assert_eq!(
+            &buf[8..20],
+            &[5, 0x00, 0, 30, 5, 0x11, 0, 0, 0x0e, 0x10, 0, 1]
+        );
         let mut p = BytesMut::new();
         publish(&mut p, b"t", 1, 9, b"hi", 2);
         let (header, total) = check(&p).unwrap().unwrap();
