@@ -3,6 +3,8 @@
 # broker, medians of R repetitions, and Tandem's ratio to each peer. A second Tandem build
 # (tandem-base, TANDEM_BASE_BIN) can run beside them, to compare a change with its base in the
 # same run. Scenarios can also run over TLS or WebSocket (suffix -tls, -ws) beside plain TCP.
+# Tandem with a store (tandem-always, tandem-periodic) and Mosquitto with persistence
+# (mosquitto-persistent) run as brokers of their own, each with a fresh, empty store per run.
 # See tests/bench/README.md.
 #
 # This prints numbers; it never fails on a slow result (benchmarks are not tests).
@@ -11,7 +13,7 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
-                          [--brokers tandem,tandem-base,mosquitto,rumqttd] [--scenarios a,b,...]
+                          [--brokers tandem,tandem-base,mosquitto,rumqttd,...] [--scenarios a,b,...]
                           [--no-build]
 
   --quick       one short repetition per scenario (a smoke run, about 2 minutes)
@@ -20,11 +22,18 @@ usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
   --warmup S    warm-up before each window in seconds (default 1; --quick 0.5)
   --brokers     which brokers to run (default tandem,mosquitto,rumqttd; a missing binary is
                 skipped); tandem-base is a second Tandem build (TANDEM_BASE_BIN), run only
-                when named, and the table then gives tandem/tandem-base and its spread
+                when named, and the table then gives tandem/tandem-base and its spread.
+                With a store, each run starting from an empty one (only when named, TCP only):
+                tandem-always (storage sync: always), tandem-periodic (sync: periodic, every
+                STORAGE_INTERVAL), mosquitto-persistent (persistence true, its default
+                autosave); a table of their ratios follows the main one
   --scenarios   which scenarios (default all): fan-in-qos0 fan-in-qos1 fan-out-qos0
                 fan-out-qos1 pairs-qos0 pairs-qos1 connect latency
                 (fan-in-qos0-fixed: 200k msg/s offered; fan-in-qos0-v5, fan-in-qos1-v5,
-                fan-out-qos0-v5, fan-out-qos1-v5: MQTT 5; only when named)
+                fan-out-qos0-v5, fan-out-qos1-v5: MQTT 5;
+                fan-in-qos1-persistent, fan-out-qos1-persistent: subscribers with persistent
+                sessions, clean session 0, so a broker with a store stores their messages;
+                all only when named)
                 Any scenario with -tls (TLS) or -ws (MQTT over WebSocket) appended runs
                 over that transport, e.g. connect-tls, fan-in-qos1-tls, fan-in-qos0-ws; only
                 when named. Its plain-TCP scenario is added if missing, for the ratio.
@@ -43,6 +52,11 @@ environment:
                     with TANDEM_CONFIG, so that both builds run the config you mean
   TANDEM_PORT, MOSQUITTO_PORT, RUMQTTD_PORT, TANDEM_BASE_PORT
                     ports (default 21883, 21884, 21885, 21886)
+  TANDEM_ALWAYS_PORT, TANDEM_PERIODIC_PORT, MOSQUITTO_PERSISTENT_PORT
+                    ports of the brokers with a store (default 21887, 21888, 21889)
+  STORAGE_INTERVAL  tandem-periodic's storage.interval (default 1s)
+  BENCH_STORE       where the stores go, one directory per broker, emptied before every run
+                    (default BENCH_OUT/store; it must be on the disk you mean to measure)
   TANDEM_TLS_PORT, MOSQUITTO_TLS_PORT, TANDEM_BASE_TLS_PORT
                     TLS listeners (default 21893, 21894, 21896)
   TANDEM_WS_PORT, MOSQUITTO_WS_PORT, TANDEM_BASE_WS_PORT
@@ -116,6 +130,11 @@ scenario_args() {
         # the same table, and against Mosquitto's MQTT 5. Only when named.
         fan-in-qos0-v5 | fan-in-qos1-v5 | fan-out-qos0-v5 | fan-out-qos1-v5)
             echo "$(scenario_args "${1%-v5}") --mqtt 5" ;;
+        # Subscribers with persistent sessions (3.1.1 clean session 0, fixed ids for the run),
+        # so that a broker with a store stores every message queued or in flight for them.
+        # Publishers keep clean sessions. Only when named.
+        fan-in-qos1-persistent | fan-out-qos1-persistent)
+            echo "$(scenario_args "${1%-persistent}") --persistent" ;;
         *) die "unknown scenario $1 (known: $ALL_SCENARIOS)" ;;
     esac
 }
@@ -180,7 +199,7 @@ if wanted tandem-base && [[ -n ${TANDEM_CONFIG:-} && -z ${TANDEM_BASE_CONFIG:-} 
     die "TANDEM_CONFIG is set: set TANDEM_BASE_CONFIG too (the same config on TANDEM_BASE_PORT)"
 fi
 
-if wanted mosquitto; then
+if wanted mosquitto || wanted mosquitto-persistent; then
     MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
     if [[ ! -x $MOSQUITTO ]] && command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
         log "installing Debian's mosquitto"
@@ -207,6 +226,10 @@ TANDEM_PORT=${TANDEM_PORT:-21883}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-21884}
 RUMQTTD_PORT=${RUMQTTD_PORT:-21885}
 TANDEM_BASE_PORT=${TANDEM_BASE_PORT:-21886}
+TANDEM_ALWAYS_PORT=${TANDEM_ALWAYS_PORT:-21887}
+TANDEM_PERIODIC_PORT=${TANDEM_PERIODIC_PORT:-21888}
+MOSQUITTO_PERSISTENT_PORT=${MOSQUITTO_PERSISTENT_PORT:-21889}
+STORAGE_INTERVAL=${STORAGE_INTERVAL:-1s}
 TANDEM_TLS_PORT=${TANDEM_TLS_PORT:-21893}
 MOSQUITTO_TLS_PORT=${MOSQUITTO_TLS_PORT:-21894}
 TANDEM_BASE_TLS_PORT=${TANDEM_BASE_TLS_PORT:-21896}
@@ -233,6 +256,29 @@ tandem_config() {
 }
 tandem_config "$TANDEM_PORT" "$TANDEM_TLS_PORT" "$TANDEM_WS_PORT" >"$OUT/tandem.yaml"
 tandem_config "$TANDEM_BASE_PORT" "$TANDEM_BASE_TLS_PORT" "$TANDEM_BASE_WS_PORT" >"$OUT/tandem-base.yaml"
+
+# The brokers with a store: the same settings on plain TCP only, plus the store. Each run
+# starts with its store directory emptied (start below), so no run reads another's data.
+# Started as root, Mosquitto saves its database as the user mosquitto: its directory is
+# handed to that user, and the directories above it must let it through.
+STORE=${BENCH_STORE:-$OUT/store}
+declare -A STORE_OF=(
+    [tandem-always]=$STORE/tandem-always [tandem-periodic]=$STORE/tandem-periodic
+    [mosquitto-persistent]=$STORE/mosquitto-persistent
+)
+# tandem_store_config PORT SYNC DIR
+tandem_store_config() {
+    echo "listeners:"
+    echo "  default: { type: tcp, bind: 127.0.0.1:$1 }"
+    echo "mqtt:"
+    echo "  max_queued_messages: 10000000"
+    echo "storage:"
+    echo "  path: $3"
+    echo "  sync: $2"
+    echo "  interval: $STORAGE_INTERVAL"
+}
+tandem_store_config "$TANDEM_ALWAYS_PORT" always "${STORE_OF[tandem-always]}" >"$OUT/tandem-always.yaml"
+tandem_store_config "$TANDEM_PERIODIC_PORT" periodic "${STORE_OF[tandem-periodic]}" >"$OUT/tandem-periodic.yaml"
 # ANCHORS.md measured Mosquitto with max_queued_messages 100000. Mosquitto 2.0.11 then drops
 # QoS 1 messages for a busy subscriber once about 100k messages have passed through its queue,
 # however short the queue is at the time (seen here: fan-in QoS 1 with 8000 messages at most in
@@ -258,6 +304,16 @@ tandem_config "$TANDEM_BASE_PORT" "$TANDEM_BASE_TLS_PORT" "$TANDEM_BASE_WS_PORT"
         echo "protocol websockets"
     fi
 } >"$OUT/mosquitto.conf"
+# Mosquitto's persistence: the whole database is written at shutdown and every
+# autosave_interval (default 1800 s); nothing is synced per message.
+{
+    echo "listener $MOSQUITTO_PERSISTENT_PORT 127.0.0.1"
+    echo "allow_anonymous true"
+    echo "max_queued_messages ${MOSQUITTO_MAX_QUEUED:-10000000}"
+    if [[ ${MOSQUITTO_NODELAY:-0} == 1 ]]; then echo "set_tcp_nodelay true"; fi
+    echo "persistence true"
+    echo "persistence_location ${STORE_OF[mosquitto-persistent]}/"
+} >"$OUT/mosquitto-persistent.conf"
 # One v4 listener; next_connection_delay_ms = 0 because the default 1 ms caps connects at 1k/s.
 # The rest is rumqttd's own default config.
 cat >"$OUT/rumqttd.toml" <<EOF
@@ -288,17 +344,23 @@ declare -A BIN_OF PORT_OF PORTS_OF ARGS_OF
 BIN_OF=(
     [tandem]=$TANDEM_BIN [tandem-base]=${TANDEM_BASE_BIN:-}
     [mosquitto]=${MOSQUITTO:-} [rumqttd]=${RUMQTTD:-}
+    [tandem-always]=$TANDEM_BIN [tandem-periodic]=$TANDEM_BIN
+    [mosquitto-persistent]=${MOSQUITTO:-}
 )
 PORT_OF=(
     [tandem]=$TANDEM_PORT [tandem-base]=$TANDEM_BASE_PORT
     [mosquitto]=$MOSQUITTO_PORT [rumqttd]=$RUMQTTD_PORT
+    [tandem-always]=$TANDEM_ALWAYS_PORT [tandem-periodic]=$TANDEM_PERIODIC_PORT
+    [mosquitto-persistent]=$MOSQUITTO_PERSISTENT_PORT
     [tandem:tls]=$TANDEM_TLS_PORT [tandem-base:tls]=$TANDEM_BASE_TLS_PORT
     [mosquitto:tls]=$MOSQUITTO_TLS_PORT
     [tandem:ws]=$TANDEM_WS_PORT [tandem-base:ws]=$TANDEM_BASE_WS_PORT
     [mosquitto:ws]=$MOSQUITTO_WS_PORT
 )
+# Every broker this script knows, in the order of the table's columns.
+ALL_BROKERS="tandem tandem-always tandem-periodic tandem-base mosquitto mosquitto-persistent rumqttd"
 # Every port a broker listens on: it has started when all are open.
-for name in tandem tandem-base mosquitto rumqttd; do
+for name in $ALL_BROKERS; do
     PORTS_OF[$name]=${PORT_OF[$name]}
     if [[ $NEED_TLS == 1 && -n ${PORT_OF[$name:tls]:-} ]]; then
         PORTS_OF[$name]+=" ${PORT_OF[$name:tls]}"
@@ -323,6 +385,9 @@ ARGS_OF=(
     [tandem-base]="--config ${TANDEM_BASE_CONFIG:-$OUT/tandem-base.yaml}"
     [mosquitto]="-c $OUT/mosquitto.conf"
     [rumqttd]="-q -c $OUT/rumqttd.toml"
+    [tandem-always]="--config $OUT/tandem-always.yaml"
+    [tandem-periodic]="--config $OUT/tandem-periodic.yaml"
+    [mosquitto-persistent]="-c $OUT/mosquitto-persistent.conf"
 )
 
 # all_open PORTS...: true once every one accepts connections.
@@ -340,6 +405,22 @@ start() {
             return 1
         fi
     done
+    local store=${STORE_OF[$name]:-}
+    if [[ -n $store ]]; then
+        # A fresh, empty store for every run.
+        rm -rf "$store"
+        mkdir -p "$store"
+        if [[ $name == mosquitto-* && $(id -u) == 0 ]] && id mosquitto >/dev/null 2>&1; then
+            # Mosquitto saves as the user mosquitto: its directory is that user's, and the
+            # directories between it and BENCH_OUT (mktemp's are 0700) let it through.
+            chown mosquitto: "$store"
+            local up=$store
+            while [[ $up == "$OUT"/* ]]; do
+                up=$(dirname "$up")
+                chmod o+x "$up"
+            done
+        fi
+    fi
     # shellcheck disable=SC2086 # the arguments are meant to split
     "$bin" ${ARGS_OF[$name]} >>"$OUT/$name.log" 2>&1 &
     local pid=$!
@@ -371,7 +452,7 @@ stop() {
 }
 
 RUNNING=()
-for name in tandem tandem-base mosquitto rumqttd; do
+for name in $ALL_BROKERS; do
     wanted "$name" || continue
     bin=${BIN_OF[$name]}
     if [[ $name == tandem-base && -z $bin ]]; then
@@ -461,9 +542,14 @@ def split_transport(s):
 
 results, scenarios = sys.argv[1], sys.argv[2].split()
 # tandem-base gets columns only when it was asked for: the usual table stays as it was.
-base = "tandem-base" in sys.argv[3].split(",")
+named = sys.argv[3].split(",")
+base = "tandem-base" in named
 peer_names = ["mosquitto", "rumqttd"]
-brokers = ["tandem"] + (["tandem-base"] if base else []) + peer_names
+# The brokers with a store get columns only when asked for, beside their kin.
+stored = [b for b in ["tandem-always", "tandem-periodic", "mosquitto-persistent"] if b in named]
+brokers = (["tandem"] + [b for b in stored if b.startswith("tandem")]
+           + (["tandem-base"] if base else []) + ["mosquitto"]
+           + [b for b in stored if b.startswith("mosquitto")] + ["rumqttd"])
 runs, errors, inexact, cpu = {}, {}, {}, {}
 run_of_rep = {}  # (scenario, broker) -> {repetition: run}, to pair the two builds' runs
 for line in open(results):
@@ -504,6 +590,9 @@ names = {
     "connect": "connects/s (16 concurrent)",
     "fan-in-qos0-fixed": "fan-in QoS 0 at 200k msg/s offered, msg/s",
 }
+names["fan-in-qos1-persistent"] = "fan-in QoS 1, persistent subscriber (8 pub -> 1 sub), msg/s"
+names["fan-out-qos1-persistent"] = (
+    "fan-out QoS 1, persistent subscribers (1 pub -> 8 sub), msg/s delivered")
 for k in ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "fan-out-qos1"]:
     names[k + "-v5"] = names[k].replace(", msg/s", " MQTT 5, msg/s")
 names["latency"] = "latency QoS 1 at 2k msg/s"
@@ -553,6 +642,34 @@ for label, s, field, higher, fmt in rows:
     f = lambda x: "-" if x is None else f"{x:.2f}"
     r_base = f" {f(ratio(vals['tandem'], vals['tandem-base'], higher))} |" if base else ""
     print(f"| {label} | " + " | ".join(cells) + f" |{r_base} {f(r_m)} | {f(r_b)} |")
+
+# The brokers with a store: each Tandem variant against Mosquitto with persistence, and each
+# broker with a store against itself without one (what storing costs it), in the same run.
+persist_table = []
+if stored:
+    pairs = [("tandem-always", "mosquitto-persistent"), ("tandem-periodic", "mosquitto-persistent"),
+             ("tandem", "mosquitto-persistent"), ("tandem-always", "tandem"),
+             ("tandem-periodic", "tandem"), ("mosquitto-persistent", "mosquitto")]
+    pairs = [(a, b) for a, b in pairs if a in brokers and b in brokers]
+    persist_table.append("")
+    persist_table.append("With a store (each run from an empty one): ratios of medians in the same run, "
+                         "a/b; above 1: a is faster.")
+    persist_table.append("")
+    persist_table.append("| scenario | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
+    persist_table.append("|---|" + "---|" * len(pairs))
+    for label, s, field, higher, fmt in rows:
+        cells = []
+        for a, b in pairs:
+            r = ratio(median((s, a), field), median((s, b), field), higher)
+            cells.append("-" if r is None else f"{r:.2f}")
+        persist_table.append(f"| {label} | " + " | ".join(cells) + " |")
+    persist_table.append("")
+    persist_table.append("tandem-always acknowledges a QoS 1 PUBLISH once it is synced to disk; "
+                         "tandem-periodic syncs every interval; mosquitto-persistent writes its whole "
+                         "database only at shutdown and every autosave_interval (1800 s), never "
+                         "per message.")
+    persist_table.append("Only persistent sessions are stored: in the scenarios without "
+                         "-persistent the store holds nothing but retained messages.")
 print()
 print("Ratios are Tandem's advantage: throughput tandem/peer, latency peer/tandem; above 1 is better.")
 print("Bar: tandem/mosquitto >= 1 in every row and tandem/best >= 0.5.")
@@ -567,6 +684,8 @@ for (s, b), c in sorted(cpu.items()):
         notes.append(f"{b} {s}: the load generator used {c * 100:.0f}% of a core: it may be the bottleneck")
 for n in dict.fromkeys(notes):
     print(f"- {n}")
+for line in persist_table:
+    print(line)
 
 # Two builds: is the difference larger than the noise? The noise is each build's own spread
 # over its repetitions; the ratio per repetition pairs runs that were minutes apart, so slow
