@@ -556,3 +556,46 @@ async fn a_delayed_will_outlives_a_restart_and_its_client_can_still_cancel_it() 
     assert!(broker.wait_log("storage: restored", DEADLINE).is_some());
     assert_eq!(broker.count_log("restored delayed wills"), 0);
 }
+
+#[tokio::test]
+async fn retained_messages_and_subscriptions_survive_sigkill() {
+    let store = tempfile::tempdir().unwrap();
+    let yaml = config(free_port(), store.path(), "always", "");
+    let mut broker = Tandem::start_config(&yaml);
+    let (mut s, _) = persistent(&broker, "keeper").await;
+    s.subscribe("k/#", QoS::ExactlyOnce).await;
+    s.disconnect().await;
+    let mut p = RawClient::connect(broker.addr, "pub").await;
+    p.publish("k/retained", b"stays", QoS::AtLeastOnce, true)
+        .await;
+    p.publish("k/cleared", b"goes", QoS::AtLeastOnce, true)
+        .await;
+    // Cleared by an empty retained message: it must not come back either.
+    p.publish("k/cleared", b"", QoS::AtLeastOnce, true).await;
+    drop(p);
+    broker.kill();
+    let broker = Tandem::start_config(&yaml);
+    // The session and its subscription: the queued messages, then a live one.
+    let (mut s, present) = persistent(&broker, "keeper").await;
+    assert!(present, "the session survived SIGKILL");
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let m = s.recv_publish().await;
+        queued.push(String::from_utf8_lossy(&m.payload).into_owned());
+        s.ack(&m).await;
+    }
+    assert_eq!(queued, ["stays", "goes", ""]);
+    let mut p = RawClient::connect(broker.addr, "pub").await;
+    p.publish("k/live", b"live", QoS::AtLeastOnce, false).await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"live");
+    // The retained store: one message, the one that was not cleared.
+    let mut r = RawClient::connect(broker.addr, "reader").await;
+    r.subscribe("k/#", QoS::AtLeastOnce).await;
+    let m = r.recv_publish().await;
+    assert_eq!(
+        (&m.topic[..], &m.payload[..]),
+        ("k/retained", &b"stays"[..])
+    );
+    r.expect_nothing_before_marker(&mut p, "k/marker", false)
+        .await;
+}

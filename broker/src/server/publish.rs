@@ -55,10 +55,13 @@ pub(super) async fn route(
             offline.push(id.clone());
         }
     };
+    // No extra reference to the message unless a plugin is to hear of it.
+    let qos = message.qos;
+    let kept = plugins.wants_events().then(|| message.clone());
     let routed = if wait {
-        broker.router.publish_waiting(message.clone(), note)
+        broker.router.publish_waiting(message, note)
     } else {
-        broker.router.publish_noting_offline(message.clone(), note)
+        broker.router.publish_noting_offline(message, note)
     };
     let mut outcome = RouteOutcome {
         stored: routed.stored,
@@ -72,7 +75,7 @@ pub(super) async fn route(
             let offered = mailbox.offer_waiting(delivery, within).await;
             if offered.queued() {
                 matched += 1;
-                outcome.stored |= mailbox.stores(message.qos);
+                outcome.stored |= mailbox.stores(qos);
                 if offered.offline() && wants_queued {
                     offline.push(mailbox.client_id().clone());
                 }
@@ -82,7 +85,7 @@ pub(super) async fn route(
             }
         }
     }
-    if plugins.wants_events() {
+    if let Some(message) = kept {
         plugins.routed(&message, matched, &offline).await;
     }
     outcome

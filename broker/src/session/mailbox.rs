@@ -58,29 +58,43 @@ impl QueueBound {
     }
 }
 
-/// The receiving end, shared with the mailbox so that `drop_oldest` can take the oldest
-/// message out. The lock is held only for one poll or one take.
+/// The receiving end, shared with the mailbox under `drop_oldest` so that it can take
+/// the oldest message out. The lock is held only for one poll or one take.
 type SharedRx = Arc<Mutex<mpsc::Receiver<Delivery>>>;
 
-/// The receiving side of a session's queue: what its connection drains.
-pub struct Queue(SharedRx);
+/// The receiving side of a session's queue: what its connection drains. Only a
+/// `drop_oldest` queue is shared (and locked per poll); the others are the channel's
+/// receiver as it is, so the default pays nothing for the policy it does not use.
+pub enum Queue {
+    /// Owned by the session alone.
+    Owned(mpsc::Receiver<Delivery>),
+    /// Shared with the mailbox (`drop_oldest`).
+    Shared(SharedRx),
+}
 
 impl Queue {
     /// The next delivery; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        std::future::poll_fn(|cx| self.0.lock().poll_recv(cx)).await
+        match self {
+            Queue::Owned(rx) => rx.recv().await,
+            Queue::Shared(rx) => std::future::poll_fn(|cx| rx.lock().poll_recv(cx)).await,
+        }
     }
 
     /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Result<Delivery, mpsc::error::TryRecvError> {
-        self.0.lock().try_recv()
+        match self {
+            Queue::Owned(rx) => rx.try_recv(),
+            Queue::Shared(rx) => rx.lock().try_recv(),
+        }
     }
 }
 
 /// The sending side of a session's queue, shared by every subscription of the session.
 pub struct Mailbox {
     tx: mpsc::Sender<Delivery>,
-    rx: SharedRx,
+    /// The receiving end, under `drop_oldest` only.
+    rx: Option<SharedRx>,
     full: QueueFull,
     /// Whether a connection is draining the queue. QoS 0 messages are not queued for
     /// an offline session (MQTT-3.1.2-5 lets a broker keep only QoS 1 and 2).
@@ -108,17 +122,22 @@ impl Mailbox {
         store: Option<Arc<Store>>,
     ) -> (Arc<Self>, Queue) {
         let (tx, rx) = mpsc::channel(bound.capacity);
-        let rx = Arc::new(Mutex::new(rx));
+        let (queue, shared) = if bound.full == QueueFull::DropOldest {
+            let rx = Arc::new(Mutex::new(rx));
+            (Queue::Shared(rx.clone()), Some(rx))
+        } else {
+            (Queue::Owned(rx), None)
+        };
         let mailbox = Arc::new(Self {
             tx,
-            rx: rx.clone(),
+            rx: shared,
             full: bound.full,
             online: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             client_id,
             store,
         });
-        (mailbox, Queue(rx))
+        (mailbox, queue)
     }
 
     /// The store its deliveries are written to, if any.
@@ -189,7 +208,7 @@ impl Mailbox {
                 }
                 QueueFull::Backpressure => return Ok(self.drop_one()),
                 QueueFull::DropOldest => {
-                    let oldest = self.rx.lock().try_recv().ok();
+                    let oldest = self.rx.as_ref().and_then(|rx| rx.lock().try_recv().ok());
                     let Some(oldest) = oldest else {
                         return Ok(self.send(self.stored(delivery), online));
                     };
