@@ -200,7 +200,8 @@ impl Mailbox {
         if delivery.qos == QoS::AtMostOnce && !online {
             return Ok(Offer::Skipped);
         }
-        if self.is_full() {
+        // Plain drop_new without a store needs no look first: a full channel refuses.
+        if (self.full != QueueFull::DropNew || self.store.is_some()) && self.is_full() {
             match self.full {
                 QueueFull::DropNew => return Ok(self.drop_one()),
                 QueueFull::Backpressure if delivery.qos != QoS::AtMostOnce => {
