@@ -164,12 +164,12 @@ where
                 ..Properties::default()
             });
         let properties = properties.as_ref();
+        let (qos, pkid) = (p.qos, p.pkid);
         if reason == SUCCESS {
-            if p.qos == QoS::ExactlyOnce {
+            if qos == QoS::ExactlyOnce {
                 // Kept before routing: a redelivery from now on is not routed again.
-                self.incoming_qos2(p.pkid);
+                self.incoming_qos2(pkid);
             }
-            let (qos, pkid) = (p.qos, p.pkid);
             let message = Arc::new(self.message_of(p));
             let outcome = route(&self.broker, &self.plugins, message, true).await;
             if outcome.stored {
@@ -179,30 +179,18 @@ where
                 // Not acknowledged: the publisher sends it again on its next connection.
                 return Err(Exit::QueueFull(pkid));
             }
-            match qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => {
-                    self.out
-                        .ack_reason(PacketType::PubAck, pkid, reason, properties)
-                }
-                QoS::ExactlyOnce => {
-                    self.out
-                        .ack_reason(PacketType::PubRec, pkid, reason, properties)
-                }
-            }
-            return Ok(());
         }
-        // A refused message is acknowledged with its reason (a refused QoS 2 message
-        // ends with its PUBREC: an MQTT 5 client sends no PUBREL after an error code, so
+        // Acknowledged with what was decided, after routing (a refused QoS 2 message ends
+        // with its PUBREC: an MQTT 5 client sends no PUBREL after an error code, so
         // nothing is remembered).
-        match p.qos {
+        match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self
                 .out
-                .ack_reason(PacketType::PubAck, p.pkid, reason, properties),
+                .ack_reason(PacketType::PubAck, pkid, reason, properties),
             QoS::ExactlyOnce => self
                 .out
-                .ack_reason(PacketType::PubRec, p.pkid, reason, properties),
+                .ack_reason(PacketType::PubRec, pkid, reason, properties),
         }
         Ok(())
     }
