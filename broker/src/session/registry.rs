@@ -315,6 +315,13 @@ impl Registry {
         if let Some(state) = discard {
             self.discard(state);
         }
+        self.discard_evicted(evicted);
+        self.parked_changed.notify_one();
+    }
+
+    /// Discards the session parked longest ago, taken out because parking one more
+    /// passed `max_parked`.
+    fn discard_evicted(&self, evicted: Option<(ByteString, SessionState, Instant)>) {
         if let Some((client_id, state, parked_at)) = evicted {
             self.stats.session_evicted();
             info!(
@@ -325,7 +332,6 @@ impl Registry {
             );
             self.discard(state);
         }
-        self.parked_changed.notify_one();
     }
 
     /// Drops a session's subscriptions from the router and its record from the store;
@@ -351,8 +357,9 @@ impl Registry {
     }
 
     /// Parks a session restored from the store, as if its connection had ended
-    /// `offline_for` ago: it expires when it would have had the broker kept running.
-    /// Returns `false` (and discards it) when it expired while the broker was down.
+    /// `offline_for` ago: it expires when it would have had the broker kept running, and
+    /// counts toward `max_parked` (past it, the one offline longest goes). Returns
+    /// `false` (and discards it) when it expired while the broker was down.
     pub fn adopt(&self, state: SessionState, owner: ByteString, offline_for: Duration) -> bool {
         state.mailbox.set_online(false);
         let expiry = state.expiry.or(self.limits.expiry);
@@ -363,7 +370,7 @@ impl Registry {
         let now = Instant::now();
         // Parked `offline_for` ago, as far as the monotonic clock reaches back.
         let parked_at = now.checked_sub(offline_for).unwrap_or(now);
-        {
+        let evicted = {
             let mut inner = self.inner.lock();
             let inner = &mut *inner;
             let key = (parked_at, inner.next_seq);
@@ -382,7 +389,11 @@ impl Registry {
                     parked: Some((state, key, due)),
                 },
             );
-        }
+            (inner.parked.len() > self.limits.max_parked)
+                .then(|| inner.pop_oldest())
+                .flatten()
+        };
+        self.discard_evicted(evicted);
         self.parked_changed.notify_one();
         true
     }
@@ -440,155 +451,5 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::QoS;
-    use crate::router::Subscriber;
-
-    fn registry(limits: Limits) -> (Registry, Arc<Router>, Arc<Stats>) {
-        let stats = Arc::new(Stats::default());
-        let router = Arc::new(Router::new(stats.clone(), Default::default()));
-        (
-            Registry::new(router.clone(), stats.clone(), limits),
-            router,
-            stats,
-        )
-    }
-
-    fn limits() -> Limits {
-        Limits {
-            takeover: SessionTakeover::SameIdentity,
-            expiry: Some(Duration::from_secs(60)),
-            max_parked: 10,
-        }
-    }
-
-    /// Claims `id` for `identity`, subscribes the session to `id/#` and parks it.
-    async fn park(registry: &Registry, router: &Router, id: &str, identity: &str) {
-        let id = ByteString::from(id);
-        let (claim, previous) = registry.claim(&id, identity).await.expect("claimed");
-        let mut state = previous.unwrap_or_else(|| SessionState::new(id.clone(), true, 10));
-        let filter = ByteString::from(format!("{id}/#"));
-        router.subscribe(
-            &filter,
-            Subscriber {
-                session: state.id,
-                qos: QoS::AtLeastOnce,
-                subscription_id: 0,
-                no_local: false,
-                retain_as_published: false,
-                mailbox: state.mailbox.clone(),
-                share: None,
-            },
-        );
-        state.subscriptions.insert(
-            filter,
-            crate::storage::SubOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
-        );
-        registry.release(claim, state);
-    }
-
-    #[tokio::test]
-    async fn another_identity_is_refused_and_the_session_left_alone() {
-        let (registry, router, _) = registry(limits());
-        park(&registry, &router, "c", "alice").await;
-        let id = ByteString::from("c");
-        assert_eq!(
-            registry.claim(&id, "mallory").await.err(),
-            Some(ClaimError::OwnedByAnother)
-        );
-        assert_eq!(
-            registry.claim(&id, "").await.err(),
-            Some(ClaimError::OwnedByAnother)
-        );
-        assert_eq!(registry.parked(), 1, "still parked");
-        assert_eq!(router.subscription_count(), 1);
-        // Its owner resumes it; while it is live another identity is refused too, and
-        // the owner's connection is not stopped.
-        let (claim, previous) = registry.claim(&id, "alice").await.expect("owner");
-        assert!(previous.is_some_and(|s| s.subscriptions.len() == 1));
-        assert_eq!(
-            registry.claim(&id, "mallory").await.err(),
-            Some(ClaimError::OwnedByAnother)
-        );
-        assert!(!claim.stop.is_cancelled());
-    }
-
-    #[tokio::test]
-    async fn with_any_another_identity_takes_over() {
-        let (registry, router, _) = registry(Limits {
-            takeover: SessionTakeover::Any,
-            ..limits()
-        });
-        park(&registry, &router, "c", "alice").await;
-        let (_claim, previous) = registry
-            .claim(&ByteString::from("c"), "mallory")
-            .await
-            .expect("any identity may take over");
-        assert!(previous.is_some());
-    }
-
-    #[tokio::test]
-    async fn parked_sessions_expire_with_their_subscriptions() {
-        let (registry, router, stats) = registry(limits());
-        let start = Instant::now();
-        park(&registry, &router, "a", "alice").await;
-        let due = registry.expire_due(start).expect("one is due later");
-        assert!(due >= start + Duration::from_secs(60));
-        assert_eq!(
-            registry.expire_due(due - Duration::from_millis(1)),
-            Some(due)
-        );
-        assert_eq!(registry.parked(), 1);
-        assert_eq!(registry.expire_due(due), None, "nothing left parked");
-        assert_eq!(registry.parked(), 0);
-        assert!(registry.is_empty());
-        assert_eq!(router.subscription_count(), 0, "its subscriptions went");
-        assert_eq!(stats.snapshot().sessions_expired, 1);
-        // Gone: the next claim starts afresh, and by anyone.
-        let (_c, previous) = registry
-            .claim(&ByteString::from("a"), "mallory")
-            .await
-            .unwrap();
-        assert!(previous.is_none());
-    }
-
-    #[tokio::test]
-    async fn without_expiry_nothing_expires() {
-        let (registry, router, _) = registry(Limits {
-            expiry: None,
-            ..limits()
-        });
-        park(&registry, &router, "a", "alice").await;
-        assert_eq!(
-            registry.expire_due(Instant::now() + Duration::from_secs(1_000_000)),
-            None
-        );
-        assert_eq!(registry.parked(), 1);
-    }
-
-    #[tokio::test]
-    async fn parking_past_the_bound_discards_the_oldest() {
-        let (registry, router, stats) = registry(Limits {
-            max_parked: 2,
-            ..limits()
-        });
-        for id in ["one", "two", "three"] {
-            park(&registry, &router, id, "u").await;
-        }
-        assert_eq!(registry.parked(), 2);
-        assert_eq!(registry.len(), 2);
-        assert_eq!(router.subscription_count(), 2);
-        assert_eq!(stats.snapshot().sessions_evicted, 1);
-        let (_c, previous) = registry.claim(&ByteString::from("one"), "u").await.unwrap();
-        assert!(previous.is_none(), "the oldest went");
-        let (_c, previous) = registry
-            .claim(&ByteString::from("three"), "u")
-            .await
-            .unwrap();
-        assert!(previous.is_some(), "the newest stayed");
-    }
-}
+#[path = "tests/registry.rs"]
+mod tests;
