@@ -602,3 +602,32 @@ async fn retained_messages_and_subscriptions_survive_sigkill() {
     r.expect_nothing_before_marker(&mut p, "k/marker", false)
         .await;
 }
+
+#[tokio::test]
+async fn a_restored_shared_subscription_message_still_goes_to_another_member() {
+    let store = tempfile::tempdir().unwrap();
+    let yaml = config(free_port(), store.path(), "always", "");
+    let mut broker = Tandem::start_config(&yaml);
+    let (mut a, _) = persistent(&broker, "member-a").await;
+    a.subscribe("$share/g/s/#", QoS::AtLeastOnce).await;
+    a.disconnect().await;
+    let mut p = RawClient::connect(broker.addr, "pub").await;
+    // Queued for the only member, offline.
+    p.publish("s/1", b"shared", QoS::AtLeastOnce, false).await;
+    let (mut b, _) = persistent(&broker, "member-b").await;
+    b.subscribe("$share/g/s/#", QoS::AtLeastOnce).await;
+    b.disconnect().await;
+    drop(p);
+    assert!(broker.terminate(DEADLINE).is_some());
+    let broker = Tandem::start_config(&yaml);
+    let (mut b, present) = persistent(&broker, "member-b").await;
+    assert!(present);
+    // A comes back, takes the message and leaves without acknowledging it: it goes to B.
+    let (mut a, present) = persistent(&broker, "member-a").await;
+    assert!(present);
+    let m = a.recv_publish().await;
+    assert_eq!(&m.payload[..], b"shared");
+    drop(a);
+    let m = b.recv_publish().await;
+    assert_eq!(&m.payload[..], b"shared", "handed to the other member");
+}

@@ -75,6 +75,12 @@ impl Router {
         self
     }
 
+    /// The shared subscription group `name` (`$share/{group}/{filter}`): the one its
+    /// members hold, or a new one if none does (for a delivery restored from the store).
+    pub fn share_group(&self, name: &str) -> Arc<ShareGroup> {
+        self.share_groups.get(name)
+    }
+
     /// Puts back a retained message read from the store (not written to it again).
     pub fn restore_retained(&self, message: Arc<Message>) -> bool {
         !matches!(self.retained.write().apply(&message), Applied::Refused(_))

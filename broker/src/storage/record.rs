@@ -71,6 +71,9 @@ pub struct StoredDelivery {
     pub retain: bool,
     /// MQTT 5 subscription identifiers it matched.
     pub subscription_ids: Vec<u32>,
+    /// The shared subscription group it was routed through (`$share/{group}/{filter}`),
+    /// so that after a restart it still goes to another member if this one leaves.
+    pub share: Option<ByteString>,
 }
 
 /// Where an outbound QoS 2 message stood when it was last stored: which packet
@@ -313,6 +316,8 @@ pub fn encode_delivery(d: &StoredDelivery) -> Vec<u8> {
     for id in d.subscription_ids.iter().take(usize::from(u16::MAX)) {
         buf.put_u32(*id);
     }
+    // Empty for none: a group's name is never empty.
+    put_str16(&mut buf, d.share.as_deref().unwrap_or(""));
     put_message(&mut buf, m);
     buf.to_vec()
 }
@@ -325,12 +330,14 @@ pub fn decode_delivery(bytes: &[u8]) -> Result<StoredDelivery, Corrupt> {
     let n = usize::from(r.u16()?);
     r.need(n * 4)?;
     let subscription_ids = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    let share = Some(r.str16()?).filter(|s| !s.is_empty());
     let message = Arc::new(take_message(r)?);
     Ok(StoredDelivery {
         message,
         qos,
         retain,
         subscription_ids,
+        share,
     })
 }
 
@@ -443,10 +450,12 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: vec![7, 9],
+            share: Some("$share/g/a/#".into()),
         };
         let back = decode_delivery(&encode_delivery(&d)).unwrap();
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert_eq!(back.subscription_ids, vec![7, 9]);
+        assert_eq!(back.share.as_deref(), Some("$share/g/a/#"));
         assert_eq!(back.message.payload, Bytes::from_static(b"hello"));
         assert_eq!(back.message.topic, "a/b");
         assert_eq!(back.message.properties, d.message.properties);
@@ -514,6 +523,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: vec![],
+            share: None,
         });
         for cut in 0..session.len() {
             assert!(decode_session(&session[..cut]).is_err(), "cut at {cut}");

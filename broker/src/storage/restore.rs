@@ -101,7 +101,8 @@ fn restore_session(
             retain: d.retain,
             subscription_ids: (!d.subscription_ids.is_empty())
                 .then(|| Box::new(d.subscription_ids)),
-            share: None,
+            // Its subscriptions are back in the router: the group their members hold.
+            share: d.share.map(|name| broker.router.share_group(&name)),
             stored: Some(store.restored(&client_id, m.seq)),
         };
         match m.sent {

@@ -43,6 +43,7 @@ fn queued(client: &str, seq: u64, payload: &'static str) -> Op {
             qos: QoS::ExactlyOnce,
             retain: false,
             subscription_ids: vec![],
+            share: None,
         },
     }
 }

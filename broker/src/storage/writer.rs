@@ -183,6 +183,7 @@ impl Store {
                     .as_deref()
                     .cloned()
                     .unwrap_or_default(),
+                share: delivery.share.as_ref().map(|g| g.name().clone()),
             },
         });
         Arc::new(Stored {
