@@ -100,6 +100,11 @@ async fn a_retained_will_to_sys_never_appears() {
         RawClient::connect_with(broker.addr, with_will("forger", "$SYS/x", true)).await;
     drop(forger);
     will_handled(&broker, "forger");
+    // The first statistics round has run (the broker's retained `$SYS` messages exist):
+    // a client fast enough to subscribe before it would see that round live.
+    let mut first = RawClient::connect(broker.addr, "first-round").await;
+    first.subscribe("$SYS/broker/uptime", QoS::AtMostOnce).await;
+    first.recv_publish().await;
 
     // Every retained `$SYS` message comes right after the SUBACK; the first live one
     // (retain flag clear, from the next statistics round) marks the end of them.
