@@ -37,6 +37,18 @@ fn publish(topic: &str, payload: &str, qos: QoS, pkid: u16, dup: bool, retain: b
     })
 }
 
+/// An MQTT 5 CONNECT of a session kept `expiry` seconds after its connection ends.
+fn keeping(id: &str, expiry: u32) -> tandem_broker::protocol::Connect {
+    connect_packet_v5(
+        id,
+        false,
+        Properties {
+            session_expiry_interval: Some(expiry),
+            ..Properties::default()
+        },
+    )
+}
+
 async fn persistent(broker: &Tandem, id: &str) -> (RawClient, bool) {
     let (c, ack) = RawClient::connect_with(broker.addr, connect_packet(id, false, 0)).await;
     assert_eq!(ack.reason, ConnectReason::Success);
@@ -62,18 +74,7 @@ async fn a_graceful_restart_keeps_everything(sync: &str) {
     let (mut q2, _) = persistent(&broker, "qos2").await;
     q2.subscribe("x/#", QoS::ExactlyOnce).await;
     // An MQTT 5 session with a subscription identifier, and one that expires in 1 s.
-    let (mut v5, ack) = RawClient::connect_with(
-        broker.addr,
-        connect_packet_v5(
-            "v5",
-            false,
-            Properties {
-                session_expiry_interval: Some(3600),
-                ..Properties::default()
-            },
-        ),
-    )
-    .await;
+    let (mut v5, ack) = RawClient::connect_with(broker.addr, keeping("v5", 3600)).await;
     assert_eq!(ack.reason, ConnectReason::Success);
     v5.send(&Packet::Subscribe(Subscribe {
         pkid: 1,
@@ -92,18 +93,7 @@ async fn a_graceful_restart_keeps_everything(sync: &str) {
     .await;
     assert!(matches!(v5.recv().await, Packet::SubAck(_)));
     v5.send(&Packet::Disconnect(Default::default())).await;
-    let (short, ack) = RawClient::connect_with(
-        broker.addr,
-        connect_packet_v5(
-            "short",
-            false,
-            Properties {
-                session_expiry_interval: Some(1),
-                ..Properties::default()
-            },
-        ),
-    )
-    .await;
+    let (short, ack) = RawClient::connect_with(broker.addr, keeping("short", 1)).await;
     assert_eq!(ack.reason, ConnectReason::Success);
     short.disconnect().await;
 
@@ -209,18 +199,7 @@ async fn a_graceful_restart_keeps_everything(sync: &str) {
     assert!(kept.retain);
     assert_eq!(&kept.payload[..], b"kept");
     // The MQTT 5 session: its queued message carries the subscription identifier.
-    let (mut v5, ack) = RawClient::connect_with(
-        broker.addr,
-        connect_packet_v5(
-            "v5",
-            false,
-            Properties {
-                session_expiry_interval: Some(3600),
-                ..Properties::default()
-            },
-        ),
-    )
-    .await;
+    let (mut v5, ack) = RawClient::connect_with(broker.addr, keeping("v5", 3600)).await;
     assert!(ack.session_present);
     let m = v5.recv_publish().await;
     assert_eq!(&m.payload[..], b"for-v5");
@@ -229,18 +208,7 @@ async fn a_graceful_restart_keeps_everything(sync: &str) {
         Some(vec![42])
     );
     // The session that expired while the broker was down starts afresh.
-    let (_short, ack) = RawClient::connect_with(
-        broker.addr,
-        connect_packet_v5(
-            "short",
-            false,
-            Properties {
-                session_expiry_interval: Some(1),
-                ..Properties::default()
-            },
-        ),
-    )
-    .await;
+    let (_short, ack) = RawClient::connect_with(broker.addr, keeping("short", 1)).await;
     assert!(!ack.session_present);
     // Nothing more for the QoS 2 subscriber: "once" was not routed twice.
     match q2.recv_within(Duration::from_millis(300)).await {
@@ -480,14 +448,7 @@ fn nix_free_bytes(path: &Path) -> u64 {
 
 /// An MQTT 5 client that went away without DISCONNECT, with a will delay.
 async fn gone_with_delayed_will(broker: &Tandem, id: &str, delay: u32) {
-    let mut connect = connect_packet_v5(
-        id,
-        false,
-        Properties {
-            session_expiry_interval: Some(3600),
-            ..Properties::default()
-        },
-    );
+    let mut connect = keeping(id, 3600);
     connect.will = Some(tandem_broker::protocol::LastWill {
         topic: format!("will/{id}").into(),
         payload: Bytes::from_static(b"gone"),
@@ -526,18 +487,7 @@ async fn a_delayed_will_outlives_a_restart_and_its_client_can_still_cancel_it() 
     let mut w = RawClient::connect(broker.addr, "watcher").await;
     w.subscribe("will/#", QoS::AtLeastOnce).await;
     // "back" returns before its delay runs out: its will is not sent.
-    let (_back, ack) = RawClient::connect_with(
-        broker.addr,
-        connect_packet_v5(
-            "back",
-            false,
-            Properties {
-                session_expiry_interval: Some(3600),
-                ..Properties::default()
-            },
-        ),
-    )
-    .await;
+    let (_back, ack) = RawClient::connect_with(broker.addr, keeping("back", 3600)).await;
     assert!(ack.session_present);
     // "late" does not: its will comes when what was left of the delay ran out, once.
     let m = w.recv_publish().await;
@@ -630,4 +580,31 @@ async fn a_restored_shared_subscription_message_still_goes_to_another_member() {
     drop(a);
     let m = b.recv_publish().await;
     assert_eq!(&m.payload[..], b"shared", "handed to the other member");
+}
+
+#[tokio::test]
+async fn bad_storage_and_queue_settings_refuse_the_start_naming_the_key() {
+    for (yaml, key) in [
+        (
+            "storage:\n  path: /tmp/x\n  sync: sometimes\n",
+            "storage.sync",
+        ),
+        (
+            "storage:\n  path: /tmp/x\n  sync: periodic\n  interval: 1ms\n",
+            "storage.interval",
+        ),
+        ("storage:\n  path: ''\n", "storage.path"),
+        ("mqtt:\n  queue_full: drop_everything\n", "mqtt.queue_full"),
+        (
+            "mqtt:\n  backpressure_timeout: 0s\n",
+            "mqtt.backpressure_timeout",
+        ),
+    ] {
+        let config = format!("listeners:\n  default: {{ type: tcp, bind: '127.0.0.1:0' }}\n{yaml}");
+        let err = Tandem::expect_startup_failure(&config, DEADLINE);
+        assert!(
+            err.contains("tandem.yaml") && err.contains(key),
+            "{key}:\n{err}"
+        );
+    }
 }

@@ -52,6 +52,7 @@ struct Flow {
 fn config(port: u16, store: &std::path::Path, sync: &str) -> String {
     format!(
         "listeners:\n  default: {{ type: tcp, bind: '127.0.0.1:{port}' }}\n\
+         admin:\n  bind: 127.0.0.1:0\n\
          mqtt:\n  max_queued_messages: 1000000\n\
          storage:\n  path: '{}'\n  sync: {sync}\n  interval: 200ms\n",
         store.display()
@@ -203,8 +204,14 @@ async fn with_sync_periodic_a_kill_loses_at_most_the_unsynced_and_sessions_survi
         Arc::new(AtomicBool::new(false)),
     );
     let flows = start_flows(broker.addr, &stop_pub, &stop_sub).await;
-    // The subscriptions are synced within an interval: wait that long before a kill.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Sessions and subscriptions are on disk once a sync has begun after they were
+    // handed to the store: two more syncs from now.
+    let admin = broker.admin_addr();
+    let syncs = tandem_tests::probe::metric(admin, "tandem_storage_syncs_total")
+        .await
+        .unwrap_or(0.0);
+    tandem_tests::probe::wait_series(admin, "tandem_storage_syncs_total", |v| v >= syncs + 2.0)
+        .await;
     let mut rng = Rng::new();
     for kill in 1..=KILLS {
         tokio::time::sleep(Duration::from_millis(rng.between(300, 700))).await;

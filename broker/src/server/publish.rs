@@ -203,15 +203,7 @@ where
             .as_ref()
             .and_then(|props| props.message_expiry_interval)
             .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
-        Message {
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            properties: p.properties,
-            expires_at,
-            from: Some(self.state.id),
-        }
+        Message::of_publish(p, expires_at, Some(self.state.id))
     }
 }
 

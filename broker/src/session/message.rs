@@ -8,7 +8,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::time::Instant;
 
-use crate::protocol::{Properties, QoS};
+use crate::protocol::{Properties, Publish, QoS};
 use crate::router::shared::ShareGroup;
 use crate::session::id::SessionId;
 
@@ -46,6 +46,19 @@ impl Message {
             properties: None,
             expires_at: None,
             from: None,
+        }
+    }
+
+    /// The message a PUBLISH carries, expiring at `expires_at`, from `from`.
+    pub fn of_publish(p: Publish, expires_at: Option<Instant>, from: Option<SessionId>) -> Self {
+        Self {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+            expires_at,
+            from,
         }
     }
 

@@ -292,15 +292,9 @@ fn take_message(mut r: Reader<'_>) -> Result<Message, Corrupt> {
     let mut frame = BytesMut::from(r.rest());
     let wire = Wire::new(ProtocolVersion::V5, protocol::MAX_REMAINING_LENGTH + 5);
     match wire.decode(&mut frame, false) {
-        Ok(Some((Packet::Publish(p), _))) if frame.is_empty() => Ok(Message {
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            properties: p.properties,
-            expires_at,
-            from: None,
-        }),
+        Ok(Some((Packet::Publish(p), _))) if frame.is_empty() => {
+            Ok(Message::of_publish(p, expires_at, None))
+        }
         _ => Err(Corrupt(what)),
     }
 }
