@@ -173,3 +173,38 @@ async fn the_owner_may_take_its_own_session_over() {
     let _a = RawClient::connect(anon.addr, "same").await;
     let _b = RawClient::connect(anon.addr, "same").await;
 }
+
+#[tokio::test]
+async fn ownership_survives_a_restart_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let port = tandem_tests::free_port();
+    let yaml = config(dir.path(), None).replace(
+        "bind: 127.0.0.1:0 } }",
+        &format!(
+            "bind: '127.0.0.1:{port}' }} }}\nstorage: {{ path: '{}' }}",
+            store.path().display()
+        ),
+    );
+    let mut broker = Tandem::start_config(&yaml);
+    let (mut alice, ack) = connect_user(broker.addr, "alice-dev", false, "alice", "a").await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+    alice.subscribe("alice/#", QoS::AtLeastOnce).await;
+    alice.disconnect().await;
+    assert!(broker.terminate(DEADLINE).is_some());
+    let broker = Tandem::start_config(&yaml);
+    // Another identity still cannot take alice's restored session, clean or not.
+    for clean in [false, true] {
+        let (mut mallory, ack) =
+            connect_user(broker.addr, "alice-dev", clean, "mallory", "m").await;
+        assert_eq!(
+            ack.reason,
+            ConnectReason::ClientIdentifierNotValid,
+            "clean={clean}"
+        );
+        mallory.expect_closed().await;
+    }
+    let (_alice, ack) = connect_user(broker.addr, "alice-dev", false, "alice", "a").await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+    assert!(ack.session_present, "alice's session, kept for alice");
+}
