@@ -129,7 +129,18 @@ impl Admin {
             },
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             _ => match not_ready(&self.broker, &self.shutdown).await {
-                None => text(StatusCode::OK, "ready\n".into()),
+                None => {
+                    // Ready, and what an open chain allows: a probe reads the status, a
+                    // person reading the body learns the broker checks nothing.
+                    let mut body = String::from("ready\n");
+                    for open in self.broker.plugins.current().open_chains() {
+                        body.push_str(&format!(
+                            "note: no {} chain: {}\n",
+                            open.section, open.allows
+                        ));
+                    }
+                    text(StatusCode::OK, body)
+                }
                 Some(reasons) => text(StatusCode::SERVICE_UNAVAILABLE, reasons),
             },
         }

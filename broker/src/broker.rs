@@ -29,10 +29,10 @@ pub struct Broker {
     pub stats: Arc<Stats>,
     /// Plugins and the auth and topic-check chains.
     pub plugins: Arc<PluginHost>,
-    /// The file `config` was read from, which a reload reads again; `None` for the
-    /// embedded default. `config` stays the start-up configuration: the plugin
-    /// sections in force are the plugin host's.
-    pub config_file: Option<std::path::PathBuf>,
+    /// Where `config` came from (its file and the command line's overrides), which a
+    /// reload reads again; `None` for the embedded default. `config` stays the
+    /// start-up configuration: the plugin sections in force are the plugin host's.
+    pub config_source: Option<crate::config::overrides::ConfigSource>,
     /// The TLS listeners' certificates, read again on a reload.
     pub certificates: Certificates,
     /// One permit per connection still in the handshake (`mqtt.max_handshakes`).
@@ -62,7 +62,7 @@ impl Broker {
             router,
             stats,
             plugins: Arc::new(plugins),
-            config_file: None,
+            config_source: None,
             certificates: Certificates::default(),
             restored: if store.is_none() {
                 OnceLock::from(Restored::default())

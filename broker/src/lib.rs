@@ -16,6 +16,7 @@
 //! - [`metrics`]: the counters in the OpenMetrics text format, read on each scrape.
 //! - [`config`]: strict YAML configuration with embedded defaults.
 //! - [`reload`]: SIGHUP / `tandem reload`: the plugin sections applied while serving.
+//! - [`control`]: the local control socket `tandem reload` asks and hears the outcome on.
 //! - [`telemetry`]: OpenTelemetry export and the trace context sent to plugins.
 //! - [`logging`]: text log lines a client cannot forge (control characters escaped).
 //!
@@ -34,6 +35,7 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod logging;
 pub mod metrics;
 pub mod plugins;
@@ -55,20 +57,22 @@ use tokio_util::sync::CancellationToken;
 /// drains connections within `shutdown_timeout`.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), ServerError> {
     let server = Server::start(config, &shutdown).await?;
+    tokio::spawn(control::serve(server.broker().clone(), shutdown.clone()));
     server.serve(shutdown).await;
     Ok(())
 }
 
-/// [`run`] for a configuration read from `file`: SIGHUP reads the file again and
-/// applies its plugin sections (see [`reload`]).
+/// [`run`] for a configuration read from `source`: SIGHUP (or `tandem reload`) reads
+/// it again and applies its plugin sections (see [`reload`]).
 pub async fn run_file(
     config: config::Config,
-    file: std::path::PathBuf,
+    source: config::overrides::ConfigSource,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let mut server = Server::start(config, &shutdown).await?;
-    server.set_config_file(file);
+    server.set_config_source(source);
     tokio::spawn(reload::on_sighup(server.broker().clone(), shutdown.clone()));
+    tokio::spawn(control::serve(server.broker().clone(), shutdown.clone()));
     server.serve(shutdown).await;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tandem_broker::config::overrides::{ConfigSource, ListenerOverride};
 use tandem_broker::config::{Config, DEFAULT_CONFIG, LogFormat};
 use tandem_broker::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,13 @@ struct Cli {
     /// `log.level`; `RUST_LOG` overrides both.
     #[arg(long, env = "TANDEM_LOG")]
     log: Option<String>,
+    /// Serve the listener named `default` (or the only one) on this address instead:
+    /// `IP:PORT`, or an `IP` that keeps its port, e.g. `0.0.0.0:1883` or `0.0.0.0`.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Serve the listener named `default` (or the only one) on this port instead.
+    #[arg(long, short, value_name = "PORT")]
+    port: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,12 +55,18 @@ enum Command {
     },
     /// Prints the embedded, commented default configuration.
     PrintDefaultConfig,
-    /// Asks a running broker to reload its configuration file (sends it SIGHUP). The
-    /// plugin sections take effect; the outcome is in the broker's log.
+    /// Asks a running broker to reload its configuration file, and says whether it did:
+    /// exits 0 when the reload is applied, 1 with the reason when it is refused (the
+    /// configuration in force keeps serving). The plugin sections take effect. Uses the
+    /// broker's local control socket; `kill -HUP` reloads too, with the outcome only in
+    /// the log.
     Reload {
         /// The broker's process id.
         #[arg(long)]
-        pid: i32,
+        pid: u32,
+        /// How long to wait for the outcome (a reload waits for new plugins to start).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -64,20 +78,32 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::CheckConfig { file, offline }) => check_config(&file, offline),
-        Some(Command::Reload { pid }) => {
-            use nix::sys::signal::{Signal, kill};
-            match kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP) {
-                Ok(()) => {
-                    println!("sent SIGHUP to {pid}: see the broker's log for the outcome");
+        Some(Command::Reload { pid, timeout }) => {
+            use tandem_broker::control::{ReloadAnswer, request_reload};
+            match request_reload(pid, timeout) {
+                Ok(ReloadAnswer::Applied(summary)) => {
+                    println!("{summary}");
                     ExitCode::SUCCESS
                 }
+                Ok(ReloadAnswer::Refused(reason)) => {
+                    eprintln!(
+                        "error: reload refused; the configuration in force keeps serving: {reason}"
+                    );
+                    ExitCode::FAILURE
+                }
                 Err(err) => {
-                    eprintln!("error: cannot signal process {pid}: {err}");
+                    eprintln!("error: {err}");
                     ExitCode::FAILURE
                 }
             }
         }
-        None => serve(cli.config, cli.log),
+        None => {
+            let overrides = ListenerOverride {
+                bind: cli.bind,
+                port: cli.port,
+            };
+            serve(cli.config, overrides, cli.log)
+        }
     }
 }
 
@@ -149,18 +175,28 @@ fn check_config(file: &std::path::Path, offline: bool) -> ExitCode {
 /// How long the spans still queued at exit may take to reach the OTLP collector.
 const TRACE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
+fn serve(file: Option<PathBuf>, overrides: ListenerOverride, log: Option<String>) -> ExitCode {
     // The config is read before logging starts, as it says how to log; its errors go
     // to stderr as they do for check-config.
-    let config = match &file {
-        Some(file) => match Config::from_file(file) {
-            Ok(c) => c,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Config::embedded_default(),
+    let source = file.map(|file| ConfigSource {
+        file,
+        overrides: overrides.clone(),
+    });
+    let loaded = match &source {
+        Some(source) => source.load(),
+        None => {
+            let mut config = Config::embedded_default();
+            overrides
+                .apply(&mut config, std::path::Path::new("<embedded default>"))
+                .map(|()| config)
+        }
+    };
+    let config = match loaded {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,7 +216,7 @@ fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if file.is_none() {
+    if source.is_none() {
         tracing::info!("no --config given: serving the embedded default configuration");
     }
     if let Some(endpoint) = telemetry.endpoint() {
@@ -189,8 +225,8 @@ fn serve(file: Option<PathBuf>, log: Option<String>) -> ExitCode {
     let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
-        let served = match file {
-            Some(file) => tandem_broker::run_file(config, file, shutdown).await,
+        let served = match source {
+            Some(source) => tandem_broker::run_file(config, source, shutdown).await,
             None => tandem_broker::run(config, shutdown).await,
         };
         match served {

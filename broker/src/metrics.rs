@@ -333,6 +333,17 @@ impl BrokerCollector {
     fn encode_plugins(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         use MetricType::{Counter, Gauge, Histogram};
         let set = self.0.plugins.current();
+        let open = set.open_chains();
+        let mut f = Family::new(
+            e,
+            "tandem_chain_enforced",
+            "1 while the chain is configured; 0 means it allows everything (no auth: every client connects; no topic-check: every topic is allowed).",
+            Gauge,
+        )?;
+        for chain in crate::plugins::OpenChain::ALL {
+            let enforced = !open.contains(&chain);
+            f.gauge(&[("chain", chain.section)], i64::from(enforced))?;
+        }
         let plugins: Vec<_> = set.plugins().collect();
         if plugins.is_empty() {
             return Ok(());

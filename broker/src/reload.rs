@@ -9,8 +9,6 @@
 //! plugin section that cannot be put in force, is refused with the reason, and the
 //! configuration in force keeps serving.
 
-use std::path::PathBuf;
-
 use tracing::{info, warn};
 
 use crate::broker::Broker;
@@ -51,9 +49,9 @@ fn ignored_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Reads the broker's configuration file again and applies its plugin sections.
 pub async fn reload(broker: &Broker) -> Result<ReloadSummary, ReloadError> {
-    let file: &PathBuf = broker.config_file.as_ref().ok_or(ReloadError::NoFile)?;
-    info!(file = %file.display(), "reloading the configuration");
-    let new = Config::from_file(file)?;
+    let source = broker.config_source.as_ref().ok_or(ReloadError::NoFile)?;
+    info!(file = %source.file.display(), "reloading the configuration");
+    let new = source.load()?;
     let ignored = ignored_changes(&broker.config, &new);
     if !ignored.is_empty() {
         warn!(
@@ -72,6 +70,27 @@ pub async fn reload(broker: &Broker) -> Result<ReloadSummary, ReloadError> {
         "configuration reloaded"
     );
     Ok(summary)
+}
+
+/// A reload's outcome in one line, for `tandem reload`: what changed, and a warning
+/// for each chain it removed.
+pub fn describe(summary: &ReloadSummary) -> String {
+    let list = |v: &[String]| v.join(",");
+    let mut text = format!(
+        "configuration reloaded: generation {} added [{}] removed [{}] replaced [{}] reconfigured [{}]",
+        summary.generation,
+        list(&summary.added),
+        list(&summary.removed),
+        list(&summary.replaced),
+        list(&summary.reconfigured),
+    );
+    for open in &summary.opened {
+        text.push_str(&format!(
+            "; warning: the reload removed the {} section: {} now",
+            open.section, open.allows
+        ));
+    }
+    text
 }
 
 /// Reloads on every SIGHUP until `shutdown`; a refused reload is logged with its

@@ -132,9 +132,13 @@ fn publish(broker: &Broker, topic: String, value: String) {
     )));
 }
 
-/// Publishes the statistics every `sys.interval` until shutdown.
+/// Publishes the statistics every `sys.interval` until shutdown. Called once the
+/// listeners are open: the version at once, the first statistics one interval later,
+/// so what is retained describes the broker serving, not zeros from its start-up.
 pub async fn publish_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(broker.config.sys.interval);
+    publish(&broker, "$SYS/broker/version".into(), VERSION.to_owned());
+    let interval = broker.config.sys.interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

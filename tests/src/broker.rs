@@ -208,15 +208,36 @@ impl Tandem {
     }
 
     /// Rewrites the broker's config file with `yaml` and asks it to reload, the way an
-    /// operator would: `tandem reload --pid <pid>`.
-    pub fn reload(&self, yaml: &str) {
+    /// operator would: `tandem reload --pid <pid>`, which must say it was applied.
+    /// Returns what it printed.
+    pub fn reload(&self, yaml: &str) -> String {
+        let out = self.run_reload(yaml);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "tandem reload failed: {:?}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// [`reload`](Self::reload) expecting the broker to refuse: `tandem reload` exits
+    /// non-zero. Returns what it printed on stderr (the reason).
+    pub fn reload_refused(&self, yaml: &str) -> String {
+        let out = self.run_reload(yaml);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "tandem reload succeeded: {stderr}");
+        stderr
+    }
+
+    fn run_reload(&self, yaml: &str) -> std::process::Output {
         std::fs::write(self.config_path(), yaml).expect("write config");
-        let status = Command::new(tandem_bin())
+        Command::new(tandem_bin())
             .args(["reload", "--pid", &self.pid().to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run tandem reload");
-        assert!(status.success(), "tandem reload failed: {status:?}");
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tandem reload")
     }
 
     /// The pid of the plugin process the broker started for `alias` most recently: the

@@ -209,7 +209,7 @@ async fn readyz_follows_a_required_plugin_going_away_and_coming_back() {
         "{ADMIN}plugins:\n  gate:\n    endpoint: {listen}\n    config: {{ auth_default: allow }}\nauth: {{ plugins: [gate] }}\n"
     ));
     let admin = broker.admin_addr();
-    assert_eq!(wait_ready(admin, 200).await, "ready\n");
+    assert!(wait_ready(admin, 200).await.starts_with("ready\n"));
 
     // No client calls the plugin meanwhile: /readyz itself finds it gone.
     plugin.kill();
@@ -227,7 +227,7 @@ async fn readyz_follows_a_required_plugin_going_away_and_coming_back() {
     );
 
     let _plugin = PluginProcess::start(&policy_bin(), &["--roles", "auth"], &listen);
-    assert_eq!(wait_ready(admin, 200).await, "ready\n");
+    assert!(wait_ready(admin, 200).await.starts_with("ready\n"));
     connect_as(broker.addr, "back", "u", "p")
         .await
         .expect("allowed again");
@@ -247,7 +247,7 @@ async fn readyz_answers_503_while_shutting_down() {
         "{ADMIN}plugins:\n  log:\n    endpoint: {sock}\n    events: {{ lifecycle_timeout: 5s }}\n"
     ));
     let admin = broker.admin_addr();
-    assert_eq!(wait_ready(admin, 200).await, "ready\n");
+    assert!(wait_ready(admin, 200).await.starts_with("ready\n"));
     // A stalled event plugin holds the end of the shutdown for its lifecycle_timeout
     // (broker_post_shutdown is never acked): a window to ask /readyz in.
     signal(logger.pid(), "-STOP");

@@ -100,10 +100,14 @@ async fn plugins_are_added_reconfigured_and_bad_configs_refused_without_dropping
     );
 
     // 3. A file that does not parse is refused; the configuration in force serves on.
-    broker.reload(&format!(
+    let said = broker.reload_refused(&format!(
         "{}bogus_section: 1\n",
         with_policy(dir.path(), "t/secret", "")
     ));
+    assert!(
+        said.contains("reload refused") && said.contains("bogus_section"),
+        "{said}"
+    );
     let refused = broker
         .wait_log("reload refused", DEADLINE)
         .expect("bad file refused");
@@ -114,16 +118,25 @@ async fn plugins_are_added_reconfigured_and_bad_configs_refused_without_dropping
     );
 
     // 4. A plugin that never answers is refused too (after its startup_timeout).
-    let ghost = format!(
-        "{}  ghost:\n    endpoint: unix://{}/ghost.sock\n    startup_timeout: 1s\n",
-        with_policy(dir.path(), "t/secret", ""),
-        dir.path().display()
-    )
-    .replace(
+    // (Put under `plugins:`, before `topic-check:`: a refusal for a misplaced key would
+    // not be this one.)
+    let ghost = with_policy(dir.path(), "t/secret", "")
+        .replace(
+            "topic-check:\n",
+            &format!(
+                "  ghost:\n    endpoint: unix://{}/ghost.sock\n    startup_timeout: 1s\ntopic-check:\n",
+                dir.path().display()
+            ),
+        )
+        .replace(
         "topic-check:\n  plugins: [policy]",
         "topic-check:\n  plugins: [policy, ghost]",
     );
-    broker.reload(&ghost);
+    let said = broker.reload_refused(&ghost);
+    assert!(
+        said.contains("plugin `ghost`") && said.contains("did not answer Describe within 1s"),
+        "{said}"
+    );
     assert!(
         broker
             .wait_log_all(&["reload refused", "ghost"], 3 * DEADLINE)

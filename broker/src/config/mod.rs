@@ -34,6 +34,7 @@ use crate::plugins::config::{AuthConfig, PluginConfig, PluginSections, TopicChec
 
 pub mod listener;
 pub mod mqtt;
+pub mod overrides;
 pub mod service;
 pub mod storage;
 

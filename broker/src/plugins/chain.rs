@@ -403,7 +403,7 @@ impl Chain {
     /// The outcome when plugin `i`'s DENY decides.
     fn denied(&self, i: usize, a: Answer, request: &pb::AuthenticateRequest) -> AuthOutcome {
         let alias = self.plugins[i].alias.clone();
-        info!(plugin = %alias, reason = %a.reason, client_id = %request.client_id, "authentication denied");
+        info!(plugin = %alias, reason = %a.reason, client_id = %request.client_id, username = %request.username.as_deref().unwrap_or(""), "authentication denied");
         AuthOutcome {
             from_error: a.error.is_some(),
             reason_code: a.reason_code,
@@ -426,10 +426,11 @@ impl Chain {
         if !allowed {
             let unknown_method = !exchanged && !request.auth_method.is_empty();
             if unknown_method {
-                info!(chain = self.section, client_id = %request.client_id, method = %request.auth_method,
-                    "authentication denied: no plugin knows the authentication method");
+                info!(chain = self.section, client_id = %request.client_id, username = %request.username.as_deref().unwrap_or(""),
+                    method = %request.auth_method, "authentication denied: no plugin knows the authentication method");
             } else {
-                info!(chain = self.section, client_id = %request.client_id, "authentication denied: every plugin abstained");
+                info!(chain = self.section, client_id = %request.client_id, username = %request.username.as_deref().unwrap_or(""),
+                    "authentication denied: every plugin abstained");
             }
             return AuthOutcome {
                 denied_by: Some((self.section.to_owned(), "every plugin abstained".to_owned())),
@@ -445,7 +446,7 @@ impl Chain {
         let identity = match established_identity(&self.plugins, &answers) {
             Ok(identity) => identity,
             Err(conflict) => {
-                warn!(chain = self.section, client_id = ?request.client_id,
+                warn!(chain = self.section, client_id = %request.client_id, username = %request.username.as_deref().unwrap_or(""),
                     first = %conflict.first.0, first_identity = ?conflict.first.1,
                     other = %conflict.other.0, other_identity = ?conflict.other.1,
                     "authentication denied: allowing plugins established different identities");

@@ -111,6 +111,17 @@ pub enum OnError {
     Allow,
 }
 
+impl OnError {
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Deny => "deny",
+            OnError::Abstain => "abstain",
+            OnError::Allow => "allow",
+        }
+    }
+}
+
 /// TLS settings for an `https://` or `dns:///` plugin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

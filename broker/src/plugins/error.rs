@@ -67,3 +67,36 @@ pub enum PluginError {
     #[error("shutdown requested during plugin start-up")]
     Cancelled,
 }
+
+/// A gRPC status as an operator reads it: its code, its message and every source
+/// under it, `: `-separated. tonic makes a status from a broken connection whose
+/// message is only "transport error"; the cause (connection refused, a TLS alert, a
+/// peer that does not speak HTTP/2) is in its sources.
+pub(crate) fn status_text(status: &tonic::Status) -> String {
+    let mut causes = status.message().to_owned();
+    let mut tls = false;
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        tls |= is_tls(err);
+        let part = err.to_string();
+        // tonic's placeholder says nothing, and hyper and tonic repeat a cause at two
+        // levels: each cause once.
+        if part != "transport error" && !causes.contains(&part) {
+            causes.push_str(": ");
+            causes.push_str(&part);
+        }
+        source = err.source();
+    }
+    let tls = if tls { "TLS: " } else { "" };
+    format!("{:?}: {tls}{causes}", status.code())
+}
+
+/// Whether `err` is a TLS failure: rustls's errors reach tonic wrapped in an I/O error,
+/// whose text alone ("received corrupt message") does not say it was TLS.
+fn is_tls(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<rustls::Error>().is_some()
+        || err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<rustls::Error>())
+}

@@ -79,8 +79,14 @@ impl PluginHost {
         };
         match host.assemble(config, started, &BTreeMap::new(), 1) {
             Ok(set) => {
-                if set.auth.is_none() {
-                    info!("no auth section: every client is allowed to connect");
+                // A broker without plugins is open by design (the embedded default on
+                // loopback); one with plugins and a chain left out is worth a warning.
+                for open in set.open_chains() {
+                    if config.plugins.is_empty() {
+                        info!("no {} section: {}", open.section, open.allows);
+                    } else {
+                        warn!("no {} section: {}", open.section, open.allows);
+                    }
                 }
                 host.install(set);
                 Ok(host)

@@ -61,4 +61,4 @@ pub use host::PluginHost;
 pub use plugin::Plugin;
 pub use reload::ReloadSummary;
 pub use rpc::{ErrorKind, Rpc, Verdict};
-pub use set::PluginSet;
+pub use set::{OpenChain, PluginSet};

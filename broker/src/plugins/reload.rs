@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::warn;
+
 use super::config::{PluginConfig, PluginSections};
 use super::error::PluginError;
 use super::host::{Owned, PluginHost};
 use super::plugin::Plugin;
+use super::set::OpenChain;
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct ReloadSummary {
     pub reconfigured: Vec<String>,
     /// The generation now in force.
     pub generation: u64,
+    /// Chains the reload removed: what was checked before is now allowed.
+    pub opened: Vec<OpenChain>,
 }
 
 /// The plugin configuration without its pushed `config:`: when only that differs, the
@@ -151,6 +156,18 @@ impl PluginHost {
             {
                 token.cancel();
             }
+        }
+        let was_open = old.open_chains();
+        summary.opened = set
+            .open_chains()
+            .into_iter()
+            .filter(|open| !was_open.contains(open))
+            .collect();
+        for open in &summary.opened {
+            warn!(
+                "the reload removed the {} section: {} now",
+                open.section, open.allows
+            );
         }
         self.install(set);
         let removed: Vec<Arc<Plugin>> = summary

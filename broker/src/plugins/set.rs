@@ -42,4 +42,42 @@ impl PluginSet {
     pub fn plugin(&self, alias: &str) -> Option<&Arc<Plugin>> {
         self.plugins.get(alias)
     }
+
+    /// The chains this set leaves out, and what that allows: said in the log at
+    /// start-up and after a reload, in `/readyz`'s body and in
+    /// `tandem_chain_enforced`, so an open broker is never a surprise.
+    pub fn open_chains(&self) -> Vec<OpenChain> {
+        let mut open = Vec::new();
+        if self.auth.is_none() {
+            open.push(OpenChain::AUTH);
+        }
+        if self.topic_check.is_none() {
+            open.push(OpenChain::TOPIC_CHECK);
+        }
+        open
+    }
+}
+
+/// A chain left out of the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenChain {
+    /// The section, as named in the file.
+    pub section: &'static str,
+    /// What its absence allows.
+    pub allows: &'static str,
+}
+
+impl OpenChain {
+    /// No `auth:` section.
+    pub const AUTH: Self = Self {
+        section: "auth",
+        allows: "every client is allowed to connect",
+    };
+    /// No `topic-check:` section.
+    pub const TOPIC_CHECK: Self = Self {
+        section: "topic-check",
+        allows: "every topic is allowed (publish, subscribe and receive)",
+    };
+    /// Every chain, in the order they are reported.
+    pub const ALL: [Self; 2] = [Self::AUTH, Self::TOPIC_CHECK];
 }

@@ -109,7 +109,7 @@ impl Supervisor {
             command: command.to_vec(),
             cause,
         })?;
-        info!(plugin = %alias, pid = ?first.id(), command = ?command, "plugin process started");
+        info!(plugin = %alias, pid = %pid_text(first.id()), command = %command.join(" "), "plugin process started");
         let (alias, command, endpoint) = (alias.to_owned(), command.to_vec(), endpoint.clone());
         let token = stop.clone();
         let task = tokio::spawn(async move {
@@ -126,7 +126,7 @@ impl Supervisor {
                             return;
                         }
                     };
-                    warn!(plugin = %alias, ?status, "plugin process exited; restarting");
+                    warn!(plugin = %alias, status = %exit_text(&status), "plugin process exited; restarting");
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff = Duration::from_millis(100);
                     }
@@ -138,7 +138,7 @@ impl Supervisor {
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 match spawn_child(&alias, &command, &endpoint) {
                     Ok(c) => {
-                        info!(plugin = %alias, pid = ?c.id(), "plugin process restarted");
+                        info!(plugin = %alias, pid = %pid_text(c.id()), "plugin process restarted");
                         child = Some(c);
                     }
                     Err(e) => {
@@ -159,5 +159,26 @@ impl Supervisor {
             task.abort();
             let _ = task.await;
         }
+    }
+}
+
+/// A child's pid for the log: tokio has none for a child that was already reaped.
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "none (already exited)".into(), |p| p.to_string())
+}
+
+/// How a child ended, as an operator reads it: `exit code 3`, `signal 9 (SIGKILL)`.
+fn exit_text(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Err(err) => format!("unknown (waiting for it failed: {err})"),
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+                Ok(name) => format!("signal {signal} ({name})"),
+                Err(_) => format!("signal {signal}"),
+            },
+            (None, None) => status.to_string(),
+        },
     }
 }

@@ -163,11 +163,11 @@ impl Server {
         })
     }
 
-    /// Records the file the configuration came from, for reloads. Call before
+    /// Records where the configuration came from, for reloads. Call before
     /// [`serve`](Self::serve).
-    pub fn set_config_file(&mut self, file: std::path::PathBuf) {
+    pub fn set_config_source(&mut self, source: crate::config::overrides::ConfigSource) {
         if let Some(broker) = Arc::get_mut(&mut self.broker) {
-            broker.config_file = Some(file);
+            broker.config_source = Some(source);
         }
     }
 

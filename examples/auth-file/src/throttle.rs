@@ -202,7 +202,7 @@ impl Throttle {
             let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
             match users.fail(&user.to_owned(), window, max, now) {
                 Some(n) if n == settings.user_failures => {
-                    warn!(user = ?user, failures = n, window = ?window,
+                    warn!(user = %user, failures = n, window = ?window,
                         "too many failed logins for this username; refusing its attempts without verifying until the window ends");
                 }
                 Some(_) => {}

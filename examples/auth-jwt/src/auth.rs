@@ -39,7 +39,7 @@ impl Authenticator for Jwt {
 }
 
 fn refuse(req: &AuthRequest, reason: String) -> AuthDecision {
-    info!(client_id = %req.client_id, username = ?req.username, %reason, "token refused");
+    info!(client_id = %req.client_id, username = %req.username.as_deref().unwrap_or(""), %reason, "token refused");
     AuthDecision::deny(reason).with_reason_code(BAD_CREDENTIALS)
 }
 

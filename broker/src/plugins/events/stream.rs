@@ -74,7 +74,7 @@ pub async fn drive(
         let mut acks = match opened {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                tracing::warn!(plugin = %plugin.alias, code = ?status.code(), "cannot open the Events stream; retrying");
+                tracing::warn!(plugin = %plugin.alias, cause = %crate::plugins::error::status_text(&status), "cannot open the Events stream; retrying");
                 plugin.stream_lost(&replica);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

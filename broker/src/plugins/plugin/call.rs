@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::Plugin;
 use super::replicas::{Client, Replica};
 use crate::plugins::config::OnError;
+use crate::plugins::error::status_text;
 use crate::plugins::rpc::{ErrorKind, Rpc, Verdict};
 use crate::telemetry::TracedRpc;
 
@@ -90,7 +91,7 @@ impl Plugin {
                 Ok(Err(status)) => {
                     let kind = failure_kind(&status, Instant::now() >= deadline);
                     if kind == ErrorKind::Status {
-                        self.log_error(kind, &format!("{:?}: {}", status.code(), status.message()));
+                        self.log_error(kind, &status_text(&status));
                     }
                     kind
                 }
@@ -140,7 +141,7 @@ impl Plugin {
         if on_error == OnError::Allow {
             warn!(plugin = %self.alias, kind = kind.as_str(), detail, suppressed, "plugin call failed; on_error=allow lets it through (FAIL-OPEN)");
         } else {
-            warn!(plugin = %self.alias, kind = kind.as_str(), detail, suppressed, on_error = ?on_error, "plugin call failed; applying on_error");
+            warn!(plugin = %self.alias, kind = kind.as_str(), detail, suppressed, on_error = on_error.as_str(), "plugin call failed; applying on_error");
         }
     }
 }

@@ -13,7 +13,7 @@ use super::call::failure_kind;
 use super::replicas::{Chan, Client};
 use super::{Described, Plugin};
 use crate::plugins::config::PluginConfig;
-use crate::plugins::error::PluginError;
+use crate::plugins::error::{PluginError, status_text};
 use crate::plugins::rpc::ErrorKind;
 
 type Health = tonic_health::pb::health_client::HealthClient<Chan>;
@@ -90,8 +90,20 @@ impl Plugin {
     /// gRPC health (a plugin without the health service passes), then `Describe`.
     pub(super) async fn describe_on(&self, channel: Channel) -> Result<Described, String> {
         let timeout = self.config.timeout.max(Duration::from_secs(1));
+        let silent = || {
+            format!("no answer to a gRPC health check within {timeout:?} (is it a gRPC server?)")
+        };
         match health_check(self.authed(channel.clone()), timeout).await {
-            Err(_) => return Err("health check timed out".into()),
+            Err(_) => return Err(silent()),
+            // tonic's own deadline (the request's grpc-timeout) fired first.
+            Ok(Err(s))
+                if matches!(
+                    s.code(),
+                    tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                return Err(silent());
+            }
             Ok(Ok(resp)) => {
                 let status = resp.status;
                 if status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32
@@ -100,7 +112,13 @@ impl Plugin {
                 }
             }
             Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {}
-            Ok(Err(s)) => return Err(format!("health check failed: {}", s.message())),
+            Ok(Err(s)) => {
+                let mut why = format!("health check failed: {}", status_text(&s));
+                if why.contains("h2 protocol error") {
+                    why.push_str(" (it does not speak gRPC: HTTP/2)");
+                }
+                return Err(why);
+            }
         }
         let mut client = Client::new(self.authed(channel));
         let request = self.describe_request.read().clone();
@@ -109,7 +127,7 @@ impl Plugin {
         let resp = match tokio::time::timeout(timeout, client.describe(req)).await {
             Err(_) => return Err("Describe timed out".into()),
             Ok(Err(s)) => {
-                let message = format!("Describe failed: {:?}: {}", s.code(), s.message());
+                let message = format!("Describe failed: {}", status_text(&s));
                 // The plugin is up and says no to its configuration: retrying the same
                 // request cannot help, so start-up fails at once with its reason.
                 if matches!(
@@ -188,9 +206,8 @@ impl Plugin {
                 Ok(Err(status)) if i == 0 && failure_kind(&status, false) == ErrorKind::Status => {
                     *self.describe_request.write() = previous;
                     return Err(fail(format!(
-                        "refused the new config: ({:?}) {}",
-                        status.code(),
-                        status.message()
+                        "refused the new config: {}",
+                        status_text(&status)
                     )));
                 }
                 // No answer (or a later replica refusing): probed again, and the probe

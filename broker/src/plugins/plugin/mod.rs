@@ -107,6 +107,8 @@ pub struct Plugin {
     last_error_log: Mutex<Option<std::time::Instant>>,
     /// The plugin's refusal of its configuration at the last `Describe`, if it refused.
     refused: Mutex<Option<String>>,
+    /// Why the last probe of a replica failed: start-up's error when none answers.
+    last_failure: Mutex<Option<String>>,
     suppressed_errors: AtomicU64,
     shutdown: CancellationToken,
     /// The bearer token every call carries (`token_file`).
@@ -140,6 +142,7 @@ impl Plugin {
             stats: Default::default(),
             last_error_log: Mutex::default(),
             refused: Mutex::default(),
+            last_failure: Mutex::default(),
             suppressed_errors: AtomicU64::new(0),
             shutdown,
             bearer,

@@ -63,7 +63,12 @@ impl Plugin {
                     alias: self.alias.clone(),
                     endpoint: self.config.endpoint.to_string(),
                     waited: self.config.startup_timeout,
-                    cause: "no replica answered Describe (see the warnings above)".into(),
+                    cause: match self.last_failure.lock().clone() {
+                        Some(why) => {
+                            format!("no replica answered Describe; the last attempt: {why}")
+                        }
+                        None => "no replica answered Describe".into(),
+                    },
                 });
             }
             tokio::select! {
@@ -188,6 +193,7 @@ impl Plugin {
                     return;
                 }
                 Err(cause) => {
+                    *self.last_failure.lock() = Some(format!("{}: {cause}", replica.label));
                     attempts += 1;
                     // A starting process takes a moment to listen: say nothing for the
                     // first attempts, then every tenth, so a long outage does not flood.
