@@ -245,6 +245,15 @@ struct Report {
     broker_cpu: Option<f64>,
 }
 
+/// Set when a run that must deliver exactly did not: the process then exits with
+/// [`INEXACT_EXIT`] after printing its JSON line, so a script cannot fold a lossy or
+/// duplicating run into its figures unnoticed.
+static INEXACT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The exit status of a run that completed but was not exact (1 is an error, 3 a run
+/// that did not finish).
+const INEXACT_EXIT: u8 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     wire::speak_v5(cli.opts.mqtt == 5);
@@ -286,6 +295,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(&cli));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
+        Ok(()) if INEXACT.load(std::sync::atomic::Ordering::Relaxed) => {
+            ExitCode::from(INEXACT_EXIT)
+        }
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!(
@@ -690,8 +702,14 @@ fn print_report(run: &Run, o: &Opts, r: &Report) {
         (None, None, None)
     };
     let connect = run.scenario == Scenario::Connect;
-    // QoS 1/2 must deliver every message exactly once here (no reconnects); QoS 0 may drop.
-    let exact = (!connect && run.qos > 0).then_some(r.received == r.expected);
+    // QoS 1/2 must deliver every message exactly once here (no reconnects), in each
+    // publisher's order: the count alone could hide a loss behind a duplicate. QoS 0 may
+    // drop.
+    let exact = (!connect && run.qos > 0)
+        .then_some(r.received == r.expected && r.skipped == 0 && r.disordered == 0);
+    if exact == Some(false) {
+        INEXACT.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let json = serde_json::json!({
         "scenario": run.scenario.name(),
         "label": o.label,
@@ -746,7 +764,10 @@ fn print_report(run: &Run, o: &Opts, r: &Report) {
     } else {
         let check = match exact {
             Some(true) => "exact".to_owned(),
-            Some(false) => format!("MISMATCH: {} of {} expected", r.received, r.expected),
+            Some(false) => format!(
+                "NOT EXACT: {} of {} expected, {} missing from a sequence, {} twice or out of order",
+                r.received, r.expected, r.skipped, r.disordered
+            ),
             None if r.expected == 0 => "nothing sent".to_owned(),
             None => format!(
                 "{:.2}% lost",
@@ -780,7 +801,7 @@ fn print_report(run: &Run, o: &Opts, r: &Report) {
     }
     if exact == Some(false) {
         eprintln!(
-            "tandem-loadgen: warning: QoS {} delivered {} messages where {} were expected",
+            "tandem-loadgen: error: QoS {} delivered {} messages where {} were expected exactly once, in order (exit status {INEXACT_EXIT})",
             run.qos, r.received, r.expected
         );
     }
