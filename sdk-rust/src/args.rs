@@ -44,6 +44,8 @@ pub(crate) struct ServeArgs {
     pub(crate) token_file: Option<String>,
     /// `--insecure` (a flag only): serve a non-loopback address with neither token nor mTLS.
     pub(crate) insecure: bool,
+    /// `--help` or `-h`: print how to run the plugin instead of serving.
+    pub(crate) help: bool,
 }
 
 impl ServeArgs {
@@ -58,8 +60,35 @@ impl ServeArgs {
             tls_client_ca: setting(&args, "--tls-client-ca", TLS_CLIENT_CA_ENV),
             token_file: setting(&args, "--token-file", TOKEN_FILE_ENV),
             insecure: args.iter().any(|a| a == "--insecure"),
+            help: args.iter().any(|a| a == "--help" || a == "-h"),
         }
     }
+}
+
+/// What `--help` prints for a plugin named `name`: the serving flags every SDK plugin
+/// takes. A plugin with flags of its own parses them first and says them itself.
+pub(crate) fn usage(name: &str, version: &str) -> String {
+    format!(
+        "{name} {version}: a Tandem broker plugin (a gRPC server)
+
+Usage: {name} [--listen ADDR] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+              [--token-file FILE] [--insecure]
+
+  --listen ADDR          where to serve: unix:///path/plugin.sock or tcp://IP:PORT
+                         [env {LISTEN_ENV}; default {DEFAULT_LISTEN}]
+  --tls-cert FILE        serve TLS with this PEM certificate chain [env {TLS_CERT_ENV}]
+  --tls-key FILE         and its PEM private key [env {TLS_KEY_ENV}]
+  --tls-client-ca FILE   require client certificates signed by this CA (mTLS)
+                         [env {TLS_CLIENT_CA_ENV}]
+  --token-file FILE      require the broker's bearer token, read from FILE
+                         [env {TOKEN_FILE_ENV}]
+  --insecure             allow a non-loopback TCP address with neither token nor mTLS
+  -h, --help             print this and exit
+
+Logs go to stderr, filtered by RUST_LOG (default info). Point the broker at it with
+`plugins: {{ ALIAS: {{ endpoint: ... }} }}`; `tandem plugin check ENDPOINT` checks it.
+"
+    )
 }
 
 /// A setting from the command line (`flag VALUE` or `flag=VALUE`, the last one wins), else from

@@ -170,6 +170,11 @@ impl Plugin {
         &self.name
     }
 
+    /// The plugin's version, as reported in `Describe`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     /// The roles this plugin declares: one per registered role handler.
     pub fn roles(&self) -> Vec<Role> {
         let mut roles = Vec::new();

@@ -237,6 +237,10 @@ impl Plugin {
 
     async fn serve_from_args(self) -> Result<(), Error> {
         let args = ServeArgs::from_process();
+        if args.help {
+            print!("{}", crate::args::usage(self.name(), self.version()));
+            return Ok(());
+        }
         let addr: ListenAddr = args.listen.parse()?;
         let tls = TlsConfig::from_settings(args.tls_cert, args.tls_key, args.tls_client_ca)?;
         if let (Some(_), ListenAddr::Unix(path)) = (&tls, &addr) {

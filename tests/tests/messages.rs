@@ -298,3 +298,23 @@ fn reload_by_pid_reports_refusal_and_strangers() {
         "{err}"
     );
 }
+
+#[test]
+fn an_sdk_plugin_answers_help_instead_of_serving() {
+    let out = Command::new(policy_bin())
+        .arg("--help")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Usage: tandem-policy [--listen ADDR]"),
+        "{text}"
+    );
+    assert!(text.contains("TANDEM_PLUGIN_LISTEN"), "{text}");
+    // It printed and left: nothing was served.
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("plugin serving"), "{err}");
+}
