@@ -14,10 +14,11 @@ usage() {
     cat <<'EOF'
 usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
                           [--brokers tandem,tandem-base,mosquitto,rumqttd,...] [--scenarios a,b,...]
-                          [--no-build]
+                          [--pinned] [--save] [--no-build]
 
   --quick       one short repetition per scenario (a smoke run, about 2 minutes)
-  --reps N      repetitions per scenario and broker; the table shows medians (default 3)
+  --reps N      repetitions per scenario and broker; the table shows min / median / max
+                and ratios of medians (default 5)
   --duration S  measurement window per run in seconds (default 5; --quick 2)
   --warmup S    warm-up before each window in seconds (default 1; --quick 0.5)
   --brokers     which brokers to run (default tandem,mosquitto,rumqttd; a missing binary is
@@ -38,6 +39,12 @@ usage: tests/bench/run.sh [--quick] [--reps N] [--duration S] [--warmup S]
                 over that transport, e.g. connect-tls, fan-in-qos1-tls, fan-in-qos0-ws; only
                 when named. Its plain-TCP scenario is added if missing, for the ratio.
                 rumqttd is not run over TLS or WebSocket.
+                Any scenario with -pinned appended runs with the broker on core 0 and the
+                load generator on core 1 (taskset): efficiency per core, where a
+                multi-threaded broker cannot borrow the load generator's core.
+  --pinned      add the -pinned variant of every scenario (both modes in one run)
+  --save        also copy the raw results (with the commit, versions and machine) to
+                tests/bench/results/<UTC date>-<commit>.jsonl, for committing
   --no-build    use the binaries already built
 
 environment:
@@ -72,13 +79,16 @@ TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BENCH_TOOLS=${BENCH_TOOLS:-/work/.bench-tools}
 RUMQTTD_VERSION=0.20.0
 
-REPS=3
+REPS=5
 DURATION=5
 WARMUP=1
 BROKERS=tandem,mosquitto,rumqttd
 ALL_SCENARIOS=fan-in-qos0,fan-in-qos1,fan-out-qos0,fan-out-qos1,pairs-qos0,pairs-qos1,connect,latency
 SCENARIOS=$ALL_SCENARIOS
 BUILD=1
+ORIG_ARGS=("$@")
+PINNED=0
+SAVE=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) REPS=1 DURATION=2 WARMUP=0.5 ;;
@@ -88,6 +98,8 @@ while [[ $# -gt 0 ]]; do
         --brokers) BROKERS=$2; shift ;;
         --scenarios) SCENARIOS=$2; shift ;;
         --no-build) BUILD=0 ;;
+        --pinned) PINNED=1 ;;
+        --save) SAVE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -97,23 +109,28 @@ done
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
-# transport_of SCENARIO: tcp, tls or ws, from the scenario's suffix.
+# transport_of SCENARIO: tcp, tls or ws, from the scenario's suffix (before -pinned).
 transport_of() {
-    case $1 in
+    case ${1%-pinned} in
         *-tls) echo tls ;;
         *-ws) echo ws ;;
         *) echo tcp ;;
     esac
 }
-# base_of SCENARIO: the same scenario over plain TCP.
+# base_of SCENARIO: the same scenario over plain TCP (and unpinned).
 base_of() {
-    local s=${1%-tls}
+    local s=${1%-pinned}
+    s=${s%-tls}
     echo "${s%-ws}"
 }
+# The cores of a pinned run: the broker on one, the load generator on the other.
+BROKER_CORE=${BROKER_CORE:-0}
+LOADGEN_CORE=${LOADGEN_CORE:-1}
 
 # The loadgen arguments of each scenario (the transport's flags are added per broker).
 scenario_args() {
     case $1 in
+        *-pinned) scenario_args "${1%-pinned}" ;;
         *-tls | *-ws) scenario_args "$(base_of "$1")" ;;
         fan-in-qos0) echo "fan-in --qos 0 --clients 8" ;;
         fan-in-qos1) echo "fan-in --qos 1 --clients 8" ;;
@@ -138,6 +155,15 @@ scenario_args() {
         *) die "unknown scenario $1 (known: $ALL_SCENARIOS)" ;;
     esac
 }
+if [[ $PINNED == 1 ]]; then
+    pinned=()
+    for s in ${SCENARIOS//,/ }; do [[ $s == *-pinned ]] || pinned+=("$s-pinned"); done
+    SCENARIOS+=,$(IFS=,; echo "${pinned[*]}")
+fi
+if [[ $SCENARIOS == *-pinned* ]]; then
+    command -v taskset >/dev/null || die "pinned scenarios need taskset (util-linux)"
+    ((BROKER_CORE != LOADGEN_CORE)) || die "BROKER_CORE and LOADGEN_CORE must differ"
+fi
 for s in ${SCENARIOS//,/ }; do scenario_args "$s" >/dev/null; done
 # A TLS or WebSocket scenario is judged against the same scenario over TCP in the same run:
 # add the TCP one before it where it is missing.
@@ -288,9 +314,14 @@ tandem_store_config "$TANDEM_PERIODIC_PORT" periodic "${STORE_OF[tandem-periodic
 # WebSocket listener is libwebsockets, built into Debian's package. Started as root, Mosquitto
 # runs as the user mosquitto: the certificates must be readable by it (a BENCH_OUT under /root
 # is not; the default under /tmp is).
+# Every broker gets the same outbound window as Tandem's default (100 messages in flight per
+# client; Mosquitto's default is 20, rumqttd's was 500 here) and no per-connection log line
+# (Mosquitto logs every connect by default; Tandem logs them at debug).
 {
     echo "listener $MOSQUITTO_PORT 127.0.0.1"
     echo "allow_anonymous true"
+    echo "max_inflight_messages 100"
+    echo "connection_messages false"
     echo "max_queued_messages ${MOSQUITTO_MAX_QUEUED:-10000000}"
     if [[ ${MOSQUITTO_NODELAY:-0} == 1 ]]; then echo "set_tcp_nodelay true"; fi
     if [[ $NEED_TLS == 1 ]]; then
@@ -309,6 +340,8 @@ tandem_store_config "$TANDEM_PERIODIC_PORT" periodic "${STORE_OF[tandem-periodic
 {
     echo "listener $MOSQUITTO_PERSISTENT_PORT 127.0.0.1"
     echo "allow_anonymous true"
+    echo "max_inflight_messages 100"
+    echo "connection_messages false"
     echo "max_queued_messages ${MOSQUITTO_MAX_QUEUED:-10000000}"
     if [[ ${MOSQUITTO_NODELAY:-0} == 1 ]]; then echo "set_tcp_nodelay true"; fi
     echo "persistence true"
@@ -333,7 +366,7 @@ next_connection_delay_ms = 0
     [v4.1.connections]
     connection_timeout_ms = 60000
     max_payload_size = 20480
-    max_inflight_count = 500
+    max_inflight_count = 100
     dynamic_filters = true
 EOF
 
@@ -422,7 +455,7 @@ start() {
         fi
     fi
     # shellcheck disable=SC2086 # the arguments are meant to split
-    "$bin" ${ARGS_OF[$name]} >>"$OUT/$name.log" 2>&1 &
+    ${PIN_BROKER:-} "$bin" ${ARGS_OF[$name]} >>"$OUT/$name.log" 2>&1 &
     local pid=$!
     PID_OF[$name]=$pid
     local deadline=$((SECONDS + 10))
@@ -490,12 +523,44 @@ run_order() {
     fi
 }
 
+# The first line of the raw results says what was measured, on what, by which command: a
+# saved file is a record that stands on its own.
+version_of() { "$@" 2>&1 | head -1 || true; }
+python3 - >>"$RESULTS" <<PY
+import json, os, platform, subprocess, sys
+def out(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return None
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None)
+print(json.dumps({"meta": {
+    "command": "tests/bench/run.sh ${ORIG_ARGS[*]}".strip(),
+    "date": out("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
+    "commit": out("git", "-C", "$REPO", "rev-parse", "HEAD"),
+    "dirty": bool(out("git", "-C", "$REPO", "status", "--porcelain", "--untracked-files=no")),
+    "versions": {
+        "tandem": "$(version_of "$TANDEM_BIN" --version)",
+        "mosquitto": "$(version_of "${MOSQUITTO:-true}" -h)",
+        "rumqttd": "$(version_of "${RUMQTTD:-true}" --version)",
+    },
+    "machine": {"cpus": os.cpu_count(), "model": model, "kernel": platform.release(),
+                "mem_kib": int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")))},
+    "reps": $REPS, "duration_s": $DURATION, "warmup_s": $WARMUP,
+    "scenarios": "$SCENARIOS".split(","), "brokers": "$BROKERS".split(","),
+}}))
+PY
 log "results in $OUT; $REPS repetition(s) of ${DURATION}s windows"
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for ((rep = 1; rep <= REPS; rep++)); do
     for ((s = 0; s < ${#SCENARIO_LIST[@]}; s++)); do
         scenario=${SCENARIO_LIST[s]}
         transport=$(transport_of "$scenario")
+        PIN_BROKER="" PIN_LOADGEN=()
+        if [[ $scenario == *-pinned ]]; then
+            PIN_BROKER="taskset -c $BROKER_CORE"
+            PIN_LOADGEN=(taskset -c "$LOADGEN_CORE")
+        fi
         # The turn counts repetitions and scenarios, so a single repetition (--quick) varies
         # the order across scenarios too.
         mapfile -t order < <(run_order $((rep - 1 + s)))
@@ -513,7 +578,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
             fi
             # shellcheck disable=SC2046 # the scenario's arguments are meant to split
             status=0
-            line=$("$LOADGEN" $(scenario_args "$scenario") $(transport_args "$name" "$transport") \
+            line=$("${PIN_LOADGEN[@]}" "$LOADGEN" $(scenario_args "$scenario") $(transport_args "$name" "$transport") \
                 --label "$name" --broker-pid "${PID_OF[$name]}" \
                 --duration "$DURATION" --warmup "$WARMUP" 2>>"$OUT/loadgen.log") || status=$?
             # Status 4: the run finished but was not exact; kept in the raw results (its
@@ -558,6 +623,8 @@ runs, errors, inexact, cpu = {}, {}, {}, {}
 run_of_rep = {}  # (scenario, broker) -> {repetition: run}, to pair the two builds' runs
 for line in open(results):
     r = json.loads(line)
+    if "meta" in r:
+        continue
     if r.get("error"):
         errors[(r["bench"], r["label"])] = errors.get((r["bench"], r["label"]), 0) + 1
         continue
@@ -605,6 +672,8 @@ for k in ["fan-in-qos0", "fan-in-qos1", "fan-out-qos0", "fan-out-qos1"]:
 names["latency"] = "latency QoS 1 at 2k msg/s"
 
 def label_of(s):
+    if s.endswith("-pinned"):
+        return label_of(s[: -len("-pinned")]) + " [pinned: broker 1 core, loadgen 1 core]"
     base, suffix = split_transport(s)
     label = names[base]
     if not suffix:
@@ -787,6 +856,21 @@ if over:
         cells.append("-" if r is None else f"{r:.2f}")
         print(f"| {b0} | {TRANSPORTS[suffix]} | " + " | ".join(cells) + " |")
 
+# The spread behind each median: min / median / max over the exact runs.
+print()
+print("Spread over repetitions (exact runs only), min / median / max:")
+print()
+print("| scenario | " + " | ".join(brokers) + " |")
+print("|---|" + "---|" * len(brokers))
+for label, s, field, higher, fmt in rows:
+    cells = []
+    for b in brokers:
+        vals = sorted(r[field] for r in runs.get((s, b), [])
+                      if r.get(field) is not None and r.get("exact") is not False)
+        cells.append("-" if not vals else
+                     f"{fmt(vals[0])} / {fmt(statistics.median(vals))} / {fmt(vals[-1])} ({len(vals)})")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+
 # Who was busy: if the load generator is near its share of the machine, it may be what limits.
 print()
 print("CPU cores used during the window (medians), load generator / broker:")
@@ -802,3 +886,9 @@ for s in scenarios:
 PY
 cat "$OUT/table.md"
 log "table saved to $OUT/table.md; raw results in $RESULTS"
+if [[ $SAVE == 1 ]]; then
+    mkdir -p "$REPO/tests/bench/results"
+    saved=$REPO/tests/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$REPO" rev-parse --short HEAD).jsonl
+    cp "$RESULTS" "$saved"
+    log "raw results saved to ${saved#"$REPO"/} (commit it with the figures it backs)"
+fi
