@@ -79,6 +79,28 @@ pub struct PluginConfig {
     pub events: EventsConfig,
 }
 
+impl PluginConfig {
+    /// A plugin at `endpoint` with every other key at the default a YAML entry without
+    /// it gets (what `tandem plugin check` dials with, before its own options).
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            timeout: default_timeout(),
+            on_error: OnError::default(),
+            config: None,
+            tls: None,
+            token_file: None,
+            command: None,
+            max_concurrency: default_max_concurrency(),
+            failure_threshold: default_failure_threshold(),
+            max_backoff: default_max_backoff(),
+            startup_timeout: default_startup_timeout(),
+            resolve_interval: default_resolve_interval(),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
 fn default_timeout() -> Duration {
     Duration::from_millis(200)
 }
@@ -237,5 +259,17 @@ impl Default for EventsConfig {
             overflow: Overflow::DropOldest,
             lifecycle_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_has_the_defaults_of_a_yaml_entry_with_only_an_endpoint() {
+        let endpoint: Endpoint = "unix:///run/p.sock".parse().unwrap();
+        let yaml: PluginConfig = serde_yaml_ng::from_str("endpoint: unix:///run/p.sock").unwrap();
+        assert_eq!(PluginConfig::new(endpoint), yaml);
     }
 }

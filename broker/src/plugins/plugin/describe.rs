@@ -73,7 +73,7 @@ pub(super) async fn health_check(
 impl Plugin {
     /// The first `Describe` request: the broker, the alias, the `config:` to push and
     /// generation 1.
-    pub(super) fn first_describe_request(
+    pub(crate) fn first_describe_request(
         alias: &str,
         config: &PluginConfig,
         broker_instance_id: &str,
@@ -140,19 +140,7 @@ impl Plugin {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        Ok(Described {
-            roles: resp.roles().collect(),
-            event_kinds: resp
-                .event_kinds()
-                .filter(|k| *k != pb::EventKind::Unspecified)
-                .collect(),
-            message_topic_filters: resp.message_topic_filters,
-            want_message_payloads: resp.want_message_payloads,
-            want_raw_packets: resp.want_raw_packets,
-            max_events_per_batch: resp.max_events_per_batch,
-            name: resp.name,
-            version: resp.version,
-        })
+        Ok(Described::from(resp))
     }
 
     /// Pushes a new `config:` with `Describe` (a reload): the first up replica decides

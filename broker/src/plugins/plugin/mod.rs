@@ -80,6 +80,25 @@ pub struct Described {
     pub max_events_per_batch: u32,
 }
 
+impl From<pb::DescribeResponse> for Described {
+    /// What the answer declares (`EVENT_KIND_UNSPECIFIED` entries are dropped: ignored).
+    fn from(resp: pb::DescribeResponse) -> Self {
+        Self {
+            roles: resp.roles().collect(),
+            event_kinds: resp
+                .event_kinds()
+                .filter(|k| *k != pb::EventKind::Unspecified)
+                .collect(),
+            message_topic_filters: resp.message_topic_filters,
+            want_message_payloads: resp.want_message_payloads,
+            want_raw_packets: resp.want_raw_packets,
+            max_events_per_batch: resp.max_events_per_batch,
+            name: resp.name,
+            version: resp.version,
+        }
+    }
+}
+
 impl Described {
     /// Whether the plugin declared `role`.
     pub fn serves(&self, role: pb::Role) -> bool {

@@ -28,6 +28,13 @@ pub(super) type Client = pb::plugin_client::PluginClient<Chan>;
 #[derive(Clone, Default)]
 pub(crate) struct Bearer(pub(super) Arc<RwLock<Option<tonic::metadata::AsciiMetadataValue>>>);
 
+impl Bearer {
+    /// A bearer that sends `token` (as read by [`read_token`]), or nothing.
+    pub(crate) fn new(token: Option<tonic::metadata::AsciiMetadataValue>) -> Self {
+        Self(Arc::new(RwLock::new(token)))
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = self.0.read().clone() {
@@ -48,7 +55,7 @@ const MAX_REPLICAS: usize = 64;
 
 /// Reads a `token_file`: one token, surrounding whitespace ignored, as the header value
 /// `Bearer <token>` (marked sensitive, so it is never logged).
-pub(super) fn read_token(
+pub(crate) fn read_token(
     alias: &str,
     path: &std::path::Path,
 ) -> Result<tonic::metadata::AsciiMetadataValue, PluginError> {
@@ -100,7 +107,7 @@ pub(super) fn read_token(
 
 /// Where a replica is reached.
 #[derive(Debug, Clone)]
-pub(super) enum Target {
+pub(crate) enum Target {
     /// A unix socket path.
     Unix(std::path::PathBuf),
     /// A TCP address.
@@ -133,7 +140,7 @@ pub(crate) struct Replica {
 
 /// The endpoint every channel of the plugin is built from: scheme and host (the name
 /// TLS checks), timeouts, keep-alive, and TLS with its files read now.
-pub(super) fn dial_template(
+pub(crate) fn dial_template(
     alias: &str,
     config: &PluginConfig,
 ) -> Result<tonic::transport::Endpoint, PluginError> {
@@ -205,7 +212,7 @@ fn read_pem(path: &std::path::Path, what: &str, alias: &str) -> Result<Vec<u8>, 
     })
 }
 
-pub(super) fn channel(template: &tonic::transport::Endpoint, target: &Target) -> Channel {
+pub(crate) fn channel(template: &tonic::transport::Endpoint, target: &Target) -> Channel {
     // The connector connects once: see the module docs.
     let used = Arc::new(AtomicBool::new(false));
     let target = target.clone();
@@ -237,7 +244,7 @@ pub(super) fn channel(template: &tonic::transport::Endpoint, target: &Target) ->
 }
 
 /// Resolves the endpoint to its targets now.
-pub(super) async fn resolve(endpoint: &Endpoint) -> Result<Vec<(String, Target)>, String> {
+pub(crate) async fn resolve(endpoint: &Endpoint) -> Result<Vec<(String, Target)>, String> {
     match endpoint {
         Endpoint::Unix(path) => Ok(vec![(
             format!("unix://{}", path.display()),
