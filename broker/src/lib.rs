@@ -10,6 +10,7 @@
 //! - [`session`]: session state, takeover, inflight window, the bounded session queue.
 //! - [`router`]: topic rules, the subscription tree, retained messages, fan-out.
 //! - [`plugins`]: the plugin host: gRPC plugins, chains, failure policy, decision cache.
+//! - [`conformance`]: `tandem plugin check`, the conformance kit run against a plugin.
 //! - [`sys`]: `$SYS/broker/...` statistics.
 //! - [`stats`]: broker-wide counters.
 //! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
@@ -35,6 +36,7 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod conformance;
 pub mod control;
 pub mod logging;
 pub mod metrics;

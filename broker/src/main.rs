@@ -68,6 +68,18 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Checks a running plugin server against the plugin contract and prints one line
+    /// per check; exits non-zero if any check fails.
+    Check(tandem_broker::conformance::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +109,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Plugin {
+            command: PluginCommand::Check(args),
+        }) => tandem_broker::conformance::run(&args),
         None => {
             let overrides = ListenerOverride {
                 bind: cli.bind,
