@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::plugins::config::{PluginConfig, PluginTls};
 use crate::plugins::endpoint::Endpoint;
 
-use super::CheckError;
+use super::error::CheckError;
 
 /// `tandem plugin check ENDPOINT`: runs the conformance checks against a running plugin
 /// server and prints one line per check.

@@ -10,8 +10,8 @@ use prost::Message;
 use tandem_proto::v1 as pb;
 use tonic::codegen::http::uri::PathAndQuery;
 
-use super::CheckError;
 use super::args::Settings;
+use super::error::CheckError;
 use super::unknown::Encoded;
 use crate::plugins::plugin::replicas::{Bearer, Target, channel, dial_template, read_token};
 use crate::plugins::plugin::{Chan, Plugin};

@@ -118,11 +118,22 @@ impl Stream {
         })
     }
 
-    /// Sends batches whose highest sequence is `highest`.
-    async fn send(&mut self, batches: Vec<Encoded>, highest: u64) -> Result<(), String> {
+    /// Sends batches whose highest sequence is `highest`, each within the deadline (a
+    /// plugin that reads nothing stops the request side once HTTP/2's window is full).
+    async fn send(
+        &mut self,
+        conn: &Conn,
+        batches: Vec<Encoded>,
+        highest: u64,
+    ) -> Result<(), String> {
         for batch in batches {
-            if self.tx.send(batch).await.is_err() {
-                return Err("the stream ended while events were being sent".into());
+            match tokio::time::timeout(conn.timeout, self.tx.send(batch)).await {
+                Err(_) => {
+                    let within = humantime(conn.timeout);
+                    return Err(format!("the plugin read no batch within {within}"));
+                }
+                Ok(Err(_)) => return Err("the stream ended while events were being sent".into()),
+                Ok(Ok(())) => {}
             }
         }
         self.highest_sent = self.highest_sent.max(highest);
@@ -217,7 +228,7 @@ pub(super) async fn events(conn: &Conn, chan: &Chan, described: &Described, repo
     let unknown = async {
         let last = UNKNOWN_AT + 1;
         stream
-            .send(events.batches(UNKNOWN_AT..=last, true), last)
+            .send(conn, events.batches(UNKNOWN_AT..=last, true), last)
             .await?;
         stream.acked(conn, last).await
     };
@@ -243,7 +254,7 @@ async fn acks(conn: &Conn, chan: &Chan, events: &Events) -> Result<(Stream, Stri
         Err(e) => return Err(format!("Events: {e}")),
     };
     stream.acked(conn, 3).await?;
-    stream.send(events.batches(4..=5, false), 5).await?;
+    stream.send(conn, events.batches(4..=5, false), 5).await?;
     stream.acked(conn, 5).await?;
     let text = format!(
         "events 1..5 acked, acks {:?} cumulative and monotone",
@@ -277,7 +288,7 @@ async fn reconnect(conn: &Conn, events: &Events) -> Outcome {
             )
         })?;
         stream
-            .send(events.batches(resent.end() + 1..=LAST, false), LAST)
+            .send(conn, events.batches(resent.end() + 1..=LAST, false), LAST)
             .await?;
         stream.acked(conn, LAST).await?;
         Ok::<_, String>(stream.acks_seen)
