@@ -24,7 +24,8 @@
 //! - `source.rs`: clients connecting from a chosen source address.
 //! - `jwt.rs`: signing the tokens the JWT plugin tests present.
 //! - `passwd.rs`: argon2id lines for `tandem-auth-file` password files.
-//! - `pki.rs`: a CA and the server and client certificates it signs (TLS listener tests).
+//! - `pki.rs`: a CA and the server and client certificates it signs (TLS listener tests),
+//!   and a plugin serving mutual TLS with them.
 //! - `tooling.rs`: tools the tests install for themselves once per target dir (virtualenvs,
 //!   Node modules).
 //! - `scram.rs`: a SCRAM-SHA-256 client for MQTT 5 enhanced authentication, and the

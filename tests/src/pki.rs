@@ -1,12 +1,14 @@
 //! Certificates made by the tests (never committed): a CA and the server and client
 //! certificates it signs, as PEM files in a temporary directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+
+use crate::plugin::PluginProcess;
 
 /// A CA (`ca.pem`) and certificates it signed, as PEM files in a temporary directory.
 pub struct Pki {
@@ -92,5 +94,29 @@ impl Pki {
             sans,
             ExtendedKeyUsagePurpose::ClientAuth,
         )
+    }
+
+    /// Starts the plugin `program args...` serving mutual TLS on a free port of 127.0.0.1:
+    /// its certificate `plugin.pem` (for `localhost` and `127.0.0.1`) and the client
+    /// certificates it accepts are this CA's. Signs `broker.pem` for the client to present.
+    pub fn start_mtls_plugin(&self, program: &Path, args: &[&str]) -> (PluginProcess, u16) {
+        self.sign(
+            "plugin",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        self.sign("broker", &["broker"], ExtendedKeyUsagePurpose::ClientAuth);
+        let p = |file: &str| self.path(file).display().to_string();
+        let (cert, key, ca) = (p("plugin.pem"), p("plugin.key"), p("ca.pem"));
+        let mut args = args.to_vec();
+        args.extend([
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ]);
+        PluginProcess::start_tcp(program, &args, "127.0.0.1")
     }
 }

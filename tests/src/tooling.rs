@@ -1,7 +1,9 @@
-//! Tools the end-to-end tests install for themselves (a Python virtualenv, Node modules),
-//! once per machine, in the target directory.
+//! Tools the end-to-end tests install for themselves (Python virtualenvs, Node modules),
+//! once per machine, in the target directory: paho-mqtt, MQTT.js, and the Python plugin
+//! `examples/python-acl` with its generated stubs.
 
 use std::fs::File;
+use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -90,5 +92,69 @@ pub fn paho_python() -> &'static Path {
             );
         })
         .join("bin/python")
+    })
+}
+
+/// The directory of `examples/python-acl`.
+pub fn python_acl_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-acl")
+}
+
+/// The Python of a ready virtualenv for `examples/python-acl` and the directory of its
+/// freshly generated stubs.
+pub struct PythonAcl {
+    /// The virtualenv's Python.
+    pub python: PathBuf,
+    /// The stubs generated from `plugin.proto` (the plugin's `--stubs`).
+    pub stubs: PathBuf,
+}
+
+/// Makes (once per machine, under a file lock shared by parallel test processes) the virtualenv
+/// `<target>/python-venv` from `requirements.txt`, remade when the requirements change, and the
+/// stubs in `<target>/python-venv/gen-<hash of the .proto>`.
+pub fn python_acl() -> &'static PythonAcl {
+    static ENV: OnceLock<PythonAcl> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let requirements = python_acl_dir().join("requirements.txt");
+        let recipe = std::fs::read_to_string(&requirements)
+            .expect("read examples/python-acl/requirements.txt");
+        let venv = made_once("python-venv", &recipe, |venv| {
+            run(
+                "python3 -m venv (Debian needs the python3-venv package)",
+                Command::new("python3").arg("-m").arg("venv").arg(venv),
+            );
+            run(
+                "pip install -r examples/python-acl/requirements.txt",
+                Command::new(venv.join("bin/python"))
+                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+                    .arg(&requirements),
+            );
+        });
+        let python = venv.join("bin/python");
+        // The stubs are made under the same lock, taken again.
+        let lock = File::create(venv.with_extension("lock")).expect("create the lock file");
+        lock.lock().expect("lock python-venv.lock");
+
+        let proto =
+            std::fs::read(python_acl_dir().join("../../proto/tandem/plugin/v1/plugin.proto"))
+                .expect("read plugin.proto");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        proto.hash(&mut hasher);
+        let stubs = venv.join(format!("gen-{:016x}", hasher.finish()));
+        if !stubs.join("tandem/plugin/v1/plugin_pb2_grpc.py").exists() {
+            // Generated aside and renamed, so a reader never sees half a directory.
+            let tmp = venv.join(format!("gen-tmp-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            run(
+                "examples/python-acl/generate.sh",
+                Command::new("bash")
+                    .arg(python_acl_dir().join("generate.sh"))
+                    .arg(&tmp)
+                    .env("PYTHON", &python),
+            );
+            std::fs::rename(&tmp, &stubs).expect("move the generated stubs in place");
+        }
+        drop(lock);
+        PythonAcl { python, stubs }
     })
 }

@@ -51,31 +51,8 @@ fn p(path: &Path) -> String {
 #[tokio::test]
 async fn https_endpoint_with_client_certificates() {
     let pki = Pki::new("tandem test CA");
-    pki.sign(
-        "plugin",
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    pki.sign("broker", &["broker"], ExtendedKeyUsagePurpose::ClientAuth);
-    let (cert, key, ca) = (
-        p(&pki.path("plugin.pem")),
-        p(&pki.path("plugin.key")),
-        p(&pki.path("ca.pem")),
-    );
-    let (_plugin, port) = PluginProcess::start_tcp(
-        &policy_bin(),
-        &[
-            "--roles",
-            "auth",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tls-client-ca",
-            &ca,
-        ],
-        "127.0.0.1",
-    );
+    let (_plugin, port) = pki.start_mtls_plugin(&policy_bin(), &["--roles", "auth"]);
+    let ca = p(&pki.ca());
     let endpoint = format!("https://127.0.0.1:{port}");
     let tls = format!(
         "    tls: {{ ca: {ca}, cert: {}, key: {}, domain: localhost }}\n",
