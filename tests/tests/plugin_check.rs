@@ -86,10 +86,16 @@ impl Checked {
 /// Runs `tandem plugin check ENDPOINT ARGS...`; a run that outlives [`DEADLINE`] is a hang
 /// and fails the test.
 async fn plugin_check(endpoint: &str, args: &[&str]) -> Checked {
+    plugin_check_with(endpoint, args, &[]).await
+}
+
+/// [`plugin_check`] with environment variables `env` set.
+async fn plugin_check_with(endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Checked {
     let started = Instant::now();
     let run = tokio::process::Command::new(tandem_bin())
         .args(["plugin", "check", endpoint])
         .args(args)
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(DEADLINE, run)
@@ -143,6 +149,17 @@ async fn the_policy_example_passes_and_its_test_user_is_checked() {
     );
     checked.assert_row("roles", "pass");
     checked.assert_row("events-acks", "skip");
+
+    // The password may come from the environment instead of the command line.
+    let from_env = [&config[..], &["--username", "alice"]].concat();
+    let checked = plugin_check_with(
+        &plugin.endpoint,
+        &from_env,
+        &[("TANDEM_CHECK_PASSWORD", "secret")],
+    )
+    .await;
+    checked.assert_passes();
+    checked.assert_row("credentials", "pass");
 
     // Without credentials that check is skipped, not passed.
     let checked = plugin_check(&plugin.endpoint, &config).await;

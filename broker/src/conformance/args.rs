@@ -32,9 +32,14 @@ pub struct CheckArgs {
     /// skipped.
     #[arg(long, requires = "password")]
     pub username: Option<String>,
-    /// The password of `--username` (test credentials: the command line is visible to
-    /// other users of the machine).
-    #[arg(long, requires = "username")]
+    /// The password of `--username`. A command line is visible to other users of the
+    /// machine: give test credentials, or the password in `TANDEM_CHECK_PASSWORD`.
+    #[arg(
+        long,
+        env = "TANDEM_CHECK_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
     pub password: Option<String>,
     /// How the plugin is dialled, beyond its endpoint (boxed: rarely given, and the
     /// command enum stays small).
