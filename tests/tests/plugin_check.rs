@@ -355,6 +355,26 @@ async fn a_plugin_behind_mutual_tls_is_checked_over_tls() {
         .assert_fails("connect", "cannot reach it: transport error");
 }
 
+/// A plugin that requires the broker's bearer token is checked with `--token-file`.
+#[tokio::test]
+async fn a_plugin_requiring_a_token_is_checked_with_the_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "token", "plugin-check-token\n");
+    let plugin = PluginProcess::start(
+        &policy_bin(),
+        &["--token-file", &token],
+        &socket(dir.path(), "policy"),
+    );
+    plugin_check(&plugin.endpoint, &["--token-file", &token])
+        .await
+        .assert_passes();
+    // Without it the plugin refuses the calls (health stays open), and the line says what to do.
+    plugin_check(&plugin.endpoint, &[]).await.assert_fails(
+        "describe",
+        "give the broker's bearer token with --token-file FILE",
+    );
+}
+
 // ---- broken plugins fail, naming the check ----
 
 /// How a plugin of this file breaks the contract.
@@ -366,6 +386,8 @@ enum Fault {
     NeverAcks,
     /// Declares ROLE_AUTHENTICATE and answers Authenticate UNIMPLEMENTED.
     UndeclaredRole,
+    /// Serves no gRPC health (and the contract otherwise).
+    NoHealth,
 }
 
 struct Broken(Fault);
@@ -377,7 +399,7 @@ impl pb::plugin_server::Plugin for Broken {
         _: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let (roles, kinds) = match self.0 {
-            Fault::UnspecifiedVerdict => (vec![pb::Role::TopicFilter], vec![]),
+            Fault::UnspecifiedVerdict | Fault::NoHealth => (vec![pb::Role::TopicFilter], vec![]),
             Fault::NeverAcks => (vec![], vec![pb::EventKind::ClientConnected]),
             Fault::UndeclaredRole => (vec![pb::Role::Authenticate, pb::Role::TopicFilter], vec![]),
         };
@@ -427,14 +449,14 @@ impl pb::plugin_server::Plugin for Broken {
     }
 }
 
-/// Serves a [`Broken`] plugin (with gRPC health, so only its fault fails) on a unix socket
-/// in `dir`, until the test's runtime ends; returns its endpoint.
+/// Serves a [`Broken`] plugin (with gRPC health unless that is its fault, so only its fault
+/// fails) on a unix socket in `dir`, until the test's runtime ends; returns its endpoint.
 fn serve_broken(fault: Fault, dir: &Path) -> String {
     let path = dir.join("broken.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let (_, health) = tonic_health::server::health_reporter();
     let server = tonic::transport::Server::builder()
-        .add_service(health)
+        .add_optional_service((fault != Fault::NoHealth).then_some(health))
         .add_service(pb::plugin_server::PluginServer::new(Broken(fault)))
         .serve_with_incoming(UnixListenerStream::new(listener));
     tokio::spawn(server);
@@ -475,6 +497,17 @@ async fn a_plugin_declaring_a_role_it_does_not_serve_fails_roles() {
         "roles",
         "declares ROLE_AUTHENTICATE but Authenticate answers UNIMPLEMENTED",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_grpc_health_fails_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = serve_broken(Fault::NoHealth, dir.path());
+    let checked = plugin_check(&endpoint, &[]).await;
+    checked.assert_fails("health", "grpc.health.v1 is not served (UNIMPLEMENTED)");
+    // It is reached all the same, and the rest is checked.
+    checked.assert_row("connect", "pass");
+    checked.assert_row("verdicts", "pass");
 }
 
 // ---- a stranger's endpoint never hangs the check ----

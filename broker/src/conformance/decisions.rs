@@ -91,6 +91,12 @@ pub(super) async fn describe(conn: &Conn, chan: &Chan, report: &mut Report) -> O
                 s.message()
             ))
         }
+        Err(CallError::Status(s)) if s.code() == tonic::Code::Unauthenticated => {
+            Outcome::Fail(format!(
+                "refused the call ({}); give the broker's bearer token with --token-file FILE",
+                s.message()
+            ))
+        }
         Err(e) => Outcome::Fail(format!("Describe: {e}")),
         Ok(resp) if resp.name.is_empty() => {
             report.push(
