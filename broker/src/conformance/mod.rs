@@ -9,6 +9,23 @@
 //! refused. Every call and every ack waited for has the deadline of `--timeout`, so a
 //! check never hangs, whatever listens at the endpoint.
 //!
+//! The command is `tandem plugin check ENDPOINT` (see `docs/plugins.md`); from code:
+//! ```no_run
+//! use tandem_broker::conformance::{Outcome, Settings, check};
+//! use tandem_broker::plugins::config::PluginConfig;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = Settings {
+//!     alias: "acl".into(),
+//!     plugin: PluginConfig::new("unix:///run/tandem/acl.sock".parse()?),
+//!     credentials: None,
+//! };
+//! let report = check(&settings).await?;
+//! assert_eq!(report.outcome("credentials").map(|o| matches!(o, Outcome::Skip(_))), Some(true));
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - [`args`]: [`CheckArgs`] (the command line) and the [`Settings`] they stand for.
 //! - `conn`: the plugin as the check reaches it, and each call under its deadline.
@@ -20,10 +37,11 @@
 //!   `events-reconnect`).
 //! - [`report`]: the rows and the table they print as.
 //! - [`error`]: [`CheckError`], why a run could not start.
-//! - [`run`]: [`check`], every check in order, and [`run()`], the command.
+//! - [`run`](mod@run): [`check`], every check in order, and [`run()`], the command.
 //!
-//! Files depend one way: `error`, `report`, `unknown` and `samples` import nothing from
-//! their siblings; `args` and `conn` build on `error`; the checks on `conn`; `run` on all.
+//! Files depend one way: `error`, `report` and `unknown` import nothing from their
+//! siblings; `samples` builds on `unknown`, `args` on `error`, `conn` on the three; the checks
+//! (`decisions`, `events`) on `conn`, `report` and `samples`; `run` on all of them.
 //! This file only declares the modules and re-exports.
 
 pub mod args;
