@@ -76,22 +76,26 @@ pub fn mqttjs_modules() -> &'static Path {
 pub fn paho_python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let requirements = tests_dir().join("python/requirements.txt");
-        let recipe =
-            std::fs::read_to_string(&requirements).expect("read tests/python/requirements.txt");
-        made_once("paho-venv", &recipe, |venv| {
-            run(
-                "python3 -m venv (Debian needs the python3-venv package)",
-                Command::new("python3").arg("-m").arg("venv").arg(venv),
-            );
-            run(
-                "pip install -r tests/python/requirements.txt",
-                Command::new(venv.join("bin/python"))
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-                    .arg(&requirements),
-            );
-        })
-        .join("bin/python")
+        virtualenv("paho-venv", &tests_dir().join("python/requirements.txt")).join("bin/python")
+    })
+}
+
+/// The virtualenv `<target>/<name>` with the pinned `requirements` installed, made once (and
+/// remade when the file changes) by [`made_once`].
+fn virtualenv(name: &str, requirements: &Path) -> PathBuf {
+    let recipe = std::fs::read_to_string(requirements)
+        .unwrap_or_else(|e| panic!("read {}: {e}", requirements.display()));
+    made_once(name, &recipe, |venv| {
+        run(
+            "python3 -m venv (Debian needs the python3-venv package)",
+            Command::new("python3").arg("-m").arg("venv").arg(venv),
+        );
+        run(
+            &format!("pip install -r {}", requirements.display()),
+            Command::new(venv.join("bin/python"))
+                .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+                .arg(requirements),
+        );
     })
 }
 
@@ -115,21 +119,7 @@ pub struct PythonAcl {
 pub fn python_acl() -> &'static PythonAcl {
     static ENV: OnceLock<PythonAcl> = OnceLock::new();
     ENV.get_or_init(|| {
-        let requirements = python_acl_dir().join("requirements.txt");
-        let recipe = std::fs::read_to_string(&requirements)
-            .expect("read examples/python-acl/requirements.txt");
-        let venv = made_once("python-venv", &recipe, |venv| {
-            run(
-                "python3 -m venv (Debian needs the python3-venv package)",
-                Command::new("python3").arg("-m").arg("venv").arg(venv),
-            );
-            run(
-                "pip install -r examples/python-acl/requirements.txt",
-                Command::new(venv.join("bin/python"))
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-                    .arg(&requirements),
-            );
-        });
+        let venv = virtualenv("python-venv", &python_acl_dir().join("requirements.txt"));
         let python = venv.join("bin/python");
         // The stubs are made under the same lock, taken again.
         let lock = File::create(venv.with_extension("lock")).expect("create the lock file");
