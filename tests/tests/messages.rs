@@ -49,6 +49,9 @@ fn http1_server() -> u16 {
                 let mut first = String::new();
                 let _ = BufReader::new(&stream).read_line(&mut first);
                 let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                // Open until the client gives up, so that it reads this answer, not a
+                // broken pipe.
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
             });
         }
     });

@@ -73,7 +73,11 @@ pub enum PluginError {
 /// message is only "transport error"; the cause (connection refused, a TLS alert, a
 /// peer that does not speak HTTP/2) is in its sources.
 pub(crate) fn status_text(status: &tonic::Status) -> String {
-    let mut causes = status.message().to_owned();
+    // tonic's placeholder says nothing when a cause follows.
+    let mut causes = match status.message() {
+        "transport error" if std::error::Error::source(status).is_some() => String::new(),
+        message => message.to_owned(),
+    };
     let mut tls = false;
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
@@ -82,7 +86,9 @@ pub(crate) fn status_text(status: &tonic::Status) -> String {
         // tonic's placeholder says nothing, and hyper and tonic repeat a cause at two
         // levels: each cause once.
         if part != "transport error" && !causes.contains(&part) {
-            causes.push_str(": ");
+            if !causes.is_empty() {
+                causes.push_str(": ");
+            }
             causes.push_str(&part);
         }
         source = err.source();
