@@ -13,8 +13,11 @@ const PROTO: &str = "tandem/plugin/v1/plugin.proto";
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=tandem");
 
+    // The `.proto` is inside this package (Cargo.toml's `include`), never reached through `..`,
+    // so the crate builds the same from crates.io as from the workspace.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     // Includes the imported well-known types, so the descriptor set is complete for reflection.
-    let fds = protox::compile([PROTO], ["."])?;
+    let fds = protox::compile([root.join(PROTO)], [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("tandem_plugin_v1_descriptor.bin"),
