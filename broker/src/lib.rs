@@ -20,6 +20,8 @@
 //! - [`control`]: the local control socket `tandem reload` asks and hears the outcome on.
 //! - [`telemetry`]: OpenTelemetry export and the trace context sent to plugins.
 //! - [`logging`]: text log lines a client cannot forge (control characters escaped).
+//! - [`scaffold`]: `tandem plugin new`: a standalone plugin project (Rust or Python) from
+//!   embedded templates.
 //!
 //! # Quick start
 //! ```no_run
@@ -44,6 +46,7 @@ pub mod plugins;
 pub mod protocol;
 pub mod reload;
 pub mod router;
+pub mod scaffold;
 pub mod server;
 pub mod session;
 pub mod stats;

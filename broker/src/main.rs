@@ -77,6 +77,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Writes a standalone plugin project (Rust on the SDK, or Python) in a new directory.
+    New(tandem_broker::scaffold::NewArgs),
     /// Checks a running plugin server against the plugin contract and prints one line
     /// per check; exits non-zero if any check fails.
     Check(tandem_broker::conformance::CheckArgs),
@@ -109,6 +111,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Plugin {
+            command: PluginCommand::New(args),
+        }) => match tandem_broker::scaffold::create(&args) {
+            Ok(created) => {
+                print!("{created}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Plugin {
             command: PluginCommand::Check(args),
         }) => tandem_broker::conformance::run(&args),
