@@ -71,6 +71,19 @@ pub fn mqttjs_modules() -> &'static Path {
     })
 }
 
+/// The pinned requirements of the Python plugins: `examples/python-acl`'s, which
+/// `tandem plugin new --lang python` writes into the projects it makes.
+pub fn grpc_requirements() -> PathBuf {
+    tests_dir().join("../examples/python-acl/requirements.txt")
+}
+
+/// The Python of a virtualenv with grpcio and grpcio-tools ([`grpc_requirements`]), made (or
+/// remade when the pins change) in `<target>/python-venv`.
+pub fn grpc_python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| virtualenv("python-venv", &grpc_requirements()).join("bin/python"))
+}
+
 /// The Python of a virtualenv with paho-mqtt (`tests/python/requirements.txt`), made (or
 /// remade when the requirements change) in `<target>/paho-venv`.
 pub fn paho_python() -> &'static Path {
@@ -119,8 +132,12 @@ pub struct PythonAcl {
 pub fn python_acl() -> &'static PythonAcl {
     static ENV: OnceLock<PythonAcl> = OnceLock::new();
     ENV.get_or_init(|| {
-        let venv = virtualenv("python-venv", &python_acl_dir().join("requirements.txt"));
-        let python = venv.join("bin/python");
+        let python = grpc_python().to_path_buf();
+        let venv = python
+            .ancestors()
+            .nth(2)
+            .expect("<venv>/bin/python")
+            .to_path_buf();
         // The stubs are made under the same lock, taken again.
         let lock = File::create(venv.with_extension("lock")).expect("create the lock file");
         lock.lock().expect("lock python-venv.lock");
