@@ -28,7 +28,9 @@ pub fn binary(name: &str) -> PathBuf {
         .expect("test executable lives in target/<profile>/deps")
         .to_path_buf();
     BUILT.get_or_init(|| {
-        let mut cmd = Command::new(env!("CARGO"));
+        // Without this test's own variables: with them, ring's build script would rerun and
+        // the build would be anything but a no-op (see `tooling::cargo`).
+        let mut cmd = crate::tooling::cargo();
         cmd.args(["build", "--quiet", "--workspace", "--all-targets"]);
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");

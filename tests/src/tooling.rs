@@ -29,6 +29,28 @@ pub fn made_once(name: &str, recipe: &str, make: impl FnOnce(&Path)) -> PathBuf 
     dir
 }
 
+/// The `cargo` that runs these tests, without the variables it set for this test process
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...). Build scripts rerun when one of those
+/// changes (ring's does, through cc), so a build started from a test with them would rebuild
+/// ring, rustls, tonic and everything above them, and the next build outside would again.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+            || matches!(
+                &*key,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
+}
+
 /// Runs `cmd` and panics with its output, saying `what` it was for, unless it succeeds.
 pub fn run(what: &str, cmd: &mut Command) -> Output {
     let out = cmd

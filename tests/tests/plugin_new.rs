@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
-use tandem_tests::tooling::{grpc_python, grpc_requirements, run};
+use tandem_tests::tooling::{cargo, grpc_python, grpc_requirements, run};
 use tandem_tests::{DEADLINE, Tandem, tandem_bin};
 
 /// The repository root.
@@ -168,25 +168,8 @@ fn a_new_rust_plugin_builds_passes_its_tests_and_decides_behind_the_broker() {
     std::fs::copy(repo().join("Cargo.lock"), project.join("Cargo.lock"))
         .expect("copy the workspace's Cargo.lock");
     let target = workspace_target();
-    let cargo = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO"));
-        // What `cargo test` set for this test process, not for the build: build scripts that
-        // rerun when one changes (ring's, through cc: CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...)
-        // would rebuild rustls, tonic and all above them, here and again in the next build
-        // of the workspace.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
-                .iter()
-                .any(|p| key.starts_with(p))
-                || matches!(
-                    &*key,
-                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(&*key);
-            }
-        }
+    let in_project = |args: &[&str]| {
+        let mut cmd = cargo();
         cmd.args(args)
             .arg("--offline")
             .current_dir(&project)
@@ -196,10 +179,16 @@ fn a_new_rust_plugin_builds_passes_its_tests_and_decides_behind_the_broker() {
         cmd
     };
     let started = Instant::now();
-    run("cargo build (the new Rust plugin)", &mut cargo(&["build"]));
+    run(
+        "cargo build (the new Rust plugin)",
+        &mut in_project(&["build"]),
+    );
     eprintln!("cargo build of the new plugin: {:.1?}", started.elapsed());
     let started = Instant::now();
-    let tested = run("cargo test (the new Rust plugin)", &mut cargo(&["test"]));
+    let tested = run(
+        "cargo test (the new Rust plugin)",
+        &mut in_project(&["test"]),
+    );
     eprintln!("cargo test of the new plugin: {:.1?}", started.elapsed());
     let said = String::from_utf8_lossy(&tested.stdout);
     assert!(said.contains("test result: ok. 3 passed"), "{said}");
