@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Instant;
 
 use tandem_tests::tooling::{cargo, grpc_python, grpc_requirements, run};
-use tandem_tests::{DEADLINE, Tandem, tandem_bin};
+use tandem_tests::{DEADLINE, PluginProcess, Tandem, tandem_bin};
 
 /// The repository root.
 fn repo() -> PathBuf {
@@ -104,8 +104,40 @@ fn alice_publishes(broker: &Tandem, version: &[&str], topic: &str, message: &str
     out
 }
 
+/// `tandem plugin check` against an instance of the new plugin of its own (`command` on a
+/// socket of its own, its `config:` from a file): the contract holds as written.
+fn conformance(tmp: &Path, name: &str, command: &[&Path]) {
+    let users = tmp.join("check-users.txt");
+    std::fs::write(&users, "alice\n").unwrap();
+    let config = tmp.join("check-config.yaml");
+    std::fs::write(&config, format!("users_file: {}\n", users.display())).unwrap();
+    let listen = format!(
+        "unix://{}",
+        tmp.join(format!("{name}-check.sock")).display()
+    );
+    let args: Vec<&str> = command[1..].iter().map(|p| p.to_str().unwrap()).collect();
+    let plugin = PluginProcess::start(command[0], &args, &listen);
+    let out = Command::new(tandem_bin())
+        .args(["plugin", "check", &plugin.endpoint, "--plugin-config"])
+        .arg(&config)
+        .output()
+        .expect("run tandem plugin check");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("0 failed"), "{table}");
+    assert!(
+        table.contains("roles") && table.contains("Authenticate and TopicFilter"),
+        "{table}"
+    );
+}
+
 /// The decisions of the allow-list plugin `name`, seen by MQTT clients through the broker.
 fn check_behind_the_broker(tmp: &Path, name: &str, command: &[&Path]) {
+    conformance(tmp, name, command);
     let broker = Tandem::start_config(&broker_config(tmp, name, command));
     let (plugin, named) = (format!("plugin={name}"), format!("name={name}"));
     assert!(
