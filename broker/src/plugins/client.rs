@@ -213,7 +213,9 @@ impl ClientPlugins {
             props,
         );
         let asked_at = Instant::now();
-        let outcome = chain.topic_filter(request).await;
+        // Boxed: a gRPC call's future is kilobytes, and inline it would sit in every
+        // connection's task for its whole life; a cache miss already pays a round trip.
+        let outcome = Box::pin(chain.topic_filter(request)).await;
         self.settle_decision(action, topic, outcome, asked_at)
     }
 

@@ -42,7 +42,7 @@ pub use codec::{
 };
 pub use error::Error;
 pub use frame::{FixedHeader, MAX_REMAINING_LENGTH, check, next_frame, validate_topic_name};
-pub use outbox::{Outbox, PacketSummary};
+pub use outbox::{KEEP_CAPACITY, Outbox, PacketSummary};
 pub use packet::*;
 pub use properties::Properties;
 

@@ -97,6 +97,11 @@ impl PacketSummary {
     }
 }
 
+/// The most buffer capacity an outbox (or a connection's read buffer) keeps between
+/// bursts: enough for a steady flow of small messages to reuse it, small beside what a
+/// burst of large ones may grow it to.
+pub const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// Bytes encoded for one client and not yet written, with the summaries of the packets
 /// they hold while summaries are wanted.
 #[derive(Debug)]
@@ -216,9 +221,15 @@ impl Outbox {
     }
 
     /// After the bytes were written: empties the outbox and returns the summaries of
-    /// what was written (none when summaries are not kept).
+    /// what was written (none when summaries are not kept). A buffer grown past
+    /// [`KEEP_CAPACITY`] by a burst is given back rather than held by a connection that
+    /// may now stay idle for hours; below it, the buffer is reused.
     pub fn written(&mut self) -> Vec<PacketSummary> {
-        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        } else {
+            self.buf.clear();
+        }
         match &mut self.summaries {
             Some(s) => std::mem::take(s),
             None => Vec::new(),

@@ -29,8 +29,8 @@ use crate::plugins::client::{Backoff, ClientPlugins, PendingCheck};
 use crate::plugins::client_info::{ConnectedInfo, DisconnectedInfo};
 use crate::plugins::login::Login;
 use crate::protocol::{
-    self, ConnAck, Connect, ConnectReason, Disconnect, LastWill, Outbox, Packet, PacketSummary,
-    Properties, Wire,
+    self, ConnAck, Connect, ConnectReason, Disconnect, KEEP_CAPACITY, LastWill, Outbox, Packet,
+    PacketSummary, Properties, Wire,
 };
 use crate::server::alias::{InboundAliases, OutboundAliases};
 use crate::server::exit::Exit;
@@ -140,7 +140,9 @@ where
         };
         let expiry_was_zero = asked.and_then(|p| p.session_expiry_interval).unwrap_or(0) == 0;
         Self {
-            out: Outbox::new(connect.protocol, 8 * 1024),
+            // Empty until there is something to send: it grows with the first packets
+            // and an idle connection holds only what its last turn needed.
+            out: Outbox::new(connect.protocol, 0),
             out_sent: 0,
             broker,
             rd,
@@ -357,6 +359,11 @@ where
                 Err(e) => break Err(Exit::Protocol(e)),
             }
         };
+        // Every whole packet is out: a read buffer a burst of large packets grew is
+        // given back (the next read starts a small one), as the outbox does.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+            self.rbuf = BytesMut::with_capacity(4096);
+        }
         self.broker
             .stats
             .add_received(self.traffic.messages_in, self.traffic.bytes_in);
@@ -381,7 +388,9 @@ where
             Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
             Packet::PingReq => self.out.packet(&Packet::PingResp),
             Packet::Disconnect(d) => return Err(self.on_disconnect(d)),
-            Packet::Auth(a) => return self.on_auth(a).await,
+            // Boxed: re-authentication is rare and its plugin call's future is large (see
+            // `log_in` in handshake.rs).
+            Packet::Auth(a) => return Box::pin(self.on_auth(a)).await,
             other @ (Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)

@@ -298,7 +298,16 @@ pub(crate) async fn serve<R, W>(
             &origin,
         );
         let version = hello.connect.protocol;
-        let verified = match log_in(&mut login, &mut rd, &mut wr, &mut hello.rbuf, &broker).await {
+        // Boxed: the auth chain's plugin calls make this future about 11 KB, and inline it
+        // would size every connection's task for its whole life, not only its login.
+        let logging_in = Box::pin(log_in(
+            &mut login,
+            &mut rd,
+            &mut wr,
+            &mut hello.rbuf,
+            &broker,
+        ));
+        let verified = match logging_in.await {
             Ok(verified) => {
                 // Authenticated: the MQTT layer's own limits bound what it may send.
                 if let Some(limit) = &origin.pre_auth {
@@ -356,7 +365,9 @@ pub(crate) async fn serve<R, W>(
         conn.start(&connect, session_present, connack, received)
             .await;
         let exit = conn.run(keep_alive, &claim.stop, &shutdown).await;
-        conn.finish(exit, claim, &shutdown).await;
+        // Boxed, as `log_in`: the ending (will, events, parking) runs once and its
+        // future is about 9 KB.
+        Box::pin(conn.finish(exit, claim, &shutdown)).await;
     }
     .instrument(span)
     .await;
