@@ -20,12 +20,13 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::broker::Broker;
 use crate::plugins::client::{ClientPlugins, wants_packet_events};
-use crate::plugins::login::{Grant, Login, Refusal, Step, Verified};
+use crate::plugins::login::{Login, Refusal, Step, Verified};
 use crate::protocol::{
     self, Auth, ConnAck, Connect, ConnectReason, Outbox, Packet, PacketSummary, Properties,
     ProtocolVersion, Wire,
 };
 use crate::router::topic;
+use crate::server::connack::{client_max_packet, connack_properties};
 use crate::server::connection::{Connection, session_expiry};
 use crate::session::SessionState;
 use crate::session::registry::{Claim, ClaimError};
@@ -341,7 +342,8 @@ pub(crate) async fn serve<R, W>(
             .await;
             return;
         };
-        let connack = connack_properties(&broker, &hello, grant);
+        let assigned = hello.assigned.then_some(&hello.client_id);
+        let connack = connack_properties(&broker, &hello.connect, assigned, grant);
         let Hello {
             connect,
             frame,
@@ -542,62 +544,4 @@ async fn take_session(
         .registry
         .serving(&hello.client_id, &claim, state.mailbox.clone());
     Some((claim, state, session_present))
-}
-
-/// What an MQTT 5 CONNACK tells the client of this broker (section 3.2.2.3): the id it
-/// assigned, the session expiry when it holds the one asked for to
-/// `mqtt.session_expiry`, and the limits it applies (topic aliases, packet size, keep
-/// alive), and what the auth chain adds (the method of an enhanced authentication
-/// exchange, its final data, plugins' user properties). `None` for 3.1.1, whose CONNACK
-/// has no properties.
-fn connack_properties(broker: &Broker, hello: &Hello, grant: Grant) -> Option<Box<Properties>> {
-    if !hello.connect.protocol.is_v5() {
-        return None;
-    }
-    let mqtt = &broker.config.mqtt;
-    let asked = hello
-        .connect
-        .properties
-        .as_ref()
-        .and_then(|p| p.session_expiry_interval)
-        .unwrap_or(0);
-    let held = mqtt
-        .session_expiry
-        .map(|cap| u32::try_from(cap.as_secs()).unwrap_or(u32::MAX))
-        .filter(|cap| asked > *cap);
-    let (keep_alive, imposed) = mqtt.keep_alive_for(hello.connect.keep_alive, true);
-    Some(Box::new(Properties {
-        assigned_client_identifier: hello.assigned.then(|| hello.client_id.clone()),
-        server_keep_alive: imposed.then_some(keep_alive),
-        session_expiry_interval: held,
-        topic_alias_maximum: (mqtt.topic_alias_maximum > 0).then_some(mqtt.topic_alias_maximum),
-        receive_maximum: (mqtt.receive_maximum < u16::MAX).then_some(mqtt.receive_maximum),
-        maximum_packet_size: Some(u32::try_from(mqtt.max_packet_size).unwrap_or(u32::MAX)),
-        authentication_method: grant.auth_method,
-        authentication_data: grant.auth_data,
-        // Plugins' user properties only when they keep the CONNACK within the client's
-        // maximum packet size (MQTT-3.2.2-20); the rest of it is small.
-        user_properties: if user_properties_len(&grant.user_properties) + 256
-            <= client_max_packet(&hello.connect)
-        {
-            grant.user_properties
-        } else {
-            Vec::new()
-        },
-        ..Properties::default()
-    }))
-}
-
-/// The largest packet the client accepts (its MQTT 5 Maximum Packet Size).
-fn client_max_packet(connect: &Connect) -> usize {
-    connect
-        .properties
-        .as_ref()
-        .and_then(|p| p.maximum_packet_size)
-        .map_or(usize::MAX, |m| m as usize)
-}
-
-/// Bytes user properties take on the wire.
-fn user_properties_len(props: &[(ByteString, ByteString)]) -> usize {
-    props.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
 }

@@ -14,6 +14,7 @@
 //! - [`will`]: the will at the end, held while its check fails.
 
 pub(crate) mod alias;
+pub(crate) mod connack;
 pub(crate) mod connection;
 pub(crate) mod deliver;
 pub(crate) mod durable;
