@@ -33,6 +33,9 @@ pub struct Broker {
     /// reload reads again; `None` for the embedded default. `config` stays the
     /// start-up configuration: the plugin sections in force are the plugin host's.
     pub config_source: Option<crate::config::overrides::ConfigSource>,
+    /// One reload at a time, from reading the file to the end: a SIGHUP and a
+    /// `tandem reload` arriving together must not apply the older file last.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
     /// The TLS listeners' certificates, read again on a reload.
     pub certificates: Certificates,
     /// One permit per connection still in the handshake (`mqtt.max_handshakes`).
@@ -63,6 +66,7 @@ impl Broker {
             stats,
             plugins: Arc::new(plugins),
             config_source: None,
+            reloading: tokio::sync::Mutex::new(()),
             certificates: Certificates::default(),
             restored: if store.is_none() {
                 OnceLock::from(Restored::default())

@@ -9,6 +9,13 @@
 //! `kill` needs anyway. Only a peer running as the broker's own user (or root) is
 //! served, checked with the socket's peer credentials, the same bound `kill` has.
 //!
+//! Abstract names have no owner, so the client checks the other way too: the process
+//! that answers must be pid N itself, of the client's user or root. A stranger who
+//! binds the name first (or a broker of another pid namespace sharing the network
+//! namespace, where every broker is pid 1) cannot pass for the broker asked. The broker
+//! binds its name before it starts plugins and listeners, and says loudly when it
+//! cannot.
+//!
 //! The protocol is one request line, `reload`, and one answer line: `ok <summary>` or
 //! `refused <reason>`, then the broker closes. One request is served at a time, each
 //! bounded in size and time, so a stuck client cannot hold the socket.
@@ -22,7 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::broker::Broker;
 
@@ -51,6 +58,27 @@ pub enum ControlError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Something answered under that pid's name that is not that process, or not of
+    /// this user: nothing it says is believed.
+    #[error(
+        "the control socket of process {pid} is held by another process ({holder}): nothing it answers is believed; `kill -HUP {pid}` reloads by signal"
+    )]
+    Impostor {
+        /// The pid asked for.
+        pid: u32,
+        /// Who holds it: its pid (0 when in another pid namespace) and uid.
+        holder: String,
+    },
+    /// No answer within the timeout: the broker may still apply the reload.
+    #[error(
+        "no answer from process {pid} within {waited:?}: the reload may still be applied (see the broker's log)"
+    )]
+    NoAnswer {
+        /// The pid asked for.
+        pid: u32,
+        /// How long the client waited.
+        waited: Duration,
+    },
     /// The broker answered something this client does not understand.
     #[error("control socket of process {pid}: unexpected answer `{answer}`")]
     Answer {
@@ -75,19 +103,33 @@ fn address(pid: u32) -> std::io::Result<SocketAddr> {
     SocketAddr::from_abstract_name(format!("tandem/{pid}/control"))
 }
 
-/// Listens on this process's control socket and serves reload requests until
-/// `shutdown`. A socket that cannot be bound (another broker in this process, as
-/// tests run several) is logged and left out: SIGHUP still reloads.
-pub async fn serve(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let listener = match address(std::process::id())
+/// Binds this process's control socket. Call it first thing, before plugins and
+/// listeners start, so that the name is the broker's before anyone else can take it.
+/// A name already taken is logged as an error and left out: `tandem reload` then
+/// refuses to believe whoever holds it, and SIGHUP still reloads.
+pub fn bind() -> Option<std::os::unix::net::UnixListener> {
+    match address(std::process::id())
         .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a))
-        .and_then(|l| {
-            l.set_nonblocking(true)?;
-            UnixListener::from_std(l)
-        }) {
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
+        Ok(l) => Some(l),
+        Err(err) => {
+            error!(cause = %err, "no control socket: `tandem reload` cannot reach this broker (SIGHUP still reloads)");
+            None
+        }
+    }
+}
+
+/// Serves reload requests on `listener` (from [`bind`]) until `shutdown`.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(err) => {
-            warn!(cause = %err, "no control socket: `tandem reload` cannot reach this broker (SIGHUP still reloads)");
+            error!(cause = %err, "no control socket: `tandem reload` cannot reach this broker (SIGHUP still reloads)");
             return;
         }
     };
@@ -118,17 +160,15 @@ async fn answer(broker: &Broker, mut stream: UnixStream) -> std::io::Result<()> 
             uid = peer.uid(),
             "control socket: refusing a client of another user"
         );
-        return stream.write_all(b"refused not permitted\n").await;
+        return reply(&mut stream, "refused not permitted").await;
     }
     let mut line = String::new();
     let mut reader = BufReader::new((&mut stream).take(MAX_REQUEST));
-    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
-        Ok(read) => {
-            read?;
-        }
-        Err(_) => return stream.write_all(b"refused no request in time\n").await,
+    let request = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    if !matches!(request, Ok(Ok(_))) {
+        return reply(&mut stream, "refused no readable request in time").await;
     }
-    let reply = match line.trim_end() {
+    let answer = match line.trim_end() {
         "reload" => {
             info!("control socket: reload requested");
             match crate::reload::reload(broker).await {
@@ -143,9 +183,17 @@ async fn answer(broker: &Broker, mut stream: UnixStream) -> std::io::Result<()> 
         }
         other => format!("refused unknown request `{}`", other.escape_debug()),
     };
-    // One line each way: a reason spanning lines is joined.
-    let reply = reply.replace('\n', " ");
-    stream.write_all(format!("{reply}\n").as_bytes()).await
+    reply(&mut stream, &answer).await
+}
+
+/// Writes one answer line (a reason spanning lines is joined), bounded in time: a
+/// client that does not read cannot hold the socket.
+async fn reply(stream: &mut UnixStream, answer: &str) -> std::io::Result<()> {
+    let line = format!("{}\n", answer.replace('\n', " "));
+    match tokio::time::timeout(REQUEST_TIMEOUT, stream.write_all(line.as_bytes())).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Asks the broker with `pid` to reload, waiting up to `timeout` for the answer (a
@@ -165,12 +213,36 @@ pub fn request_reload(pid: u32, timeout: Duration) -> Result<ReloadAnswer, Contr
         }
         Err(err) => return Err(io(err)),
     };
+    // Whoever answers must be that very process, of this user or root.
+    let holder = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| io(e.into()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let (holder_pid, holder_uid) = (holder.pid(), holder.uid());
+    if u32::try_from(holder_pid).ok() != Some(pid) || (holder_uid != me && holder_uid != 0) {
+        return Err(ControlError::Impostor {
+            pid,
+            holder: format!("pid {holder_pid}, uid {holder_uid}"),
+        });
+    }
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.write_all(b"reload\n").map_err(io)?;
     let mut line = String::new();
-    std::io::BufReader::new(std::io::Read::take(stream, 64 * 1024))
-        .read_line(&mut line)
-        .map_err(io)?;
+    let read = std::io::BufReader::new(std::io::Read::take(stream, 64 * 1024)).read_line(&mut line);
+    match read {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(ControlError::NoAnswer {
+                pid,
+                waited: timeout,
+            });
+        }
+        Err(e) => return Err(io(e)),
+    }
     let line = line.trim_end();
     if let Some(summary) = line.strip_prefix("ok ") {
         Ok(ReloadAnswer::Applied(summary.to_owned()))

@@ -61,8 +61,16 @@ use tokio_util::sync::CancellationToken;
 /// Binds every listener of `config` and serves until `shutdown` is cancelled, then
 /// drains connections within `shutdown_timeout`.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), ServerError> {
+    // The control socket's name is taken before anything slow starts (see `control`).
+    let control = control::bind();
     let server = Server::start(config, &shutdown).await?;
-    tokio::spawn(control::serve(server.broker().clone(), shutdown.clone()));
+    if let Some(listener) = control {
+        tokio::spawn(control::serve(
+            listener,
+            server.broker().clone(),
+            shutdown.clone(),
+        ));
+    }
     server.serve(shutdown).await;
     Ok(())
 }
@@ -74,10 +82,17 @@ pub async fn run_file(
     source: config::overrides::ConfigSource,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let control = control::bind();
     let mut server = Server::start(config, &shutdown).await?;
     server.set_config_source(source);
     tokio::spawn(reload::on_sighup(server.broker().clone(), shutdown.clone()));
-    tokio::spawn(control::serve(server.broker().clone(), shutdown.clone()));
+    if let Some(listener) = control {
+        tokio::spawn(control::serve(
+            listener,
+            server.broker().clone(),
+            shutdown.clone(),
+        ));
+    }
     server.serve(shutdown).await;
     Ok(())
 }

@@ -56,8 +56,9 @@ enum Command {
     /// Prints the embedded, commented default configuration.
     PrintDefaultConfig,
     /// Asks a running broker to reload its configuration file, and says whether it did:
-    /// exits 0 when the reload is applied, 1 with the reason when it is refused (the
-    /// configuration in force keeps serving). The plugin sections take effect. Uses the
+    /// exits 0 when the reload is applied, 1 with the reason when it is refused or the
+    /// broker cannot be asked (the configuration in force keeps serving), 2 when no
+    /// answer came in time (it may still be applied). The plugin sections take effect. Uses the
     /// broker's local control socket; `kill -HUP` reloads too, with the outcome only in
     /// the log.
     Reload {
@@ -65,7 +66,8 @@ enum Command {
         #[arg(long)]
         pid: u32,
         /// How long to wait for the outcome (a reload waits for new plugins to start).
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        /// Past it, the command exits 2: the outcome is unknown.
+        #[arg(long, default_value = "60s", value_parser = positive_duration)]
         timeout: std::time::Duration,
     },
     /// Tools for plugin authors.
@@ -105,6 +107,10 @@ fn main() -> ExitCode {
                     );
                     ExitCode::FAILURE
                 }
+                Err(err @ tandem_broker::control::ControlError::NoAnswer { .. }) => {
+                    eprintln!("error: {err}");
+                    ExitCode::from(2)
+                }
                 Err(err) => {
                     eprintln!("error: {err}");
                     ExitCode::FAILURE
@@ -130,9 +136,19 @@ fn main() -> ExitCode {
             let overrides = ListenerOverride {
                 bind: cli.bind,
                 port: cli.port,
+                listener: None,
             };
             serve(cli.config, overrides, cli.log)
         }
+    }
+}
+
+/// A duration above zero (`--timeout 0s` would mean "never wait").
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(err) => Err(err.to_string()),
     }
 }
 
@@ -227,6 +243,11 @@ fn serve(file: Option<PathBuf>, overrides: ListenerOverride, log: Option<String>
             return ExitCode::FAILURE;
         }
     };
+    // Reloads override the listener overridden now, whatever the file becomes.
+    let source = source.map(|s| ConfigSource {
+        overrides: s.overrides.pinned(&config),
+        file: s.file,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

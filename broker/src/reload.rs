@@ -50,6 +50,7 @@ fn ignored_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 /// Reads the broker's configuration file again and applies its plugin sections.
 pub async fn reload(broker: &Broker) -> Result<ReloadSummary, ReloadError> {
     let source = broker.config_source.as_ref().ok_or(ReloadError::NoFile)?;
+    let _one = broker.reloading.lock().await;
     info!(file = %source.file.display(), "reloading the configuration");
     let new = source.load()?;
     let ignored = ignored_changes(&broker.config, &new);

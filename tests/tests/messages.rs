@@ -300,6 +300,66 @@ fn reload_by_pid_reports_refusal_and_strangers() {
         err.contains("process 1 has no Tandem control socket"),
         "{err}"
     );
+
+    // No answer within --timeout (a new plugin that never starts holds the reload for
+    // its startup_timeout): exit 2, the outcome unknown; the broker then refuses it.
+    let ghost = format!(
+        "listeners:\n  default: {{ type: tcp, bind: 127.0.0.1:0 }}\nplugins:\n  ghost:\n    endpoint: unix://{}/ghost.sock\n    startup_timeout: 3s\n",
+        broker.dir.path().display()
+    );
+    std::fs::write(broker.dir.path().join("tandem.yaml"), ghost).unwrap();
+    let out = Command::new(tandem_bin())
+        .args([
+            "reload",
+            "--pid",
+            &broker.pid().to_string(),
+            "--timeout",
+            "500ms",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the reload may still be applied"), "{err}");
+    broker
+        .wait_log_all(&["reload refused", "ghost"], DEADLINE)
+        .expect("the broker refused it in the end");
+}
+
+#[test]
+fn reload_believes_only_the_broker_it_asked() {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    // A process that is no broker, and a stranger holding its control socket's name who
+    // answers that the reload was applied.
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    let name = format!("tandem/{}/control", bystander.id());
+    let squatter = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+    std::thread::spawn(move || {
+        for stream in squatter.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.write_all(b"ok configuration reloaded: generation 99\n");
+        }
+    });
+    let out = Command::new(tandem_bin())
+        .args([
+            "reload",
+            "--pid",
+            &bystander.id().to_string(),
+            "--timeout",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}{err}");
+    assert!(!said.contains("generation 99"), "{said}");
+    assert!(err.contains("is held by another process"), "{err}");
 }
 
 #[test]

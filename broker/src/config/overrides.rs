@@ -15,6 +15,10 @@ pub struct ListenerOverride {
     pub bind: Option<String>,
     /// `--port`: the port, keeping the listener's address (or `--bind`'s).
     pub port: Option<u16>,
+    /// The listener they were applied to at start-up, once [`pinned`](Self::pinned): a
+    /// reload overrides that one again, or nothing when the file no longer has it
+    /// (listener changes take effect only on restart anyway).
+    pub listener: Option<String>,
 }
 
 impl ListenerOverride {
@@ -33,10 +37,10 @@ impl ListenerOverride {
             path: path.to_owned(),
             message,
         };
-        let name = if config.listeners.contains_key("default") || config.listeners.len() != 1 {
-            "default".to_owned()
-        } else {
-            config.listeners.keys().next().cloned().unwrap_or_default()
+        let name = match &self.listener {
+            Some(pinned) if !config.listeners.contains_key(pinned) => return Ok(()),
+            Some(pinned) => pinned.clone(),
+            None => target(config),
         };
         let names: Vec<String> = config.listeners.keys().cloned().collect();
         let listener = config.listeners.get_mut(&name).ok_or_else(|| {
@@ -67,6 +71,26 @@ impl ListenerOverride {
             listener.bind.set_port(port);
         }
         Ok(())
+    }
+}
+
+/// The listener the overrides change: `default`, or the only one whatever its name.
+fn target(config: &Config) -> String {
+    if config.listeners.contains_key("default") || config.listeners.len() != 1 {
+        "default".to_owned()
+    } else {
+        config.listeners.keys().next().cloned().unwrap_or_default()
+    }
+}
+
+impl ListenerOverride {
+    /// These overrides tied to the listener they change in `config` (the one served at
+    /// start-up), for every reload after.
+    pub fn pinned(mut self, config: &Config) -> Self {
+        if !self.is_empty() {
+            self.listener = Some(target(config));
+        }
+        self
     }
 }
 
@@ -106,6 +130,7 @@ mod tests {
     fn port_bind_and_both_change_the_default_listener() {
         let yaml = "listeners:\n  default: { type: tcp, bind: 127.0.0.1:1883 }\n  other: { type: tcp, bind: 127.0.0.1:1884 }\n";
         let port = ListenerOverride {
+            listener: None,
             bind: None,
             port: Some(2883),
         };
@@ -113,11 +138,13 @@ mod tests {
         assert_eq!(bind(&c, "default"), "127.0.0.1:2883");
         assert_eq!(bind(&c, "other"), "127.0.0.1:1884");
         let ip = ListenerOverride {
+            listener: None,
             bind: Some("0.0.0.0".into()),
             port: None,
         };
         assert_eq!(bind(&with(yaml, ip).unwrap(), "default"), "0.0.0.0:1883");
         let both = ListenerOverride {
+            listener: None,
             bind: Some("[::1]:7000".into()),
             port: Some(7001),
         };
@@ -128,6 +155,7 @@ mod tests {
     fn the_only_listener_is_changed_whatever_its_name() {
         let yaml = "listeners:\n  edge: { type: tcp, bind: 127.0.0.1:1883 }\n";
         let port = ListenerOverride {
+            listener: None,
             bind: None,
             port: Some(9),
         };
@@ -138,6 +166,7 @@ mod tests {
     fn several_listeners_without_default_and_a_bad_address_are_errors() {
         let yaml = "listeners:\n  a: { type: tcp, bind: 127.0.0.1:1 }\n  b: { type: tcp, bind: 127.0.0.1:2 }\n";
         let port = ListenerOverride {
+            listener: None,
             bind: None,
             port: Some(9),
         };
@@ -145,6 +174,7 @@ mod tests {
         assert!(err.contains("there are 2: a, b"), "{err}");
         let yaml = "listeners:\n  default: { type: tcp, bind: 127.0.0.1:1 }\n";
         let host = ListenerOverride {
+            listener: None,
             bind: Some("localhost".into()),
             port: None,
         };
@@ -153,5 +183,26 @@ mod tests {
             err.contains("--bind: `localhost` is neither IP:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_reload_overrides_the_listener_chosen_at_start_and_never_refuses_for_it() {
+        let start = "listeners:\n  edge: { type: tcp, bind: 127.0.0.1:1883 }\n";
+        let o = ListenerOverride {
+            bind: None,
+            port: Some(9),
+            listener: None,
+        };
+        let o = o.pinned(&Config::from_yaml(start, Path::new("t.yaml")).unwrap());
+        // The file gained a listener: `edge` is still the one changed, and nothing fails.
+        let later = "listeners:\n  edge: { type: tcp, bind: 127.0.0.1:1883 }\n  more: { type: tcp, bind: 127.0.0.1:1884 }\n";
+        let c = with(later, o.clone()).unwrap();
+        assert_eq!(
+            (bind(&c, "edge"), bind(&c, "more")),
+            ("127.0.0.1:9".into(), "127.0.0.1:1884".into())
+        );
+        // The file lost it: nothing to change, and the reload is not refused for it.
+        let gone = "listeners:\n  other: { type: tcp, bind: 127.0.0.1:1885 }\n";
+        assert_eq!(bind(&with(gone, o).unwrap(), "other"), "127.0.0.1:1885");
     }
 }
