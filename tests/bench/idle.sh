@@ -33,6 +33,9 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 log() { echo "idle: $*" >&2; }
+# Up to 5000 sockets per client process, and the brokers hold one per client: as many
+# descriptors as this machine allows (20,000 here; a common soft limit is 1024).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 die() { echo "idle: error: $*" >&2; exit 1; }
 
 if [[ $BUILD == 1 ]]; then

@@ -199,7 +199,13 @@ fn roles(described: &Described, asked: &[Asked]) -> Outcome {
     }
     let mut served = Vec::new();
     for role in &described.roles {
+        if *role == pb::Role::Unspecified {
+            return Outcome::Fail("declares ROLE_UNSPECIFIED, which is no role".into());
+        }
         let rpc = rpc_of(*role);
+        if served.contains(&rpc) {
+            continue;
+        }
         let calls: Vec<&Asked> = asked.iter().filter(|a| a.role == *role).collect();
         if calls
             .iter()

@@ -75,7 +75,7 @@ impl fmt::Display for Report {
                     ("skip", t)
                 }
             };
-            writeln!(f, "{:<width$}  {word}  {text}", row.check)?;
+            writeln!(f, "{:<width$}  {word}  {}", row.check, printable(text))?;
         }
         write!(
             f,
@@ -83,6 +83,28 @@ impl fmt::Display for Report {
             if failed == 0 { "ok" } else { "FAILED" }
         )
     }
+}
+
+/// The longest row text printed, in characters.
+const MAX_TEXT: usize = 400;
+
+/// `text` as one safe line: what a plugin answered (names, reasons, status messages)
+/// may hold control characters that would forge rows or colour a terminal, and may be
+/// megabytes long.
+fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_TEXT {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -113,5 +135,15 @@ mod tests {
             text.ends_with("1 passed, 1 failed, 1 skipped: FAILED"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_plugins_text_cannot_forge_rows_or_flood() {
+        assert_eq!(
+            printable("ok\nroles  pass  \u{1b}[32mfake"),
+            "ok\\nroles  pass  \\u{1b}[32mfake"
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(printable(&long).chars().count(), MAX_TEXT + 3);
     }
 }

@@ -47,6 +47,10 @@ pub(crate) fn validate(name: &str) -> Result<(), String> {
     if STD_CRATES.contains(&crate_name.as_str()) {
         return Err("it is the name of a crate of Rust's standard library".to_owned());
     }
+    // Cargo refuses binary targets named like the directories of its target dir.
+    if matches!(name, "build" | "deps" | "examples" | "incremental") {
+        return Err("Cargo reserves it for a directory of its target dir".to_owned());
+    }
     if matches!(crate_name.as_str(), "tandem_plugin" | "tandem_proto") {
         return Err("it names a crate of the SDK, which the plugin depends on".to_owned());
     }

@@ -74,6 +74,11 @@ fn a_bad_name_is_refused_before_anything_is_made() {
          digits, `-` and `_` are allowed"
     );
     assert!(!dir.exists());
+    for reserved in ["build", "deps", "examples", "incremental"] {
+        let err = create(&args(reserved, Lang::Rust, &dir)).unwrap_err();
+        assert!(err.to_string().contains("Cargo reserves it"), "{err}");
+    }
+    assert!(!dir.exists());
 }
 
 #[test]
