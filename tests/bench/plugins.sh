@@ -122,7 +122,9 @@ import json, statistics, sys
 runs, cpu = {}, {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r.get("error"):
+    # run.sh's meta records (one per variant run), failed runs, and inexact runs (counted
+    # by run.sh's table; never in a median) carry no figure to use.
+    if "meta" in r or r.get("error") or r["run"].get("exact") is False:
         continue
     run = r["run"]
     runs.setdefault((r["bench"], run["label"]), []).append(run["rate"])
