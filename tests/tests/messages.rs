@@ -381,3 +381,73 @@ fn an_sdk_plugin_answers_help_instead_of_serving() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!err.contains("plugin serving"), "{err}");
 }
+
+/// Connects to broker `pid`'s control socket from this process.
+fn control_socket(pid: u32) -> std::os::unix::net::UnixStream {
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = format!("tandem/{pid}/control");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+    std::os::unix::net::UnixStream::connect_addr(&addr).expect("the broker's control socket")
+}
+
+#[test]
+fn the_control_socket_refuses_strangers_garbage_and_silence() {
+    let broker = Tandem::start("");
+    let pid = broker.pid();
+
+    // Another user (uid 65534) asks for a reload: refused, nothing reloaded. Perl is in
+    // every Debian base system and reachable by any user, unlike this test's binaries.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "perl",
+            "-MSocket",
+            "-e",
+        ])
+        .arg(format!(
+            r#"socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+               connect($s, pack_sockaddr_un("\0tandem/{pid}/control")) or die "connect: $!";
+               syswrite($s, "reload\n"); my $answer = <$s>; print $answer;"#
+        ))
+        .output()
+        .expect("run setpriv perl");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.trim(), "refused not permitted", "{out:?}");
+    broker
+        .wait_log(
+            "control socket: refusing a client of another user",
+            DEADLINE,
+        )
+        .expect("the refusal is logged");
+
+    // A line longer than a request may be: read up to the bound, answered, not applied.
+    let mut garbage = control_socket(pid);
+    garbage.write_all(&[b'x'; 4096]).unwrap();
+    let mut answer = String::new();
+    BufReader::new(&garbage).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("refused unknown request"), "{answer}");
+    assert!(answer.len() < 200, "the echo is bounded: {answer}");
+
+    // A client that connects and says nothing holds the socket only until the request
+    // timeout (5 s): a real `tandem reload` behind it is still answered.
+    let _silent = control_socket(pid);
+    let started = Instant::now();
+    let out = Command::new(tandem_bin())
+        .args(["reload", "--pid", &pid.to_string(), "--timeout", "20s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("configuration reloaded"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Only that one reached the reload: the stranger and the garbage did not.
+    assert_eq!(broker.count_log("reloading the configuration"), 1);
+}
