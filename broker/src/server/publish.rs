@@ -23,6 +23,7 @@ use crate::server::connection::Connection;
 use crate::server::exit::Exit;
 use crate::session::Message;
 use crate::stats::TopicIn;
+use crate::storage::Hold;
 
 /// `$SYS/` belongs to the broker: no client publish, and no will, may write there.
 pub(super) fn reserved_for_broker(topic: &str) -> bool {
@@ -41,12 +42,15 @@ pub(super) struct RouteOutcome {
 /// Routes a message that passed its checks, on behalf of the client `plugins` speaks
 /// for, and tells the plugins that want to hear of it. With `wait` (a client's PUBLISH, not a
 /// will), QoS 1/2 deliveries to full queues under `mqtt.queue_full: backpressure` are
-/// waited for, one after another, within one `mqtt.backpressure_timeout`.
+/// waited for, one after another, within one `mqtt.backpressure_timeout`. `hold` (see
+/// [`Store::hold`](crate::storage::Store::hold)) ends when the copies routed at once are handed to the store, so
+/// they land in the commit of whatever the caller handed over before.
 pub(super) async fn route(
     broker: &Broker,
     plugins: &ClientPlugins,
     message: Arc<Message>,
     wait: bool,
+    hold: Option<Hold>,
 ) -> RouteOutcome {
     let wants_queued = plugins.wants_events() && plugins.wants_queued();
     let mut offline: Vec<ByteString> = Vec::new();
@@ -63,6 +67,7 @@ pub(super) async fn route(
     } else {
         broker.router.publish_noting_offline(message, note)
     };
+    drop(hold);
     let mut outcome = RouteOutcome {
         stored: routed.stored,
         gave_up: false,
@@ -166,12 +171,17 @@ where
         let properties = properties.as_ref();
         let (qos, pkid) = (p.qos, p.pkid);
         if reason == SUCCESS {
+            let mut hold = None;
             if qos == QoS::ExactlyOnce {
+                // The packet id and the copies routed land in one commit: a kill between
+                // two would lose the message (the resend taken for a duplicate) or
+                // deliver it twice (the resend routed again).
+                hold = self.broker.store.as_ref().map(|s| s.hold());
                 // Kept before routing: a redelivery from now on is not routed again.
                 self.incoming_qos2(pkid);
             }
             let message = Arc::new(self.message_of(p));
-            let outcome = route(&self.broker, &self.plugins, message, true).await;
+            let outcome = route(&self.broker, &self.plugins, message, true, hold).await;
             if outcome.stored {
                 self.after_store();
             }

@@ -127,7 +127,7 @@ async fn publish_will_now(
     {
         Checked::Allowed => {
             debug!(topic = ?will.topic, "publishing will");
-            route(broker, plugins, message(will, from), false).await;
+            route(broker, plugins, message(will, from), false, None).await;
             true
         }
         Checked::Denied => {
@@ -308,7 +308,7 @@ async fn hold_will(
         {
             Checked::Allowed => {
                 info!(topic = ?will.topic, held = ?since.elapsed(), "publishing a held will");
-                route(&broker, &plugins, message(will, from), false).await;
+                route(&broker, &plugins, message(will, from), false, None).await;
                 return;
             }
             Checked::Denied => {

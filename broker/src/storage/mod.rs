@@ -37,7 +37,7 @@ pub use ops::{
     FORMAT, Op, Restored, Snapshot, Storage, StorageError, StoredMessage, StoredSession,
 };
 pub use record::{Corrupt, Sent, SessionRecord, StoredDelivery, SubOptions, WillRecord};
-pub use writer::{Store, Stored};
+pub use writer::{Hold, Store, Stored};
 
 #[cfg(test)]
 mod tests;

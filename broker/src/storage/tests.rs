@@ -322,3 +322,49 @@ async fn periodic_writes_at_once_syncs_on_close_and_ignores_ops_after_it() {
     assert_eq!(snap.sessions[0].messages.len(), 98);
     assert!(store.stats().syncs.load(Ordering::Relaxed) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_handed_over_during_a_hold_land_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(
+        Box::new(Redb::open(dir.path()).unwrap()),
+        SyncMode::Always,
+        1,
+    )
+    .unwrap();
+    let commits = || store.stats().commits.load(Ordering::Relaxed);
+    store.submit(Op::Session {
+        client_id: "c".into(),
+        record: session(1),
+    });
+    store.barrier().await.unwrap();
+    let before = commits();
+    let hold = store.hold();
+    store.submit(queued("c", 2, "first"));
+    // Without the hold the writer commits the first op alone as soon as it has it;
+    // another thread's barrier waits for the hold too.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.barrier().await })
+    };
+    // Unheld, the op would be committed within a sync (milliseconds): watch for
+    // 300 ms that it is not.
+    let until = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            commits(),
+            before,
+            "nothing is committed while the hold lasts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!waiter.is_finished(), "a barrier waits for the hold");
+    store.submit(queued("c", 3, "second"));
+    drop(hold);
+    waiter.await.unwrap().unwrap();
+    store.barrier().await.unwrap();
+    assert_eq!(commits(), before + 1, "both ops in one commit");
+    store.close().await;
+    let snap = Redb::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(payloads(&snap.sessions[0]), [&b"first"[..], b"second"]);
+}

@@ -9,6 +9,15 @@
 //! committed: durably with `sync: always`, written with `periodic` (whose durable
 //! commit comes every `storage.interval`, or at once when the broker stops).
 //!
+//! # Holds
+//! A batch never ends inside a [`hold`](Store::hold): ops that must land together (a
+//! QoS 2 message's inbound packet id and the copies routed to its subscribers) are
+//! handed over while one is held, and the writer keeps gathering until it is let go.
+//! Were they split, a kill between two commits could keep the packet id without the
+//! copies (the publisher's resend is taken for a duplicate: the message is lost) or the
+//! copies without the id (the resend is routed again: delivered twice). A hold is
+//! synchronous code only, microseconds long: never held across an `.await`.
+//!
 //! # Bound
 //! Ops wait in the FIFO until committed. With `sync: always` every acknowledgement
 //! waits for its barrier, so what waits is bounded by the connections and their
@@ -68,6 +77,10 @@ enum Cmd {
     Op(Op),
     Barrier(oneshot::Sender<Result<(), StoreFailed>>),
     Close(oneshot::Sender<()>),
+    /// A [`Hold`] began: no commit until it ends.
+    Hold,
+    /// A [`Hold`] ended.
+    Release,
 }
 
 /// Counters the writer keeps, for `/metrics` and `/readyz`.
@@ -156,6 +169,18 @@ impl Store {
         self.sync == SyncMode::Always || self.stats.pending.load(Ordering::Relaxed) > BACKLOG
     }
 
+    /// Holds the writer's batch open until the returned guard is dropped: every op
+    /// handed over meanwhile, by any thread, is committed in one transaction with
+    /// the others. Only for synchronous code (the guard must not live across an
+    /// `.await`: every commit waits for it).
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        let held = !self.closed.load(Ordering::Acquire) && self.tx.send(Cmd::Hold).is_ok();
+        Hold {
+            store: self.clone(),
+            held,
+        }
+    }
+
     /// Resolves once every op handed over before it is committed (durably with
     /// `sync: always`); an error if their commit failed or the store is closed.
     pub async fn barrier(&self) -> Result<(), StoreFailed> {
@@ -231,6 +256,21 @@ impl Store {
     }
 }
 
+/// Keeps the ops handed over while it lives in one commit; see [`Store::hold`].
+#[must_use = "the hold ends when the guard is dropped"]
+pub struct Hold {
+    store: Arc<Store>,
+    held: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.held {
+            let _ = self.store.tx.send(Cmd::Release);
+        }
+    }
+}
+
 /// A delivery's record in the store. Shared by every copy of the delivery (queued,
 /// in flight, held); when the last one goes (acknowledged, skipped, dropped or handed
 /// to another session) the record is removed.
@@ -286,6 +326,8 @@ impl Writer {
         // After a failed commit: not again before this, however many ops arrive.
         let mut retry_at: Option<Instant> = None;
         let mut close_attempts = 0;
+        // Holds begun and not yet released: the batch may not end while one is open.
+        let mut holds = 0usize;
         loop {
             if close.is_none() {
                 // Wait for work: a retry's backoff, the periodic sync, or the next op.
@@ -325,8 +367,14 @@ impl Writer {
                         Cmd::Op(op) => ops.push(op),
                         Cmd::Barrier(b) => barriers.push(b),
                         Cmd::Close(c) => close = Some(c),
+                        Cmd::Hold => holds += 1,
+                        Cmd::Release => holds = holds.saturating_sub(1),
                     }
-                    if ops.len() < MAX_BATCH && close.is_none() {
+                    if holds > 0 {
+                        // Its ops are still coming: wait for them, whatever the size.
+                        next = self.rx.recv().ok();
+                        disconnected |= next.is_none();
+                    } else if ops.len() < MAX_BATCH && close.is_none() {
                         next = self.rx.try_recv().ok();
                     }
                 }
@@ -342,7 +390,7 @@ impl Writer {
                     match cmd {
                         Cmd::Op(op) => ops.push(op),
                         Cmd::Barrier(b) => barriers.push(b),
-                        Cmd::Close(_) => {}
+                        Cmd::Close(_) | Cmd::Hold | Cmd::Release => {}
                     }
                 }
             }
