@@ -444,11 +444,17 @@ impl pb::plugin_server::Plugin for PluginService {
 
 impl Inner {
     /// Runs the handlers for each event of a batch in order; returns the highest sequence seen.
+    ///
+    /// Events are many and small: per event this allocates only what the handler's future
+    /// needs. Events without a traceparent share one context per batch (the pushed
+    /// configuration is read once per batch), and the matching handlers are found without
+    /// collecting them.
     async fn handle_batch(&self, batch: pb::EventBatch) -> Option<u64> {
         let mut highest = None;
-        for wire in batch.events {
+        let untraced = Context::new(Arc::clone(&self.shared), None);
+        for mut wire in batch.events {
             let sequence = wire.sequence;
-            let traceparent = (!wire.traceparent.is_empty()).then(|| wire.traceparent.clone());
+            let traceparent = std::mem::take(&mut wire.traceparent);
             highest = highest.max(Some(sequence));
             let Some(event) = event_from(wire) else {
                 debug!(
@@ -457,24 +463,34 @@ impl Inner {
                 );
                 continue;
             };
-            let ctx = Context::new(Arc::clone(&self.shared), traceparent);
+            let traced;
+            let ctx = if traceparent.is_empty() {
+                &untraced
+            } else {
+                traced = Context::new(Arc::clone(&self.shared), Some(traceparent));
+                &traced
+            };
             let kind = event.kind();
-            let matching: Vec<_> = self
+            let mut left = self
                 .events
                 .iter()
                 .filter(|(sub, _)| sub.matches(&event))
-                .map(|(_, handler)| handler)
-                .collect();
-            let mut matching = matching.into_iter().peekable();
+                .count();
             let mut event = Some(event);
-            while let Some(handler) = matching.next() {
-                // Clone for all but the last matching handler, which takes the event.
-                let this = if matching.peek().is_some() {
-                    event.clone()
+            for (sub, handler) in &self.events {
+                let Some(current) = event.as_ref() else { break };
+                if !sub.matches(current) {
+                    continue;
+                }
+                left -= 1;
+                // Cloned for all but the last matching handler, which takes the event.
+                let this = if left > 0 {
+                    current.clone()
+                } else if let Some(last) = event.take() {
+                    last
                 } else {
-                    event.take()
+                    break;
                 };
-                let Some(this) = this else { break };
                 // Events are high volume: their span is at debug level, so that with the
                 // usual `info` filter it costs a disabled-callsite check, not a formatted
                 // span per event (which was most of a consumer's CPU).
@@ -484,7 +500,7 @@ impl Inner {
                     plugin = %ctx.plugin_alias(),
                     trace_id = ctx.trace_id().unwrap_or(""),
                 );
-                if let Err(err) = handler.call(&ctx, this).instrument(span).await {
+                if let Err(err) = handler.call(ctx, this).instrument(span).await {
                     warn!(sequence, ?kind, cause = %err, "event handler failed; the event is acked anyway");
                 }
             }

@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, info};
 use crate::plugins::cache::{Cached, CachedAction, DecisionCache, Put};
 use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo};
 pub use crate::plugins::decision::{Backoff, Checked, Decision, Denial};
+use crate::plugins::events::EncodedClient;
 use crate::plugins::wire;
 use crate::plugins::{PluginHost, PluginSet, TopicOutcome};
 use crate::protocol::{PacketSummary, Properties, ProtocolVersion, Publish, QoS, SubscribeReason};
@@ -57,8 +58,8 @@ pub struct ClientPlugins {
     /// The set this connection uses; replaced by [`follow_reload`](Self::follow_reload).
     set: Arc<PluginSet>,
     client: ClientIdentity,
-    /// The client as events name it, built once.
-    event_client: Arc<pb::ClientRef>,
+    /// The client as events name it, encoded once.
+    event_client: EncodedClient,
     version: ProtocolVersion,
     /// TopicFilter decisions of this session, for the set in force.
     cache: DecisionCache,
@@ -87,7 +88,7 @@ impl ClientPlugins {
         }
         Self {
             host: host.clone(),
-            event_client: Arc::new(wire::client_ref(&client)),
+            event_client: EncodedClient::new(&wire::client_ref(&client)),
             client,
             version,
             cache: DecisionCache::new(&set.cache),

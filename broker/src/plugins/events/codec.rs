@@ -1,62 +1,102 @@
-//! The `Events` stream's wire form: a batch is encoded straight from the queue's
-//! entries, each event's shared client appended as it goes, so sending (and resending
-//! after a reconnect) copies nothing. Acks are decoded with prost. A test proves the
-//! hand-written encoding equal to the generated message.
+//! The `Events` stream's wire form. An event is encoded once, when it is queued: its
+//! body (every field but its sequence and its client) as bytes, and its connection's
+//! client once per connection ([`EncodedClient`]), shared by all of that connection's
+//! events. Sending a batch (and resending it after a reconnect) writes each entry's
+//! sequence and copies those bytes: no message is built, measured or encoded again.
+//! Acks are decoded with prost. A test proves the result equal to the generated message.
 
 use std::sync::Arc;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tandem_proto::v1 as pb;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 
-/// An event as queued: its client is shared with every other event of the connection
-/// and is never copied: the event is encoded straight from the queue entry with its
-/// client appended (see [`EventsCodec`]), so neither sending nor resending copies it.
+/// A connection's client as its events carry it: `Event.client` encoded once (key and
+/// length included) and appended to each of its events.
+#[derive(Debug, Clone)]
+pub struct EncodedClient(Bytes);
+
+impl EncodedClient {
+    /// Encodes `client` as the `Event.client` field.
+    pub fn new(client: &pb::ClientRef) -> Self {
+        let mut buf = Vec::with_capacity(client.encoded_len() + 8);
+        prost::encoding::message::encode(EVENT_CLIENT_FIELD, client, &mut buf);
+        Self(buf.into())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// An event as queued: its sequence, and its bytes as the stream sends them.
 pub(crate) struct Queued {
-    /// The event, with `client` unset.
-    pub(super) event: pb::Event,
-    /// The connection's client, shared by its events, appended when encoding.
-    pub(super) client: Option<Arc<pb::ClientRef>>,
-    /// What the entry costs the queue's byte bound: its encoded size.
-    pub(super) bytes: usize,
+    /// The event's sequence in its plugin's stream.
+    pub(super) sequence: u64,
+    /// The event's other fields, encoded (its client and sequence left out).
+    body: Bytes,
+    /// The connection's client, appended when encoding.
+    client: Option<EncodedClient>,
 }
 
 impl Queued {
-    /// The entry's encoded size (the event and its client), as counted by `max_bytes`.
-    pub(super) fn cost(event: &pb::Event, client: Option<&pb::ClientRef>) -> usize {
-        event.encoded_len() + client.map_or(0, |c| c.encoded_len() + 8)
+    /// Encodes `event` (its `sequence` and `client` unset) for `client`'s stream entry.
+    pub(super) fn new(event: &pb::Event, client: Option<EncodedClient>) -> Self {
+        debug_assert!(event.sequence == 0 && event.client.is_none());
+        Self {
+            sequence: 0,
+            body: event.encode_to_vec().into(),
+            client,
+        }
+    }
+
+    /// What the entry costs the queue's byte bound: its encoded size, less its
+    /// sequence's few bytes (so that it is known before the sequence is).
+    pub(super) fn bytes(&self) -> usize {
+        self.body.len() + self.client.as_ref().map_or(0, EncodedClient::len)
+    }
+
+    /// The encoded length of the `Event` message of this entry.
+    fn element_len(&self) -> usize {
+        key_len(EVENT_SEQUENCE_FIELD)
+            + encoded_len_varint(self.sequence)
+            + self.body.len()
+            + self.client.as_ref().map_or(0, EncodedClient::len)
     }
 
     /// The event as one protobuf message (tests and diagnostics; the stream encodes
     /// without it).
     fn to_pb(&self) -> pb::Event {
-        let mut event = self.event.clone();
-        event.client = self.client.as_deref().cloned();
-        event
+        let mut buf = Vec::new();
+        self.encode_event(&mut buf);
+        pb::Event::decode(buf.as_slice()).expect("an entry decodes as the Event it encodes")
     }
 
-    /// Encodes this entry as one `EventBatch.events` element. Protobuf lets fields come
-    /// in any order, so the shared client is written after the event's other fields as
-    /// field 3 (`Event.client`): the bytes decode to exactly [`to_pb`](Self::to_pb).
-    fn encode_as_batch_element(&self, buf: &mut impl BufMut) {
-        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-        let client_len = self.client.as_deref().map_or(0, |c| {
-            let len = c.encoded_len();
-            key_len(EVENT_CLIENT_FIELD) + encoded_len_varint(len as u64) + len
-        });
-        encode_key(BATCH_EVENTS_FIELD, WireType::LengthDelimited, buf);
-        encode_varint((self.event.encoded_len() + client_len) as u64, buf);
-        self.event.encode_raw(buf);
-        if let Some(client) = self.client.as_deref() {
-            prost::encoding::message::encode(EVENT_CLIENT_FIELD, client, buf);
+    /// Writes the `Event` message: its sequence, then its body and its client. Protobuf
+    /// lets fields come in any order, so this decodes to the event with both set.
+    fn encode_event(&self, buf: &mut impl BufMut) {
+        encode_key(EVENT_SEQUENCE_FIELD, WireType::Varint, buf);
+        encode_varint(self.sequence, buf);
+        buf.put_slice(&self.body);
+        if let Some(client) = &self.client {
+            buf.put_slice(&client.0);
         }
+    }
+
+    /// Encodes this entry as one `EventBatch.events` element.
+    fn encode_as_batch_element(&self, buf: &mut impl BufMut) {
+        encode_key(BATCH_EVENTS_FIELD, WireType::LengthDelimited, buf);
+        encode_varint(self.element_len() as u64, buf);
+        self.encode_event(buf);
     }
 }
 
-/// `EventBatch.events` and `Event.client` in `plugin.proto`; a test checks them against
-/// the generated code.
+/// `EventBatch.events`, `Event.sequence` and `Event.client` in `plugin.proto`; a test
+/// checks them against the generated code.
 const BATCH_EVENTS_FIELD: u32 = 1;
+const EVENT_SEQUENCE_FIELD: u32 = 1;
 const EVENT_CLIENT_FIELD: u32 = 3;
 
 /// A batch as the stream sends it: reference-counted queue entries, encoded by
@@ -71,7 +111,7 @@ pub struct OutBatch {
 impl OutBatch {
     /// Sequences in the batch, in order.
     pub fn sequences(&self) -> Vec<u64> {
-        self.events.iter().map(|e| e.event.sequence).collect()
+        self.events.iter().map(|e| e.sequence).collect()
     }
 
     /// Drops reported by this batch.
@@ -134,28 +174,20 @@ mod tests {
     use super::*;
 
     /// A queue entry as the queue makes it, with its sequence.
-    fn entry(
-        sequence: u64,
-        mut event: pb::Event,
-        client: Option<Arc<pb::ClientRef>>,
-    ) -> Arc<Queued> {
-        event.sequence = sequence;
-        let bytes = Queued::cost(&event, client.as_deref());
-        Arc::new(Queued {
-            event,
-            client,
-            bytes,
-        })
+    fn entry(sequence: u64, event: pb::Event, client: Option<&pb::ClientRef>) -> Arc<Queued> {
+        let mut queued = Queued::new(&event, client.map(EncodedClient::new));
+        queued.sequence = sequence;
+        Arc::new(queued)
     }
 
     #[test]
     fn batches_encode_exactly_as_the_generated_message() {
-        let client = Arc::new(pb::ClientRef {
+        let client = pb::ClientRef {
             client_id: "c1".into(),
             username: "alice".into(),
             attributes: [("tenant".to_owned(), "acme".to_owned())].into(),
             connect_username: "al".into(),
-        });
+        };
         let message = |topic: &str| pb::Event {
             timestamp: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
@@ -177,7 +209,7 @@ mod tests {
         // two dropped, the last with its client, then one with none.
         let batch = OutBatch {
             events: vec![
-                entry(3, message("a/3"), Some(client.clone())),
+                entry(3, message("a/3"), Some(&client)),
                 entry(4, pb::Event::default(), None), // no client: nothing appended
             ],
             dropped_events: 2,
@@ -187,6 +219,23 @@ mod tests {
         batch.encode(&mut wire);
         let decoded = pb::EventBatch::decode(wire.freeze()).unwrap();
         assert_eq!(decoded, batch.to_pb());
+        // As the generated code would have written it.
+        let mut expected = message("a/3");
+        expected.sequence = 3;
+        expected.client = Some(client.clone());
+        assert_eq!(decoded.events[0], expected);
+        assert_eq!(
+            decoded.events[1],
+            pb::Event {
+                sequence: 4,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            batch.events[0].bytes() + 2,
+            expected.encoded_len(),
+            "the byte bound counts the encoded size (but the sequence's key and varint)"
+        );
         assert_eq!(
             decoded.events[0]
                 .client

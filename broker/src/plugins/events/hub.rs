@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tandem_proto::v1 as pb;
 
+use super::codec::EncodedClient;
 use super::queue::EventQueue;
 
 /// A plugin's declared interest and its queue.
@@ -85,7 +86,7 @@ impl EventHub {
     pub async fn emit(
         &self,
         kind: pb::EventKind,
-        client: Option<&Arc<pb::ClientRef>>,
+        client: Option<&EncodedClient>,
         topic: Option<&str>,
         build: impl Fn(bool) -> pb::event::Kind,
     ) {
@@ -198,7 +199,7 @@ mod tests {
             0,
             "unwanted kind and unmatched topic are not queued"
         );
-        let client = Arc::new(pb::ClientRef {
+        let client = EncodedClient::new(&pb::ClientRef {
             client_id: "c".into(),
             ..Default::default()
         });

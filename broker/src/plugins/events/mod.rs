@@ -14,7 +14,7 @@
 //! can wait or drop forever), and the bound is then exceeded by that event alone.
 //!
 //! # Layout
-//! - [`codec`]: the batch encoder that writes queue entries without copying them.
+//! - [`codec`]: events encoded once, when queued, and batches written from those bytes.
 //! - [`queue`]: [`EventQueue`], one plugin's bounded queue.
 //! - [`hub`]: [`EventHub`] and its [`Subscriber`]s: who wants what; events enter here.
 //! - [`stream`]: [`drive`], the `Events` call that drains a queue to its plugin.
@@ -27,7 +27,7 @@ pub mod hub;
 pub mod queue;
 pub mod stream;
 
-pub use codec::OutBatch;
+pub use codec::{EncodedClient, OutBatch};
 pub use hub::{EventHub, Subscriber};
 pub use queue::EventQueue;
 pub use stream::drive;

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tandem_proto::v1 as pb;
 use tokio::sync::Notify;
 
-use super::codec::{OutBatch, Queued};
+use super::codec::{EncodedClient, OutBatch, Queued};
 use crate::plugins::config::Overflow;
 
 #[derive(Default)]
@@ -39,6 +39,23 @@ struct State {
     resent_total: u64,
     /// `dropped_total` when drops were last logged, and when.
     drops_logged: (u64, Option<std::time::Instant>),
+}
+
+impl State {
+    /// Drops to log now, at most once a second: (events dropped since the last log, of
+    /// which for the byte bound, total). The clock is read only when there are some.
+    fn drops_to_log(&mut self) -> Option<(u64, u64)> {
+        let (logged, at) = self.drops_logged;
+        if self.dropped_total == logged {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        if at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return None;
+        }
+        self.drops_logged = (self.dropped_total, Some(now));
+        Some((self.dropped_total - logged, self.dropped_bytes_total))
+    }
 }
 
 /// One plugin's event queue.
@@ -81,7 +98,7 @@ impl EventQueue {
     }
 
     /// [`push`](Self::push) for an event about `client`.
-    pub async fn push_for(&self, event: pb::Event, client: Option<Arc<pb::ClientRef>>) -> u64 {
+    pub async fn push_for(&self, event: pb::Event, client: Option<EncodedClient>) -> u64 {
         self.push_logged(event, client).await.0
     }
 
@@ -89,11 +106,13 @@ impl EventQueue {
     /// second: (events dropped since the last log, of which for the byte bound, total).
     pub(super) async fn push_logged(
         &self,
-        mut event: pb::Event,
-        client: Option<Arc<pb::ClientRef>>,
+        event: pb::Event,
+        client: Option<EncodedClient>,
     ) -> (u64, Option<(u64, u64)>) {
-        let mut client = client;
-        let cost = Queued::cost(&event, client.as_deref());
+        // Encoded once, here, outside the lock: sending copies these bytes.
+        let mut entry = Some(Queued::new(&event, client));
+        drop(event);
+        let cost = entry.as_ref().map_or(0, Queued::bytes);
         loop {
             let notified = self.acked.notified();
             // The lock is taken and released in this block, never across the await.
@@ -110,7 +129,7 @@ impl EventQueue {
                     while full(&s) {
                         let by_bytes = s.events.len() < self.capacity;
                         if let Some(old) = s.events.pop_front() {
-                            s.bytes -= old.bytes;
+                            s.bytes -= old.bytes();
                         }
                         s.dropped_unreported += 1;
                         s.dropped_total += 1;
@@ -120,22 +139,13 @@ impl EventQueue {
                     }
                     let seq = s.next_seq;
                     s.next_seq += 1;
-                    event.sequence = seq;
                     s.queued_total += 1;
                     s.bytes += cost;
-                    s.events.push_back(Arc::new(Queued {
-                        event: std::mem::take(&mut event),
-                        client: client.take(),
-                        bytes: cost,
-                    }));
-                    let (logged, at) = s.drops_logged;
-                    let now = std::time::Instant::now();
-                    let log = (s.dropped_total > logged
-                        && at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)))
-                    .then(|| {
-                        s.drops_logged = (s.dropped_total, Some(now));
-                        (s.dropped_total - logged, s.dropped_bytes_total)
-                    });
+                    if let Some(mut queued) = entry.take() {
+                        queued.sequence = seq;
+                        s.events.push_back(Arc::new(queued));
+                    }
+                    let log = s.drops_to_log();
                     Some((seq, log))
                 }
             };
@@ -157,7 +167,7 @@ impl EventQueue {
             {
                 let mut s = self.state.lock();
                 let sent = s.sent;
-                let start = s.events.partition_point(|e| e.event.sequence <= sent);
+                let start = s.events.partition_point(|e| e.sequence <= sent);
                 if start < s.events.len() {
                     // Only reference counts under the lock; nothing is copied at all.
                     let queued: Vec<Arc<Queued>> = s
@@ -167,7 +177,7 @@ impl EventQueue {
                         .take(max.max(1))
                         .cloned()
                         .collect();
-                    s.sent = queued.last().map_or(sent, |e| e.event.sequence);
+                    s.sent = queued.last().map_or(sent, |e| e.sequence);
                     s.sent_total += queued.len() as u64;
                     let dropped_events = std::mem::take(&mut s.dropped_unreported);
                     return OutBatch {
@@ -184,7 +194,7 @@ impl EventQueue {
     fn unsent(&self) -> usize {
         let s = self.state.lock();
         let sent = s.sent;
-        s.events.len() - s.events.partition_point(|e| e.event.sequence <= sent)
+        s.events.len() - s.events.partition_point(|e| e.sequence <= sent)
     }
 
     /// [`next_batch`](Self::next_batch), but once an event is there and the batch is
@@ -213,13 +223,9 @@ impl EventQueue {
             return;
         }
         s.acked = sequence;
-        while s
-            .events
-            .front()
-            .is_some_and(|e| e.event.sequence <= sequence)
-        {
+        while s.events.front().is_some_and(|e| e.sequence <= sequence) {
             if let Some(old) = s.events.pop_front() {
-                s.bytes -= old.bytes;
+                s.bytes -= old.bytes();
             }
         }
         drop(s);
@@ -231,7 +237,7 @@ impl EventQueue {
         let mut s = self.state.lock();
         let sent = s.sent;
         // Everything queued is unacked; what was handed to the old stream goes again.
-        s.resent_total += s.events.partition_point(|e| e.event.sequence <= sent) as u64;
+        s.resent_total += s.events.partition_point(|e| e.sequence <= sent) as u64;
         s.sent = s.acked;
     }
 
@@ -406,7 +412,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_byte_bound_drops_the_oldest_and_counts_it() {
-        let one = Queued::cost(&sized(1000), None);
+        let one = Queued::new(&sized(1000), None).bytes();
         // Room for three 1000-byte events, not four; the count bound is far away.
         let q = EventQueue::with_bytes(1000, 3 * one + one / 2, Overflow::DropOldest);
         for _ in 0..5 {
@@ -429,7 +435,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_byte_bound_applies_backpressure() {
-        let one = Queued::cost(&sized(1000), None);
+        let one = Queued::new(&sized(1000), None).bytes();
         let q = Arc::new(EventQueue::with_bytes(
             1000,
             2 * one,
