@@ -26,7 +26,7 @@ use tracing::{Instrument, debug, info};
 use crate::plugins::cache::{Cached, CachedAction, DecisionCache, Put};
 use crate::plugins::client_info::{ClientIdentity, ConnectedInfo, DisconnectedInfo};
 pub use crate::plugins::decision::{Backoff, Checked, Decision, Denial};
-use crate::plugins::events::EncodedClient;
+use crate::plugins::events::{EncodedClient, Pending};
 use crate::plugins::wire;
 use crate::plugins::{PluginHost, PluginSet, TopicOutcome};
 use crate::protocol::{PacketSummary, Properties, ProtocolVersion, Publish, QoS, SubscribeReason};
@@ -70,6 +70,10 @@ pub struct ClientPlugins {
     gave_up: bool,
     /// `client_connected`, held until the CONNACK has been written.
     pending_connected: Option<pb::ClientConnected>,
+    /// While a read's packets are handled, their events (and the set that built them):
+    /// queued together by [`flush_events`](Self::flush_events), one lock and one
+    /// wake-up per plugin per read rather than per event.
+    batch: parking_lot::Mutex<Option<(Arc<PluginSet>, Pending)>>,
     stats: Arc<Stats>,
 }
 
@@ -95,6 +99,7 @@ impl ClientPlugins {
             cache_full_logged: false,
             gave_up: false,
             pending_connected: None,
+            batch: parking_lot::Mutex::new(None),
             stats: stats.clone(),
             set,
         }
@@ -123,6 +128,7 @@ impl ClientPlugins {
             cache_full_logged: false,
             gave_up: false,
             pending_connected: None,
+            batch: parking_lot::Mutex::new(None),
             stats: self.stats.clone(),
         }
     }
@@ -341,18 +347,46 @@ impl ClientPlugins {
 
     // ---- events ----
 
-    /// Queues an event for the plugins that want `kind` (nothing is built otherwise).
+    /// Queues an event for the plugins that want `kind` (nothing is built otherwise),
+    /// or, between [`batch_events`](Self::batch_events) and
+    /// [`flush_events`](Self::flush_events), keeps it for the flush.
     async fn emit(
         &self,
         kind: pb::EventKind,
         topic: Option<&str>,
         build: impl Fn(bool) -> pb::event::Kind,
     ) {
-        if self.set.events.wants(kind) {
-            self.set
-                .events
-                .emit(kind, Some(&self.event_client), topic, build)
-                .await;
+        if !self.set.events.wants(kind) {
+            return;
+        }
+        if let Some((set, pending)) = self.batch.lock().as_mut() {
+            set.events
+                .build(kind, Some(&self.event_client), topic, build, pending);
+            return;
+        }
+        self.set
+            .events
+            .emit(kind, Some(&self.event_client), topic, build)
+            .await;
+    }
+
+    /// From now until [`flush_events`](Self::flush_events), events are built as they
+    /// happen and queued together at the flush (a connection does this around the
+    /// packets of one read). Nothing is kept when no plugin wants events.
+    pub fn batch_events(&self) {
+        if self.set.events.any() {
+            *self.batch.lock() = Some((self.set.clone(), Pending::default()));
+        }
+    }
+
+    /// Queues the events kept since [`batch_events`](Self::batch_events), in order,
+    /// and ends the batch.
+    pub async fn flush_events(&self) {
+        let batch = self.batch.lock().take();
+        if let Some((set, pending)) = batch
+            && !pending.is_empty()
+        {
+            set.events.push(pending).await;
         }
     }
 

@@ -344,6 +344,8 @@ where
     async fn handle_input(&mut self) -> Result<(), Exit> {
         self.follow_reload().await;
         let report = self.plugins.wants_packets_received();
+        // The events of this read's packets are queued together, after them.
+        self.plugins.batch_events();
         let result = loop {
             match self.wire.decode(&mut self.rbuf, report) {
                 Ok(Some((packet, frame))) => {
@@ -359,6 +361,7 @@ where
                 Err(e) => break Err(Exit::Protocol(e)),
             }
         };
+        self.plugins.flush_events().await;
         // Every whole packet is out: a read buffer a burst of large packets grew is
         // given back (the next read starts a small one), as the outbox does.
         if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tandem_proto::v1 as pb;
 
-use super::codec::EncodedClient;
+use super::codec::{EncodedClient, Queued};
 use super::queue::EventQueue;
 
 /// A plugin's declared interest and its queue.
@@ -26,6 +26,21 @@ pub struct Subscriber {
     pub queue: Arc<EventQueue>,
     /// Lifecycle wait bound.
     pub lifecycle_timeout: Duration,
+}
+
+/// Events built and encoded for the plugins that want them, not yet queued: see
+/// [`EventHub::build`] and [`EventHub::push`].
+#[derive(Default)]
+pub struct Pending {
+    /// (the plugin's index among the hub's subscribers, its entry), in emission order.
+    entries: Vec<(usize, Queued)>,
+}
+
+impl Pending {
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// Every plugin that asked for events.
@@ -90,11 +105,27 @@ impl EventHub {
         topic: Option<&str>,
         build: impl Fn(bool) -> pb::event::Kind,
     ) {
+        let mut pending = Pending::default();
+        self.build(kind, client, topic, build, &mut pending);
+        self.push(pending).await;
+    }
+
+    /// [`emit`](Self::emit)'s first half: the event is built and encoded for every
+    /// plugin that wants it, into `pending`, to be queued by [`push`](Self::push) with
+    /// others (a connection queues the events of one read together).
+    pub fn build(
+        &self,
+        kind: pb::EventKind,
+        client: Option<&EncodedClient>,
+        topic: Option<&str>,
+        build: impl Fn(bool) -> pb::event::Kind,
+        pending: &mut Pending,
+    ) {
         if !self.wants(kind) {
             return;
         }
         let timestamp = Some(prost_types::Timestamp::from(std::time::SystemTime::now()));
-        for s in &self.subscribers {
+        for (i, s) in self.subscribers.iter().enumerate() {
             if s.kinds & bit(kind) == 0 {
                 continue;
             }
@@ -119,7 +150,34 @@ impl EventHub {
                     s.payloads
                 })),
             };
-            let (_, drops) = s.queue.push_logged(event, client.cloned()).await;
+            pending
+                .entries
+                .push((i, Queued::new(&event, client.cloned())));
+        }
+    }
+
+    /// Queues what [`build`](Self::build) put in `pending`, in order: per plugin, under
+    /// one lock and with one wake-up of its stream.
+    pub async fn push(&self, mut pending: Pending) {
+        // Nearly always one plugin wants events: its entries go as they are.
+        while !pending.entries.is_empty() {
+            let i = pending.entries[0].0;
+            let mine: Vec<Queued> = if pending.entries.iter().all(|(j, _)| *j == i) {
+                std::mem::take(&mut pending.entries)
+                    .into_iter()
+                    .map(|(_, q)| q)
+                    .collect()
+            } else {
+                let (mine, rest) = std::mem::take(&mut pending.entries)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|(j, _)| *j == i);
+                pending.entries = rest;
+                mine.into_iter().map(|(_, q)| q).collect()
+            };
+            let Some(s) = self.subscribers.get(i) else {
+                continue;
+            };
+            let (_, drops) = s.queue.push_many(mine).await;
             if let Some((dropped, for_bytes)) = drops {
                 tracing::warn!(
                     plugin = %s.alias,

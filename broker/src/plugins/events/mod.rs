@@ -28,7 +28,7 @@ pub mod queue;
 pub mod stream;
 
 pub use codec::{EncodedClient, OutBatch};
-pub use hub::{EventHub, Subscriber};
+pub use hub::{EventHub, Pending, Subscriber};
 pub use queue::EventQueue;
 pub use stream::drive;
 

@@ -110,22 +110,34 @@ impl EventQueue {
         client: Option<EncodedClient>,
     ) -> (u64, Option<(u64, u64)>) {
         // Encoded once, here, outside the lock: sending copies these bytes.
-        let mut entry = Some(Queued::new(&event, client));
+        let entry = Queued::new(&event, client);
         drop(event);
-        let cost = entry.as_ref().map_or(0, Queued::bytes);
+        self.push_many(vec![entry]).await
+    }
+
+    /// Queues `entries` in order, each with the next sequence, under one lock and with
+    /// one wake-up of the stream (or one per wait for room, with `backpressure`).
+    /// Returns the last sequence given and the drops to log (see
+    /// [`push_logged`](Self::push_logged)).
+    pub(super) async fn push_many(&self, entries: Vec<Queued>) -> (u64, Option<(u64, u64)>) {
+        let mut entries = entries.into_iter().peekable();
+        let mut last = 0;
+        let mut log = None;
         loop {
             let notified = self.acked.notified();
             // The lock is taken and released in this block, never across the await.
-            let queued = {
+            {
                 let mut s = self.state.lock();
-                let full = |s: &State| {
-                    !s.events.is_empty()
-                        && (s.events.len() >= self.capacity
-                            || s.bytes.saturating_add(cost) > self.max_bytes)
-                };
-                if full(&s) && self.overflow == Overflow::Backpressure {
-                    None
-                } else {
+                while let Some(entry) = entries.peek() {
+                    let cost = entry.bytes();
+                    let full = |s: &State| {
+                        !s.events.is_empty()
+                            && (s.events.len() >= self.capacity
+                                || s.bytes.saturating_add(cost) > self.max_bytes)
+                    };
+                    if full(&s) && self.overflow == Overflow::Backpressure {
+                        break;
+                    }
                     while full(&s) {
                         let by_bytes = s.events.len() < self.capacity;
                         if let Some(old) = s.events.pop_front() {
@@ -141,21 +153,22 @@ impl EventQueue {
                     s.next_seq += 1;
                     s.queued_total += 1;
                     s.bytes += cost;
-                    if let Some(mut queued) = entry.take() {
+                    if let Some(mut queued) = entries.next() {
                         queued.sequence = seq;
                         s.events.push_back(Arc::new(queued));
                     }
-                    let log = s.drops_to_log();
-                    Some((seq, log))
+                    last = seq;
                 }
-            };
-            match queued {
-                Some(done) => {
-                    self.ready.notify_one();
-                    return done;
-                }
-                None => notified.await,
+                log = s.drops_to_log().or(log);
             }
+            if last != 0 {
+                self.ready.notify_one();
+            }
+            if entries.peek().is_none() {
+                return (last, log);
+            }
+            // Backpressure: what did not fit waits for acks to make room.
+            notified.await;
         }
     }
 
@@ -325,6 +338,68 @@ mod tests {
         assert_eq!(q.depth(), 0);
         q.ack(1);
         assert_eq!(q.depth(), 0, "an older ack is ignored");
+    }
+
+    /// Events told apart by their traceparent.
+    fn named(name: &str) -> Queued {
+        Queued::new(
+            &pb::Event {
+                traceparent: name.into(),
+                ..Default::default()
+            },
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_queued_in_order_and_waits_for_room_under_backpressure() {
+        let q = Arc::new(EventQueue::new(3, Overflow::Backpressure));
+        let pushing = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                q.push_many(["a", "b", "c", "d", "e"].map(named).into())
+                    .await
+                    .0
+            })
+        };
+        let first = q.next_batch(10).await.to_pb();
+        assert_eq!(
+            first
+                .events
+                .iter()
+                .map(|e| e.traceparent.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b", "c"],
+            "what fits is queued at once"
+        );
+        assert!(!pushing.is_finished(), "the rest waits for room");
+        q.ack(2);
+        let rest = q.next_batch(10).await.to_pb();
+        assert_eq!(
+            rest.events
+                .iter()
+                .map(|e| (e.sequence, e.traceparent.as_str()))
+                .collect::<Vec<_>>(),
+            [(4, "d"), (5, "e")]
+        );
+        assert_eq!(pushing.await.unwrap(), 5, "the last sequence given");
+        assert_eq!(q.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_queue_keeps_its_newest_under_drop_oldest() {
+        let q = EventQueue::new(3, Overflow::DropOldest);
+        q.push_many(["a", "b", "c", "d", "e"].map(named).into())
+            .await;
+        let b = q.next_batch(10).await.to_pb();
+        assert_eq!(
+            b.events
+                .iter()
+                .map(|e| e.traceparent.as_str())
+                .collect::<Vec<_>>(),
+            ["c", "d", "e"]
+        );
+        assert_eq!((b.dropped_events, q.dropped()), (2, 2));
     }
 
     #[tokio::test]
