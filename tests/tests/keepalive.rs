@@ -1,7 +1,8 @@
 //! Keepalive (MQTT 3.1.1 section 3.1.2.10): any control packet from the client resets
 //! it, and only 1.5 times the keepalive of silence closes the connection. A busy
 //! publisher is never closed, nor a slow reader that keeps pinging while the broker's
-//! writes to it block; a silent client is closed after 1.5 times its keepalive.
+//! writes to it block, nor a subscriber whose deliveries wait on slow RECEIVE checks; a
+//! silent client is closed after 1.5 times its keepalive.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -229,5 +230,70 @@ async fn a_pinging_client_outlives_many_keepalives() {
         tokio::time::sleep(Duration::from_millis(800)).await;
         client.ping().await;
     }
+    assert_eq!(broker.count_log("keepalive expired"), 0);
+}
+
+/// A subscriber whose queued messages each wait for a slow RECEIVE check is still read
+/// while they do: its PINGREQs are answered and its keepalive never runs out. (The broker
+/// used to move a whole window of deliveries into the outbox, one check after another,
+/// reading nothing meanwhile: a healthy client was closed for an expired keepalive.)
+#[tokio::test]
+async fn a_subscriber_waiting_on_slow_receive_checks_is_still_read() {
+    const QUEUED: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tandem::start_config(&format!(
+        "listeners:\n  default: {{ type: tcp, bind: 127.0.0.1:0 }}\n\
+         plugins:\n  slow:\n    endpoint: unix://{}/slow.sock\n    command: [{}, --roles, topic]\n    \
+         timeout: 5s\n    config: {{ delay_ms: 100, topic_default: allow }}\n\
+         topic-check: {{ plugins: [slow] }}\n",
+        dir.path().display(),
+        tandem_tests::policy_bin().display(),
+    ));
+    // A persistent subscription, its client away while 30 messages (one topic each:
+    // no decision can be reused) are queued for it.
+    let mut sub = RawClient::open(broker.addr, connect_packet("patient", false, 1)).await;
+    assert!(matches!(sub.recv().await, Packet::ConnAck(_)));
+    sub.subscribe("slow/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = RawClient::connect(broker.addr, "hurried").await;
+    for i in 0..QUEUED {
+        publisher
+            .publish(&format!("slow/{i}"), b"m", QoS::AtLeastOnce, false)
+            .await;
+    }
+    // Back with keepalive 1 s (closed after 1.5 s unheard): 30 checks of 100 ms each
+    // are 3 s of deliveries. It pings every 400 ms and acknowledges what comes.
+    let mut sub = RawClient::open(broker.addr, connect_packet("patient", false, 1)).await;
+    assert!(matches!(sub.recv().await, Packet::ConnAck(_)));
+    let (mut received, mut pongs) = (0, 0);
+    let mut next_ping = Instant::now();
+    let deadline = Instant::now() + DEADLINE * 2;
+    while received < QUEUED {
+        assert!(
+            Instant::now() < deadline,
+            "{received} of {QUEUED} delivered in time"
+        );
+        if Instant::now() >= next_ping {
+            sub.send(&Packet::PingReq).await;
+            next_ping += Duration::from_millis(400);
+        }
+        match sub.recv_within(Duration::from_millis(50)).await {
+            Recv::Packet(Packet::Publish(p)) => {
+                sub.ack(&p).await;
+                received += 1;
+            }
+            Recv::Packet(Packet::PingResp) => pongs += 1,
+            Recv::Packet(other) => panic!("unexpected {other:?}"),
+            Recv::Closed => panic!(
+                "closed after {received} deliveries and {pongs} PINGRESPs; broker log: keepalive expired x{}",
+                broker.count_log("keepalive expired")
+            ),
+            Recv::Nothing => {}
+        }
+    }
+    assert!(
+        pongs >= 3,
+        "its pings were answered while the deliveries waited ({pongs} PINGRESPs)"
+    );
     assert_eq!(broker.count_log("keepalive expired"), 0);
 }

@@ -21,6 +21,10 @@ use crate::protocol::{self, PacketType, PublishRef, QoS};
 use crate::server::connection::{Connection, WRITE_BATCH};
 use crate::session::{Delivery, Held, OutState};
 
+/// The longest a connection moves queued messages into its outbox before it writes them
+/// and reads what its client sent: see [`drain_queue`](Connection::drain_queue).
+const DRAIN_SLICE: Duration = Duration::from_millis(50);
+
 /// What becomes of one delivery after its RECEIVE check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Receive {
@@ -229,11 +233,17 @@ where
     }
 
     /// Moves queued messages into the outbox while the window and batch allow, and no
-    /// delivery is held.
+    /// delivery is held, for at most [`DRAIN_SLICE`]: each delivery may wait for a
+    /// RECEIVE check, and while it does nothing is read from the client. Without the
+    /// bound a slow topic-check plugin kept a busy subscriber's connection here for
+    /// tens of seconds (a window of checks, one after another), its PINGREQs and acks
+    /// unread, until the broker closed it for an expired keepalive.
     pub(super) async fn drain_queue(&mut self) {
+        let started = Instant::now();
         while self.out.len() < WRITE_BATCH
             && self.state.inflight.len() < self.max_inflight
             && self.state.held.is_none()
+            && started.elapsed() < DRAIN_SLICE
         {
             match self.state.queue.try_recv() {
                 Ok(delivery) if self.through_revoked(&delivery) => {}
