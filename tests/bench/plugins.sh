@@ -16,7 +16,13 @@
 # throughput the broker would reach on the same CPU, the consumer running elsewhere (a sidecar
 # has its own CPU limit).
 #
-# usage: tests/bench/plugins.sh [--reps N] [--duration S] [--no-build]
+# With --pinned every scenario also runs pinned (run.sh's -pinned: the broker, and the plugin
+# it starts, on core 0, the load generator on core 1): efficiency per core, the plugin's CPU
+# counted against the broker's. With --save the raw results (each variant's run.sh meta record
+# included: commit, versions, machine) are copied to tests/bench/results/plugins-<date>-<commit>.jsonl;
+# tests/bench/plugins_table.py draws the tables again from such a file.
+#
+# usage: tests/bench/plugins.sh [--reps N] [--duration S] [--pinned] [--save] [--no-build]
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -24,12 +30,16 @@ TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 REPS=3
 DURATION=5
 BUILD=1
+PINNED=()
+SAVE=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --reps) REPS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --pinned) PINNED=(--pinned) ;;
+        --save) SAVE=1 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "plugins.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -97,71 +107,30 @@ for ((rep = 1; rep <= REPS; rep++)); do
     for v in none topic-cached topic-uncached events events-logger; do
         TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-$rep \
             "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
-            --duration "$DURATION" --scenarios fan-in-qos0,fan-in-qos1,pairs-qos1 >/dev/null 2>"$OUT/$v-$rep.log" \
+            "${PINNED[@]}" --duration "$DURATION" --scenarios fan-in-qos0,fan-in-qos1,pairs-qos1 >/dev/null 2>"$OUT/$v-$rep.log" \
             || { echo "plugins.sh: run $v/$rep failed; see $OUT/$v-$rep.log" >&2; exit 1; }
         sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-$rep/results.jsonl" >>"$OUT/results.jsonl"
     done
     for v in none events; do
         TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-fixed-$rep \
             "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
-            --duration "$DURATION" --scenarios fan-in-qos0-fixed >/dev/null 2>"$OUT/$v-fixed-$rep.log" \
+            "${PINNED[@]}" --duration "$DURATION" --scenarios fan-in-qos0-fixed >/dev/null 2>"$OUT/$v-fixed-$rep.log" \
             || { echo "plugins.sh: fixed-rate run $v/$rep failed; see $OUT/$v-fixed-$rep.log" >&2; exit 1; }
         sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-fixed-$rep/results.jsonl" >>"$OUT/results.jsonl"
     done
     for v in none auth; do
         TANDEM_CONFIG=$OUT/$v.yaml TANDEM_PORT=$PORT BENCH_OUT=$OUT/$v-connect-$rep \
             "$REPO/tests/bench/run.sh" --no-build --brokers tandem --reps 1 \
-            --duration "$DURATION" --scenarios connect >/dev/null 2>"$OUT/$v-connect-$rep.log" \
+            "${PINNED[@]}" --duration "$DURATION" --scenarios connect >/dev/null 2>"$OUT/$v-connect-$rep.log" \
             || { echo "plugins.sh: connect run $v/$rep failed; see $OUT/$v-connect-$rep.log" >&2; exit 1; }
         sed "s/\"label\":\"tandem\"/\"label\":\"$v\"/" "$OUT/$v-connect-$rep/results.jsonl" >>"$OUT/results.jsonl"
     done
 done
 
-python3 - "$OUT/results.jsonl" <<'PY' | tee "$OUT/table.md"
-import json, statistics, sys
-runs, cpu = {}, {}
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    # run.sh's meta records (one per variant run), failed runs, and inexact runs (counted
-    # by run.sh's table; never in a median) carry no figure to use.
-    if "meta" in r or r.get("error") or r["run"].get("exact") is False:
-        continue
-    run = r["run"]
-    runs.setdefault((r["bench"], run["label"]), []).append(run["rate"])
-    if run.get("broker_cpu") and run["rate"]:
-        cpu.setdefault((r["bench"], run["label"]), []).append(run["broker_cpu"] / run["rate"] * 1e6)
-def med(bench, label):
-    v = runs.get((bench, label))
-    return statistics.median(v) if v else None
-def k(x):
-    return "-" if x is None else f"{x/1e6:.2f}M" if x >= 1e6 else f"{x/1e3:.1f}k"
-def r(a, b):
-    return "-" if not a or not b else f"{a/b:.2f}"
-print("| scenario | no plugin | TopicFilter, cached | ratio | TopicFilter, no cache | ratio | events, sink | ratio | events, JSON logger | ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for bench, name in [("fan-in-qos0", "fan-in QoS 0, msg/s"), ("fan-in-qos1", "fan-in QoS 1, msg/s"), ("pairs-qos1", "pairs QoS 1, msg/s")]:
-    n, c, u = med(bench, "none"), med(bench, "topic-cached"), med(bench, "topic-uncached")
-    e, l = med(bench, "events"), med(bench, "events-logger")
-    print(f"| {name} | {k(n)} | {k(c)} | {r(c, n)} | {k(u)} | {r(u, n)} | {k(e)} | {r(e, n)} | {k(l)} | {r(l, n)} |")
-print()
-def cmed(label):
-    v = cpu.get(("fan-in-qos0-fixed", label))
-    return statistics.median(v) if v else None
-cn, ce = cmed("none"), cmed("events")
-rn, re_ = med("fan-in-qos0-fixed", "none"), med("fan-in-qos0-fixed", "events")
-f = lambda x: "-" if x is None else f"{x:.3f}"
-print("| fan-in QoS 0 at 200k msg/s offered | delivered msg/s | broker CPU per message (us) |")
-print("|---|---|---|")
-print(f"| no plugin | {k(rn)} | {f(cn)} |")
-print(f"| message_received events (sink) | {k(re_)} | {f(ce)} |")
-print(f"| broker-side throughput ratio (CPU per message, none / events) | | {r(cn, ce)} |")
-print()
-print("| scenario | no plugin | Authenticate plugin | ratio |")
-print("|---|---|---|---|")
-n, a = med("connect", "none"), med("connect", "auth")
-print(f"| connects/s (16 concurrent) | {k(n)} | {k(a)} | {r(a, n)} |")
-print()
-print("Ratios are rate with the plugin / rate without. Each publish is one PUBLISH check and one")
-print("RECEIVE check per subscriber; cached, both are per-session lookups after the first call.")
-PY
+python3 "$REPO/tests/bench/plugins_table.py" "$OUT/results.jsonl" | tee "$OUT/table.md"
+if [[ $SAVE == 1 ]]; then
+    saved=$REPO/tests/bench/results/plugins-$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$REPO" rev-parse --short HEAD).jsonl
+    cp "$OUT/results.jsonl" "$saved"
+    echo "plugins.sh: raw results saved to ${saved#"$REPO"/} (commit it with the figures it backs)" >&2
+fi
 echo "plugins.sh: results in $OUT" >&2

@@ -12,7 +12,8 @@
 //!   wrong passwords, publishes outside the ACL;
 //! - a plugin process killed (SIGKILL) every `--kill-every`, alternately auth and topic;
 //! - a reload (`tandem reload --pid`, with a changed plugin config) every `--reload-every`;
-//! - the broker's RSS sampled every 5 s.
+//! - the broker's RSS sampled every 5 s, and once more when every client has gone and the
+//!   broker has idled for `--settle`: what it keeps, against its RSS at start-up.
 //!
 //! Then publishing stops, deliveries drain, and it reports (one JSON line on stdout, a
 //! summary on stderr): spurious disconnects of long-lived clients, acknowledged QoS 1/2
@@ -93,6 +94,10 @@ pub(crate) struct Args {
     /// How long deliveries may drain after publishing stops.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub(crate) drain: Duration,
+    /// After every client has gone, how long the idle broker is given before its RSS is
+    /// read again: what it kept, against its RSS at start-up.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) settle: Duration,
     /// Work directory (config, ACL, broker log); a temporary one if not given.
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
@@ -131,6 +136,7 @@ async fn main() -> Result<()> {
         notes: Mutex::new(Vec::new()),
         slow_readers: args.slow,
     });
+    let startup_rss = try_rss_kib(broker_pid);
     let started = Instant::now();
     let clients: Vec<_> = (0..args.clients)
         .map(|i| tokio::spawn(long_lived(i, sh.clone(), args.rate)))
@@ -222,9 +228,17 @@ async fn main() -> Result<()> {
     for s in slow {
         let _ = s.await;
     }
-
-    let samples = samples.lock().unwrap().clone();
-    let failed = report::report(&args, &sh, &outcomes, &samples, &broker.log);
+    eprintln!(
+        "soak: every client has gone; the broker idles for {:?}",
+        args.settle
+    );
+    tokio::time::sleep(args.settle).await;
+    let rss = report::Rss {
+        startup: startup_rss,
+        idle: try_rss_kib(broker_pid),
+        samples: samples.lock().unwrap().clone(),
+    };
+    let failed = report::report(&args, &sh, &outcomes, &rss, &broker.log);
     drop(broker);
     if args.work_dir.is_none() {
         // Keep the broker's log of a failed run.

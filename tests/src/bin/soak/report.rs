@@ -100,6 +100,16 @@ fn slope(samples: &[(f64, u64)]) -> Option<f64> {
     (sxx > 0.0).then(|| sxy / sxx * 60.0)
 }
 
+/// The broker's RSS over the run, KiB.
+pub(crate) struct Rss {
+    /// Before any client connected.
+    pub(crate) startup: Option<u64>,
+    /// When every client had gone and the broker had idled for `--settle`.
+    pub(crate) idle: Option<u64>,
+    /// (seconds since the clients started, KiB) every 5 s while they ran.
+    pub(crate) samples: Vec<(f64, u64)>,
+}
+
 /// Prints the report of the run (the broker's log at `log_path`, RSS `samples`); returns
 /// whether it failed: a spurious disconnect, a lost acknowledged message, a cross-user
 /// delivery or a wrong password let in.
@@ -107,9 +117,10 @@ pub(crate) fn report(
     args: &Args,
     sh: &Shared,
     outcomes: &[Outcome],
-    samples: &[(f64, u64)],
+    rss: &Rss,
     log_path: &Path,
 ) -> bool {
+    let samples = &rss.samples;
     let log = std::fs::read_to_string(log_path).unwrap_or_default();
     let refused = refused_publishes(&log);
     let Losses {
@@ -149,7 +160,8 @@ pub(crate) fn report(
         "reloads": get(&c.reloads),
         "reloads_refused": reload_refused,
         "broker_keepalive_closes_logged": keepalive_closes,
-        "rss_kib": { "first": samples.first().map(|s| s.1), "last": samples.last().map(|s| s.1),
+        "rss_kib": { "startup": rss.startup, "idle_after_settle": rss.idle, "settle_s": args.settle.as_secs(),
+                     "first": samples.first().map(|s| s.1), "last": samples.last().map(|s| s.1),
                      "max": samples.iter().map(|s| s.1).max(), "samples": samples.len(),
                      "slope_after_warmup_kib_per_min": slope_kib, "warmup_s": args.warmup.as_secs() },
         "notes": *sh.notes.lock().unwrap(),
@@ -160,7 +172,7 @@ pub(crate) fn report(
         || get(&c.cross_user) > 0
         || get(&c.wrong_password_accepted) > 0;
     eprintln!(
-        "soak: {} — spurious disconnects {}, acknowledged QoS 1/2 lost {} of {acked_total}, cross-user deliveries {}, wrong passwords let in {}; RSS {:?} -> {:?} KiB, slope after warm-up {} KiB/min; broker log {}",
+        "soak: {} — spurious disconnects {}, acknowledged QoS 1/2 lost {} of {acked_total}, cross-user deliveries {}, wrong passwords let in {}; RSS {:?} -> {:?} KiB, slope after warm-up {} KiB/min; RSS {:?} KiB at start-up, {:?} KiB with no client left ({}); broker log {}",
         if failed { "FAILED" } else { "ok" },
         get(&c.spurious_disconnects),
         lost,
@@ -169,6 +181,12 @@ pub(crate) fn report(
         samples.first().map(|s| s.1),
         samples.last().map(|s| s.1),
         slope_kib.map_or("n/a".into(), |s| format!("{s:.0}")),
+        rss.startup,
+        rss.idle,
+        match (rss.startup, rss.idle) {
+            (Some(a), Some(b)) if a > 0 => format!("{:.2}x", b as f64 / a as f64),
+            _ => "n/a".into(),
+        },
         log_path.display(),
     );
     failed
