@@ -43,8 +43,10 @@ pub(super) struct RouteOutcome {
 /// for, and tells the plugins that want to hear of it. With `wait` (a client's PUBLISH, not a
 /// will), QoS 1/2 deliveries to full queues under `mqtt.queue_full: backpressure` are
 /// waited for, one after another, within one `mqtt.backpressure_timeout`. `hold` (see
-/// [`Store::hold`](crate::storage::Store::hold)) ends when the copies routed at once are handed to the store, so
-/// they land in the commit of whatever the caller handed over before.
+/// [`Store::hold`](crate::storage::Store::hold)) ends when the copies routed at once
+/// are handed to the store, so they land in the commit of whatever the caller handed
+/// over before it. (Copies that wait for room under `backpressure` come later, outside
+/// the hold.)
 pub(super) async fn route(
     broker: &Broker,
     plugins: &ClientPlugins,
