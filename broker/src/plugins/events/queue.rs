@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tandem_proto::v1 as pb;
 use tokio::sync::Notify;
 
-use super::codec::{EncodedClient, OutBatch, Queued};
+use super::codec::{OutBatch, Queued};
 use crate::plugins::config::Overflow;
 
 #[derive(Default)]
@@ -91,34 +91,17 @@ impl EventQueue {
         }
     }
 
-    /// Queues an event, giving it the next sequence; returns that sequence. With
-    /// `backpressure` and a full queue this waits for acks to make room.
+    /// Queues an event (no client: a broker lifecycle event), giving it the next
+    /// sequence; returns that sequence. With `backpressure` and a full queue this waits
+    /// for acks to make room. Client events go through [`EventHub`](super::EventHub).
     pub async fn push(&self, event: pb::Event) -> u64 {
-        self.push_for(event, None).await
-    }
-
-    /// [`push`](Self::push) for an event about `client`.
-    pub async fn push_for(&self, event: pb::Event, client: Option<EncodedClient>) -> u64 {
-        self.push_logged(event, client).await.0
-    }
-
-    /// [`push_for`](Self::push_for), also returning the drops to log now, at most once a
-    /// second: (events dropped since the last log, of which for the byte bound, total).
-    pub(super) async fn push_logged(
-        &self,
-        event: pb::Event,
-        client: Option<EncodedClient>,
-    ) -> (u64, Option<(u64, u64)>) {
-        // Encoded once, here, outside the lock: sending copies these bytes.
-        let entry = Queued::new(&event, client);
-        drop(event);
-        self.push_many(vec![entry]).await
+        self.push_many(vec![Queued::new(&event, None)]).await.0
     }
 
     /// Queues `entries` in order, each with the next sequence, under one lock and with
     /// one wake-up of the stream (or one per wait for room, with `backpressure`).
-    /// Returns the last sequence given and the drops to log (see
-    /// [`push_logged`](Self::push_logged)).
+    /// Returns the last sequence given and the drops to log now, at most once a second:
+    /// (events dropped since the last log, of which for the byte bound, total).
     pub(super) async fn push_many(&self, entries: Vec<Queued>) -> (u64, Option<(u64, u64)>) {
         let mut entries = entries.into_iter().peekable();
         let mut last = 0;
