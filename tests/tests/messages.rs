@@ -280,6 +280,14 @@ async fn bind_and_port_override_the_default_listener() {
     );
 }
 
+/// `tandem reload --pid PID --timeout TIMEOUT`, run to its end.
+fn tandem_reload(pid: u32, timeout: &str) -> std::process::Output {
+    Command::new(tandem_bin())
+        .args(["reload", "--pid", &pid.to_string(), "--timeout", timeout])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn reload_by_pid_reports_refusal_and_strangers() {
     let broker = Tandem::start("");
@@ -290,10 +298,7 @@ fn reload_by_pid_reports_refusal_and_strangers() {
     );
     assert!(said.contains("tandem.yaml"), "{said}");
     // A pid that is no broker: a clear error, and no signal sent to it.
-    let out = Command::new(tandem_bin())
-        .args(["reload", "--pid", "1", "--timeout", "2s"])
-        .output()
-        .unwrap();
+    let out = tandem_reload(1, "2s");
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -308,16 +313,7 @@ fn reload_by_pid_reports_refusal_and_strangers() {
         broker.dir.path().display()
     );
     std::fs::write(broker.dir.path().join("tandem.yaml"), ghost).unwrap();
-    let out = Command::new(tandem_bin())
-        .args([
-            "reload",
-            "--pid",
-            &broker.pid().to_string(),
-            "--timeout",
-            "500ms",
-        ])
-        .output()
-        .unwrap();
+    let out = tandem_reload(broker.pid(), "500ms");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("the reload may still be applied"), "{err}");
@@ -341,16 +337,7 @@ fn reload_believes_only_the_broker_it_asked() {
             let _ = stream.write_all(b"ok configuration reloaded: generation 99\n");
         }
     });
-    let out = Command::new(tandem_bin())
-        .args([
-            "reload",
-            "--pid",
-            &bystander.id().to_string(),
-            "--timeout",
-            "2s",
-        ])
-        .output()
-        .unwrap();
+    let out = tandem_reload(bystander.id(), "2s");
     let _ = bystander.kill();
     let _ = bystander.wait();
     let (said, err) = (
@@ -437,10 +424,7 @@ fn the_control_socket_refuses_strangers_garbage_and_silence() {
     // timeout (5 s): a real `tandem reload` behind it is still answered.
     let _silent = control_socket(pid);
     let started = Instant::now();
-    let out = Command::new(tandem_bin())
-        .args(["reload", "--pid", &pid.to_string(), "--timeout", "20s"])
-        .output()
-        .unwrap();
+    let out = tandem_reload(pid, "20s");
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("configuration reloaded"),
