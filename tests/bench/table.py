@@ -12,6 +12,17 @@ import json, statistics, sys
 
 TRANSPORTS = {"-tls": "TLS", "-ws": "WebSocket"}
 
+def broker_table(title, lines):
+    """Prints `title`, then a table of one column per broker: `lines` are (first cell, cells)."""
+    print()
+    print(title)
+    print()
+    print("| scenario | " + " | ".join(brokers) + " |")
+    print("|---|" + "---|" * len(brokers))
+    for first, cells in lines:
+        print(f"| {first} | " + " | ".join(cells) + " |")
+
+
 def split_transport(s):
     """(scenario over TCP, transport suffix or "")"""
     for suffix in TRANSPORTS:
@@ -242,17 +253,11 @@ if base:
 # MQTT 5 against 3.1.1, each broker against itself in the same run.
 v5 = [s for s in scenarios if s.endswith("-v5") and s[:-3] in scenarios]
 if v5:
-    print()
-    print("MQTT 5 against MQTT 3.1.1 (median rate ratio, v5/3.1.1; 1.00 is no cost):")
-    print()
-    print("| scenario | " + " | ".join(brokers) + " |")
-    print("|---|" + "---|" * len(brokers))
-    for s in v5:
-        cells = []
-        for b in brokers:
-            r = ratio(median((s, b), "rate"), median((s[:-3], b), "rate"), True)
-            cells.append("-" if r is None else f"{r:.2f}")
-        print(f"| {s[:-3]} | " + " | ".join(cells) + " |")
+    def v5_cells(s):
+        rs = [ratio(median((s, b), "rate"), median((s[:-3], b), "rate"), True) for b in brokers]
+        return ["-" if r is None else f"{r:.2f}" for r in rs]
+    broker_table("MQTT 5 against MQTT 3.1.1 (median rate ratio, v5/3.1.1; 1.00 is no cost):",
+                 [(s[:-3], v5_cells(s)) for s in v5])
 
 # TLS and WebSocket against plain TCP, each broker against itself in the same run; and Tandem
 # over TLS or WebSocket against the peer over plain TCP (what the transport costs, in the
@@ -278,29 +283,18 @@ if over:
         print(f"| {b0} | {TRANSPORTS[suffix]} | " + " | ".join(cells) + " |")
 
 # The spread behind each median: min / median / max over the exact runs.
-print()
-print("Spread over repetitions (exact runs only), min / median / max:")
-print()
-print("| scenario | " + " | ".join(brokers) + " |")
-print("|---|" + "---|" * len(brokers))
-for label, s, field, higher, fmt in rows:
-    cells = []
-    for b in brokers:
-        vals = sorted(r[field] for r in runs.get((s, b), [])
-                      if r.get(field) is not None and r.get("exact") is not False)
-        cells.append("-" if not vals else
-                     f"{fmt(vals[0])} / {fmt(statistics.median(vals))} / {fmt(vals[-1])} ({len(vals)})")
-    print(f"| {label} | " + " | ".join(cells) + " |")
+def spread(s, b, field, fmt):
+    vals = sorted(r[field] for r in runs.get((s, b), [])
+                  if r.get(field) is not None and r.get("exact") is not False)
+    return ("-" if not vals else
+            f"{fmt(vals[0])} / {fmt(statistics.median(vals))} / {fmt(vals[-1])} ({len(vals)})")
+broker_table("Spread over repetitions (exact runs only), min / median / max:",
+             [(label, [spread(s, b, field, fmt) for b in brokers])
+              for label, s, field, higher, fmt in rows])
 
 # Who was busy: if the load generator is near its share of the machine, it may be what limits.
-print()
-print("CPU cores used during the window (medians), load generator / broker:")
-print()
-print("| scenario | " + " | ".join(brokers) + " |")
-print("|---|" + "---|" * len(brokers))
-for s in scenarios:
-    cells = []
-    for b in brokers:
-        lg, br = median((s, b), "loadgen_cpu"), median((s, b), "broker_cpu")
-        cells.append("-" if lg is None else f"{lg:.2f} / {br:.2f}" if br is not None else f"{lg:.2f} / ?")
-    print(f"| {s} | " + " | ".join(cells) + " |")
+def cores(s, b):
+    lg, br = median((s, b), "loadgen_cpu"), median((s, b), "broker_cpu")
+    return "-" if lg is None else f"{lg:.2f} / {br:.2f}" if br is not None else f"{lg:.2f} / ?"
+broker_table("CPU cores used during the window (medians), load generator / broker:",
+             [(s, [cores(s, b) for b in brokers]) for s in scenarios])
